@@ -1,0 +1,278 @@
+r"""Grokking at the Edge of Numerical Stability (Prieto et al., ICLR 2025, arXiv 2501.04697).
+
+(a + b) mod p over all pairs, 40% of them for training, a bias-free ReLU MLP (2p-200-200-p) trained full batch:
+
+  (a) softmax cross-entropy + AdamW, no weight decay, float32: fits the training set, never generalises, and
+      drifts into Softmax Collapse (SC);
+  (b) StableMax cross-entropy + AdamW, no weight decay: groks, late;
+  (c) softmax cross-entropy + ⊥AdamW: generalises within a few hundred epochs.
+
+  python -m experiments.grokking --quick --out_dir=runs/grokking
+  python -m experiments.grokking --out_dir=runs/grokking_full          # paper scale, long
+  python -m experiments.grokking --quick --config.runs.perp_adamw.lr=0.005
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from ml_collections import ConfigDict
+
+from toolkit import experiment as xp
+from toolkit.data import modular_arithmetic
+from toolkit.losses import softmax_collapse_fraction
+from toolkit.losses import stablemax_collapse_fraction
+from toolkit.losses import stablemax_cross_entropy
+from toolkit.models import MLP
+from toolkit.optim import perp_adamw
+
+PAPER = xp.Paper("grokking", "Grokking at the Edge of Numerical Stability", "2501.04697")
+
+RUNS = ("softmax_adamw", "stablemax_adamw", "perp_adamw")
+LOSSES = ("softmax", "stablemax")
+OPTIMIZERS = ("adamw", "perp_adamw")
+
+
+def _run_config(loss: str, optimizer: str, lr: float, b2: float, eps: float, epochs: int) -> ConfigDict:
+  return ConfigDict(dict(loss=loss, optimizer=optimizer, lr=lr, b1=0.9, b2=b2, eps=eps, weight_decay=0.0,
+                         epochs=epochs))
+
+
+def get_config(scale: str = "full") -> ConfigDict:
+  """``quick``: the three runs over 300 epochs at p = 113. ``full``: long enough for SC and StableMax grokking."""
+  if scale not in ("quick", "full"):
+    raise ValueError(f"scale must be 'quick' or 'full', got {scale!r}")
+  quick = scale == "quick"
+  config = ConfigDict()
+  config.p = 113
+  config.op = "add"
+  config.train_fraction = 0.4
+  config.hidden = (200, 200)
+  config.eval_every = 10  # epochs per jitted chunk and per recorded point
+  config.checkpoint_every = 100 if quick else 500
+  # Hyperparameters from the authors' run_main_experiments.sh: AdamW with eps 1e-25 and beta2 0.99 for the
+  # softmax baseline (their defaults), beta2 0.999 for StableMax, torch's AdamW defaults under ⊥AdamW.
+  config.runs = ConfigDict()
+  config.runs.softmax_adamw = _run_config("softmax", "adamw", 0.01, 0.99, 1e-25, 300 if quick else 3000)
+  config.runs.stablemax_adamw = _run_config("stablemax", "adamw", 0.01, 0.999, 1e-25, 300 if quick else 20000)
+  config.runs.perp_adamw = _run_config("softmax", "perp_adamw", 0.01, 0.999, 1e-8, 300)
+  return config
+
+
+def validate_config(config: ConfigDict) -> None:
+  if not (isinstance(config.p, int) and config.p >= 2):
+    raise xp.ConfigError(f"--config.p must be an integer >= 2, got {config.p!r}")
+  if not 0.0 < config.train_fraction < 1.0:
+    raise xp.ConfigError(f"--config.train_fraction must lie in (0, 1), got {config.train_fraction}")
+  if config.eval_every <= 0 or config.checkpoint_every <= 0:
+    raise xp.ConfigError("--config.eval_every and --config.checkpoint_every must be positive")
+  for name in RUNS:
+    run = config.runs[name]
+    if run.loss not in LOSSES:
+      raise xp.ConfigError(f"--config.runs.{name}.loss must be one of {LOSSES}, got {run.loss!r}")
+    if run.optimizer not in OPTIMIZERS:
+      raise xp.ConfigError(f"--config.runs.{name}.optimizer must be one of {OPTIMIZERS}, got {run.optimizer!r}")
+    if not run.lr > 0:
+      raise xp.ConfigError(f"--config.runs.{name}.lr must be > 0, got {run.lr}")
+    if run.epochs < 0:
+      raise xp.ConfigError(f"--config.runs.{name}.epochs must be >= 0, got {run.epochs}")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Training: pure functions of (state, data).
+
+
+class TrainState(NamedTuple):
+  params: Any
+  opt_state: Any
+
+
+def make_optimizer(run: ConfigDict) -> optax.GradientTransformation:
+  if run.optimizer == "perp_adamw":
+    return perp_adamw(run.lr, b1=run.b1, b2=run.b2, eps=run.eps, weight_decay=run.weight_decay)
+  return optax.adamw(run.lr, b1=run.b1, b2=run.b2, eps=run.eps, weight_decay=run.weight_decay)
+
+
+def loss_fn(loss: str):
+  if loss == "stablemax":
+    return stablemax_cross_entropy
+  return optax.losses.softmax_cross_entropy_with_integer_labels
+
+
+def train_epochs(state: TrainState, x, y, *, model, tx, loss: str, num_epochs: int) -> TrainState:
+  """``num_epochs`` full-batch steps (the whole training set is one batch, as in the paper)."""
+  per_example = loss_fn(loss)
+
+  def objective(params):
+    return jnp.mean(per_example(model.apply(params, x), y))
+
+  def step(state, _):
+    grads = jax.grad(objective)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    return TrainState(optax.apply_updates(state.params, updates), opt_state), None
+
+  state, _ = jax.lax.scan(step, state, None, length=num_epochs)
+  return state
+
+
+def evaluate(params, data, *, model, loss: str) -> dict[str, jax.Array]:
+  per_example = loss_fn(loss)
+  train_logits = model.apply(params, data.x_train)
+  test_logits = model.apply(params, data.x_test)
+  return {
+    "train_loss": jnp.mean(per_example(train_logits, data.y_train)),
+    "train_accuracy": jnp.mean(jnp.argmax(train_logits, -1) == data.y_train),
+    "test_accuracy": jnp.mean(jnp.argmax(test_logits, -1) == data.y_test),
+    # Both collapse tests on the same (training) logits, whichever loss trained them.
+    "softmax_collapse": softmax_collapse_fraction(train_logits, data.y_train),
+    "stablemax_collapse": stablemax_collapse_fraction(train_logits, data.y_train),
+    "weight_norm": optax.global_norm(params),
+  }
+
+
+def train_run(name: str, run: ConfigDict, config: ConfigDict, data, key, ctx: xp.Context) -> list[dict]:
+  model = MLP(features=(*config.hidden, config.p), use_bias=False)
+  params = model.init(key, data.x_train[:1])
+  tx = make_optimizer(run)
+  state = TrainState(params, tx.init(params))
+  advance_jit = jax.jit(
+    lambda state, n: train_epochs(state, data.x_train, data.y_train, model=model, tx=tx, loss=run.loss,
+                                  num_epochs=n),
+    static_argnums=1,
+  )
+  evaluate_jit = jax.jit(functools.partial(evaluate, model=model, loss=run.loss))
+
+  def record(state, epoch):
+    del epoch
+    return {k: float(v) for k, v in evaluate_jit(state.params, data).items()}
+
+  _, history = xp.resumable_loop(
+    ctx, name, state, run.epochs, config.eval_every, advance_jit, record,
+    checkpoint_every=config.checkpoint_every, unit="epoch",
+  )
+  return history
+
+
+def first_epoch_reaching(history: list[dict], metric: str, threshold: float) -> float:
+  for h in history:
+    if h[metric] >= threshold:
+      return float(h["step"])
+  return math.inf
+
+
+def at_epoch(history: list[dict], epoch: int) -> dict:
+  """The record at ``epoch`` (or the last one before it)."""
+  eligible = [h for h in history if h["step"] <= epoch]
+  return eligible[-1]
+
+
+def plot(histories: dict[str, list[dict]], ctx: xp.Context) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  labels = {
+    "softmax_adamw": "(a) softmax CE + AdamW",
+    "stablemax_adamw": "(b) StableMax CE + AdamW",
+    "perp_adamw": "(c) softmax CE + ⊥AdamW",
+  }
+  colors = {"softmax_adamw": "tab:red", "stablemax_adamw": "tab:blue", "perp_adamw": "tab:green"}
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for name, history in histories.items():
+    epochs = [h["step"] for h in history]
+    ax.plot(epochs, [h["train_accuracy"] for h in history], "--", color=colors[name], alpha=0.7)
+    ax.plot(epochs, [h["test_accuracy"] for h in history], "-", color=colors[name], label=labels[name])
+  ax.set_xscale("symlog", linthresh=100)
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("accuracy (solid: test, dashed: train)")
+  ax.set_ylim(-0.02, 1.02)
+  ax.legend(loc="center right")
+  ax.set_title("(a + b) mod p, 40% train, no weight decay")
+  ctx.save_figure(fig, "accuracy")
+
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for name, history in histories.items():
+    epochs = [h["step"] for h in history]
+    ax.plot(epochs, [h["softmax_collapse"] for h in history], "-", color=colors[name], label=f"{labels[name]}: softmax SC")
+    ax.plot(epochs, [h["stablemax_collapse"] for h in history], ":", color=colors[name],
+            label=f"{labels[name]}: StableMax on the same logits")
+  ax.set_xscale("symlog", linthresh=100)
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("fraction of training samples collapsed")
+  ax.set_ylim(-0.02, 1.02)
+  ax.legend(fontsize=7)
+  ax.set_title("Softmax Collapse: loss and correct-class gradient exactly 0 in float32")
+  ctx.save_figure(fig, "softmax_collapse")
+
+
+def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
+  data_key, init_key = jax.random.split(ctx.key())
+  data = modular_arithmetic(data_key, config.p, config.train_fraction, config.op)
+  histories = {}
+  for name in RUNS:
+    # The same initialisation for the three runs: they differ only by loss and optimiser.
+    histories[name] = train_run(name, config.runs[name], config, data, init_key, ctx)
+  plot(histories, ctx)
+
+  baseline, stablemax, perp = (histories[n] for n in RUNS)
+  perp_epochs = config.runs.perp_adamw.epochs
+  at_perp_end = at_epoch(baseline, perp_epochs)
+  return {
+    "perp_adamw_epochs_to_95pct_test": first_epoch_reaching(perp, "test_accuracy", 0.95),
+    "perp_adamw_final_test_accuracy": perp[-1]["test_accuracy"],
+    "baseline_test_accuracy_at_perp_end": at_perp_end["test_accuracy"],
+    "baseline_train_accuracy_at_perp_end": at_perp_end["train_accuracy"],
+    "baseline_max_softmax_collapse": max(h["softmax_collapse"] for h in baseline),
+    "baseline_max_stablemax_collapse": max(h["stablemax_collapse"] for h in baseline),
+    "baseline_final_test_accuracy": baseline[-1]["test_accuracy"],
+    "stablemax_epochs_to_90pct_test": first_epoch_reaching(stablemax, "test_accuracy", 0.90),
+    "stablemax_final_test_accuracy": stablemax[-1]["test_accuracy"],
+    "stablemax_max_collapse": max(h["stablemax_collapse"] for h in stablemax),
+  }
+
+
+CLAIMS = (
+  xp.Claim(
+    metric="perp_adamw_epochs_to_95pct_test",
+    statement="⊥AdamW (softmax CE, no weight decay) generalises without delay",
+    paper_value="Fig. 1 / Fig. 6: ⊥AdamW reaches full test accuracy within a few hundred epochs",
+    comparison="<=", target=300,
+  ),
+  xp.Claim(
+    metric="baseline_test_accuracy_at_perp_end",
+    statement="softmax CE + AdamW without regularisation does not generalise in that time",
+    paper_value="Fig. 1: the unregularised float32 baseline stays at chance while fitting the training set",
+    comparison="<", target=0.05,
+  ),
+  xp.Claim(
+    metric="baseline_train_accuracy_at_perp_end",
+    statement="... although it fits the training set",
+    paper_value="Fig. 1: 100% training accuracy",
+    comparison=">=", target=1.0,
+  ),
+  xp.Claim(
+    metric="baseline_max_stablemax_collapse",
+    statement="StableMax does not collapse on the baseline's logits",
+    paper_value="Sec. 4: StableMax avoids SC",
+    comparison="<=", target=0.0,
+  ),
+  xp.Claim(
+    metric="baseline_max_softmax_collapse",
+    statement="the float32 softmax baseline drifts into Softmax Collapse (full scale)",
+    paper_value="Fig. 2: SC rises after the training set is fitted, and learning stops",
+    comparison=">=", target=0.0, full_target=0.01,
+  ),
+)
+
+EXPERIMENT = xp.Experiment("grokking", PAPER, CLAIMS, get_config, run, validate_config)
+
+if __name__ == "__main__":
+  xp.define_flags(EXPERIMENT)
+  xp.main(EXPERIMENT)

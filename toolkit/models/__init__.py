@@ -1,0 +1,5 @@
+"""Small flax models shared by the experiments."""
+
+from toolkit.models.mlp import MLP
+
+__all__ = ["MLP"]

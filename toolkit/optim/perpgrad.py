@@ -1,0 +1,116 @@
+"""⊥Grad: gradients orthogonal to the weights.
+
+Prieto, Barsbey, Mediano, Birdal. "Grokking at the Edge of Numerical Stability", ICLR 2025, arXiv 2501.04697,
+Sec. 5 (Eq. 9):
+
+  g_perp = g - (θᵀg / θᵀθ) θ.
+
+For a positively homogeneous network (a bias-free ReLU MLP) the component of g along θ only scales the logits
+("naïve loss minimisation"), which drives the float32 softmax into collapse. Removing it lets the network
+generalise without weight decay. Following the authors' code, the projection is per parameter tensor by default
+and the result is rescaled to the norm of the original gradient.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class PerpGradState(NamedTuple):
+  """⊥Grad keeps no state."""
+
+
+def _safe_ratio(num: jax.Array, den: jax.Array) -> jax.Array:
+  positive = den > 0
+  return jnp.where(positive, num / jnp.where(positive, den, 1.0), 0.0)
+
+
+def _project_and_rescale(grads, params, rescale: bool, parallel_rtol: float):
+  """Projects the list of leaves ``grads`` off the single direction formed by ``params`` (all leaves together)."""
+  dot = sum(jnp.vdot(g, p) for g, p in zip(grads, params))
+  sq_norm_params = sum(jnp.vdot(p, p) for p in params)
+  # θ = 0 has no direction to remove: the coefficient is 0 and g passes through.
+  coef = _safe_ratio(dot, sq_norm_params)
+  perp = [g - (coef * p).astype(g.dtype) for g, p in zip(grads, params)]
+  norm_g = jnp.sqrt(sum(jnp.vdot(g, g) for g in grads))
+  norm_perp = jnp.sqrt(sum(jnp.vdot(q, q) for q in perp))
+  # If g ∥ θ what is left is rounding noise; rescaling it to ‖g‖ would take a full step in a random direction.
+  # Such a gradient only rescales θ, which is exactly what ⊥Grad removes, so the update is zero.
+  is_parallel = norm_perp <= parallel_rtol * norm_g
+  scale = _safe_ratio(norm_g, norm_perp) if rescale else jnp.ones_like(norm_g)
+  scale = jnp.where(is_parallel, 0.0, scale)
+  return [(q * scale).astype(q.dtype) for q in perp]
+
+
+def perpgrad(
+  rescale: bool = True, per_leaf: bool = True, parallel_rtol: float = 1e-6
+) -> optax.GradientTransformation:
+  """⊥Grad as an optax transformation: ``g - (θᵀg / θᵀθ) θ`` (arXiv 2501.04697, Eq. 9).
+
+  Chain it in front of any optimizer, e.g. ``optax.chain(perpgrad(), optax.adamw(1e-2))`` (⊥AdamW); its update
+  needs the parameters: ``tx.update(grads, state, params)``.
+
+  Args:
+    rescale: rescale the projected gradient to the norm of the original one (the authors' code).
+    per_leaf: project each parameter array on its own (the authors' code); ``False`` treats all parameters as one
+      vector θ, as Eq. 9 is written.
+    parallel_rtol: a gradient whose orthogonal part is at most this fraction of its norm counts as parallel to θ
+      and gives a zero update instead of rescaled rounding noise.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+  """
+  if not parallel_rtol >= 0:
+    raise ValueError(f"`parallel_rtol` must be >= 0, got {parallel_rtol}.")
+
+  def init_fn(params):
+    del params
+    return PerpGradState()
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("perpgrad needs the parameters: call `update(grads, state, params)`.")
+    updates_treedef = jax.tree.structure(updates)
+    if jax.tree.structure(params) != updates_treedef:
+      raise ValueError(
+        "perpgrad: `params` and the gradients must have the same tree structure, got "
+        f"{jax.tree.structure(params)} and {updates_treedef}."
+      )
+    grads = jax.tree.leaves(updates)
+    leaves = jax.tree.leaves(params)
+    for g, p in zip(grads, leaves):
+      if g.shape != p.shape:
+        raise ValueError(f"perpgrad: a gradient of shape {g.shape} was paired with a parameter of shape {p.shape}.")
+    if per_leaf:
+      projected = [
+        _project_and_rescale([g], [p], rescale, parallel_rtol)[0] for g, p in zip(grads, leaves)
+      ]
+    else:
+      projected = _project_and_rescale(grads, leaves, rescale, parallel_rtol)
+    return jax.tree.unflatten(updates_treedef, projected), state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def perp_adamw(
+  learning_rate: optax.ScalarOrSchedule,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-8,
+  weight_decay: float = 0.0,
+  *,
+  rescale: bool = True,
+  per_leaf: bool = True,
+) -> optax.GradientTransformation:
+  """⊥AdamW: :func:`perpgrad` followed by ``optax.adamw`` (arXiv 2501.04697, Sec. 5).
+
+  The defaults are those the authors' ⊥AdamW runs with (AdamW's usual betas and eps, no weight decay).
+  """
+  return optax.chain(
+    perpgrad(rescale=rescale, per_leaf=per_leaf),
+    optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay),
+  )
