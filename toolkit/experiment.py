@@ -342,9 +342,12 @@ def define_flags(experiment: Experiment) -> None:
   flags.DEFINE_integer("seed", 0, "Seed of every random draw of the run.")
   flags.DEFINE_string("out_dir", os.path.join("runs", experiment.name), "Where to write metrics, figures, checkpoints.")
   flags.DEFINE_bool("restart", False, "Discard this out_dir's checkpoints instead of resuming from them.")
-  config_flags.DEFINE_config_dict(
-    "config", experiment.get_config("full"), "The experiment's config; override fields with --config.<field>=."
-  )
+  config = experiment.get_config("full")
+  try:
+    # config_flags reads the --config.* overrides from sys.argv here, at definition.
+    config_flags.DEFINE_config_dict("config", config, "The experiment's config; override fields with --config.<field>=.")
+  except (AttributeError, KeyError) as e:
+    _fail(f"a --config.<field> override names no field of the config ({e}); its fields: {sorted(config.keys())}")
 
 
 def _resolve_config(experiment: Experiment) -> tuple[ConfigDict, str]:

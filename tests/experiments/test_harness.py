@@ -1,0 +1,126 @@
+"""The experiment harness: claims, results, checkpoint/resume after a kill, and flag handling of the binaries."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from toolkit import experiment as xp
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# A grokking run small enough for a test: p = 23, 40 epochs a run, a checkpoint every 20 epochs (6 in all).
+TINY = [
+  "--quick", "--config.p=23", "--config.eval_every=10", "--config.checkpoint_every=20",
+  "--config.runs.softmax_adamw.epochs=40", "--config.runs.stablemax_adamw.epochs=40",
+  "--config.runs.perp_adamw.epochs=40",
+]
+
+
+def run_binary(args, env_extra=None, timeout=300):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env_extra or {})}
+  return subprocess.run([sys.executable, "-m", "experiments.grokking", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def test_claim_verdicts():
+  claim = xp.Claim("m", "s", "p", "<=", 300, full_target=100)
+  assert claim.check(300.0) and not claim.check(301.0)
+  assert not claim.check(150.0, scale="full") and claim.check(100.0, scale="full")
+  assert not claim.check(float("nan")) and not claim.check(None) and not claim.check(float("inf"))
+  with pytest.raises(ValueError, match="comparison"):
+    xp.Claim("m", "s", "p", "=>", 1.0)
+
+
+def _ctx(tmp_path, fingerprint="a"):
+  return xp.Context(str(tmp_path), 0, "quick", xp.Checkpointer(str(tmp_path / "ckpt"), fingerprint))
+
+
+class Interrupt(Exception):
+  pass
+
+
+def test_resumable_loop_resumes_where_it_stopped(tmp_path):
+  """An exception after the second checkpoint, then a restart: the same history as one uninterrupted run."""
+  advance = lambda s, n: {"x": s["x"] * 1.01 + n, "n": s["n"] + n}
+  record = lambda s, step: {"x": float(s["x"][0])}
+  init = {"x": jnp.ones(3), "n": jnp.asarray(0)}
+  _, reference = xp.resumable_loop(xp.Context(str(tmp_path), 0, "quick", None), "loop", init, 95, 10, advance, record)
+
+  calls = []
+
+  def flaky(state, n):
+    calls.append(n)
+    if len(calls) == 5:
+      raise Interrupt
+    return advance(state, n)
+
+  ctx = _ctx(tmp_path)
+  with pytest.raises(Interrupt):
+    xp.resumable_loop(ctx, "loop", init, 95, 10, flaky, record, checkpoint_every=20)
+  state, history = xp.resumable_loop(_ctx(tmp_path), "loop", init, 95, 10, advance, record, checkpoint_every=20)
+  assert history == reference
+  assert int(state["n"]) == 95 and [h["step"] for h in history][-2:] == [90, 95]
+
+
+def test_checkpoints_of_another_config_are_refused(tmp_path):
+  _ctx(tmp_path, "a")
+  with pytest.raises(xp.ConfigError, match="another configuration"):
+    _ctx(tmp_path, "b")
+
+
+@pytest.mark.slow
+def test_killed_binary_resumes_to_the_same_result(tmp_path):
+  straight, killed = tmp_path / "straight", tmp_path / "killed"
+  assert run_binary([*TINY, f"--out_dir={straight}"]).returncode == 0
+  # SIGKILL right after the third checkpoint: in the middle of the second of the three runs.
+  first = run_binary([*TINY, f"--out_dir={killed}"], {xp.KILL_AFTER_SAVES_ENV: "3"})
+  assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
+  assert not (killed / "metrics.json").exists()
+  second = run_binary([*TINY, f"--out_dir={killed}"])
+  assert second.returncode == 0, second.stderr[-2000:]
+  assert "resumed from the checkpoint at epoch 20" in second.stderr
+  a = json.loads((straight / "metrics.json").read_text())
+  b = json.loads((killed / "metrics.json").read_text())
+  assert a["measured"] == b["measured"]  # bit for bit: same chunks, same compiled steps
+  assert a["claims"] == b["claims"]
+  for name in ("summary.md", "accuracy.png", "softmax_collapse.png"):
+    assert (killed / name).exists()
+
+
+@pytest.mark.parametrize(
+  "args, message",
+  [
+    (["--config.runs.perp_adamw.lr=-1"], "error: --config.runs.perp_adamw.lr must be > 0"),
+    (["--config.train_fraction=1.5"], "error: --config.train_fraction must lie in (0, 1)"),
+    (["--config.runs.perp_adamw.optimizer=sgd"], "error: --config.runs.perp_adamw.optimizer must be one of"),
+    (["--config.no_such_field=1"], "no_such_field"),
+    (["--config.p=abc"], "p"),
+    (["--no_such_flag"], "no_such_flag"),
+  ],
+)
+def test_bad_flags_exit_with_a_one_line_message(tmp_path, args, message):
+  result = run_binary(["--quick", f"--out_dir={tmp_path}", *args], timeout=120)
+  assert result.returncode != 0
+  assert "Traceback" not in result.stderr
+  error_lines = [line for line in result.stderr.splitlines() if message in line]
+  assert error_lines, result.stderr[-2000:]
+
+
+def test_overrides_apply_to_the_quick_config(tmp_path):
+  """--quick picks the quick preset; --config.* overrides are applied on top of it."""
+  result = run_binary([*TINY, "--config.runs.perp_adamw.lr=0.003", f"--out_dir={tmp_path}"], timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  record = json.loads((tmp_path / "metrics.json").read_text())
+  assert record["scale"] == "quick" and record["config"]["p"] == 23
+  assert record["config"]["runs"]["perp_adamw"]["lr"] == 0.003
+  assert record["config"]["runs"]["softmax_adamw"]["epochs"] == 40
+  assert {c["metric"] for c in record["claims"]} >= {"perp_adamw_epochs_to_95pct_test"}
+  summary = (tmp_path / "summary.md").read_text()
+  assert "Grokking at the Edge of Numerical Stability" in summary and "accuracy.png" in summary
+  assert np.isfinite(record["measured"]["perp_adamw_final_test_accuracy"])
