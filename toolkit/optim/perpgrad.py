@@ -29,15 +29,20 @@ def _safe_ratio(num: jax.Array, den: jax.Array) -> jax.Array:
   return jnp.where(positive, num / jnp.where(positive, den, 1.0), 0.0)
 
 
+def _dot(a: jax.Array, b: jax.Array) -> jax.Array:
+  # Not jnp.vdot: it ravels, which a leaf sharded with Explicit axis types refuses; a full reduction works.
+  return jnp.sum(a * b)
+
+
 def _project_and_rescale(grads, params, rescale: bool, parallel_rtol: float):
   """Projects the list of leaves ``grads`` off the single direction formed by ``params`` (all leaves together)."""
-  dot = sum(jnp.vdot(g, p) for g, p in zip(grads, params))
-  sq_norm_params = sum(jnp.vdot(p, p) for p in params)
+  dot = sum(_dot(g, p) for g, p in zip(grads, params))
+  sq_norm_params = sum(_dot(p, p) for p in params)
   # θ = 0 has no direction to remove: the coefficient is 0 and g passes through.
   coef = _safe_ratio(dot, sq_norm_params)
   perp = [g - (coef * p).astype(g.dtype) for g, p in zip(grads, params)]
-  norm_g = jnp.sqrt(sum(jnp.vdot(g, g) for g in grads))
-  norm_perp = jnp.sqrt(sum(jnp.vdot(q, q) for q in perp))
+  norm_g = jnp.sqrt(sum(_dot(g, g) for g in grads))
+  norm_perp = jnp.sqrt(sum(_dot(q, q) for q in perp))
   # If g ∥ θ what is left is rounding noise; rescaling it to ‖g‖ would take a full step in a random direction.
   # Such a gradient only rescales θ, which is exactly what ⊥Grad removes, so the update is zero.
   is_parallel = norm_perp <= parallel_rtol * norm_g
