@@ -1,0 +1,67 @@
+"""The main job: one row per paper, failures and timeouts isolated, nothing unbuilt counted as passed."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments import registry
+from experiments import reproduce
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_registry_lists_the_24_seed_papers():
+  assert len(registry.PAPERS) == 24
+  assert len({e.key for e in registry.PAPERS}) == 24 and len({e.arxiv for e in registry.PAPERS}) == 24
+  for entry in registry.PAPERS:
+    if entry.experiment:
+      assert os.path.exists(os.path.join(REPO, "experiments", f"{entry.experiment}.py")), entry
+
+
+def test_failures_and_timeouts_are_isolated_and_reported(tmp_path):
+  broken = dataclasses.replace(registry.by_key("grokking"), experiment="experiments.no_such_module")
+  sleepy = dataclasses.replace(registry.by_key("kde"), experiment="tests.experiments.sleepy")
+  entries = [broken, *(e for e in registry.PAPERS if e.key not in ("grokking", "kde")), sleepy]
+  outcomes = reproduce.reproduce(entries, str(tmp_path), timeout=5)
+  assert [o["status"] for o in outcomes].count("not implemented") == 22
+  assert outcomes[0]["status"] == "error" and outcomes[-1]["status"] == "timeout"
+  assert outcomes[-1]["seconds"] < 30  # stopped, not waited for
+
+  report = (tmp_path / "REPORT.md").read_text()
+  rows = [line for line in report.splitlines() if line.startswith("| ") and "arxiv.org" in line]
+  assert len(rows) == 24
+  assert sum("not implemented" in r for r in rows) == 22
+  assert "**error**" in report and "**timeout**" in report
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert len(results) == 24 and not any(r["passed"] for r in results)
+  for r in results:
+    assert {"paper", "experiment", "metric", "measured", "target", "passed", "seconds"} <= set(r)
+  assert (tmp_path / "grokking" / "log.txt").read_text().count("No module named") == 1
+
+
+@pytest.mark.slow
+def test_reproduce_grokking_from_the_command_line(tmp_path):
+  result = subprocess.run(
+    [sys.executable, "-m", "experiments.reproduce", "--only=grokking", f"--out_dir={tmp_path}"],
+    cwd=REPO, capture_output=True, text=True, timeout=900,
+  )
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  assert "[1/1] grokking: passed" in result.stdout
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert results and all(r["experiment"] == "grokking" and r["passed"] for r in results)
+  by_metric = {r["metric"]: r["measured"] for r in results}
+  assert by_metric["perp_adamw_epochs_to_95pct_test"] <= 300
+  assert by_metric["baseline_max_softmax_collapse"] > 0
+  report = (tmp_path / "REPORT.md").read_text()
+  assert "passed (" in report and "(grokking/accuracy.png)" in report
+  assert (tmp_path / "grokking" / "accuracy.png").stat().st_size > 10_000
+
+
+def test_unknown_only_is_a_one_line_error(tmp_path):
+  result = subprocess.run([sys.executable, "-m", "experiments.reproduce", "--only=nope", f"--out_dir={tmp_path}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2 and result.stderr.strip().startswith("error: --only: unknown paper")
