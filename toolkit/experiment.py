@@ -67,6 +67,7 @@ class Claim:
     comparison: one of ``>=, >, <=, <, ==``; the claim holds when ``measured <comparison> target``.
     target: our quick-scale target.
     full_target: the target of the full configuration where it differs (``None``: same as ``target``).
+    scales: the scales at which the claim is judged (a claim that needs the paper's budget is ``("full",)``).
   """
 
   metric: str
@@ -75,10 +76,13 @@ class Claim:
   comparison: str
   target: float
   full_target: float | None = None
+  scales: tuple[str, ...] = ("quick", "full")
 
   def __post_init__(self):
     if self.comparison not in _COMPARISONS:
       raise ValueError(f"Claim.comparison must be one of {sorted(_COMPARISONS)}, got {self.comparison!r}.")
+    if not self.scales or not set(self.scales) <= {"quick", "full"}:
+      raise ValueError(f"Claim.scales must be a non-empty subset of ('quick', 'full'), got {self.scales!r}.")
 
   def target_for(self, scale: str) -> float:
     return self.target if scale == "quick" or self.full_target is None else self.full_target
@@ -271,9 +275,9 @@ def _to_jsonable(value):
 
 
 def evaluate_claims(experiment: Experiment, measured: Mapping[str, float], scale: str) -> list[dict]:
-  """One record per claim: the claim, its target at ``scale``, the measured value and the verdict."""
+  """One record per claim judged at ``scale``: the claim, its target, the measured value and the verdict."""
   rows = []
-  for claim in experiment.claims:
+  for claim in (c for c in experiment.claims if scale in c.scales):
     value = measured.get(claim.metric)
     value = None if value is None else float(value)
     rows.append({

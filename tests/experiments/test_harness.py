@@ -35,6 +35,16 @@ def test_claim_verdicts():
   assert not claim.check(float("nan")) and not claim.check(None) and not claim.check(float("inf"))
   with pytest.raises(ValueError, match="comparison"):
     xp.Claim("m", "s", "p", "=>", 1.0)
+  with pytest.raises(ValueError, match="scales"):
+    xp.Claim("m", "s", "p", "<=", 1.0, scales=("medium",))
+
+
+def test_claims_are_judged_only_at_their_scales():
+  claims = (xp.Claim("a", "s", "p", "<=", 1.0), xp.Claim("b", "s", "p", "<=", 1.0, scales=("full",)))
+  experiment = xp.Experiment("e", xp.Paper("e", "t", "0000.00000"), claims, lambda scale: None, lambda c, ctx: {})
+  assert [r["metric"] for r in xp.evaluate_claims(experiment, {"a": 0.5, "b": 2.0}, "quick")] == ["a"]
+  full = xp.evaluate_claims(experiment, {"a": 0.5, "b": 2.0}, "full")
+  assert [(r["metric"], r["passed"]) for r in full] == [("a", True), ("b", False)]
 
 
 def _ctx(tmp_path, fingerprint="a"):
