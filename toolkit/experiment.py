@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import logging as std_logging
+
 import jax
 import numpy as np
 from absl import app
@@ -112,6 +114,13 @@ class ConfigError(ValueError):
   """A configuration value that cannot be used; the binary exits with its message on one line."""
 
 
+class _QuietOrbax(std_logging.Filter):
+  """Drops orbax's own INFO lines (several per save), which would bury the experiment's progress."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
+
+
 class Checkpointer:
   """Saves and restores pytrees with orbax, one sub-directory per named loop, plus a JSON history.
 
@@ -123,6 +132,9 @@ class Checkpointer:
     import orbax.checkpoint as ocp  # orbax is slow to import; only binaries that checkpoint pay for it.
 
     self._ocp = ocp
+    absl_logger = std_logging.getLogger("absl")
+    if not any(isinstance(f, _QuietOrbax) for f in absl_logger.filters):
+      absl_logger.addFilter(_QuietOrbax())
     self.directory = os.path.abspath(directory)
     self.max_to_keep = max_to_keep
     self._managers: dict[str, Any] = {}
