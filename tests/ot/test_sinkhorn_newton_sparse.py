@@ -1,0 +1,159 @@
+"""Sinkhorn-Newton-Sparse against ott's Sinkhorn, dense Newton in numpy, and the exact assignment."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from ott.geometry import geometry
+from ott.geometry import pointcloud
+from ott.problems.linear import linear_problem
+from ott.solvers.linear import sinkhorn
+from scipy.optimize import linear_sum_assignment
+
+from toolkit.ot import SinkhornNewtonSparse
+from toolkit.ot import dual_objective
+from toolkit.ot import solve
+
+
+def random_problem(key, n, m, eta, uniform=True):
+  k1, k2, k3 = jax.random.split(key, 3)
+  cost = jax.random.uniform(k1, (n, m))
+  a = jnp.full(n, 1.0 / n) if uniform else jax.random.dirichlet(k2, jnp.ones(n) * 5)
+  b = jnp.full(m, 1.0 / m) if uniform else jax.random.dirichlet(k3, jnp.ones(m) * 5)
+  return linear_problem.LinearProblem(geometry.Geometry(cost_matrix=cost, epsilon=1.0 / eta), a=a, b=b)
+
+
+def ott_reference(prob):
+  out = sinkhorn.Sinkhorn(threshold=1e-11, max_iterations=200_000, inner_iterations=10)(prob)
+  assert out.converged
+  return out
+
+
+def assert_same_solution(out, ref):
+  np.testing.assert_allclose(out.matrix, ref.matrix, atol=1e-9, rtol=0)
+  np.testing.assert_allclose(out.ent_reg_cost, ref.ent_reg_cost, rtol=1e-9)
+  np.testing.assert_allclose(out.reg_ot_cost, ref.reg_ot_cost, rtol=1e-9)
+  # Potentials agree up to the gauge (f + t, g - t).
+  shift = jnp.mean(out.f - ref.f)
+  np.testing.assert_allclose(out.f - shift, ref.f, atol=1e-8)
+  np.testing.assert_allclose(out.g + shift, ref.g, atol=1e-8)
+
+
+@pytest.mark.parametrize("sparsity", [None, 0.1, 1.0])
+def test_matches_ott_sinkhorn_on_a_small_problem(x64, key, sparsity):
+  prob = random_problem(key, 60, 60, eta=100)
+  out = jax.jit(SinkhornNewtonSparse(sparsity=sparsity, threshold=1e-11))(prob)
+  assert out.converged and out.n_newton_iters > 0
+  assert_same_solution(out, ott_reference(prob))
+  np.testing.assert_allclose(dual_objective(out.f, out.g, prob), out.ent_reg_cost, rtol=1e-10)
+
+
+def test_too_small_a_budget_falls_back_to_sinkhorn(x64, key):
+  """3/n of the entries hold < 99% of the plan's mass here: no Newton step is taken, and Sinkhorn converges."""
+  prob = random_problem(key, 60, 60, eta=20)
+  out = SinkhornNewtonSparse(sparsity=0.05, threshold=1e-11, max_newton_iters=500)(prob)
+  assert out.converged and int(out.n_newton_iters) == 0
+  assert float(out.kept_mass[0]) < 0.99
+  assert_same_solution(out, ott_reference(prob))
+
+
+def test_rectangular_non_uniform_marginals(x64, key):
+  prob = random_problem(key, 40, 70, eta=80, uniform=False)
+  out = solve(prob.geom, prob.a, prob.b, threshold=1e-11)
+  assert out.converged
+  assert_same_solution(out, ott_reference(prob))
+  np.testing.assert_allclose(out.matrix.sum(1), prob.a, atol=1e-11)
+  np.testing.assert_allclose(out.matrix.sum(0), prob.b, atol=1e-11)
+
+
+def test_point_cloud_geometry(x64, key):
+  x = jax.random.normal(key, (50, 2))
+  y = jax.random.normal(jax.random.fold_in(key, 1), (45, 2)) + 1.0
+  geom = pointcloud.PointCloud(x, y, epsilon=0.05)
+  out = solve(geom, num_sinkhorn_iters=200, threshold=1e-10)
+  assert out.converged
+  assert_same_solution(out, ott_reference(linear_problem.LinearProblem(geom)))
+
+
+def test_gradient_and_hessian_of_the_lyapunov_potential(x64, key):
+  """∇D = (a - P1, b - Pᵀ1) and -∇²D = (1/ε)[[diag(P1), P], [Pᵀ, diag(Pᵀ1)]] (arXiv 2401.12253, Sec. 2)."""
+  prob = random_problem(key, 6, 5, eta=10, uniform=False)
+  f, g = 0.1 * jax.random.normal(key, (6,)), 0.1 * jax.random.normal(jax.random.fold_in(key, 2), (5,))
+  plan = prob.geom.transport_from_potentials(f, g)
+  grad_f, grad_g = jax.grad(dual_objective, argnums=(0, 1))(f, g, prob)
+  np.testing.assert_allclose(grad_f, prob.a - plan.sum(1), rtol=1e-12)
+  np.testing.assert_allclose(grad_g, prob.b - plan.sum(0), rtol=1e-12)
+  z = jnp.concatenate([f, g])
+  hess = jax.hessian(lambda z: dual_objective(z[:6], z[6:], prob))(z)
+  expected = -(1 / prob.geom.epsilon) * np.block([[np.diag(plan.sum(1)), plan], [plan.T, np.diag(plan.sum(0))]])
+  np.testing.assert_allclose(hess, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_dense_step_equals_newton_with_an_exact_solve(x64, key):
+  """With the full Hessian and a tight CG, one SNS step is Newton's step computed with numpy's solver."""
+  prob = random_problem(key, 30, 30, eta=50)
+  warm = SinkhornNewtonSparse(num_sinkhorn_iters=10, max_newton_iters=0)(prob)
+  one = SinkhornNewtonSparse(num_sinkhorn_iters=10, max_newton_iters=1, sparsity=1.0, cg_tol=1e-14,
+                             cg_maxiter=5000, threshold=1e-300)(prob)
+  f, g = np.asarray(warm.f), np.asarray(warm.g)
+  plan = np.asarray(warm.matrix)
+  eps = prob.geom.epsilon
+  hess = (1 / eps) * np.block([[np.diag(plan.sum(1)), plan], [plan.T, np.diag(plan.sum(0))]])
+  grad = np.concatenate([prob.a - plan.sum(1), prob.b - plan.sum(0)])
+  step = np.zeros(60)
+  step[:-1] = np.linalg.solve(hess[:-1, :-1], grad[:-1])  # gauge: the last g held still
+  assert float(one.step_sizes[0]) == 1.0
+  np.testing.assert_allclose(one.f, f + step[:30], rtol=1e-8, atol=1e-10)
+  np.testing.assert_allclose(one.g, g + step[30:], rtol=1e-8, atol=1e-10)
+
+
+def test_dual_objective_never_decreases(x64, key):
+  prob = random_problem(key, 50, 50, eta=1200)
+  values = []
+  for k in range(8):
+    out = SinkhornNewtonSparse(num_sinkhorn_iters=5, max_newton_iters=k, threshold=1e-300)(prob)
+    values.append(float(dual_objective(out.f, out.g, prob)))
+  # Non-decreasing up to the rounding of D itself (see the line search).
+  assert all(b >= a - 1e-14 * abs(a) for a, b in zip(values, values[1:])), values
+  assert values[-1] > values[0]
+
+
+def test_large_eta_recovers_the_exact_assignment(x64, key):
+  """At η = 10⁴ the near-singular Newton systems of the first steps make CG fail; the Sinkhorn fallback carries
+  the solver until Newton takes over."""
+  prob = random_problem(key, 80, 80, eta=1e4)
+  out = jax.jit(SinkhornNewtonSparse(threshold=1e-9, max_newton_iters=1000))(prob)
+  assert out.converged and int(out.n_newton_iters) > 0
+  cost = np.asarray(prob.geom.cost_matrix)
+  rows, cols = linear_sum_assignment(cost)
+  np.testing.assert_array_equal(np.argmax(np.asarray(out.matrix), axis=1)[rows], cols)
+  # The entropic cost is within 2 ε log n of the assignment's (each entropy term is at most log n).
+  assert abs(float(out.primal_cost) - cost[rows, cols].mean()) <= 2 * prob.geom.epsilon * np.log(80)
+
+
+def test_float32_at_eta_1200_has_no_nan(key):
+  prob = random_problem(key, 100, 100, eta=1200)
+  out = jax.jit(SinkhornNewtonSparse(threshold=1e-4))(prob)
+  assert out.f.dtype == jnp.float32
+  assert np.all(np.isfinite(out.f)) and np.all(np.isfinite(out.g)) and np.isfinite(out.ent_reg_cost)
+  assert float(np.asarray(out.errors)[np.asarray(out.errors) >= 0][-1]) < 1e-3
+
+
+def test_jit_and_eager_agree(x64, key):
+  prob = random_problem(key, 40, 40, eta=200)
+  solver = SinkhornNewtonSparse(threshold=1e-10)
+  eager, jitted = solver(prob), jax.jit(solver)(prob)
+  np.testing.assert_allclose(eager.f, jitted.f, atol=1e-12)
+  assert int(eager.n_newton_iters) == int(jitted.n_newton_iters)
+
+
+def test_bad_input_raises_clear_errors(key):
+  geom = geometry.Geometry(cost_matrix=jnp.ones((3, 4)), epsilon=0.1)
+  with pytest.raises(ValueError, match="same mass"):
+    solve(geom, jnp.full(3, 1 / 3), jnp.full(4, 0.5))
+  with pytest.raises(TypeError, match="Geometry"):
+    solve(jnp.ones((3, 3)))
+  with pytest.raises(ValueError, match="sparsity"):
+    SinkhornNewtonSparse(sparsity=0.0)
+  with pytest.raises(ValueError, match="balanced"):
+    SinkhornNewtonSparse()(linear_problem.LinearProblem(geom, tau_a=0.5))

@@ -1,0 +1,358 @@
+"""Sinkhorn-Newton-Sparse (SNS) on ott-jax.
+
+Tang, Shavlovsky, Rahmanian, Tardini, Thekumparampil, Xiao, Ying. "Accelerating Sinkhorn Algorithm with Sparse
+Newton Iterations", ICLR 2024, arXiv 2401.12253, Algorithm 1.
+
+Entropic OT is the maximisation of a concave dual (the paper's Lyapunov potential). In ott's convention, with
+potentials f, g and the plan ``P = exp((f ⊕ g - C) / ε)``,
+
+  D(f, g) = <a, f> + <b, g> - ε Σ_ij P_ij + ε Σa Σb,
+  ∇D = (a - P1, b - Pᵀ1),     -∇²D = (1/ε) [[diag(P1), P], [Pᵀ, diag(Pᵀ1)]].
+
+D(f, g) is exactly ott's ``ent_reg_cost`` evaluated at (f, g), and Sinkhorn is block-coordinate ascent on it.
+SNS runs N1 Sinkhorn iterations (here: ott's own log-domain solver), then Newton steps whose Hessian keeps only
+the largest entries of P (it is close to sparse once P is close to a permutation-like plan), solved matrix-free by
+conjugate gradient and safeguarded by a backtracking line search that never lets D decrease.
+
+Differences from the paper, and why:
+  * The sparsity budget is static (``jax.lax.top_k`` needs a static k, so the solver jits). The paper's λ = 2/n
+    stalls on small problems; the default here keeps ``10 · max(n, m)`` entries, and a Newton step is only taken
+    when those entries hold at least ``min_kept_mass`` of the plan's mass and the line search finds an ascent
+    step: otherwise that iteration is a Sinkhorn iteration, which keeps the method convergent whatever the budget.
+  * The gauge (f + t, g - t) is fixed by holding the last entry of g still during the Newton solve.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jax.scipy as jsp
+from ott.geometry import geometry as geometry_lib
+from ott.problems.linear import linear_problem
+from ott.solvers.linear import sinkhorn as sinkhorn_lib
+
+
+def dual_objective(f: jax.Array, g: jax.Array, prob: linear_problem.LinearProblem) -> jax.Array:
+  """The Lyapunov potential D(f, g) of arXiv 2401.12253 (Sec. 2) in ott's convention; equals ``ent_reg_cost``."""
+  geom = prob.geom
+  log_plan = (f[:, None] + g[None, :] - geom.cost_matrix) / geom.epsilon
+  total = jnp.exp(jsp.special.logsumexp(log_plan))
+  return jnp.dot(prob.a, f) + jnp.dot(prob.b, g) - geom.epsilon * total + geom.epsilon * prob.a.sum() * prob.b.sum()
+
+
+def marginal_error(f: jax.Array, g: jax.Array, prob: linear_problem.LinearProblem) -> jax.Array:
+  """‖P1 - a‖₁ + ‖Pᵀ1 - b‖₁: the violation of both marginal constraints."""
+  plan = prob.geom.transport_from_potentials(f, g)
+  return jnp.sum(jnp.abs(plan.sum(1) - prob.a)) + jnp.sum(jnp.abs(plan.sum(0) - prob.b))
+
+
+class SNSOutput(NamedTuple):
+  """Output of :class:`SinkhornNewtonSparse`; fields and properties follow ott's ``SinkhornOutput``.
+
+  Attributes:
+    f, g: the dual potentials (ott's convention, ``P = exp((f ⊕ g - C)/ε)``).
+    errors: marginal error (``‖P1 - a‖₁ + ‖Pᵀ1 - b‖₁``) after each iteration, Sinkhorn stage first, then the
+      Newton stage; ``-1`` after termination, as in ott.
+    reg_ot_cost: ``<P, C> + ε KL(P | abᵀ)`` as ott computes it from the potentials.
+    ot_prob: the problem solved.
+    converged: whether the marginal error fell below ``threshold``.
+    n_sinkhorn_iters: Sinkhorn iterations (the warm-up, plus any fallback iterations of the Newton stage).
+    n_newton_iters: Newton iterations taken.
+    step_sizes: line-search step of each Newton-stage iteration (0 for a fallback Sinkhorn iteration).
+    kept_mass: share of the plan's mass held by the sparsified Hessian at each Newton-stage iteration.
+    cg_iters: conjugate-gradient iterations of each Newton step.
+    threshold: the convergence threshold.
+  """
+
+  f: jax.Array
+  g: jax.Array
+  errors: jax.Array
+  reg_ot_cost: jax.Array
+  ot_prob: linear_problem.LinearProblem
+  converged: jax.Array
+  n_sinkhorn_iters: jax.Array
+  n_newton_iters: jax.Array
+  step_sizes: jax.Array
+  kept_mass: jax.Array
+  cg_iters: jax.Array
+  threshold: float
+
+  @property
+  def potentials(self) -> tuple[jax.Array, jax.Array]:
+    return self.f, self.g
+
+  @property
+  def geom(self) -> geometry_lib.Geometry:
+    return self.ot_prob.geom
+
+  @property
+  def n_iters(self) -> jax.Array:
+    return self.n_sinkhorn_iters + self.n_newton_iters
+
+  @property
+  def matrix(self) -> jax.Array:
+    return self.geom.transport_from_potentials(self.f, self.g)
+
+  @property
+  def ent_reg_cost(self) -> jax.Array:
+    """``<P, C> - ε H(P)``, the maximum of the Lyapunov potential (ott's ``ent_reg_cost``)."""
+    ent_a = jnp.sum(jsp.special.entr(self.ot_prob.a))
+    ent_b = jnp.sum(jsp.special.entr(self.ot_prob.b))
+    return self.reg_ot_cost - self.geom.epsilon * (ent_a + ent_b)
+
+  @property
+  def primal_cost(self) -> jax.Array:
+    return jnp.sum(self.matrix * self.geom.cost_matrix)
+
+  def to_sinkhorn_output(self) -> sinkhorn_lib.SinkhornOutput:
+    """The same solution as an ott ``SinkhornOutput`` (for ott's tools: ``apply``, ``to_dual_potentials``, ...)."""
+    return sinkhorn_lib.SinkhornOutput(
+      potentials=(self.f, self.g), errors=self.errors, reg_ot_cost=self.reg_ot_cost, ot_prob=self.ot_prob,
+      threshold=jnp.asarray(self.threshold), converged=self.converged, inner_iterations=1,
+    )
+
+
+class _NewtonState(NamedTuple):
+  f: jax.Array
+  g: jax.Array
+  iteration: jax.Array
+  error: jax.Array
+  errors: jax.Array
+  step_sizes: jax.Array
+  kept_mass: jax.Array
+  cg_iters: jax.Array
+  n_newton: jax.Array
+
+
+def _sparsify(plan: jax.Array, budget: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """The ``budget`` largest entries of the plan as (rows, cols, values) and the share of mass they hold."""
+  values, flat = jax.lax.top_k(plan.ravel(), budget)
+  rows, cols = jnp.divmod(flat, plan.shape[1])
+  return rows, cols, values, values.sum() / plan.sum()
+
+
+def _sinkhorn_iteration(f, g, prob):
+  """One log-domain Sinkhorn iteration (g then f), with ott's own update."""
+  geom = prob.geom
+  g = geom.update_potential(f, g, jnp.log(prob.b), axis=0)
+  f = geom.update_potential(f, g, jnp.log(prob.a), axis=1)
+  return f, g
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class SinkhornNewtonSparse:
+  """Sinkhorn-Newton-Sparse (arXiv 2401.12253, Algorithm 1), an ott-style solver of a ``LinearProblem``.
+
+  Attributes:
+    num_sinkhorn_iters: N1, the length of the Sinkhorn warm-up (the paper: 20; 700 for L1 costs).
+    max_newton_iters: N2, the most Newton-stage iterations.
+    threshold: stop when ``‖P1 - a‖₁ + ‖Pᵀ1 - b‖₁`` falls below it (use float64 below ~1e-6).
+    sparsity: the share λ of the n·m entries of P kept in the Hessian; ``None``: ``10 · max(n, m)`` entries;
+      ``1.0``: the dense Hessian (Newton's method).
+    min_kept_mass: take a Newton step only when the kept entries hold this share of the plan's mass; otherwise
+      do a Sinkhorn iteration (also done when the line search finds no ascent step).
+    cg_tol: relative residual of the conjugate-gradient solve.
+    cg_maxiter: the most CG iterations per Newton step (the system is badly conditioned at large 1/ε).
+    max_backtracks: halvings of the step in the line search before giving up on a step (step 0).
+    armijo: sufficient-increase constant of the line search.
+  """
+
+  num_sinkhorn_iters: int = 20
+  max_newton_iters: int = 100
+  threshold: float = 1e-8
+  sparsity: float | None = None
+  min_kept_mass: float = 0.99
+  cg_tol: float = 1e-10
+  cg_maxiter: int = 2000
+  max_backtracks: int = 40
+  armijo: float = 1e-4
+
+  def __post_init__(self):
+    if self.num_sinkhorn_iters < 0 or self.max_newton_iters < 0:
+      raise ValueError("num_sinkhorn_iters and max_newton_iters must be >= 0.")
+    if self.sparsity is not None and not 0.0 < self.sparsity <= 1.0:
+      raise ValueError(f"`sparsity` must lie in (0, 1] (a share of the plan's entries), got {self.sparsity}.")
+    if not 0.0 <= self.min_kept_mass <= 1.0:
+      raise ValueError(f"`min_kept_mass` must lie in [0, 1], got {self.min_kept_mass}.")
+    if not self.threshold > 0:
+      raise ValueError(f"`threshold` must be > 0, got {self.threshold}.")
+
+  def budget(self, n: int, m: int) -> int:
+    """The static number of entries of P kept in the sparsified Hessian."""
+    if self.sparsity is None:
+      return min(n * m, 10 * max(n, m))
+    return max(1, min(n * m, int(round(self.sparsity * n * m))))
+
+  def __call__(self, prob: linear_problem.LinearProblem, init: tuple[jax.Array, jax.Array] | None = None) -> SNSOutput:
+    _check_problem(prob)
+    warm = self._warm_up(prob, init)
+    newton = self._newton_stage(prob, warm)
+    max_iters = self.num_sinkhorn_iters + self.max_newton_iters
+    errors = jnp.concatenate([warm.errors, newton.errors])
+    errors = jnp.where(jnp.arange(max_iters) < newton.iteration, errors, -1.0)
+    n_newton_stage = newton.iteration - self.num_sinkhorn_iters
+    n_newton = newton.n_newton
+    converged = newton.error < self.threshold
+    reg_ot_cost = sinkhorn_lib.compute_kl_reg_cost(newton.f, newton.g, prob, lse_mode=True)
+    return SNSOutput(
+      f=newton.f, g=newton.g, errors=errors, reg_ot_cost=reg_ot_cost, ot_prob=prob, converged=converged,
+      n_sinkhorn_iters=self.num_sinkhorn_iters + (n_newton_stage - n_newton), n_newton_iters=n_newton,
+      step_sizes=newton.step_sizes, kept_mass=newton.kept_mass, cg_iters=newton.cg_iters,
+      threshold=self.threshold,
+    )
+
+  def _warm_up(self, prob, init) -> _NewtonState:
+    """N1 log-domain Sinkhorn iterations; records the marginal error after each one."""
+    n, m = prob.geom.shape
+    dtype = prob.geom.cost_matrix.dtype
+    f0, g0 = init if init is not None else (jnp.zeros(n, dtype), jnp.zeros(m, dtype))
+
+    def body(carry, _):
+      f, g = _sinkhorn_iteration(*carry, prob)
+      return (f, g), marginal_error(f, g, prob)
+
+    (f, g), errors = jax.lax.scan(body, (f0, g0), None, length=self.num_sinkhorn_iters)
+    error = errors[-1] if self.num_sinkhorn_iters else marginal_error(f, g, prob)
+    empty = jnp.zeros(0, dtype)
+    return _NewtonState(f, g, jnp.asarray(self.num_sinkhorn_iters), error, errors, empty, empty,
+                        jnp.zeros(0, jnp.int32), jnp.asarray(0))
+
+  def _newton_stage(self, prob, warm: _NewtonState) -> _NewtonState:
+    geom = prob.geom
+    n, m = geom.shape
+    eps = geom.epsilon
+    budget = self.budget(n, m)
+    dtype = geom.cost_matrix.dtype
+    # Gauge fix: the last coordinate of g does not move in a Newton step.
+    gauge = jnp.ones(n + m, dtype).at[-1].set(0.0)
+
+    def newton_direction(f, g):
+      plan = geom.transport_from_potentials(f, g)
+      row, col = plan.sum(1), plan.sum(0)
+      grad = jnp.concatenate([prob.a - row, prob.b - col]) * gauge
+      rows, cols, values, kept = _sparsify(plan, budget)
+      diagonal = jnp.concatenate([row, col])
+
+      # ε·(-∇²D) with the off-diagonal blocks sparsified; the exact diagonal keeps it positive definite.
+      def matvec(v):
+        v = v * gauge
+        vf, vg = v[:n], v[n:]
+        top = jnp.zeros(n, dtype).at[rows].add(values * vg[cols])
+        bottom = jnp.zeros(m, dtype).at[cols].add(values * vf[rows])
+        return (diagonal * v + jnp.concatenate([top, bottom])) * gauge
+
+      precondition = lambda v: v * gauge / jnp.where(diagonal > 0, diagonal, 1.0)
+      rhs = eps * grad
+      direction, iters = _cg(matvec, rhs, precondition, self.cg_tol, self.cg_maxiter)
+      return direction * gauge, grad, kept, iters
+
+    def line_search(f, g, direction, grad, error):
+      value = dual_objective(f, g, prob)
+      slope = jnp.dot(grad, direction)  # > 0: the direction is an ascent direction
+      # Near the optimum the increase α·slope (~ error²) drops below what D's rounding can resolve; there D
+      # cannot rank steps, and the marginal error decides instead (D then moves by rounding noise only).
+      resolution = 64 * jnp.finfo(dtype).eps * jnp.maximum(jnp.abs(value), eps)
+
+      def accept(step):
+        f_new, g_new = f + step * direction[:n], g + step * direction[n:]
+        new = dual_objective(f_new, g_new, prob)
+        sufficient_increase = new >= value + self.armijo * step * slope
+        unresolved = (step * slope < resolution) & (new >= value - resolution)
+        return jnp.isfinite(new) & (
+          sufficient_increase | (unresolved & (marginal_error(f_new, g_new, prob) < error)))
+
+      def cond(carry):
+        step, tries = carry
+        return (tries < self.max_backtracks) & ~accept(step)
+
+      step, tries = jax.lax.while_loop(cond, lambda c: (0.5 * c[0], c[1] + 1), (jnp.asarray(1.0, dtype), 0))
+      # No step satisfied the Armijo condition: stay put rather than decrease D.
+      return jnp.where(accept(step) & (slope > 0), step, 0.0)
+
+    def newton_iteration(state):
+      direction, grad, kept, iters = newton_direction(state.f, state.g)
+
+      def take_sinkhorn(_):
+        f, g = _sinkhorn_iteration(state.f, state.g, prob)
+        return f, g, jnp.asarray(0.0, dtype), jnp.asarray(0)
+
+      def take_newton(_):
+        step = line_search(state.f, state.g, direction, grad, state.error)
+        newton = (state.f + step * direction[:n], state.g + step * direction[n:], step, jnp.asarray(1))
+        # A direction along which no step increases D (CG failed on a near-singular system, far from the
+        # optimum): a Sinkhorn iteration instead, which always does.
+        return jax.lax.cond(step > 0, lambda _: newton, take_sinkhorn, None)
+
+      f, g, step, is_newton = jax.lax.cond(kept >= self.min_kept_mass, take_newton, take_sinkhorn, None)
+      error = marginal_error(f, g, prob)
+      i = state.iteration - self.num_sinkhorn_iters
+      return _NewtonState(
+        f, g, state.iteration + 1, error, state.errors.at[i].set(error), state.step_sizes.at[i].set(step),
+        state.kept_mass.at[i].set(kept), state.cg_iters.at[i].set(iters), state.n_newton + is_newton,
+      )
+
+    def cond(state):
+      return (state.error >= self.threshold) & (state.iteration < self.num_sinkhorn_iters + self.max_newton_iters)
+
+    k = self.max_newton_iters
+    init = warm._replace(errors=jnp.full(k, -1.0, dtype), step_sizes=jnp.zeros(k, dtype),
+                         kept_mass=jnp.zeros(k, dtype), cg_iters=jnp.zeros(k, jnp.int32))
+    if k == 0:  # Sinkhorn only
+      return init
+    return jax.lax.while_loop(cond, newton_iteration, init)
+
+
+def _cg(matvec, rhs, precondition, tol, maxiter):
+  """Preconditioned conjugate gradient from 0; returns the solution and the iterations used.
+
+  Written out (rather than ``jax.scipy.sparse.linalg.cg``) to report the iteration count, which the benchmark
+  shows: at large 1/ε the Newton systems are badly conditioned and CG does most of the work.
+  """
+  x = jnp.zeros_like(rhs)
+  r = rhs
+  z = precondition(r)
+  p = z
+  rz = jnp.dot(r, z)
+  target = (tol * jnp.linalg.norm(rhs)) ** 2
+
+  def cond(carry):
+    _, r, _, _, k = carry
+    return (jnp.dot(r, r) > target) & (k < maxiter)
+
+  def body(carry):
+    x, r, p, rz, k = carry
+    ap = matvec(p)
+    alpha = rz / jnp.dot(p, ap)
+    x = x + alpha * p
+    r = r - alpha * ap
+    z = precondition(r)
+    rz_new = jnp.dot(r, z)
+    p = z + (rz_new / rz) * p
+    return x, r, p, rz_new, k + 1
+
+  x, _, _, _, k = jax.lax.while_loop(cond, body, (x, r, p, rz, jnp.asarray(0)))
+  return x, k
+
+
+def _check_problem(prob: Any) -> None:
+  if not isinstance(prob, linear_problem.LinearProblem):
+    raise TypeError(f"SinkhornNewtonSparse solves an ott LinearProblem, got {type(prob).__name__}.")
+  if not (prob.tau_a == 1.0 and prob.tau_b == 1.0):
+    raise ValueError("SinkhornNewtonSparse solves balanced problems only (tau_a = tau_b = 1).")
+  a, b = prob.a, prob.b
+  if not isinstance(a, jax.core.Tracer) and not isinstance(b, jax.core.Tracer):
+    sa, sb = float(jnp.sum(a)), float(jnp.sum(b))
+    if abs(sa - sb) > 1e-6 * max(sa, sb):
+      raise ValueError(f"the marginals must have the same mass for balanced OT: sum(a) = {sa}, sum(b) = {sb}.")
+
+
+def solve(geom: geometry_lib.Geometry, a: jax.Array | None = None, b: jax.Array | None = None,
+          **options) -> SNSOutput:
+  """Solves entropic OT on ``geom`` with :class:`SinkhornNewtonSparse` (``options`` are its fields)."""
+  if not isinstance(geom, geometry_lib.Geometry):
+    raise TypeError(f"`geom` must be an ott Geometry (PointCloud, Geometry, ...), got {type(geom).__name__}.")
+  return SinkhornNewtonSparse(**options)(linear_problem.LinearProblem(geom, a=a, b=b))
