@@ -257,7 +257,8 @@ def resumable_loop(
     history.append({"step": step, **record(state, step)})
     if time.time() - last_logged >= log_every_seconds or step == num_steps:
       last_logged = time.time()
-      metrics = " ".join(f"{k}={_fmt(v)}" for k, v in history[-1].items() if k != "step")
+      metrics = " ".join(
+        f"{k}={_fmt(v)}" for k, v in history[-1].items() if k != "step" and isinstance(v, (int, float, str)))
       logging.info("[%s] %s %d/%d %s (%.1f s)", name, unit, step, num_steps, metrics, last_logged - start)
     if ctx.checkpointer is not None and (step - last_saved >= checkpoint_every or step == num_steps):
       ctx.checkpointer.save(name, step, state, history)

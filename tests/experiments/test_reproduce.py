@@ -25,7 +25,9 @@ def test_registry_lists_the_24_seed_papers():
 def test_failures_and_timeouts_are_isolated_and_reported(tmp_path):
   broken = dataclasses.replace(registry.by_key("grokking"), experiment="experiments.no_such_module")
   sleepy = dataclasses.replace(registry.by_key("kde"), experiment="tests.experiments.sleepy")
-  entries = [broken, *(e for e in registry.PAPERS if e.key not in ("grokking", "kde")), sleepy]
+  # Only the two stand-ins run; every other paper is listed as not implemented.
+  others = [dataclasses.replace(e, experiment=None) for e in registry.PAPERS if e.key not in ("grokking", "kde")]
+  entries = [broken, *others, sleepy]
   outcomes = reproduce.reproduce(entries, str(tmp_path), timeout=5)
   assert [o["status"] for o in outcomes].count("not implemented") == 22
   assert outcomes[0]["status"] == "error" and outcomes[-1]["status"] == "timeout"
