@@ -29,7 +29,17 @@ def check_grokking(text: str) -> None:
   assert "(c) softmax + ⊥AdamW: train acc" in text
 
 
-CHECKS = {"grokking.ipynb": check_grokking}
+def check_sinkhorn_newton_sparse(text: str) -> None:
+  lines = {line.split(":")[0]: line for line in text.splitlines() if "iterations," in line}
+  sns_iters = int(lines["SNS"].split(":")[1].split()[0])
+  sinkhorn_iters = int(lines["ott Sinkhorn"].split(":")[1].split()[0])
+  assert "converged True" in lines["SNS"] and "converged True" in lines["ott Sinkhorn"]
+  assert sinkhorn_iters >= 20 * sns_iters
+  # The two solvers find the same plan.
+  assert float(text.split("max |P_SNS - P_Sinkhorn| =")[1].split()[0]) < 1e-6
+
+
+CHECKS = {"grokking.ipynb": check_grokking, "sinkhorn_newton_sparse.ipynb": check_sinkhorn_newton_sparse}
 
 
 @pytest.mark.slow
