@@ -15,7 +15,9 @@ r"""Grokking at the Edge of Numerical Stability (Prieto et al., ICLR 2025, arXiv
 from __future__ import annotations
 
 import functools
+import json
 import math
+import os
 from typing import Any, NamedTuple
 
 import jax
@@ -240,6 +242,8 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
     # The same initialisation for the three runs: they differ only by loss and optimiser.
     histories[name] = train_run(name, config.runs[name], config, data, init_key, ctx)
   plot(histories, ctx)
+  with open(os.path.join(ctx.out_dir, "history.json"), "w") as f:
+    json.dump(histories, f)
 
   baseline, stablemax, perp = (histories[n] for n in RUNS)
   perp_epochs = config.runs.perp_adamw.epochs
