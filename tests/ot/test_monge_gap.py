@@ -1,0 +1,82 @@
+"""The Monge gap against ott's estimator, its floor ε log n for optimal maps, and gradients."""
+
+import jax
+import jax.numpy as jnp
+import jax.test_util  # noqa: F401  (check_grads)
+import numpy as np
+import pytest
+from ott.geometry import costs
+from ott.neural.methods.monge_gap import monge_gap_from_samples
+
+from toolkit.ot.monge_gap import DEFAULT_SOLVER_KWARGS
+from toolkit.ot.monge_gap import monge_gap
+from toolkit.ot.monge_gap import monge_gap_output
+
+COSTS = [costs.SqEuclidean(), costs.Euclidean(), costs.PNormP(1.0), costs.SqPNorm(1.5)]
+
+
+def samples(key, n=64, d=3):
+  kx, ky = jax.random.split(key)
+  return jax.random.normal(kx, (n, d)), jax.random.normal(ky, (n, d)) * 0.7 + 0.5
+
+
+@pytest.mark.parametrize("cost_fn", COSTS, ids=lambda c: type(c).__name__)
+def test_equals_ott_estimator(key, cost_fn):
+  x, y = samples(key)
+  ours = jax.jit(lambda x, y: monge_gap(x, y, cost_fn=cost_fn, epsilon=0.05))(x, y)
+  theirs = monge_gap_from_samples(x, y, cost_fn=cost_fn, epsilon=0.05, **DEFAULT_SOLVER_KWARGS)
+  np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+  # Relative ε as in ott.
+  ours = monge_gap(x, y, cost_fn=cost_fn, epsilon=0.01, relative_epsilon="mean")
+  theirs = monge_gap_from_samples(x, y, cost_fn=cost_fn, epsilon=0.01, relative_epsilon="mean", **DEFAULT_SOLVER_KWARGS)
+  np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+
+
+def test_optimal_maps_sit_at_the_floor_and_a_permutation_does_not(x64, key):
+  """Identity and translations are optimal for ‖·‖² (the identity also for ‖·‖): the gap is ε log n once the
+  entropic plan is the diagonal one, i.e. when ε is small against the squared spacing of the points. A 6 × 6
+  grid with spacing 2 and ε = 0.05 puts e^{-80} on any other pairing (arXiv 2302.04953, Sec. 3)."""
+  grid = 2.0 * jnp.stack(jnp.meshgrid(jnp.arange(6.0), jnp.arange(6.0)), -1).reshape(-1, 2)
+  n, eps = grid.shape[0], 0.05
+  floor = eps * np.log(n)
+  cases = [(costs.SqEuclidean(), grid), (costs.SqEuclidean(), grid + jnp.array([0.2, 0.1])),
+           (costs.Euclidean(), grid)]
+  for cost_fn, mapped in cases:
+    out = monge_gap_output(grid, mapped, cost_fn=cost_fn, epsilon=eps, threshold=1e-10, max_iterations=10_000)
+    assert out.converged
+    np.testing.assert_allclose(out.value, floor, rtol=1e-6)
+    np.testing.assert_allclose(out.floor, floor, rtol=1e-12)
+  # A large translation is just as optimal, but Sinkhorn from zero potentials must first absorb the separable
+  # part of the cost (2 tᵀx / ε ~ 10³ here) and is not converged after 10⁴ iterations: close, not exact.
+  far = monge_gap(grid, grid + jnp.array([0.7, -1.3]), epsilon=eps, threshold=1e-10, max_iterations=10_000)
+  np.testing.assert_allclose(far, floor, rtol=1e-3)
+  shuffled = grid[jax.random.permutation(key, n)]
+  assert monge_gap(grid, shuffled, epsilon=eps) > 50 * floor
+
+
+def test_nonnegative_on_random_maps(key):
+  for i in range(5):
+    x, y = samples(jax.random.fold_in(key, i), n=32, d=4)
+    for cost_fn in COSTS:
+      assert monge_gap(x, y, cost_fn=cost_fn, epsilon=0.05) >= 0.05 * np.log(32) - 1e-3
+
+
+def test_gradients_check_grads(x64, key):
+  x, y = samples(key, n=6, d=2)
+  f = lambda y: monge_gap(x, y, epsilon=0.5, threshold=1e-12, max_iterations=20_000)
+  g = jax.grad(f)(y)
+  assert np.all(np.isfinite(g)) and np.linalg.norm(g) > 0
+  jax.test_util.check_grads(f, (y,), order=1, modes=("rev",), atol=1e-6, rtol=1e-5, eps=1e-5)
+
+
+@pytest.mark.parametrize(
+  "x, y, error, match",
+  [
+    (np.zeros((4, 2)), np.zeros((5, 2)), ValueError, "same shape"),
+    (np.zeros(4), np.zeros(4), ValueError, r"\[n, d\]"),
+    (np.zeros((4, 2), np.int32), np.zeros((4, 2), np.int32), TypeError, "floating"),
+  ],
+)
+def test_bad_input(x, y, error, match):
+  with pytest.raises(error, match=match):
+    monge_gap(x, y)
