@@ -39,7 +39,25 @@ def check_sinkhorn_newton_sparse(text: str) -> None:
   assert float(text.split("max |P_SNS - P_Sinkhorn| =")[1].split()[0]) < 1e-6
 
 
-CHECKS = {"grokking.ipynb": check_grokking, "sinkhorn_newton_sparse.ipynb": check_sinkhorn_newton_sparse}
+def check_monge_gap(text: str) -> None:
+  values = {}
+  for line in text.splitlines():
+    if "Monge gap" in line and "floor" in line:
+      name, rest = line.split(":", 1)
+      values[name] = [float(w.rstrip(",")) for w in rest.split() if w.rstrip(",").replace(".", "").isdigit()]
+  (gap_t, floor_t), (gap_s, _) = values["translation"], values["shuffle"]
+  assert abs(gap_t - floor_t) <= 1e-3 * floor_t  # an optimal map sits at ε log n
+  assert gap_s > 50 * floor_t
+  uvp = {line.split(":")[0]: float(line.split(":")[1].strip().rstrip("%")) for line in text.splitlines()
+         if line.startswith("L2-UVP ")}
+  assert uvp["L2-UVP with Monge gap"] < uvp["L2-UVP fitting only"]
+
+
+CHECKS = {
+  "grokking.ipynb": check_grokking,
+  "monge_gap.ipynb": check_monge_gap,
+  "sinkhorn_newton_sparse.ipynb": check_sinkhorn_newton_sparse,
+}
 
 
 @pytest.mark.slow

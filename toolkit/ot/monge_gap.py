@@ -154,6 +154,7 @@ def fit_map(
   learning_rate: float = 1e-3,
   fitting_epsilon: float = 0.1,
   mg_epsilon: float = 0.01,
+  solver_kwargs: dict[str, Any] | None = None,
 ) -> MapFit:
   """Learns a map from samples by ``min_θ S_ε(T_θ#μ, ν) + λ M̂(T_θ)`` (arXiv 2302.04953, Sec. 4).
 
@@ -168,6 +169,8 @@ def fit_map(
     hidden: widths of the MLP.
     num_steps, batch_size, learning_rate: Adam training.
     fitting_epsilon, mg_epsilon: relative ε of the Sinkhorn divergence and of the Monge gap.
+    solver_kwargs: ott Sinkhorn options of both losses during training; ``None``: ott's defaults (threshold
+      1e-3, 2000 iterations), ten times cheaper per step here than the estimator's tighter default.
 
   Returns:
     A :class:`MapFit`.
@@ -176,6 +179,7 @@ def fit_map(
     raise ValueError(f"`lambda_mg` must be >= 0, got {lambda_mg}.")
   if num_steps < 1 or batch_size < 2:
     raise ValueError(f"need num_steps >= 1 and batch_size >= 2, got {num_steps} and {batch_size}.")
+  solver_kwargs = {"threshold": 1e-3, "max_iterations": 2000} if solver_kwargs is None else dict(solver_kwargs)
   init_key, data_key = jax.random.split(key)
   probe = source_sampler(init_key, 2)
   model = MapMLP(tuple(hidden))
@@ -185,10 +189,9 @@ def fit_map(
   def losses(params, x, y):
     mapped = model.apply(params, x)
     fit, _ = sinkhorn_divergence.sinkdiv(
-      mapped, y, epsilon=fitting_epsilon, relative_epsilon="mean", static_b=True,
-      solve_kwargs=DEFAULT_SOLVER_KWARGS,
+      mapped, y, epsilon=fitting_epsilon, relative_epsilon="mean", static_b=True, solve_kwargs=solver_kwargs,
     )
-    gap = monge_gap(x, mapped, cost_fn=cost_fn, epsilon=mg_epsilon, relative_epsilon="mean")
+    gap = monge_gap(x, mapped, cost_fn=cost_fn, epsilon=mg_epsilon, relative_epsilon="mean", **solver_kwargs)
     return fit, gap
 
   def objective(params, x, y):
