@@ -137,30 +137,19 @@ def cases(config: ConfigDict) -> list[tuple]:
 def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
   todo = cases(config)
   keys = jax.random.split(ctx.key(), len(todo))
-  results: dict[int, dict] = {}
 
-  def advance(state, n):
-    done = int(state["cases_done"])
-    for i in range(done, done + n):
-      case = todo[i]
-      if case[0] == "gaussian":
-        results[i] = run_gaussian_case(case[1], config, keys[i])
-      else:
-        results[i] = run_2d_case(case[1], case[2], config, keys[i])
-    return {"cases_done": jnp.asarray(done + n)}
+  def run_one(i, case):
+    if case[0] == "gaussian":
+      return run_gaussian_case(case[1], config, keys[i])
+    return run_2d_case(case[1], case[2], config, keys[i])
 
-  def record(state, step):
-    del state
-    if step == 0:
-      return {}
-    r = results[step - 1]
-    summary = (f"d={r['dim']} L2-UVP fitting only {r['fitting_only']['l2_uvp']:.2f}% / with MG "
-               f"{r['monge_gap']['l2_uvp']:.2f}%" if "dim" in r else f"2-D {r['cost']}: MG {r['monge_gap']:.4f}")
-    return {"result": r, "summary": summary}
+  def describe(r):
+    if "dim" in r:
+      return (f"d={r['dim']} L2-UVP fitting only {r['fitting_only']['l2_uvp']:.2f}% / with MG "
+              f"{r['monge_gap']['l2_uvp']:.2f}%")
+    return f"2-D {r['cost']}: MG {r['monge_gap']:.4f}"
 
-  _, history = xp.resumable_loop(ctx, "cases", {"cases_done": jnp.asarray(0)}, len(todo), 1, advance, record,
-                                 unit="case")
-  done = [h["result"] for h in history if "result" in h]
+  done = xp.run_cases(ctx, todo, run_one, describe)
   gaussian = [r for r in done if "dim" in r]
   maps = [r for r in done if "cost" in r]
   plot(gaussian, maps, ctx)

@@ -154,27 +154,13 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
 
 def _run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
   keys = jax.random.split(ctx.key(), len(config.cases))
-  results: dict[str, dict] = {}
 
-  def advance(state, n):
-    done = int(state["cases_done"])
-    for i in range(done, done + n):
-      results[config.cases[i]] = run_case(config.cases[i], config, keys[i])
-    return {"cases_done": jnp.asarray(done + n)}
+  def describe(result):
+    return " ".join(f"{k}:{v['iterations']}it/{v['seconds']:.2f}s" for k, v in result.items())
 
-  def record(state, step):
-    del state
-    if step == 0:
-      return {}
-    case = config.cases[step - 1]
-    r = results[case]
-    return {"case": case, "result": r,
-            "summary": " ".join(f"{k}:{v['iterations']}it/{v['seconds']:.2f}s" for k, v in r.items())}
-
-  # One case per chunk: a restarted run skips the cases already solved.
-  _, history = xp.resumable_loop(ctx, "cases", {"cases_done": jnp.asarray(0)}, len(config.cases), 1, advance, record,
-                                 unit="case")
-  results = {h["case"]: h["result"] for h in history if "case" in h}
+  # One checkpoint per case: a restarted run skips the cases already solved.
+  solved = xp.run_cases(ctx, config.cases, lambda i, case: run_case(case, config, keys[i]), describe)
+  results = dict(zip(config.cases, solved))
   plot(results, config, ctx)
   write_table(results, ctx)
 

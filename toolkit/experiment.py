@@ -29,6 +29,7 @@ from typing import Any
 import logging as std_logging
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app
 from absl import flags
@@ -264,6 +265,39 @@ def resumable_loop(
       ctx.checkpointer.save(name, step, state, history)
       last_saved = step
   return state, history
+
+
+def run_cases(
+  ctx: Context,
+  cases: Sequence[Any],
+  run_case: Callable[[int, Any], dict],
+  describe: Callable[[dict], str] | None = None,
+  name: str = "cases",
+) -> list[dict]:
+  """Runs ``run_case(i, case)`` for each case with a checkpoint after each one; returns their result dicts.
+
+  For experiments made of independent cases (problem sizes, dimensions, ...): a restarted run skips the cases
+  already finished. Results must be JSON-serialisable; ``describe(result)`` gives the progress line.
+  """
+  results: dict[int, dict] = {}
+
+  def advance(state, n):
+    done = int(state["cases_done"])
+    for i in range(done, done + n):
+      results[i] = run_case(i, cases[i])
+    return {"cases_done": jnp.asarray(done + n)}
+
+  def record(state, step):
+    del state
+    if step == 0:
+      return {}
+    result = results[step - 1]
+    return {"result": result, **({"summary": describe(result)} if describe else {})}
+
+  # orbax saves no bare scalars: the state is a dict.
+  _, history = resumable_loop(ctx, name, {"cases_done": jnp.asarray(0)}, len(cases), 1, advance, record,
+                              unit="case")
+  return [h["result"] for h in history if "result" in h]
 
 
 def _fmt(value) -> str:

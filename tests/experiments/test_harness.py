@@ -134,3 +134,19 @@ def test_overrides_apply_to_the_quick_config(tmp_path):
   summary = (tmp_path / "summary.md").read_text()
   assert "Grokking at the Edge of Numerical Stability" in summary and "accuracy.png" in summary
   assert np.isfinite(record["measured"]["perp_adamw_final_test_accuracy"])
+
+
+def test_run_cases_skips_finished_cases_after_a_restart(tmp_path):
+  calls = []
+
+  def run_case(i, case):
+    calls.append(case)
+    if case == "c" and len(calls) == 3:
+      raise Interrupt
+    return {"case": case, "value": i * 10}
+
+  with pytest.raises(Interrupt):
+    xp.run_cases(_ctx(tmp_path), ["a", "b", "c", "d"], run_case)
+  results = xp.run_cases(_ctx(tmp_path), ["a", "b", "c", "d"], run_case)
+  assert calls == ["a", "b", "c", "c", "d"]  # a and b were not run again
+  assert results == [{"case": c, "value": 10 * i} for i, c in enumerate("abcd")]
