@@ -22,7 +22,7 @@ PAPERS: tuple[Entry, ...] = (
   Entry("sinkhorn_newton_sparse", "Accelerating Sinkhorn Algorithm with Sparse Newton Iterations", "2401.12253",
         "sinkhorn_newton_sparse"),
   Entry("monge_gap", "The Monge Gap: A Regularizer to Learn All Transport Maps", "2302.04953", "monge_gap"),
-  Entry("light_sb", "Light Schrödinger Bridge", "2310.01174"),
+  Entry("light_sb", "Light Schrödinger Bridge", "2310.01174", "light_sb"),
   Entry("paris_particle_gibbs", "State and parameter learning with PaRIS particle Gibbs", "2301.00900"),
   Entry("fkc", "Feynman-Kac Correctors in Diffusion: Annealing, Guidance, and Product of Experts", "2503.02819"),
   Entry("kivi", "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache", "2402.02750"),

@@ -53,8 +53,18 @@ def check_monge_gap(text: str) -> None:
   assert uvp["L2-UVP with Monge gap"] < uvp["L2-UVP fitting only"]
 
 
+def check_light_sb(text: str) -> None:
+  value = lambda prefix: float(text.split(prefix)[1].split()[0].rstrip("%"))
+  # K = 1 recovers the closed-form Gaussian bridge parameters S* = CᵀΣ0⁻¹, r* = μ1 - S*μ0.
+  assert value("recovered S* relative error:") < 0.05
+  assert value("recovered r* error:") < 0.05
+  # The benchmark's conditional plans are recovered (the paper: 0.05% at d = 2, ε = 1, with 10k steps).
+  assert value("cBW-UVP (d = 2, eps = 1):") < 1.0
+
+
 CHECKS = {
   "grokking.ipynb": check_grokking,
+  "light_sb.ipynb": check_light_sb,
   "monge_gap.ipynb": check_monge_gap,
   "sinkhorn_newton_sparse.ipynb": check_sinkhorn_newton_sparse,
 }
