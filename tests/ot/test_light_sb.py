@@ -134,6 +134,21 @@ def test_benchmark_plan_is_the_lightsb_family(x64, key):
   assert set(np.unique(np.asarray(bench.potential_means))) == {-2.0, -1.0, 0.0, 1.0, 2.0}
 
 
+def test_benchmark_samplers_match_the_mixtures(key):
+  """p0 samples have the input mixture's moments; y ~ π*(·|x) samples have the true conditional moments."""
+  bench = lsb.mixture_benchmark(key, 2, 1.0)
+  sample_x0, sample_x1, sample_true_plan = lsb.benchmark_samplers(bench)
+  p = np.exp(np.asarray(bench.input_log_probs))
+  means, covs = np.asarray(bench.input_means), np.asarray(bench.input_covs)
+  mean0 = p @ means
+  cov0 = np.einsum("m,mij->ij", p, covs) + np.einsum("m,mi,mj->ij", p, means - mean0, means - mean0)
+  assert_moments_match(sample_x0(jax.random.fold_in(key, 1), 20_000), mean0, cov0)
+  x = jnp.array([0.5, -1.0])
+  mean, cov = lsb.benchmark_conditional_moments(bench, x)
+  assert_moments_match(sample_true_plan(jax.random.fold_in(key, 2), jnp.broadcast_to(x, (20_000, 2))), mean, cov)
+  assert sample_x1(key, 7).shape == (7, 2)
+
+
 def test_bures_wasserstein_and_cbw_uvp_oracles(key):
   """BW for commuting covariances is ½‖Δμ‖² + ½Σ(√a - √b)²; the exact plan scores the metric's sampling floor."""
   mean_a, mean_b = jnp.array([1.0, 2.0, 0.0]), jnp.array([0.0, 2.5, 1.0])
@@ -167,17 +182,17 @@ def test_bures_wasserstein_and_cbw_uvp_oracles(key):
 
 
 def test_drift_equals_the_papers_form(x64, key):
-  """g = -x/(1-t) + ε∇h (arXiv 2310.01174, eq. 14, with jax.grad of h); at t = 0, g = E[y|x] - x."""
+  """g = -x/(1-t) + ε∇h (arXiv 2310.01174, Sec. 3, with jax.grad of h); at t = 0, g = E[y|x] - x."""
   x = jnp.array([0.3, -1.2])
+  paper = jax.jit(lambda p, x, t: -x / (1 - t) + EPS * jax.grad(lsb.log_h, argnums=1)(p, x, t, EPS))
+  drift = jax.jit(lambda p, x, t: lsb.drift(p, x, t, EPS))
   for diagonal in (False, True):
     params = random_mixture(key, diagonal=diagonal)
     for t in (0.0, 0.3, 0.9, 0.99):
-      paper = -x / (1 - t) + EPS * jax.grad(lsb.log_h, argnums=1)(params, x, t, EPS)
-      np.testing.assert_allclose(lsb.drift(params, x, t, EPS), paper, rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(lsb.drift(params, x, 0.0, EPS), lsb.plan_mean(params, x, EPS) - x, atol=1e-12)
+      np.testing.assert_allclose(drift(params, x, t), paper(params, x, t), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(drift(params, x, 0.0), lsb.plan_mean(params, x, EPS) - x, atol=1e-12)
   # At t = 1 the drift is finite: x + ε ∇ log v_θ(x).
-  params = random_mixture(key)
-  np.testing.assert_allclose(lsb.drift(params, x, 1.0, EPS), x + EPS * jax.grad(lsb.log_v, argnums=1)(params, x, EPS),
+  np.testing.assert_allclose(drift(params, x, 1.0), x + EPS * jax.grad(lsb.log_v, argnums=1)(params, x, EPS),
                              atol=1e-10)
 
 
@@ -233,7 +248,7 @@ def test_fit_recovers_the_exact_parameters(key):
 
 
 def test_exact_parameters_minimise_the_loss(x64, key):
-  """L(θ*) < L(θ* + δ) on a large common sample: L is KL(π*‖π_θ) up to a constant (arXiv 2310.01174, Prop. 3.2)."""
+  """L(θ*) < L(θ* + δ) on a large common sample: L is KL(π*‖π_θ) up to a constant (arXiv 2310.01174, Sec. 3)."""
   gb = bridge(jnp.float64)
   x0 = gaussian_sampler(MEAN0, COV0)(key, 200_000).astype(jnp.float64)
   x1 = gaussian_sampler(MEAN1, COV1)(jax.random.fold_in(key, 1), 200_000).astype(jnp.float64)
@@ -261,7 +276,6 @@ def test_loss_is_invariant_to_scaling_alpha(key):
 # Cross-check against ott's Sinkhorn.
 
 
-@pytest.mark.slow
 def test_ott_sinkhorn_plan_matches_with_epsilon_doubled(key):
   """ott's plan between 3000 samples, with ott's ε = 2ε (its cost ‖x-y‖² has no ½), has the bridge's
   cross-covariance C and LightSB's conditional means; with ott's ε = ε it visibly does not."""
@@ -298,9 +312,10 @@ def test_jit_vmap_grad_and_eager_agree(key):
   np.testing.assert_allclose(jax.jit(lsb.loss)(params, x0, x1, EPS), lsb.loss(params, x0, x1, EPS), rtol=1e-5)
   np.testing.assert_allclose(jax.jit(lsb.plan_mean)(params, x0, EPS), lsb.plan_mean(params, x0, EPS), atol=1e-5)
   np.testing.assert_allclose(jax.jit(lsb.drift)(params, x0, 0.4, EPS), lsb.drift(params, x0, 0.4, EPS), atol=1e-4)
-  np.testing.assert_allclose(jax.vmap(lambda x: lsb.drift(params, x, 0.4, EPS))(x0), lsb.drift(params, x0, 0.4, EPS),
+  np.testing.assert_allclose(jax.jit(jax.vmap(lambda x: lsb.drift(params, x, 0.4, EPS)))(x0),
+                             lsb.drift(params, x0, 0.4, EPS), atol=1e-5)
+  np.testing.assert_allclose(jax.jit(jax.vmap(lambda x: lsb.log_c(params, x, EPS)))(x0), lsb.log_c(params, x0, EPS),
                              atol=1e-5)
-  np.testing.assert_allclose(jax.vmap(lambda x: lsb.log_c(params, x, EPS))(x0), lsb.log_c(params, x0, EPS), atol=1e-5)
   eager = lsb.sample_plan(key, params, x0, EPS, 3)
   np.testing.assert_allclose(jax.jit(lsb.sample_plan, static_argnums=4)(key, params, x0, EPS, 3), eager, atol=1e-5)
   assert eager.shape == (8, 3, 2) and lsb.sample_plan(key, params, x0, EPS).shape == (8, 2)

@@ -6,17 +6,17 @@ Conventions (the paper's): the Schrödinger bridge between p0 and p1 with the Wi
 entropic OT problem with cost ``½‖x - y‖²`` and coefficient ε. ott-jax's ``SqEuclidean`` has no ½: the same
 problem in ott needs ``epsilon = 2ε``.
 
-The optimal plan is ``π*(y|x) = exp(<x, y>/ε) v*(y) / c*(x)`` (paper Sec. 3.1, eq. 8-9) with the *adjusted
+The optimal plan is ``π*(y|x) = exp(<x, y>/ε) v*(y) / c*(x)`` (paper, Sec. 3) with the *adjusted
 Schrödinger potential* v*. LightSB parameterises it as a Gaussian mixture, θ = {α_k, r_k, S_k}, k = 1..K
-(paper eq. 11-13):
+(paper, Sec. 3):
 
   v_θ(y) = Σ_k α_k N(y | r_k, ε S_k),
   c_θ(x) = Σ_k α_k exp((xᵀ S_k x + 2 r_kᵀ x) / (2ε)),
   π_θ(y|x) = Σ_k w_k(x) N(y | r_k + S_k x, ε S_k),   w_k(x) ∝ α_k exp((xᵀ S_k x + 2 r_kᵀ x) / (2ε)),
 
 and learns θ by minimising ``L(θ) = E_{p0} log c_θ(x0) - E_{p1} log v_θ(x1)``, which equals
-``KL(π* ‖ π_θ)`` up to a constant (paper Prop. 3.2, Algorithm 1). The bridge's drift is in closed form too
-(paper Prop. 3.3, eq. 14), so the SDE can be simulated, and its marginals sampled through a Brownian bridge.
+``KL(π* ‖ π_θ)`` up to a constant (paper, Sec. 3 and Algorithm 1). The bridge's drift is in closed form too
+(paper, Sec. 3), so the SDE can be simulated, and its marginals sampled through a Brownian bridge.
 
 Parameterisation of S_k (``LightSBParams``): ``S_k = L_k L_kᵀ`` with ``L_k = tril(s_lower_k, -1) +
 diag(exp(log_s_k / 2))``. With ``s_lower = None`` the S_k are diagonal, ``S_k = diag(exp(log_s_k))`` (the
@@ -49,7 +49,7 @@ Sampler = Callable[[jax.Array, int], jax.Array]  # (key, n) -> (n, d) samples
 
 
 class LightSBParams(NamedTuple):
-  """Parameters θ = {α_k, r_k, S_k} of the Gaussian-mixture adjusted potential (arXiv 2310.01174, eq. 11).
+  """Parameters θ = {α_k, r_k, S_k} of the Gaussian-mixture adjusted potential (arXiv 2310.01174, Sec. 3).
 
   Attributes:
     log_alpha: ``(K,)`` log mixture weights log α_k (unnormalised: the loss and the plan do not depend on a
@@ -143,7 +143,7 @@ def scale_tril(params: LightSBParams) -> jax.Array:
 
 
 def s_matrices(params: LightSBParams) -> jax.Array:
-  """``(K, d, d)`` the matrices S_k of eq. 11 (``ε S_k`` is the covariance of the k-th component of v_θ)."""
+  """``(K, d, d)`` the matrices S_k of v_θ (``ε S_k`` is the covariance of the k-th component of v_θ)."""
   _check_params(params)
   if params.diagonal:
     return jnp.exp(params.log_s)[:, :, None] * jnp.eye(params.dim, dtype=params.log_s.dtype)
@@ -229,7 +229,7 @@ def init_params(key: jax.Array, x1_samples: jax.Array | Sampler, n_components: i
 
 
 def log_c(params: LightSBParams, x: jax.Array, epsilon) -> jax.Array:
-  """log c_θ(x) = logsumexp_k [log α_k + (xᵀ S_k x + 2 r_kᵀ x)/(2ε)] (arXiv 2310.01174, eq. 12).
+  """log c_θ(x) = logsumexp_k [log α_k + (xᵀ S_k x + 2 r_kᵀ x)/(2ε)] (arXiv 2310.01174, Sec. 3).
 
   Args:
     params: θ.
@@ -246,7 +246,7 @@ def log_c(params: LightSBParams, x: jax.Array, epsilon) -> jax.Array:
 
 
 def log_v(params: LightSBParams, y: jax.Array, epsilon) -> jax.Array:
-  """log v_θ(y) = log Σ_k α_k N(y | r_k, ε S_k) (arXiv 2310.01174, eq. 11).
+  """log v_θ(y) = log Σ_k α_k N(y | r_k, ε S_k) (arXiv 2310.01174, Sec. 3).
 
   Args:
     params: θ.
@@ -266,7 +266,7 @@ def log_v(params: LightSBParams, y: jax.Array, epsilon) -> jax.Array:
 
 
 def loss(params: LightSBParams, x0: jax.Array, x1: jax.Array, epsilon) -> jax.Array:
-  """L̂(θ) = mean log c_θ(x0) - mean log v_θ(x1) (arXiv 2310.01174, eq. 15 and Algorithm 1).
+  """L̂(θ) = mean log c_θ(x0) - mean log v_θ(x1) (arXiv 2310.01174, Algorithm 1).
 
   Equals ``KL(π* ‖ π_θ)`` up to a θ-free constant in expectation. Invariant to ``log_alpha + const``.
 
@@ -280,7 +280,7 @@ def loss(params: LightSBParams, x0: jax.Array, x1: jax.Array, epsilon) -> jax.Ar
 
 
 def plan_log_weights(params: LightSBParams, x: jax.Array, epsilon) -> jax.Array:
-  """``(..., K)`` normalised log w_k(x) of the conditional plan π_θ(·|x) (arXiv 2310.01174, eq. 13)."""
+  """``(..., K)`` normalised log w_k(x) of the conditional plan π_θ(·|x) (arXiv 2310.01174, Sec. 3)."""
   _check_params(params)
   _check_epsilon(epsilon)
   x = _check_points(x, params.dim, "x")
@@ -288,14 +288,14 @@ def plan_log_weights(params: LightSBParams, x: jax.Array, epsilon) -> jax.Array:
 
 
 def plan_component_means(params: LightSBParams, x: jax.Array) -> jax.Array:
-  """``(..., K, d)`` means r_k + S_k x of the components of π_θ(·|x) (eq. 13)."""
+  """``(..., K, d)`` means r_k + S_k x of the components of π_θ(·|x)."""
   _check_params(params)
   x = _check_points(x, params.dim, "x")
   return params.r + _s_times(params, x)
 
 
 def plan_component_covs(params: LightSBParams, epsilon) -> jax.Array:
-  """``(K, d, d)`` covariances ε S_k of the components of π_θ(·|x) (eq. 13; they do not depend on x)."""
+  """``(K, d, d)`` covariances ε S_k of the components of π_θ(·|x) (they do not depend on x)."""
   _check_epsilon(epsilon)
   return epsilon * s_matrices(params)
 
@@ -323,7 +323,7 @@ def plan_cov(params: LightSBParams, x: jax.Array, epsilon) -> jax.Array:
 
 def sample_plan(key: jax.Array, params: LightSBParams, x: jax.Array, epsilon,
                 num_samples: int | None = None) -> jax.Array:
-  """Samples y ~ π_θ(·|x) = Σ_k w_k(x) N(r_k + S_k x, ε S_k) (arXiv 2310.01174, eq. 13).
+  """Samples y ~ π_θ(·|x) = Σ_k w_k(x) N(r_k + S_k x, ε S_k) (arXiv 2310.01174, Sec. 3).
 
   Args:
     key: PRNG key.
@@ -396,7 +396,7 @@ def _phi(eig: _Eigen, x: jax.Array, t, epsilon) -> jax.Array:
 
 
 def _log_h(eig: _Eigen, x: jax.Array, t, epsilon) -> jax.Array:
-  """The paper's h(x, t) for one point (ot.md §3.1 / arXiv 2310.01174 Prop. 3.3), up to an x-free constant."""
+  """The paper's h(x, t) for one point (arXiv 2310.01174, Sec. 3; ot.md §3.1), up to an x-free constant."""
   a = t / (epsilon * (1.0 - t))
   inv_eps_lam = 1.0 / (epsilon * eig.lam)
   a_diag = a + inv_eps_lam  # eigenvalues of A_k(t) = t/(ε(1-t)) I + (ε S_k)⁻¹
@@ -411,8 +411,8 @@ def log_h(params: LightSBParams, x: jax.Array, t, epsilon) -> jax.Array:
 
   h(x, t) = logsumexp_k [log α_k - ½ log det S_k - ½ log det A_k(t) - r_kᵀ S_k⁻¹ r_k/(2ε)
   + ½ c_kᵀ A_k(t)⁻¹ c_k], A_k(t) = t/(ε(1-t)) I + (ε S_k)⁻¹, c_k = x/(ε(1-t)) + (ε S_k)⁻¹ r_k
-  (arXiv 2310.01174, Prop. 3.3 / eq. 14, up to an x-free constant). It grows like ‖x‖²/(2ε(1-t)) as t → 1; the
-  drift itself is computed from a cancellation-free form (see :func:`drift`).
+  (arXiv 2310.01174, Sec. 3; the authors' ``get_drift``; up to an x-free constant). It grows like ‖x‖²/(2ε(1-t))
+  as t → 1; the drift itself is computed from a cancellation-free form (see :func:`drift`).
 
   Args:
     params: θ.
@@ -436,7 +436,7 @@ def _drift_eig(eig: _Eigen, x: jax.Array, t, epsilon) -> jax.Array:
 
 
 def drift(params: LightSBParams, x: jax.Array, t, epsilon) -> jax.Array:
-  """The drift g_θ(x, t) of the LightSB bridge ``dX = g_θ(X, t) dt + √ε dW`` (arXiv 2310.01174, eq. 14).
+  """The drift g_θ(x, t) of the LightSB bridge ``dX = g_θ(X, t) dt + √ε dW`` (arXiv 2310.01174, Sec. 3).
 
   g_θ(x, t) = -x/(1-t) + ε ∇_x h_θ(x, t) (:func:`log_h`). The two terms cancel at leading order as t → 1; here
   the drift is ε ∇_x φ(x, t) with φ = h - ‖x‖²/(2ε(1-t)) written without the cancellation (per component, in the
@@ -478,7 +478,7 @@ class SDEPath(NamedTuple):
 
 def sample_sde(key: jax.Array, params: LightSBParams, x0: jax.Array, epsilon, num_steps: int = 100,
                return_trajectory: bool = False) -> SDEPath:
-  """Euler–Maruyama for ``dX = g_θ(X, t) dt + √ε dW`` from X_0 = x0 (arXiv 2310.01174, Sec. 3.3).
+  """Euler–Maruyama for ``dX = g_θ(X, t) dt + √ε dW`` from X_0 = x0 (arXiv 2310.01174, Sec. 3).
 
   ``X_{n+1} = X_n + g_θ(X_n, n dt) dt + √(ε dt) ξ_n``, n = 0..N-1: the drift is evaluated at t = 0, dt, ...,
   1 - dt (never at t = 1, where the paper's form of it is singular), as in the authors' code.
@@ -513,7 +513,7 @@ def sample_sde(key: jax.Array, params: LightSBParams, x0: jax.Array, epsilon, nu
 
 
 def sample_bridge(key: jax.Array, params: LightSBParams, x0: jax.Array, t, epsilon) -> jax.Array:
-  """X_t of the LightSB bridge by the Brownian-bridge shortcut (arXiv 2310.01174, Sec. 3.3).
+  """X_t of the LightSB bridge by the Brownian-bridge shortcut (arXiv 2310.01174, Sec. 3).
 
   y ~ π_θ(·|x0), then ``X_t = t y + (1 - t) x0 + √(t(1 - t) ε) ξ``.
 
@@ -542,7 +542,7 @@ class FitOutput(NamedTuple):
   losses: jax.Array
 
 
-def _as_sampler(data: jax.Array | Sampler, name: str, dim: int | None = None) -> tuple[Sampler, int]:
+def _as_sampler(data: jax.Array | Sampler, name: str) -> tuple[Sampler, int]:
   if callable(data):
     shape = jax.eval_shape(lambda k: data(k, 2), jax.random.key(0)).shape
     if len(shape) != 2 or shape[0] != 2:
@@ -832,37 +832,84 @@ def _build_benchmark(key, epsilon, input_dist, input_std, potential_dist, potent
   )
 
 
+class BenchmarkPieces(NamedTuple):
+  """The factorisations of a :class:`MixtureBenchmark` its samplers need, computed once (:func:`benchmark_pieces`).
+
+  With them, sampling p0, p1 and π*(·|x) costs only gathers and matrix products (no LAPACK call per batch).
+
+  Attributes:
+    bench: the benchmark.
+    input_chol: ``(M, d, d)`` Cholesky factors of the input covariances A_m.
+    weight_prec: ``(N, d, d)`` inverse Cholesky factors of Σ_n + εI (for the weights w_n(x)).
+    weight_log_norm: ``(N,)`` log q_n - ½ log det(2π(Σ_n + εI)).
+    plan_cov: ``(N, d, d)`` Σ̂_n = (I/ε + Σ_n⁻¹)⁻¹.
+    plan_chol: ``(N, d, d)`` Cholesky factors of Σ̂_n.
+    plan_bias: ``(N, d)`` Σ̂_nΣ_n⁻¹μ_n.
+    plan_slope: ``(N, d, d)`` Σ̂_n/ε.
+  """
+
+  bench: MixtureBenchmark
+  input_chol: jax.Array
+  weight_prec: jax.Array
+  weight_log_norm: jax.Array
+  plan_cov: jax.Array
+  plan_chol: jax.Array
+  plan_bias: jax.Array
+  plan_slope: jax.Array
+
+
+@jax.jit
+def benchmark_pieces(bench: MixtureBenchmark) -> BenchmarkPieces:
+  """Factorises the benchmark's covariances once (see :class:`BenchmarkPieces`)."""
+  d = bench.dim
+  eye = jnp.eye(d, dtype=bench.potential_covs.dtype)
+  inv_cov = jnp.linalg.inv(bench.potential_covs)
+  plan_cov = jnp.linalg.inv(eye / bench.epsilon + inv_cov)
+  plan_cov = 0.5 * (plan_cov + jnp.swapaxes(plan_cov, -1, -2))
+  shifted_chol = jnp.linalg.cholesky(bench.potential_covs + bench.epsilon * eye)
+  weight_prec = jsp.linalg.solve_triangular(shifted_chol, jnp.broadcast_to(eye, shifted_chol.shape), lower=True)
+  log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(shifted_chol, axis1=-2, axis2=-1)), -1)
+  return BenchmarkPieces(
+    bench=bench,
+    input_chol=jnp.linalg.cholesky(bench.input_covs),
+    weight_prec=weight_prec,
+    weight_log_norm=bench.potential_log_probs - 0.5 * (d * jnp.log(2.0 * jnp.pi) + log_det),
+    plan_cov=plan_cov,
+    plan_chol=jnp.linalg.cholesky(plan_cov),
+    plan_bias=jnp.einsum("nij,njk,nk->ni", plan_cov, inv_cov, bench.potential_means),
+    plan_slope=plan_cov / bench.epsilon,
+  )
+
+
+def _input_sample(key: jax.Array, pieces: BenchmarkPieces, n: int) -> jax.Array:
+  bench = pieces.bench
+  k_comp, k_noise = jax.random.split(key)
+  comp = jax.random.categorical(k_comp, bench.input_log_probs, shape=(n,))
+  noise = jax.random.normal(k_noise, (n, bench.dim), bench.input_means.dtype)
+  return bench.input_means[comp] + jnp.einsum("nij,nj->ni", pieces.input_chol[comp], noise)
+
+
+def _conditional(pieces: BenchmarkPieces, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  x = _check_points(x, pieces.bench.dim, "x")
+  white = jnp.einsum("nij,...nj->...ni", pieces.weight_prec, x[..., None, :] - pieces.bench.potential_means)
+  log_w = jax.nn.log_softmax(pieces.weight_log_norm - 0.5 * jnp.sum(white * white, -1), axis=-1)
+  means = pieces.plan_bias + jnp.einsum("nij,...j->...ni", pieces.plan_slope, x)
+  return log_w, means, pieces.plan_cov
+
+
+def _target_sample(key: jax.Array, pieces: BenchmarkPieces, x: jax.Array) -> jax.Array:
+  log_w, means, _ = _conditional(pieces, x)
+  k_comp, k_noise = jax.random.split(key)
+  comp = jax.random.categorical(k_comp, log_w, axis=-1)
+  mean = jnp.take_along_axis(means, comp[..., None, None], axis=-2)[..., 0, :]
+  noise = jax.random.normal(k_noise, mean.shape, mean.dtype)
+  return mean + jnp.einsum("...ij,...j->...i", pieces.plan_chol[comp], noise)
+
+
 @functools.partial(jax.jit, static_argnames="n")
 def sample_benchmark_input(key: jax.Array, bench: MixtureBenchmark, n: int) -> jax.Array:
   """``(n, d)`` samples of the benchmark's source p0 (a Gaussian mixture)."""
-  k_comp, k_noise = jax.random.split(key)
-  comp = jax.random.categorical(k_comp, bench.input_log_probs, shape=(n,))
-  chol = jnp.linalg.cholesky(bench.input_covs)
-  noise = jax.random.normal(k_noise, (n, bench.dim), bench.input_means.dtype)
-  return bench.input_means[comp] + jnp.einsum("nij,nj->ni", chol[comp], noise)
-
-
-def _gaussian_logpdf(x: jax.Array, means: jax.Array, covs: jax.Array) -> jax.Array:
-  """``(..., N)``: log N(x | means_n, covs_n) for x ``(..., d)``, means ``(N, d)``, covs ``(N, d, d)``."""
-  n, d = means.shape
-  chol = jnp.linalg.cholesky(covs)
-  diff = x[..., None, :] - means  # (..., N, d)
-  batch_shape = diff.shape[:-2]
-  rhs = jnp.moveaxis(diff.reshape((-1, n, d)), 0, -1)  # (N, d, B)
-  sol = jsp.linalg.solve_triangular(chol, rhs, lower=True)
-  maha = jnp.moveaxis(jnp.sum(sol * sol, axis=-2), -1, 0).reshape(batch_shape + (n,))
-  logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-  return -0.5 * (d * jnp.log(2.0 * jnp.pi) + logdet + maha)
-
-
-def _benchmark_plan_pieces(bench: MixtureBenchmark):
-  """Σ̂_n (N, d, d), the bias Σ̂_nΣ_n⁻¹μ_n (N, d) and the slope Σ̂_n/ε (N, d, d) of the true plan."""
-  eps = bench.epsilon
-  eye = jnp.eye(bench.dim, dtype=bench.potential_covs.dtype)
-  inv_cov = jnp.linalg.inv(bench.potential_covs)
-  plan_cov = jnp.linalg.inv(eye / eps + inv_cov)
-  bias = jnp.einsum("nij,njk,nk->ni", plan_cov, inv_cov, bench.potential_means)
-  return plan_cov, bias, plan_cov / eps
+  return _input_sample(key, benchmark_pieces(bench), n)
 
 
 @jax.jit
@@ -871,13 +918,7 @@ def benchmark_conditional(bench: MixtureBenchmark, x: jax.Array) -> tuple[jax.Ar
 
   Weights ∝ q_n N(x | μ_n, Σ_n + εI), means Σ̂_nΣ_n⁻¹μ_n + Σ̂_n x/ε, covariances Σ̂_n = (I/ε + Σ_n⁻¹)⁻¹.
   """
-  x = _check_points(x, bench.dim, "x")
-  plan_cov, bias, slope = _benchmark_plan_pieces(bench)
-  eye = jnp.eye(bench.dim, dtype=plan_cov.dtype)
-  log_n = _gaussian_logpdf(x, bench.potential_means, bench.potential_covs + bench.epsilon * eye)
-  log_w = jax.nn.log_softmax(bench.potential_log_probs + log_n, axis=-1)
-  means = bias + jnp.einsum("nij,...j->...ni", slope, x)
-  return log_w, means, plan_cov
+  return _conditional(benchmark_pieces(bench), x)
 
 
 @jax.jit
@@ -889,12 +930,28 @@ def benchmark_conditional_moments(bench: MixtureBenchmark, x: jax.Array) -> tupl
 @jax.jit
 def sample_benchmark_target(key: jax.Array, bench: MixtureBenchmark, x: jax.Array) -> jax.Array:
   """One y ~ π*(·|x) per point of x ``(..., d)``; with x ~ p0 these are samples of the target p1."""
-  log_w, means, plan_cov = benchmark_conditional(bench, x)
-  k_comp, k_noise = jax.random.split(key)
-  comp = jax.random.categorical(k_comp, log_w, axis=-1)
-  mean = jnp.take_along_axis(means, comp[..., None, None], axis=-2)[..., 0, :]
-  noise = jax.random.normal(k_noise, mean.shape, mean.dtype)
-  return mean + jnp.einsum("...ij,...j->...i", jnp.linalg.cholesky(plan_cov)[comp], noise)
+  return _target_sample(key, benchmark_pieces(bench), x)
+
+
+def benchmark_samplers(bench: MixtureBenchmark) -> tuple[Sampler, Sampler, Callable[[jax.Array, jax.Array], jax.Array]]:
+  """Samplers ``(key, n) -> (n, d)`` of p0 and p1, and ``(key, x) -> y ~ π*(·|x)``, for :func:`fit` and the metrics.
+
+  The covariances are factorised once here, so a sampler traced inside a training loop is only gathers and matrix
+  products. p1 samples are y ~ π*(·|x) with fresh x ~ p0 (independent of the p0 batch, as in the benchmark).
+  """
+  pieces = benchmark_pieces(bench)
+
+  def sample_x0(key, n):
+    return _input_sample(key, pieces, n)
+
+  def sample_x1(key, n):
+    k_x, k_y = jax.random.split(key)
+    return _target_sample(k_y, pieces, _input_sample(k_x, pieces, n))
+
+  def sample_plan_true(key, x):
+    return _target_sample(key, pieces, x)
+
+  return sample_x0, sample_x1, sample_plan_true
 
 
 @jax.jit
@@ -903,27 +960,25 @@ def benchmark_lightsb_params(bench: MixtureBenchmark) -> LightSBParams:
 
   log α_n = log q_n - ½ log det(Σ_n + εI) - ½ μ_nᵀ(Σ_n + εI)⁻¹μ_n, so that w_n(x) matches the benchmark's weights.
   """
-  plan_cov, bias, slope = _benchmark_plan_pieces(bench)
-  eye = jnp.eye(bench.dim, dtype=plan_cov.dtype)
-  shifted = bench.potential_covs + bench.epsilon * eye
-  _, logdet = jnp.linalg.slogdet(shifted)
-  solved = jnp.linalg.solve(shifted, bench.potential_means[..., None])[..., 0]
-  maha = jnp.einsum("ni,ni->n", bench.potential_means, solved)
-  log_alpha = bench.potential_log_probs - 0.5 * logdet - 0.5 * maha
-  chol = jnp.linalg.cholesky(0.5 * (slope + jnp.swapaxes(slope, -1, -2)))
+  pieces = benchmark_pieces(bench)
+  white_mean = jnp.einsum("nij,nj->ni", pieces.weight_prec, bench.potential_means)
+  d = bench.dim
+  log_alpha = pieces.weight_log_norm + 0.5 * d * jnp.log(2.0 * jnp.pi) - 0.5 * jnp.sum(white_mean**2, -1)
+  chol = jnp.linalg.cholesky(pieces.plan_slope)
   diag = jnp.diagonal(chol, axis1=-2, axis2=-1)
-  return LightSBParams(log_alpha, bias, 2.0 * jnp.log(diag), chol - diag[..., None] * eye)
+  return LightSBParams(log_alpha, pieces.plan_bias, 2.0 * jnp.log(diag), jnp.tril(chol, -1))
 
 
 @functools.partial(jax.jit, static_argnames="num_samples")
 def benchmark_target_variance(key: jax.Array, bench: MixtureBenchmark, num_samples: int = 100_000) -> jax.Array:
   """tr Cov(y) of the target p1 by Monte Carlo (E tr Cov(y|x) + tr Cov(E[y|x]), x ~ p0): the cBW-UVP's Var(y)."""
-  x = sample_benchmark_input(key, bench, num_samples)
-  log_w, means, covs = benchmark_conditional(bench, x)
+  pieces = benchmark_pieces(bench)
+  log_w, means, covs = _conditional(pieces, _input_sample(key, pieces, num_samples))
   w = jnp.exp(log_w)
   mean = jnp.einsum("nk,nkd->nd", w, means)
   # tr Cov(y|x) = Σ_k w_k (tr Σ̂_k + ‖m_k - m‖²), without forming the (n, d, d) covariances.
-  cond_trace = w @ jnp.trace(covs, axis1=-2, axis2=-1) + jnp.einsum("nk,nk->n", w, jnp.sum((means - mean[:, None]) ** 2, -1))
+  spread = jnp.sum((means - mean[:, None]) ** 2, -1)  # (n, K)
+  cond_trace = w @ jnp.trace(covs, axis1=-2, axis2=-1) + jnp.sum(w * spread, -1)
   return jnp.mean(cond_trace) + jnp.sum(jnp.var(mean, axis=0))
 
 
