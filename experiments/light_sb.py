@@ -143,29 +143,19 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
   keys = jax.random.split(ctx.key(), len(cases))
   params_dir = os.path.join(ctx.out_dir, "params")
   os.makedirs(params_dir, exist_ok=True)
-  results: dict[str, dict] = {}
 
-  def advance(state, n):
-    done = int(state["cases_done"])
-    for i in range(done, done + n):
-      eps, dim = cases[i]
-      results[case_name(eps, dim)], params = run_case(eps, dim, config, keys[i])
-      save_params(params, os.path.join(params_dir, f"{case_name(eps, dim)}.npz"))
-    return {"cases_done": jnp.asarray(done + n)}
+  def run_one(i, case):
+    eps, dim = case
+    result, params = run_case(eps, dim, config, keys[i])
+    save_params(params, os.path.join(params_dir, f"{case_name(eps, dim)}.npz"))
+    return {"case": case_name(eps, dim), "result": result}
 
-  def record(state, step):
-    del state
-    if step == 0:
-      return {}
-    name = case_name(*cases[step - 1])
-    r = results[name]
-    summary = f"cBW-UVP {r['cbw_uvp']:.3f}% (floor {r['cbw_uvp_floor']:.3f}%), train {r['train_seconds']:.1f} s"
-    return {"case": name, "result": r, "summary": summary}
+  def describe(r):
+    r = r["result"]
+    return f"cBW-UVP {r['cbw_uvp']:.3f}% (floor {r['cbw_uvp_floor']:.3f}%), train {r['train_seconds']:.1f} s"
 
-  # One case per chunk: a restarted run skips the cases already trained (their θ are in out_dir/params).
-  _, history = xp.resumable_loop(ctx, "cases", {"cases_done": jnp.asarray(0)}, len(cases), 1, advance, record,
-                                 unit="case")
-  results = {h["case"]: h["result"] for h in history if "case" in h}
+  # One checkpoint per case: a restarted run skips the cases already trained (their θ are in out_dir/params).
+  results = {r["case"]: r["result"] for r in xp.run_cases(ctx, cases, run_one, describe)}
   plot_results(results, ctx)
   plot_2d_case(results, config, ctx, keys, cases, params_dir)
   write_table(results, ctx)
