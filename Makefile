@@ -5,10 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed.stamp
 REPORTS ?= reports
+# The `particles` library (the PaRIS peer of bench_paris and of one test) pins numpy < 2, which jax 0.10 cannot
+# share: it gets its own environment, called in a subprocess.
+PARTICLES_VENV := .venv-particles
+PARTICLES_STAMP := $(PARTICLES_VENV)/.installed.stamp
 # Multi-device tests need the device count set before jax is imported, so they run in their own process.
 MULTIDEVICE_FLAGS := --xla_force_host_platform_device_count=8
 
-.PHONY: install reproduce test test-fast test-multidevice bench clean
+.PHONY: install reproduce test test-fast test-multidevice bench clean $(PARTICLES_VENV)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,22 +20,31 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
-install: $(STAMP)
+$(PARTICLES_STAMP):
+	$(PYTHON) -m venv $(PARTICLES_VENV)
+	$(PARTICLES_VENV)/bin/python -m pip install --quiet "particles==0.4" "numpy<2"
+	touch $(PARTICLES_STAMP)
+
+$(PARTICLES_VENV): $(PARTICLES_STAMP)
+
+install: $(STAMP) $(PARTICLES_STAMP)
 
 ## The main job: every paper's quick-scale claim, written to $(REPORTS)/REPORT.md and results.json.
 reproduce: $(STAMP)
 	$(PY) -m experiments.reproduce --out_dir=$(REPORTS)
 
 ## The whole test suite: the single-device run, then the 8-device run.
-test: $(STAMP)
+test: $(STAMP) $(PARTICLES_STAMP)
 	$(PY) -m pytest tests --ignore=tests/multidevice -n 2 --dist=loadfile
 	XLA_FLAGS=$(MULTIDEVICE_FLAGS) $(PY) -m pytest tests/multidevice
 
 test-fast: $(STAMP)
 	$(PY) -m pytest tests --ignore=tests/multidevice -m "not slow"
 
-bench: $(STAMP)
+bench: $(STAMP) $(PARTICLES_STAMP)
 	$(PY) -m experiments.bench_perpgrad
+	$(PY) -m experiments.bench_sinkhorn
+	$(PY) -m experiments.bench_paris
 
 clean:
-	rm -rf $(VENV) $(REPORTS) .pytest_cache
+	rm -rf $(VENV) $(PARTICLES_VENV) $(REPORTS) .pytest_cache

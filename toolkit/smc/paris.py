@@ -140,7 +140,7 @@ def backward_reject(key: jax.Array, model: StateSpaceModel, x_prev: jax.Array, l
     r, k, accepted, idx = state
     k, k_prop, k_acc = jax.random.split(k, 3)
     u = jax.random.uniform(k_prop, (n, n_backward), dtype=cdf.dtype) * cdf[-1]
-    proposal = jnp.clip(jnp.searchsorted(cdf, u, side="right"), 0, n - 1).astype(jnp.int32)
+    proposal = jnp.clip(jnp.searchsorted(cdf, u, side="right"), 0, cdf.shape[0] - 1).astype(jnp.int32)
     log_u = jnp.log(jax.random.uniform(k_acc, (n, n_backward), dtype=cdf.dtype))
     accept = (~accepted) & (log_u <= log_m(proposal) - log_bound)
     return r + 1, k, accepted | accept, jnp.where(accept, proposal, idx)
