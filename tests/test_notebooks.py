@@ -75,10 +75,23 @@ def check_light_sb(text: str) -> None:
   assert 0.5 * floor < cbw < 1.0
 
 
+def check_paris_particle_gibbs(text: str) -> None:
+  def number(label: str) -> float:
+    return float(text.split(label)[1].split()[0].rstrip(":;,"))
+
+  # The RTS smoother is the oracle: PaRIS at N = 16 is clearly biased, PPG at N = 16 is not.
+  assert number("PaRIS N = 16 bias z-score:") < -2.5
+  assert number("PPG N = 16 |bias| z-score:") < 3.0
+  # Learning driven by PPG lands on the Kalman MLE; driven by PaRIS at the same N it does not.
+  assert number("PPG-driven max |θ − θ_MLE|:") < 0.06
+  assert number("PaRIS-driven max |θ − θ_MLE|:") > 0.15
+
+
 CHECKS = {
   "grokking.ipynb": check_grokking,
   "light_sb.ipynb": check_light_sb,
   "monge_gap.ipynb": check_monge_gap,
+  "paris_particle_gibbs.ipynb": check_paris_particle_gibbs,
   "sinkhorn_newton_sparse.ipynb": check_sinkhorn_newton_sparse,
 }
 
