@@ -63,3 +63,44 @@ def test_bad_input_is_rejected(key):
                  estimator="smc")
   with pytest.raises(ValueError, match="n_iterations"):
     learning.fit(key, model_fn, theta0, ys, optimizer=optax.adam(0.01), n_iterations=0, n_particles=8)
+
+
+def test_regression_optimum_maximises_the_expected_log_density(x64):
+  """The closed-form KL(p ‖ q_λ) minimiser against a brute-force one: E_p[log q_λ] by exact smoothing moments
+  is maximal there (its gradient, from the RTS moments through autodiff, vanishes)."""
+  model = ssm.linear_gaussian(0.9, 0.5, 1.0, 1.0, 0.0, 1.0)
+  _, ys = ssm.simulate(jax.random.key(4), model, 41)
+  ko = ssm.kalman_smoother(model, ys)
+  m, P, cross = ko.smoothed_means[:, 0], ko.smoothed_covs[:, 0, 0], ko.smoothed_cross_covs[:, 0, 0]
+
+  def expected_log_q(lam):
+    # E[log N(x_t; a x_{t-1} + b y_t + c, s²)] in closed form from first and second smoothed moments.
+    mean_resid = m[1:] - (lam.a * m[:-1] + lam.b * ys[1:, 0] + lam.c)
+    var_resid = P[1:] + lam.a ** 2 * P[:-1] - 2 * lam.a * cross
+    s2 = jnp.exp(2 * lam.log_sd)
+    later = jnp.sum(-0.5 * jnp.log(2 * jnp.pi * s2) - 0.5 * (mean_resid ** 2 + var_resid) / s2)
+    s02 = jnp.exp(2 * lam.log_sd0)
+    first = -0.5 * jnp.log(2 * jnp.pi * s02) - 0.5 * ((m[0] - lam.mu0) ** 2 + P[0]) / s02
+    return first + later
+
+  optimum = learning.linear_gaussian_regression_optimum(model, ys)
+  grad = jax.grad(expected_log_q)(optimum)
+  assert max(abs(float(g)) for g in grad) < 1e-8
+  nearby = jax.tree.map(lambda v: v + 0.01, optimum)
+  assert float(expected_log_q(nearby)) < float(expected_log_q(optimum))
+
+
+@pytest.mark.slow
+def test_markov_score_climbing_with_ppg_reaches_the_kl_minimiser(x64):
+  model = ssm.linear_gaussian(0.9, 0.5, 1.0, 1.0, 0.0, 1.0)
+  _, ys = ssm.simulate(jax.random.key(0), model, 201)
+  optimum = learning.linear_gaussian_regression_optimum(model, ys)
+  proposal = learning.linear_gaussian_regression_proposal()
+  schedule = optax.piecewise_constant_schedule(0.05, {200: 0.25, 350: 0.4})
+  fit = lambda k: learning.markov_score_climbing(k, model, ys, proposal, optimizer=optax.adam(schedule),
+                                                 n_iterations=500, n_particles=16)[1].theta
+  trace = jax.jit(jax.vmap(fit))(jax.random.split(jax.random.key(1), 4))
+  for name, v in trace._asdict().items():
+    per_seed = np.asarray(v[:, -150:].mean(1))
+    se = per_seed.std(ddof=1) / 2
+    assert abs(per_seed.mean() - float(getattr(optimum, name))) < 4 * se + 0.01, name

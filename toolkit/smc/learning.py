@@ -15,10 +15,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpyro.distributions as dist
 import optax
 
 from toolkit.smc import paris as paris_lib
 from toolkit.smc import particle_gibbs as pg
+from toolkit.smc import ssm as ssm_lib
 from toolkit.smc.ssm import StateSpaceModel
 
 ESTIMATORS = ("ppg", "paris")
@@ -87,3 +89,120 @@ def fit(key: jax.Array, model_fn: Callable[[Any], StateSpaceModel], theta0: Any,
     return LearningState(theta, opt_state, reference), LearningTrace(theta, score)
 
   return jax.lax.scan(step, state, jax.random.split(k_loop, n_iterations))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Markov score climbing.
+
+
+def proposal_score_functional(proposal: paris_lib.Proposal, model: StateSpaceModel, ys: jax.Array):
+  """The additive functional ∇_λ log q_λ(x_t | x_{t−1}, y_t) (∇_λ log q_λ(x_0 | y_0) at t = 0) of a proposal.
+
+  Its smoothed expectation is −∇_λ KL(p_θ(x_{0:n} | y) ‖ q_λ) for a q_λ that factorises along time, the gradient of
+  Markov score climbing (Naesseth, Lindsten and Blei, NeurIPS 2020), estimated here by PaRIS or PPG.
+  """
+
+  def log_q(lam, x_prev, x, t):
+    y = ys[t]
+    first = proposal.initial(lam, model, y).log_prob(x)
+    later = proposal.transition(lam, model, x_prev, y, t).log_prob(x)
+    return jnp.where(t == 0, first, later)
+
+  grad_fn = jax.grad(log_q)
+  return lambda x_prev, x, t: grad_fn(proposal.params, x_prev, x, t)
+
+
+def markov_score_climbing(key: jax.Array, model: StateSpaceModel, ys: jax.Array, proposal: paris_lib.Proposal, *,
+                          optimizer: optax.GradientTransformation, n_iterations: int, n_particles: int,
+                          n_backward: int = 2, estimator: str = "ppg",
+                          guide_with_proposal: bool = True) -> tuple[LearningState, LearningTrace]:
+  """Markov score climbing with PaRIS or PPG: fits q_λ (the ``proposal``'s params) by minimising KL(p ‖ q_λ).
+
+  Each iteration estimates E_p[∇_λ log q_λ(X_{0:n})] with one PPG sweep (or PaRIS pass), where the conditional SMC
+  itself proposes from the current q_λ when ``guide_with_proposal`` (so the sampler improves as q does; PPG keeps
+  p invariant for any proposal), and takes an optax step on its negative per observation. PPG replaces the single
+  conditional path of the original MSC with the τ statistics of all N particles.
+
+  Returns the final ``LearningState`` (``theta`` holds λ) and the per-iteration trace.
+  """
+  if estimator not in ESTIMATORS:
+    raise ValueError(f"`estimator` must be one of {ESTIMATORS}, got {estimator!r}.")
+  if not isinstance(n_iterations, int) or n_iterations < 1:
+    raise ValueError(f"`n_iterations` must be a positive Python int, got {n_iterations!r}.")
+  n_obs = jnp.shape(ys)[0]
+  k_ref, k_loop = jax.random.split(key)
+  guide = lambda lam: proposal.replace(params=lam) if guide_with_proposal else None
+  reference = pg.initial_reference(k_ref, model, ys, n_particles=n_particles, proposal=guide(proposal.params))
+  state = LearningState(proposal.params, optimizer.init(proposal.params), reference)
+
+  def step(state, k):
+    current = proposal.replace(params=state.theta)
+    additive_fn = proposal_score_functional(current, model, ys)
+    if estimator == "paris":
+      score = paris_lib.paris(k, model, ys, additive_fn, n_particles=n_particles, n_backward=n_backward,
+                              proposal=guide(state.theta)).estimate
+      reference = state.reference
+    else:
+      out = pg.sweep(k, model, ys, additive_fn, state.reference, n_particles=n_particles, n_backward=n_backward,
+                     proposal=guide(state.theta))
+      score, reference = out.paris.estimate, out.reference
+    grads = jax.tree.map(lambda s: -s / n_obs, score)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.theta)
+    lam = optax.apply_updates(state.theta, updates)
+    return LearningState(lam, opt_state, reference), LearningTrace(lam, score)
+
+  return jax.lax.scan(step, state, jax.random.split(k_loop, n_iterations))
+
+
+class LinearGaussianProposalParams(NamedTuple):
+  """q(x_0 | y_0) = N(mu0, exp(2 log_sd0)); q(x_t | x_{t−1}, y_t) = N(a x_{t−1} + b y_t + c, exp(2 log_sd))."""
+
+  mu0: jax.Array
+  log_sd0: jax.Array
+  a: jax.Array
+  b: jax.Array
+  c: jax.Array
+  log_sd: jax.Array
+
+
+def _lg_regression_initial(lam, model, y):
+  del model, y
+  return dist.Normal(jnp.reshape(lam.mu0, (1,)), jnp.reshape(jnp.exp(lam.log_sd0), (1,))).to_event(1)
+
+
+def _lg_regression_transition(lam, model, x_prev, y, t):
+  del model, t
+  mean = lam.a * x_prev + lam.b * jnp.reshape(y, (-1,))[0] + lam.c
+  return dist.Normal(mean, jnp.exp(lam.log_sd)).to_event(1)
+
+
+def linear_gaussian_regression_proposal(params: LinearGaussianProposalParams | None = None) -> paris_lib.Proposal:
+  """A scalar Gaussian proposal linear in (x_{t−1}, y_t): the family of the Markov-score-climbing example.
+
+  For a scalar linear-Gaussian model the KL(p ‖ q_λ) minimiser is a least-squares regression of x_t on
+  (x_{t−1}, y_t, 1) under the smoothing distribution, in closed form from the RTS moments
+  (``linear_gaussian_regression_optimum``).
+  """
+  if params is None:
+    f = lambda v: jnp.asarray(v, dtype=jnp.result_type(float))
+    params = LinearGaussianProposalParams(f(0.0), f(0.0), f(0.0), f(0.0), f(0.0), f(0.0))
+  return paris_lib.Proposal(params=params, initial=_lg_regression_initial, transition=_lg_regression_transition)
+
+
+def linear_gaussian_regression_optimum(model: StateSpaceModel, ys: jax.Array) -> LinearGaussianProposalParams:
+  """argmin_λ KL(p(x_{0:n} | y) ‖ q_λ) for ``linear_gaussian_regression_proposal`` on a scalar model (exact)."""
+  ko = ssm_lib.kalman_smoother(model, ys)
+  m, P, cross = ko.smoothed_means[:, 0], ko.smoothed_covs[:, 0, 0], ko.smoothed_cross_covs[:, 0, 0]
+  y = jnp.reshape(ys, (ys.shape[0], -1))[1:, 0]
+  mp, mc, Pp, Pc = m[:-1], m[1:], P[:-1], P[1:]
+  # E[z zᵀ] and E[z x] summed over t = 1..n, with z = (x_{t−1}, y_t, 1).
+  Ezz = jnp.array([[jnp.sum(mp ** 2 + Pp), jnp.sum(mp * y), jnp.sum(mp)],
+                   [jnp.sum(mp * y), jnp.sum(y ** 2), jnp.sum(y)],
+                   [jnp.sum(mp), jnp.sum(y), y.shape[0]]])
+  Ezx = jnp.array([jnp.sum(mp * mc + cross), jnp.sum(y * mc), jnp.sum(mc)])
+  beta = jnp.linalg.solve(Ezz, Ezx)
+  # E[Σ (x_t − βᵀz_t)²] = Σ E[x_t²] − 2 βᵀ E[z x] + βᵀ E[z zᵀ] β.
+  resid = jnp.sum(mc ** 2 + Pc) - 2.0 * beta @ Ezx + beta @ Ezz @ beta
+  return LinearGaussianProposalParams(
+      mu0=m[0], log_sd0=0.5 * jnp.log(P[0]), a=beta[0], b=beta[1], c=beta[2],
+      log_sd=0.5 * jnp.log(resid / y.shape[0]))
