@@ -15,7 +15,7 @@ def tiny_config():
   config.num_steps, config.replicates = 21, 10
   config.paris_particles, config.ppg_particles, config.equal_cost_ppg_particles = (8, 32), (8,), 8
   config.ppg_sweeps, config.ppg_burn_in = 4, 1
-  for group in (config.learning, config.sv):
+  for group in (config.learning, config.msc, config.sv):
     group.num_steps, group.iterations, group.average_last, group.seeds, group.n_particles = 21, 30, 10, 2, 8
   return config
 
