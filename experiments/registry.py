@@ -25,7 +25,8 @@ PAPERS: tuple[Entry, ...] = (
   Entry("light_sb", "Light Schrödinger Bridge", "2310.01174", "light_sb"),
   Entry("paris_particle_gibbs", "State and parameter learning with PaRIS particle Gibbs", "2301.00900",
         "paris_particle_gibbs"),
-  Entry("fkc", "Feynman-Kac Correctors in Diffusion: Annealing, Guidance, and Product of Experts", "2503.02819"),
+  Entry("fkc", "Feynman-Kac Correctors in Diffusion: Annealing, Guidance, and Product of Experts", "2503.02819",
+        "feynman_kac_correctors"),
   Entry("kivi", "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache", "2402.02750"),
   Entry("tmac", "T-MAC: CPU Renaissance via Table Lookup for Low-Bit LLM Deployment on Edge", "2407.00088"),
   Entry("zeroquant_v2", "ZeroQuant-V2: Exploring Post-training Quantization in LLMs from Comprehensive Study to "

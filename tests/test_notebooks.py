@@ -53,6 +53,30 @@ def check_monge_gap(text: str) -> None:
   assert uvp["L2-UVP with Monge gap"] < uvp["L2-UVP fitting only"]
 
 
+def check_feynman_kac_correctors(text: str) -> None:
+  def after(label: str) -> list[float]:
+    line = next(line for line in text.splitlines() if line.startswith(label))
+    return [float(w.strip("[](),")) for w in line[len(label):].replace(",", " ").split()
+            if w.strip("[](),").lstrip("-").replace(".", "", 1).replace("e-", "", 1).isdigit()]
+
+  # The score-only weight equals the master formula by autodiff (float64).
+  assert after("max |G_scores - G_autodiff| (float64):")[0] < 1e-9
+  # Annealing to β = 2: exact E[x1] = 1.636; FKC lands on it, the plain annealed score does not (≈ 0.23).
+  exact, fkc_mean, naive = after("annealing β = 2, E[x1]:")
+  assert abs(exact - 1.636) < 1e-3 and abs(fkc_mean - exact) < 0.15 and abs(naive - exact) > 1.0
+  exact_z, fkc_z = after("annealing β = 2, log Z:")[:2]
+  assert abs(exact_z + 0.828) < 1e-3 and abs(fkc_z - exact_z) < 0.6
+  fkc_err, naive_err = after("product, covariance relative error:")
+  assert fkc_err < 0.08 and naive_err > 0.15
+  exact_z, fkc_z = after("product, log Z:")
+  assert abs(fkc_z - exact_z) < 0.5
+  # Guidance w = 3: E|x|² = 3.08 exactly, plain CFG ≈ 3.57.
+  exact, fkc_m2, naive = after("CFG w = 3, E|x|^2:")
+  assert abs(exact - 3.08) < 1e-3 and abs(fkc_m2 - exact) < 0.15 and naive - exact > 0.3
+  exact_z, fkc_z = after("CFG w = 3, log Z:")
+  assert abs(exact_z - 4.256) < 1e-3 and abs(fkc_z - exact_z) < 0.5
+
+
 def check_light_sb(text: str) -> None:
   def number(label: str) -> float:
     return float(text.split(label)[1].split()[0].rstrip("%"))
@@ -88,6 +112,7 @@ def check_paris_particle_gibbs(text: str) -> None:
 
 
 CHECKS = {
+  "feynman_kac_correctors.ipynb": check_feynman_kac_correctors,
   "grokking.ipynb": check_grokking,
   "light_sb.ipynb": check_light_sb,
   "monge_gap.ipynb": check_monge_gap,
