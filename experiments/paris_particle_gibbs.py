@@ -121,20 +121,8 @@ def run_smoothing_case(case, config, data_key, key) -> dict:
 
 
 def exact_mle(model_fn, ys, theta0):
-  nll = lambda th: -ssm.kalman_smoother(model_fn(th), ys).log_likelihood
-  opt = optax.lbfgs()
-  value_and_grad = optax.value_and_grad_from_state(nll)
-
-  @jax.jit
-  def step(theta, state):
-    value, grad = value_and_grad(theta, state=state)
-    updates, state = opt.update(grad, state, theta, value=value, grad=grad, value_fn=nll)
-    return optax.apply_updates(theta, updates), state
-
-  theta, state = theta0, opt.init(theta0)
-  for _ in range(80):
-    theta, state = step(theta, state)
-  return {k: float(v) for k, v in theta.items()}, float(-nll(theta))
+  theta, loglik = ssm.kalman_mle(model_fn, ys, theta0)
+  return {k: float(v) for k, v in theta.items()}, float(loglik)
 
 
 def run_learning(model_fn, ys, theta0, c, key, estimator) -> dict:

@@ -15,18 +15,8 @@ def model_fn(theta):
 
 
 def exact_mle(ys, theta0):
+  theta, _ = ssm.kalman_mle(model_fn, ys, theta0)
   nll = lambda th: -ssm.kalman_smoother(model_fn(th), ys).log_likelihood
-  opt = optax.lbfgs()
-  value_and_grad = optax.value_and_grad_from_state(nll)
-  @jax.jit
-  def step(theta, state):
-    value, grad = value_and_grad(theta, state=state)
-    updates, state = opt.update(grad, state, theta, value=value, grad=grad, value_fn=nll)
-    return optax.apply_updates(theta, updates), state
-
-  theta, state = theta0, opt.init(theta0)
-  for _ in range(60):
-    theta, state = step(theta, state)
   assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(jax.grad(nll)(theta))) < 1e-6
   return theta
 

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
+import optax
 from flax import struct
 
 
@@ -371,3 +372,26 @@ def growth_model(q=10.0, r=1.0, p0=5.0) -> StateSpaceModel:
       params=GrowthParams(f(q), f(r), f(p0)),
       initial=_growth_initial, transition=_growth_transition, observation=_growth_observation,
       state_dim=1, transition_log_bound=_growth_transition_log_bound)
+
+
+def kalman_mle(model_fn: Callable[[Any], StateSpaceModel], ys: jax.Array, theta0: Any, *,
+               num_iterations: int = 80) -> tuple[Any, jax.Array]:
+  """The exact maximum-likelihood θ of a linear-Gaussian model family: L-BFGS (optax) on the Kalman likelihood.
+
+  ``model_fn(theta)`` must build a ``linear_gaussian`` model. Returns (θ̂, log p_θ̂(y)); the oracle that
+  particle-based learning is compared against.
+  """
+  nll = lambda th: -kalman_filter(model_fn(th), ys)[0]
+  opt = optax.lbfgs()
+  value_and_grad = optax.value_and_grad_from_state(nll)
+
+  @jax.jit
+  def step(theta, state):
+    value, grad = value_and_grad(theta, state=state)
+    updates, state = opt.update(grad, state, theta, value=value, grad=grad, value_fn=nll)
+    return optax.apply_updates(theta, updates), state
+
+  theta, state = theta0, opt.init(theta0)
+  for _ in range(num_iterations):
+    theta, state = step(theta, state)
+  return theta, -nll(theta)
