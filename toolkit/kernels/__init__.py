@@ -1,0 +1,1 @@
+"""Low-bit kernels: KIVI (KV-cache quantization) and T-MAC (table-lookup mixed-precision GEMM)."""
