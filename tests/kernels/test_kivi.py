@@ -99,3 +99,27 @@ def test_bad_input_is_rejected():
     kivi.quantize_values(jnp.zeros((64, 32), jnp.int32))
   with pytest.raises(ValueError, match="tokens, channels"):
     kivi.quantize_values(jnp.zeros(32))
+
+
+@pytest.mark.parametrize("steps", [5, 32, 40, 73])
+def test_streaming_cache_equals_one_shot_quantization(steps):
+  """After any number of decode steps the quantized part is the one-shot quantization of the earliest groups and
+  the residual holds the remaining tokens exactly."""
+  g, r, heads, channels = 16, 32, 2, 32
+  keys = jax.random.normal(jax.random.key(3), (heads, steps, channels))
+  values = jax.random.normal(jax.random.key(4), (heads, steps, channels))
+  cache = kivi.init_cache((heads,), capacity=64, channels=channels, bits=2, group_size=g, residual=r)
+  step = jax.jit(kivi.append)
+  for t in range(steps):
+    cache = step(cache, keys[:, t], values[:, t])
+  n_q, n_r = int(cache.n_quantized), int(cache.n_residual)
+  assert n_q + n_r == steps and n_q % g == 0 and n_r <= r and (steps < r or n_r >= r - g)
+  k_hat, v_hat, mask = kivi.dequantize_cache(cache)
+  assert int(mask.sum()) == steps
+  if n_q:
+    k_ref = kivi.dequantize(kivi.quantize_keys(keys[:, :n_q], bits=2, group_size=g))
+    v_ref = kivi.dequantize(kivi.quantize_values(values[:, :n_q], bits=2, group_size=g))
+    np.testing.assert_allclose(np.asarray(k_hat[:, :n_q]), np.asarray(k_ref), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(v_hat[:, :n_q]), np.asarray(v_ref), rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(k_hat[:, 64:64 + n_r]), np.asarray(keys[:, n_q:]))
+  np.testing.assert_array_equal(np.asarray(v_hat[:, 64:64 + n_r]), np.asarray(values[:, n_q:]))

@@ -10,7 +10,7 @@ finding is the grouping: key caches have a few outlier *channels*, so keys are q
 channels of one token). Codes are packed ``32 / B`` to an int32 word along the grouped axis (as the authors' kernels
 do; Triton's ``dot`` takes no unsigned integers).
 
-This module holds the quantizer and the packing. The streaming cache with its full-precision residual and the
+This module holds the quantizer, the packing and the streaming cache with its full-precision residual. The
 decode-attention kernels (Pallas and XLA) are not written yet.
 """
 
@@ -126,3 +126,100 @@ def dequantize(q: QuantizedTensor) -> jax.Array:
   values = groups * q.scale[..., None] + q.zero[..., None]
   return jnp.moveaxis(values.reshape(codes.shape), -1, q.axis)
 
+
+
+@struct.dataclass
+class KIVICache:
+  """A fixed-capacity KIVI cache for one layer: quantized groups plus a full-precision residual (jit-safe).
+
+  Shapes, with leading batch/head axes ``...``, capacity ``T`` tokens and ``C`` channels:
+  ``k_codes`` (..., C, T / (32/bits)) packed along tokens, ``k_scale``/``k_zero`` (..., C, T / G);
+  ``v_codes`` (..., T, C / (32/bits)) packed along channels, ``v_scale``/``v_zero`` (..., T, C / G);
+  ``k_residual``/``v_residual`` (..., R, C), the latest tokens in full precision.
+  ``n_quantized`` (a multiple of G) and ``n_residual`` are int32 scalars; the token order is quantized groups first,
+  then the residual.
+  """
+
+  k_codes: jax.Array
+  k_scale: jax.Array
+  k_zero: jax.Array
+  v_codes: jax.Array
+  v_scale: jax.Array
+  v_zero: jax.Array
+  k_residual: jax.Array
+  v_residual: jax.Array
+  n_quantized: jax.Array
+  n_residual: jax.Array
+  bits: int = struct.field(pytree_node=False)
+  group_size: int = struct.field(pytree_node=False)
+
+  @property
+  def length(self) -> jax.Array:
+    return self.n_quantized + self.n_residual
+
+
+def init_cache(batch_shape: tuple[int, ...], capacity: int, channels: int, *, bits: int = 2, group_size: int = 32,
+               residual: int = 128, dtype=jnp.float32) -> KIVICache:
+  """An empty cache. ``residual`` (R, paper default 128) must be a multiple of ``group_size`` (G, default 32)."""
+  _check_bits(bits)
+  per_word = 32 // bits
+  if group_size % per_word or channels % group_size or capacity % group_size:
+    raise ValueError(f"`group_size` ({group_size}) must be a multiple of {per_word} and divide `channels` "
+                     f"({channels}) and `capacity` ({capacity}).")
+  if residual < group_size or residual % group_size:
+    raise ValueError(f"`residual` must be a positive multiple of `group_size` ({group_size}), got {residual}.")
+  b = tuple(batch_shape)
+  zeros = lambda *s, dt=dtype: jnp.zeros(b + s, dt)
+  return KIVICache(
+      k_codes=zeros(channels, capacity // per_word, dt=jnp.int32), k_scale=zeros(channels, capacity // group_size),
+      k_zero=zeros(channels, capacity // group_size), v_codes=zeros(capacity, channels // per_word, dt=jnp.int32),
+      v_scale=zeros(capacity, channels // group_size), v_zero=zeros(capacity, channels // group_size),
+      k_residual=zeros(residual, channels), v_residual=zeros(residual, channels),
+      n_quantized=jnp.zeros((), jnp.int32), n_residual=jnp.zeros((), jnp.int32), bits=bits, group_size=group_size)
+
+
+def _write(buffer: jax.Array, update: jax.Array, start: jax.Array, axis: int) -> jax.Array:
+  index = [jnp.zeros((), jnp.int32)] * buffer.ndim
+  index[axis % buffer.ndim] = start
+  return jax.lax.dynamic_update_slice(buffer, update.astype(buffer.dtype), index)
+
+
+def append(cache: KIVICache, k: jax.Array, v: jax.Array) -> KIVICache:
+  """Appends one token's key and value (..., C). When the residual is full, its oldest G tokens are quantized
+  as one group (keys per channel, values per token) and the residual shifts by G: the latest R − G to R tokens stay
+  in full precision. A full cache is the caller's to avoid (its quantized part would be overwritten)."""
+  g, per_word = cache.group_size, 32 // cache.bits
+  k_res = _write(cache.k_residual, k[..., None, :], cache.n_residual, -2)
+  v_res = _write(cache.v_residual, v[..., None, :], cache.n_residual, -2)
+  count = cache.n_residual + 1
+  full = count == cache.k_residual.shape[-2]
+
+  qk = quantize_keys(k_res[..., :g, :], bits=cache.bits, group_size=g)
+  qv = quantize_values(v_res[..., :g, :], bits=cache.bits, group_size=g)
+  n_q = cache.n_quantized
+  flushed = cache.replace(
+      k_codes=_write(cache.k_codes, qk.codes, n_q // per_word, -1),
+      k_scale=_write(cache.k_scale, qk.scale, n_q // g, -1),
+      k_zero=_write(cache.k_zero, qk.zero, n_q // g, -1),
+      v_codes=_write(cache.v_codes, qv.codes, n_q, -2),
+      v_scale=_write(cache.v_scale, qv.scale, n_q, -2),
+      v_zero=_write(cache.v_zero, qv.zero, n_q, -2),
+      k_residual=jnp.roll(k_res, -g, axis=-2), v_residual=jnp.roll(v_res, -g, axis=-2),
+      n_quantized=n_q + g, n_residual=count - g)
+  kept = cache.replace(k_residual=k_res, v_residual=v_res, n_residual=count)
+  return jax.tree.map(lambda a, b: jnp.where(full, a, b), flushed, kept)
+
+
+def dequantize_cache(cache: KIVICache) -> tuple[jax.Array, jax.Array]:
+  """Keys and values of the whole capacity (..., T + R, C) in token order, and a validity mask (T + R,)."""
+  capacity = cache.v_codes.shape[-2]
+  channels = cache.k_residual.shape[-1]
+  keys = dequantize(QuantizedTensor(cache.k_codes, cache.k_scale, cache.k_zero, cache.bits, cache.group_size, -2,
+                                    cache.k_codes.shape[:-2] + (capacity, channels)))
+  values = dequantize(QuantizedTensor(cache.v_codes, cache.v_scale, cache.v_zero, cache.bits, cache.group_size, -1,
+                                      cache.v_codes.shape[:-2] + (capacity, channels)))
+  position = jnp.arange(capacity + cache.k_residual.shape[-2])
+  mask = jnp.where(position < capacity, position < cache.n_quantized,
+                   position - capacity < cache.n_residual)
+  return (jnp.concatenate([keys, cache.k_residual], axis=-2),
+          jnp.concatenate([values, cache.v_residual], axis=-2), mask)
