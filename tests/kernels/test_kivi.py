@@ -123,3 +123,32 @@ def test_streaming_cache_equals_one_shot_quantization(steps):
     np.testing.assert_allclose(np.asarray(v_hat[:, :n_q]), np.asarray(v_ref), rtol=1e-6, atol=1e-6)
   np.testing.assert_array_equal(np.asarray(k_hat[:, 64:64 + n_r]), np.asarray(keys[:, n_q:]))
   np.testing.assert_array_equal(np.asarray(v_hat[:, 64:64 + n_r]), np.asarray(values[:, n_q:]))
+
+
+def filled_cache(steps, bits, key=5):
+  keys = jax.random.normal(jax.random.key(key), (2, steps, 64))
+  values = jax.random.normal(jax.random.key(key + 1), (2, steps, 64))
+  cache = kivi.init_cache((2,), capacity=128, channels=64, bits=bits, group_size=32, residual=64)
+  step = jax.jit(kivi.append)
+  for t in range(steps):
+    cache = step(cache, keys[:, t], values[:, t])
+  return cache, keys, values
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_xla_decode_attention_equals_dequantize_then_einsum(bits):
+  cache, _, _ = filled_cache(150, bits)
+  q = jax.random.normal(jax.random.key(9), (2, 64))
+  np.testing.assert_allclose(np.asarray(kivi.decode_attention_xla(q, cache)),
+                             np.asarray(kivi.decode_attention_reference(q, cache)), rtol=1e-5, atol=1e-5)
+
+
+def test_decode_attention_error_shrinks_with_bits():
+  q = jax.random.normal(jax.random.key(9), (2, 64))
+  errors = {}
+  for bits in (2, 4, 8):
+    cache, keys, values = filled_cache(150, bits)
+    exact = jax.nn.softmax(jnp.einsum("hc,htc->ht", q, keys) / 8.0, axis=-1)
+    exact = jnp.einsum("ht,htc->hc", exact, values)
+    errors[bits] = float(jnp.linalg.norm(kivi.decode_attention_xla(q, cache) - exact) / jnp.linalg.norm(exact))
+  assert errors[8] < errors[4] < errors[2] < 0.5

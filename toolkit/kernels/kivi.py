@@ -223,3 +223,40 @@ def dequantize_cache(cache: KIVICache) -> tuple[jax.Array, jax.Array]:
                    position - capacity < cache.n_residual)
   return (jnp.concatenate([keys, cache.k_residual], axis=-2),
           jnp.concatenate([values, cache.v_residual], axis=-2), mask)
+
+
+def decode_attention_reference(q: jax.Array, cache: KIVICache) -> jax.Array:
+  """One decode step of attention against the cache by dequantize-then-einsum: q (..., C) -> (..., C)."""
+  keys, values, mask = dequantize_cache(cache)
+  scores = jnp.einsum("...c,...tc->...t", q, keys) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
+  weights = jax.nn.softmax(jnp.where(mask, scores, -jnp.inf), axis=-1)
+  return jnp.einsum("...t,...tc->...c", weights, values)
+
+
+def decode_attention_xla(q: jax.Array, cache: KIVICache) -> jax.Array:
+  """The same attention without materialising dequantized keys or values (the XLA path).
+
+  Keys are per channel: q·k̂_t = Σ_c (q_c s_{c,g(t)}) code_{c,t} + Σ_c q_c z_{c,g(t)}, so the scales fold into the
+  query and the codes are only converted and contracted. Values are per token: the softmax weights fold into the
+  scales, out_c = Σ_t (p_t s_{t,g(c)}) code_{t,c} + Σ_t p_t z_{t,g(c)}.
+  """
+  g = cache.group_size
+  channels = q.shape[-1]
+  scale = 1.0 / jnp.sqrt(channels).astype(q.dtype)
+  k_codes = unpack(cache.k_codes, cache.bits).astype(q.dtype)  # (..., C, T)
+  capacity = k_codes.shape[-1]
+  qs = q[..., :, None] * cache.k_scale  # (..., C, T/G)
+  scores_q = jnp.einsum("...cgt,...cg->...gt", k_codes.reshape(*k_codes.shape[:-1], -1, g), qs)
+  scores_q = (scores_q + jnp.einsum("...c,...cg->...g", q, cache.k_zero)[..., None]).reshape(
+      *q.shape[:-1], capacity)
+  scores_r = jnp.einsum("...c,...rc->...r", q, cache.k_residual)
+  scores = jnp.concatenate([scores_q, scores_r], axis=-1) * scale
+  position = jnp.arange(scores.shape[-1])
+  mask = jnp.where(position < capacity, position < cache.n_quantized, position - capacity < cache.n_residual)
+  weights = jax.nn.softmax(jnp.where(mask, scores, -jnp.inf), axis=-1)
+  p_q, p_r = weights[..., :capacity], weights[..., capacity:]
+  v_codes = unpack(cache.v_codes, cache.bits).astype(q.dtype)  # (..., T, C)
+  v_groups = v_codes.reshape(*v_codes.shape[:-1], -1, g)  # (..., T, C/G, G)
+  out_q = jnp.einsum("...tg,...tgc->...gc", p_q[..., None] * cache.v_scale, v_groups)
+  out_q = out_q + jnp.einsum("...t,...tg->...g", p_q, cache.v_zero)[..., None]
+  return out_q.reshape(*q.shape[:-1], channels) + jnp.einsum("...r,...rc->...c", p_r, cache.v_residual)
