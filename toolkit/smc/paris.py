@@ -203,40 +203,35 @@ def _check_inputs(model, ys, n_particles, n_backward, backward, ess_threshold, r
   resampling.get_resampler(resampling_scheme)
 
 
-def _tree_take(tree, idx):
-  return jax.tree.map(lambda a: a[idx], tree)
-
-
-def _initial_particles(key, model, y0, n, proposal):
+def _sample_initial(key, model, y0, n, proposal):
   if proposal is None:
-    x0 = ssm_lib.init_sample(key, model, n)
-    return x0, ssm_lib.observation_log_prob(model, x0, y0, 0)
+    return ssm_lib.init_sample(key, model, n)
+  return proposal.initial(proposal.params, model, y0).sample(key, (n,))
+
+
+def _initial_log_weight(model, x0, y0, proposal):
+  """log g(x_0, y_0) χ(x_0) / q(x_0 | y_0) for each particle (χ / q = 1 for the bootstrap filter)."""
+  log_g = ssm_lib.observation_log_prob(model, x0, y0, 0)
+  if proposal is None:
+    return log_g
   q = proposal.initial(proposal.params, model, y0)
-  x0 = q.sample(key, (n,))
-  lw = ssm_lib.init_log_prob(model, x0) + ssm_lib.observation_log_prob(model, x0, y0, 0) - q.log_prob(x0)
-  return x0, lw
+  return log_g + ssm_lib.init_log_prob(model, x0) - q.log_prob(x0)
 
 
-def _propagate(key, model, x_anc, y, t, proposal):
-  """New particles from the ancestors and their incremental log-weights g m / q."""
+def _sample_transition(key, model, x_anc, y, t, proposal):
   if proposal is None:
-    x = ssm_lib.transition_sample(key, model, x_anc, t)
-    return x, ssm_lib.observation_log_prob(model, x, y, t)
+    return ssm_lib.transition_sample(key, model, x_anc, t)
   keys = jax.random.split(key, x_anc.shape[0])
-  q_of = lambda xa: proposal.transition(proposal.params, model, xa, y, t)
-  x = jax.vmap(lambda k, xa: q_of(xa).sample(k))(keys, x_anc)
-  log_q = jax.vmap(lambda xa, xi: q_of(xa).log_prob(xi))(x_anc, x)
-  log_m = model.transition(model.params, x_anc, t).log_prob(x)
-  return x, ssm_lib.observation_log_prob(model, x, y, t) + log_m - log_q
+  return jax.vmap(lambda k, xa: proposal.transition(proposal.params, model, xa, y, t).sample(k))(keys, x_anc)
 
 
-def _reweight_frozen(model, x_anc, x, y, t, proposal):
-  """Incremental log-weight of given (ancestor, particle) pairs: used for the frozen reference particle."""
+def _transition_log_weight(model, x_anc, x, y, t, proposal):
+  """Incremental log-weight g(x, y) m(x_anc, x) / q(x | x_anc, y) per (ancestor, particle) pair (m / q = 1 for the
+  bootstrap filter)."""
   log_g = ssm_lib.observation_log_prob(model, x, y, t)
   if proposal is None:
     return log_g
-  q_of = lambda xa: proposal.transition(proposal.params, model, xa, y, t)
-  log_q = jax.vmap(lambda xa, xi: q_of(xa).log_prob(xi))(x_anc, x)
+  log_q = jax.vmap(lambda xa, xi: proposal.transition(proposal.params, model, xa, y, t).log_prob(xi))(x_anc, x)
   log_m = model.transition(model.params, x_anc, t).log_prob(x)
   return log_g + log_m - log_q
 
@@ -265,17 +260,11 @@ def forward_pass(key: jax.Array, model: StateSpaceModel, ys: jax.Array, additive
                else (lambda a: a))
 
   key_init, key_scan = jax.random.split(key)
-  x0, lw0 = _initial_particles(key_init, model, ys[0], n, proposal)
-  if conditional:
+  x0 = _sample_initial(key_init, model, ys[0], n, proposal)
+  if conditional:  # the frozen particle is weighted like the others, below
     x0 = x0.at[n - 1].set(reference[0])
-    if proposal is None:
-      lw0 = lw0.at[n - 1].set(ssm_lib.observation_log_prob(model, reference[:1], ys[0], 0)[0])
-    else:
-      q0 = proposal.initial(proposal.params, model, ys[0])
-      lw_ref = (ssm_lib.init_log_prob(model, reference[0]) + ssm_lib.observation_log_prob(model, reference[:1],
-                ys[0], 0)[0] - q0.log_prob(reference[0]))
-      lw0 = lw0.at[n - 1].set(lw_ref)
-  x0, lw0 = constrain(x0), constrain(lw0)
+  x0 = constrain(x0)
+  lw0 = constrain(_initial_log_weight(model, x0, ys[0], proposal))
   tau0 = jax.vmap(lambda xi: additive_fn(xi, xi, 0))(x0)
 
   def step(carry, inputs):
@@ -291,12 +280,11 @@ def forward_pass(key: jax.Array, model: StateSpaceModel, ys: jax.Array, additive
       decision = resampling.adaptive_resample(k_res, lw_prev, threshold=ess_threshold, scheme=resampling_scheme)
       ancestors, lw_carry, resampled = decision.ancestors, decision.log_weights, decision.resampled
     x_anc = x_prev[ancestors]
-    x, lw_inc = _propagate(k_prop, model, x_anc, y, t, proposal)
+    x = _sample_transition(k_prop, model, x_anc, y, t, proposal)
     if conditional:
       x = x.at[n - 1].set(reference[t])
-      lw_inc = lw_inc.at[n - 1].set(_reweight_frozen(model, x_anc[n - 1:], x[n - 1:], y, t, proposal)[0])
     x = constrain(x)
-    lw = constrain(lw_carry + lw_inc)
+    lw = constrain(lw_carry + _transition_log_weight(model, x_anc, x, y, t, proposal))
     loglik_inc = jax.nn.logsumexp(lw) - jax.nn.logsumexp(lw_carry)
 
     if backward == "exact":
