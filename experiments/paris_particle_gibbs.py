@@ -125,11 +125,12 @@ def exact_mle(model_fn, ys, theta0):
   return {k: float(v) for k, v in theta.items()}, float(loglik)
 
 
-def run_learning(model_fn, ys, theta0, c, key, estimator) -> dict:
+def run_learning(fit_fn, c, key) -> dict:
+  """``c.seeds`` vmapped runs of ``fit_fn(optimizer, key) -> dict of parameter traces``, with the step schedule
+  shared by every learning case; the mean of the last ``c.average_last`` iterates per seed, summarised over seeds."""
   schedule = optax.piecewise_constant_schedule(
       c.learning_rate, {int(0.4 * c.iterations): 0.25, int(0.7 * c.iterations): 0.4})
-  fit = lambda k: learning.fit(k, model_fn, theta0, ys, optimizer=optax.adam(schedule), n_iterations=c.iterations,
-                               n_particles=c.n_particles, estimator=estimator)[1].theta
+  fit = lambda k: fit_fn(optax.adam(schedule), k)
   start = time.perf_counter()
   trace = jax.jit(jax.vmap(fit))(jax.random.split(key, c.seeds))
   seconds = time.perf_counter() - start
@@ -141,9 +142,9 @@ def run_learning(model_fn, ys, theta0, c, key, estimator) -> dict:
 
 
 def run_learning_case(case, config, key) -> dict:
-  k_data, k_ppg, k_paris = jax.random.split(key, 3)
   if case == "msc":
     return run_msc_case(config, key)
+  k_data, k_ppg, k_paris = jax.random.split(key, 3)
   if case == "lgssm":
     c = config.learning
     model = lgssm_model_fn({k: jnp.asarray(v) for k, v in TRUE_LG.items()})
@@ -160,8 +161,11 @@ def run_learning_case(case, config, key) -> dict:
     theta0 = {"mu": jnp.asarray(0.0), "atanh_phi": jnp.arctanh(0.5), "log_sigma": jnp.log(1.0)}
     out = {"truth": {k: float(v) for k, v in truth.items()}}
     model_fn = sv_model_fn
-  out["ppg"] = run_learning(model_fn, ys, theta0, c, k_ppg, "ppg")
-  out["paris"] = run_learning(model_fn, ys, theta0, c, k_paris, "paris")
+  for estimator, k in (("ppg", k_ppg), ("paris", k_paris)):
+    fit_fn = lambda optimizer, kk: learning.fit(kk, model_fn, theta0, ys, optimizer=optimizer,
+                                                n_iterations=c.iterations, n_particles=c.n_particles,
+                                                estimator=estimator)[1].theta
+    out[estimator] = run_learning(fit_fn, c, k)
   out["case"] = case
   return out
 
@@ -173,22 +177,12 @@ def run_msc_case(config, key) -> dict:
   _, ys = ssm.simulate(k_data, model, c.num_steps)
   optimum = learning.linear_gaussian_regression_optimum(model, ys)
   proposal = learning.linear_gaussian_regression_proposal()
-  schedule = optax.piecewise_constant_schedule(
-      c.learning_rate, {int(0.4 * c.iterations): 0.25, int(0.7 * c.iterations): 0.4})
   out = {"case": "msc", "mle": {k: float(v) for k, v in optimum._asdict().items()}}
   for estimator, k in (("ppg", k_ppg), ("paris", k_paris)):
-    fit = lambda kk: learning.markov_score_climbing(kk, model, ys, proposal, optimizer=optax.adam(schedule),
-                                                    n_iterations=c.iterations, n_particles=c.n_particles,
-                                                    estimator=estimator)[1].theta._asdict()
-    start = time.perf_counter()
-    trace = jax.jit(jax.vmap(fit))(jax.random.split(k, c.seeds))
-    seconds = time.perf_counter() - start
-    per_seed = {name: np.asarray(v[:, -c.average_last:].mean(1)) for name, v in trace.items()}
-    out[estimator] = {"mean": {n: float(v.mean()) for n, v in per_seed.items()},
-                      "se": {n: float(v.std(ddof=1) / np.sqrt(len(v))) for n, v in per_seed.items()},
-                      "trace": {n: np.asarray(v).mean(0)[:: max(1, c.iterations // 200)].tolist()
-                                for n, v in trace.items()},
-                      "seconds": seconds}
+    fit_fn = lambda optimizer, kk: learning.markov_score_climbing(
+        kk, model, ys, proposal, optimizer=optimizer, n_iterations=c.iterations, n_particles=c.n_particles,
+        estimator=estimator)[1].theta._asdict()
+    out[estimator] = run_learning(fit_fn, c, k)
   return out
 
 
@@ -315,31 +309,26 @@ def plot(by_case, learned, config, ctx) -> None:
   ax.set_title("E[Σ x_t x_(t+1) | y]: bias and RMSE")
   ax.legend(fontsize=7)
 
-  lg = learned["lgssm"]
-  ax = axes[1]
-  for k, color in zip(lg["mle"], ("tab:blue", "tab:orange", "tab:green")):
-    for est, ls in (("ppg", "-"), ("paris", ":")):
-      trace = np.asarray(lg[est]["trace"][k])
-      ax.plot(np.linspace(0, config.learning.iterations, trace.size), trace, ls=ls, color=color,
-              label=f"{k} ({'PPG' if est == 'ppg' else 'PaRIS'})")
-    ax.axhline(lg["mle"][k], color=color, lw=0.8, alpha=0.6)
-  ax.set_xlabel("iteration")
-  ax.set_title(f"LGSSM learning, N = {config.learning.n_particles} (thin lines: exact MLE)")
-  ax.legend(fontsize=7, ncol=2)
-
-  sv = learned["sv"]
-  ax = axes[2]
-  for k, color in zip(sv["ppg"]["mean"], ("tab:blue", "tab:orange", "tab:green")):
-    for est, ls in (("ppg", "-"), ("paris", ":")):
-      trace = np.asarray(sv[est]["trace"][k])
-      ax.plot(np.linspace(0, config.sv.iterations, trace.size), trace, ls=ls, color=color,
-              label=f"{k} ({'PPG' if est == 'ppg' else 'PaRIS'})")
-    ax.axhline(sv["truth"][k], color=color, lw=0.8, alpha=0.6)
-  ax.set_xlabel("iteration")
-  ax.set_title("stochastic volatility learning (thin lines: generating θ)")
-  ax.legend(fontsize=7, ncol=2)
+  lg, sv = learned["lgssm"], learned["sv"]
+  plot_learning(axes[1], lg, lg["mle"], config.learning.iterations,
+                f"LGSSM learning, N = {config.learning.n_particles} (thin lines: exact MLE)")
+  plot_learning(axes[2], sv, sv["truth"], config.sv.iterations,
+                "stochastic volatility learning (thin lines: generating θ)")
   fig.tight_layout()
   ctx.save_figure(fig, "bias_rmse_learning")
+
+
+def plot_learning(ax, result, reference, iterations, title) -> None:
+  """PPG (solid) and PaRIS (dotted) parameter traces, each parameter against its ``reference`` value."""
+  for k, color in zip(result["ppg"]["mean"], ("tab:blue", "tab:orange", "tab:green")):
+    for est, ls in (("ppg", "-"), ("paris", ":")):
+      trace = np.asarray(result[est]["trace"][k])
+      ax.plot(np.linspace(0, iterations, trace.size), trace, ls=ls, color=color,
+              label=f"{k} ({'PPG' if est == 'ppg' else 'PaRIS'})")
+    ax.axhline(reference[k], color=color, lw=0.8, alpha=0.6)
+  ax.set_xlabel("iteration")
+  ax.set_title(title)
+  ax.legend(fontsize=7, ncol=2)
 
 
 CLAIMS = (

@@ -41,17 +41,46 @@ class LearningTrace(NamedTuple):
   score: Any
 
 
+def _smoothed_estimate(key, model, ys, additive_fn, reference, *, estimator, n_particles, n_backward,
+                       proposal=None):
+  """One PPG sweep (which also returns the next reference) or one PaRIS pass (the reference passes through)."""
+  if estimator == "paris":
+    out = paris_lib.paris(key, model, ys, additive_fn, n_particles=n_particles, n_backward=n_backward,
+                          proposal=proposal)
+    return out.estimate, reference
+  out = pg.sweep(key, model, ys, additive_fn, reference, n_particles=n_particles, n_backward=n_backward,
+                 proposal=proposal)
+  return out.paris.estimate, out.reference
+
+
 def score_estimate(key: jax.Array, model_fn: Callable[[Any], StateSpaceModel], theta: Any, ys: jax.Array,
                    reference: jax.Array | None, *, estimator: str, n_particles: int,
                    n_backward: int = 2) -> tuple[Any, jax.Array | None]:
   """One estimate of ∇_θ log p_θ(y) by one PPG sweep (returns the next reference) or one PaRIS pass."""
-  model = model_fn(theta)
-  additive_fn = paris_lib.score_functional(model_fn, theta, ys)
-  if estimator == "paris":
-    out = paris_lib.paris(key, model, ys, additive_fn, n_particles=n_particles, n_backward=n_backward)
-    return out.estimate, reference
-  out = pg.sweep(key, model, ys, additive_fn, reference, n_particles=n_particles, n_backward=n_backward)
-  return out.paris.estimate, out.reference
+  return _smoothed_estimate(key, model_fn(theta), ys, paris_lib.score_functional(model_fn, theta, ys), reference,
+                            estimator=estimator, n_particles=n_particles, n_backward=n_backward)
+
+
+def _check_learning_args(estimator, n_iterations) -> None:
+  if estimator not in ESTIMATORS:
+    raise ValueError(f"`estimator` must be one of {ESTIMATORS}, got {estimator!r}.")
+  if not isinstance(n_iterations, int) or n_iterations < 1:
+    raise ValueError(f"`n_iterations` must be a positive Python int, got {n_iterations!r}.")
+
+
+def _climb(key, params0, reference, score_fn, optimizer, n_iterations, n_obs):
+  """The stochastic-approximation loop: ``score_fn(key, params, reference) -> (score, reference)``, then an optax
+  step on −score / n_obs."""
+  state = LearningState(params0, optimizer.init(params0), reference)
+
+  def step(state, k):
+    score, reference = score_fn(k, state.theta, state.reference)
+    grads = jax.tree.map(lambda s: -s / n_obs, score)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.theta)
+    params = optax.apply_updates(state.theta, updates)
+    return LearningState(params, opt_state, reference), LearningTrace(params, score)
+
+  return jax.lax.scan(step, state, jax.random.split(key, n_iterations))
 
 
 def fit(key: jax.Array, model_fn: Callable[[Any], StateSpaceModel], theta0: Any, ys: jax.Array, *,
@@ -71,24 +100,12 @@ def fit(key: jax.Array, model_fn: Callable[[Any], StateSpaceModel], theta0: Any,
   Returns:
     The final ``LearningState`` and the ``LearningTrace`` of every iteration (leading axis: iterations).
   """
-  if estimator not in ESTIMATORS:
-    raise ValueError(f"`estimator` must be one of {ESTIMATORS}, got {estimator!r}.")
-  if not isinstance(n_iterations, int) or n_iterations < 1:
-    raise ValueError(f"`n_iterations` must be a positive Python int, got {n_iterations!r}.")
-  n_obs = jnp.shape(ys)[0] - 1
+  _check_learning_args(estimator, n_iterations)
   k_ref, k_loop = jax.random.split(key)
   reference = pg.initial_reference(k_ref, model_fn(theta0), ys, n_particles=n_particles)
-  state = LearningState(theta0, optimizer.init(theta0), reference)
-
-  def step(state, k):
-    score, reference = score_estimate(k, model_fn, state.theta, ys, state.reference, estimator=estimator,
-                                      n_particles=n_particles, n_backward=n_backward)
-    grads = jax.tree.map(lambda s: -s / n_obs, score)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.theta)
-    theta = optax.apply_updates(state.theta, updates)
-    return LearningState(theta, opt_state, reference), LearningTrace(theta, score)
-
-  return jax.lax.scan(step, state, jax.random.split(k_loop, n_iterations))
+  score_fn = lambda k, theta, ref: score_estimate(k, model_fn, theta, ys, ref, estimator=estimator,
+                                                  n_particles=n_particles, n_backward=n_backward)
+  return _climb(k_loop, theta0, reference, score_fn, optimizer, n_iterations, jnp.shape(ys)[0] - 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -125,33 +142,17 @@ def markov_score_climbing(key: jax.Array, model: StateSpaceModel, ys: jax.Array,
 
   Returns the final ``LearningState`` (``theta`` holds λ) and the per-iteration trace.
   """
-  if estimator not in ESTIMATORS:
-    raise ValueError(f"`estimator` must be one of {ESTIMATORS}, got {estimator!r}.")
-  if not isinstance(n_iterations, int) or n_iterations < 1:
-    raise ValueError(f"`n_iterations` must be a positive Python int, got {n_iterations!r}.")
-  n_obs = jnp.shape(ys)[0]
+  _check_learning_args(estimator, n_iterations)
   k_ref, k_loop = jax.random.split(key)
   guide = lambda lam: proposal.replace(params=lam) if guide_with_proposal else None
   reference = pg.initial_reference(k_ref, model, ys, n_particles=n_particles, proposal=guide(proposal.params))
-  state = LearningState(proposal.params, optimizer.init(proposal.params), reference)
 
-  def step(state, k):
-    current = proposal.replace(params=state.theta)
-    additive_fn = proposal_score_functional(current, model, ys)
-    if estimator == "paris":
-      score = paris_lib.paris(k, model, ys, additive_fn, n_particles=n_particles, n_backward=n_backward,
-                              proposal=guide(state.theta)).estimate
-      reference = state.reference
-    else:
-      out = pg.sweep(k, model, ys, additive_fn, state.reference, n_particles=n_particles, n_backward=n_backward,
-                     proposal=guide(state.theta))
-      score, reference = out.paris.estimate, out.reference
-    grads = jax.tree.map(lambda s: -s / n_obs, score)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.theta)
-    lam = optax.apply_updates(state.theta, updates)
-    return LearningState(lam, opt_state, reference), LearningTrace(lam, score)
+  def score_fn(k, lam, ref):
+    additive_fn = proposal_score_functional(proposal.replace(params=lam), model, ys)
+    return _smoothed_estimate(k, model, ys, additive_fn, ref, estimator=estimator, n_particles=n_particles,
+                              n_backward=n_backward, proposal=guide(lam))
 
-  return jax.lax.scan(step, state, jax.random.split(k_loop, n_iterations))
+  return _climb(k_loop, proposal.params, reference, score_fn, optimizer, n_iterations, jnp.shape(ys)[0])
 
 
 class LinearGaussianProposalParams(NamedTuple):
