@@ -218,11 +218,15 @@ def dequantize_cache(cache: KIVICache) -> tuple[jax.Array, jax.Array]:
                                     cache.k_codes.shape[:-2] + (capacity, channels)))
   values = dequantize(QuantizedTensor(cache.v_codes, cache.v_scale, cache.v_zero, cache.bits, cache.group_size, -1,
                                       cache.v_codes.shape[:-2] + (capacity, channels)))
-  position = jnp.arange(capacity + cache.k_residual.shape[-2])
-  mask = jnp.where(position < capacity, position < cache.n_quantized,
-                   position - capacity < cache.n_residual)
   return (jnp.concatenate([keys, cache.k_residual], axis=-2),
-          jnp.concatenate([values, cache.v_residual], axis=-2), mask)
+          jnp.concatenate([values, cache.v_residual], axis=-2), valid_tokens(cache))
+
+
+def valid_tokens(cache: KIVICache) -> jax.Array:
+  """(T + R,) mask of the filled slots: the first ``n_quantized`` of the quantized part, then ``n_residual``."""
+  capacity = cache.v_codes.shape[-2]
+  position = jnp.arange(capacity + cache.k_residual.shape[-2])
+  return jnp.where(position < capacity, position < cache.n_quantized, position - capacity < cache.n_residual)
 
 
 def decode_attention_reference(q: jax.Array, cache: KIVICache) -> jax.Array:
@@ -251,9 +255,7 @@ def decode_attention_xla(q: jax.Array, cache: KIVICache) -> jax.Array:
       *q.shape[:-1], capacity)
   scores_r = jnp.einsum("...c,...rc->...r", q, cache.k_residual)
   scores = jnp.concatenate([scores_q, scores_r], axis=-1) * scale
-  position = jnp.arange(scores.shape[-1])
-  mask = jnp.where(position < capacity, position < cache.n_quantized, position - capacity < cache.n_residual)
-  weights = jax.nn.softmax(jnp.where(mask, scores, -jnp.inf), axis=-1)
+  weights = jax.nn.softmax(jnp.where(valid_tokens(cache), scores, -jnp.inf), axis=-1)
   p_q, p_r = weights[..., :capacity], weights[..., capacity:]
   v_codes = unpack(cache.v_codes, cache.bits).astype(q.dtype)  # (..., T, C)
   v_groups = v_codes.reshape(*v_codes.shape[:-1], -1, g)  # (..., T, C/G, G)
