@@ -152,3 +152,99 @@ def test_decode_attention_error_shrinks_with_bits():
     exact = jnp.einsum("ht,htc->hc", exact, values)
     errors[bits] = float(jnp.linalg.norm(kivi.decode_attention_xla(q, cache) - exact) / jnp.linalg.norm(exact))
   assert errors[8] < errors[4] < errors[2] < 0.5
+
+
+def streamed_cache(steps, *, bits, capacity=128, residual=64, channels=64, per_channel_keys=True,
+                   scale_dtype=None, key=5):
+  keys = jax.random.normal(jax.random.key(key), (2, 3, steps, channels))
+  values = jax.random.normal(jax.random.key(key + 1), (2, 3, steps, channels))
+  cache = kivi.init_cache((2, 3), capacity=capacity, channels=channels, bits=bits, group_size=32,
+                          residual=residual, scale_dtype=scale_dtype, per_channel_keys=per_channel_keys)
+  return jax.jit(kivi.extend)(cache, keys, values), keys, values
+
+
+def exact_attention(q, keys, values):
+  weights = jax.nn.softmax(jnp.einsum("...c,...tc->...t", q, keys) / np.sqrt(q.shape[-1]), axis=-1)
+  return jnp.einsum("...t,...tc->...c", weights, values)
+
+
+@pytest.mark.parametrize("bits,steps,block_tokens,scale_dtype", [
+    (2, 150, 32, None), (4, 150, 64, "float16"), (2, 70, 32, "float16"), (2, 20, None, None), (16, 150, 32, None)])
+def test_pallas_kernel_equals_xla_and_dequantize_then_einsum(bits, steps, block_tokens, scale_dtype):
+  # 70 steps fill one of four 32-token blocks, 20 steps none: the kernel skips or masks the empty blocks.
+  cache, _, _ = streamed_cache(steps, bits=bits, scale_dtype=scale_dtype)
+  q = jax.random.normal(jax.random.key(9), (2, 3, 64))
+  reference = kivi.decode_attention_reference(q, cache)
+  pallas = jax.jit(lambda q, c: kivi.decode_attention_pallas(q, c, block_tokens=block_tokens, interpret=True))
+  np.testing.assert_allclose(np.asarray(pallas(q, cache)), np.asarray(reference), rtol=2e-5, atol=2e-5)
+  np.testing.assert_allclose(np.asarray(kivi.decode_attention(q, cache, impl="xla")), np.asarray(reference),
+                             rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("impl", ["xla", "pallas"])
+def test_sixteen_bits_through_the_cache_is_exact_attention(impl):
+  cache, keys, values = streamed_cache(150, bits=16)
+  assert int(cache.n_quantized) == 96  # most tokens went through the quantized path
+  q = jax.random.normal(jax.random.key(9), (2, 3, 64))
+  np.testing.assert_allclose(np.asarray(kivi.decode_attention(q, cache, impl=impl)),
+                             np.asarray(exact_attention(q, keys, values)), rtol=1e-5, atol=1e-5)
+
+
+def test_prefill_equals_token_by_token_appends():
+  cache, keys, values = streamed_cache(75, bits=2)
+  stepped = kivi.init_cache((2, 3), capacity=128, channels=64, bits=2, group_size=32, residual=64)
+  for t in range(75):
+    stepped = kivi.append(stepped, keys[:, :, t], values[:, :, t])
+  for a, b in zip(jax.tree.leaves(cache), jax.tree.leaves(stepped)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_per_token_key_ablation_is_the_naive_quantizer():
+  cache, keys, _ = streamed_cache(150, bits=2, per_channel_keys=False)
+  n_q = int(cache.n_quantized)
+  k_hat, _, _ = kivi.dequantize_cache(cache)
+  np.testing.assert_allclose(np.asarray(k_hat[..., :n_q, :]),
+                             np.asarray(kivi.dequantize(kivi.quantize_values(keys[..., :n_q, :], bits=2))),
+                             rtol=1e-6, atol=1e-6)
+  q = jax.random.normal(jax.random.key(9), (2, 3, 64))
+  np.testing.assert_allclose(np.asarray(kivi.decode_attention(q, cache, impl="xla")),
+                             np.asarray(kivi.decode_attention_reference(q, cache)), rtol=2e-5, atol=2e-5)
+  with pytest.raises(ValueError, match="per-channel keys"):
+    kivi.decode_attention(q, cache, impl="pallas")
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_quantized_bytes_per_token_match_the_formula(bits):
+  """With fp16 scales and zero points (as in the paper), head dim C and group G, a token costs per head
+  2·C·bits/8 bytes of codes, 2·2·C/G for the keys' per-channel (scale, zero) amortised over G tokens, and 2·2·C/G
+  for the values' per-token ones: 48 bytes at C = 64, 2 bits, against 256 in fp16 (5.33×)."""
+  channels, g, capacity = 64, 32, 256
+  cache = kivi.init_cache((1,), capacity=capacity, channels=channels, bits=bits, group_size=g, scale_dtype="float16")
+  per_token = cache.quantized_nbytes / capacity
+  assert per_token == 2 * channels * bits / 8 + 2 * 2 * channels / g + 2 * 2 * channels / g
+  fp16_per_token = 2 * channels * 2
+  assert fp16_per_token / per_token == {2: 256 / 48, 4: 256 / 80}[bits]
+
+
+def test_kivi_strategy_and_bad_arguments():
+  strategy = kivi.KIVI(bits=2, group_size=32, residual=64, impl="xla")
+  state = strategy.init((2, 3), capacity=100, head_dim=64, dtype=jnp.float32)
+  assert state.capacity == 128 and state.keys.scale.dtype == jnp.float16
+  keys = jax.random.normal(jax.random.key(1), (2, 3, 90, 64))
+  values = jax.random.normal(jax.random.key(2), (2, 3, 90, 64))
+  state = strategy.prefill(state, keys[:, :, :89], values[:, :, :89])
+  q = jax.random.normal(jax.random.key(3), (2, 3, 64))
+  out, state = strategy.attend(state, q, keys[:, :, 89], values[:, :, 89])
+  assert int(state.length) == 90
+  np.testing.assert_allclose(np.asarray(out), np.asarray(kivi.decode_attention_reference(q, state)), rtol=2e-5,
+                             atol=2e-5)
+  with pytest.raises(ValueError, match="`impl`"):
+    kivi.KIVI(impl="cuda")
+  with pytest.raises(ValueError, match="`bits`"):
+    kivi.KIVI(bits=3)
+  with pytest.raises(ValueError, match="`impl`"):
+    kivi.decode_attention(q, state, impl="triton")
+  with pytest.raises(ValueError, match="`q` must have shape"):
+    kivi.decode_attention(q[:, :2], state)
+  with pytest.raises(ValueError, match="`k` and `v`"):
+    kivi.extend(state, keys[:, :2], values[:, :2])
