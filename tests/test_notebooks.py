@@ -111,9 +111,25 @@ def check_paris_particle_gibbs(text: str) -> None:
   assert number("PaRIS-driven max |θ − θ_MLE|:") > 0.15
 
 
+def check_kivi(text: str) -> None:
+  def number(label: str) -> float:
+    return float(text.split(label)[1].split()[0].rstrip(",x"))
+
+  # The paper's finding on keys with outlier channels: per-channel grouping beats per-token grouping.
+  assert number("keys per channel:") < 0.8 * number("keys per token:")
+  # Pallas (interpret) and XLA decode attention are the dequantize-then-einsum reference; 16 bits is exact.
+  assert number("max |Pallas - reference|:") < 1e-4 and number("max |XLA - reference|:") < 1e-4
+  assert number("max |16-bit cache - exact attention|:") < 1e-5
+  assert abs(number("ratio") - 256 / 48) < 0.01
+  # Through the LM, the 16-bit KIVI cache reproduces the exact cache.
+  assert number("KIVI-16 (no quantization): perplexity") == number("fp: perplexity")
+  assert float(text.split("KIVI-16 (no quantization):")[1].split("max |Δ log p|")[1].split()[0]) < 1e-4
+
+
 CHECKS = {
   "feynman_kac_correctors.ipynb": check_feynman_kac_correctors,
   "grokking.ipynb": check_grokking,
+  "kivi.ipynb": check_kivi,
   "light_sb.ipynb": check_light_sb,
   "monge_gap.ipynb": check_monge_gap,
   "paris_particle_gibbs.ipynb": check_paris_particle_gibbs,

@@ -213,11 +213,14 @@ def init_cache(batch_shape: tuple[int, ...], capacity: int, channels: int, *, bi
   if residual < group_size or residual % group_size:
     raise ValueError(f"`residual` must be a positive multiple of `group_size` ({group_size}), got {residual}.")
   b = tuple(batch_shape)
-  empty = jnp.zeros(b + (capacity, channels), dtype)
+  empty = jax.ShapeDtypeStruct(b + (capacity, channels), dtype)
   key_axis = -2 if per_channel_keys else -1
+  # Zero-filled buffers of the quantizer's output structure; quantizing a constant array instead would have XLA
+  # constant-fold a reduction over the whole capacity at every compile.
+  zeros = lambda axis: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(
+      lambda x: _quantize(x, bits, group_size, axis, "k" if axis == key_axis else "v", scale_dtype), empty))
   return KIVICache(
-      keys=_quantize(empty, bits, group_size, key_axis, "k", scale_dtype),
-      values=quantize_values(empty, bits=bits, group_size=group_size, scale_dtype=scale_dtype),
+      keys=zeros(key_axis), values=zeros(-1),
       k_residual=jnp.zeros(b + (residual, channels), dtype), v_residual=jnp.zeros(b + (residual, channels), dtype),
       n_quantized=jnp.zeros((), jnp.int32), n_residual=jnp.zeros((), jnp.int32))
 
