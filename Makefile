@@ -45,6 +45,7 @@ bench: $(STAMP) $(PARTICLES_STAMP)
 	$(PY) -m experiments.bench_perpgrad
 	$(PY) -m experiments.bench_sinkhorn
 	$(PY) -m experiments.bench_paris
+	$(PY) -m experiments.bench_tmac
 
 clean:
 	rm -rf $(VENV) $(PARTICLES_VENV) $(REPORTS) .pytest_cache

@@ -28,7 +28,7 @@ PAPERS: tuple[Entry, ...] = (
   Entry("fkc", "Feynman-Kac Correctors in Diffusion: Annealing, Guidance, and Product of Experts", "2503.02819",
         "feynman_kac_correctors"),
   Entry("kivi", "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache", "2402.02750", "kivi"),
-  Entry("tmac", "T-MAC: CPU Renaissance via Table Lookup for Low-Bit LLM Deployment on Edge", "2407.00088"),
+  Entry("tmac", "T-MAC: CPU Renaissance via Table Lookup for Low-Bit LLM Deployment on Edge", "2407.00088", "tmac"),
   Entry("zeroquant_v2", "ZeroQuant-V2: Exploring Post-training Quantization in LLMs from Comprehensive Study to "
         "Low Rank Compensation", "2303.08302"),
   Entry("daa_overoptimisation", "Understanding Likelihood Over-optimisation in Direct Alignment Algorithms",

@@ -126,6 +126,25 @@ def check_kivi(text: str) -> None:
   assert float(text.split("KIVI-16 (no quantization):")[1].split("max |Δ log p|")[1].split()[0]) < 1e-4
 
 
+def check_tmac(text: str) -> None:
+  def number(label: str) -> float:
+    return float(text.split(label)[1].split()[0])
+
+  # The ±1 table is antisymmetric, its 8 odd entries rebuild it exactly, and T' = 2T − Σx.
+  assert number("mirror: max |T'[15 - p] + T'[p]| =") == 0
+  assert number("8-entry reconstruction: max error =") == 0
+  assert number("T' = 2T − Σx: max error =") == 0
+  # The table lookup equals dequantize-then-matmul: exactly in integers, to float rounding otherwise.
+  for bits in (1, 2, 3, 4):
+    assert number(f"{bits}-bit integer weights and activations: max |LUT - dequantize-then-matmul| =") == 0
+  assert number("float weights: relative error LUT vs dequantize-then-matmul =") < 1e-5
+  assert number("Pallas (interpret) vs XLA: max relative difference =") < 1e-5
+  assert number("int8 tables: NMSE =") < 5e-4
+  # One table pass per bit-plane: lookups exactly proportional to the bit width (times are too noisy to assert).
+  assert text.split("lookup ratios to 1 bit:")[1].split()[:4] == ["1", "2", "3", "4"]
+  assert "LUT time vs bits: slope" in text
+
+
 CHECKS = {
   "feynman_kac_correctors.ipynb": check_feynman_kac_correctors,
   "grokking.ipynb": check_grokking,
@@ -134,6 +153,7 @@ CHECKS = {
   "monge_gap.ipynb": check_monge_gap,
   "paris_particle_gibbs.ipynb": check_paris_particle_gibbs,
   "sinkhorn_newton_sparse.ipynb": check_sinkhorn_newton_sparse,
+  "tmac.ipynb": check_tmac,
 }
 
 
