@@ -30,7 +30,7 @@ PAPERS: tuple[Entry, ...] = (
   Entry("kivi", "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache", "2402.02750", "kivi"),
   Entry("tmac", "T-MAC: CPU Renaissance via Table Lookup for Low-Bit LLM Deployment on Edge", "2407.00088", "tmac"),
   Entry("zeroquant_v2", "ZeroQuant-V2: Exploring Post-training Quantization in LLMs from Comprehensive Study to "
-        "Low Rank Compensation", "2303.08302"),
+        "Low Rank Compensation", "2303.08302", "zeroquant"),
   Entry("daa_overoptimisation", "Understanding Likelihood Over-optimisation in Direct Alignment Algorithms",
         "2410.11677"),
   Entry("likelihood_displacement", "Unintentional Unalignment: Likelihood Displacement in Direct Preference "

@@ -145,6 +145,38 @@ def check_tmac(text: str) -> None:
   assert "LUT time vs bits: slope" in text
 
 
+def check_zeroquant(text: str) -> None:
+  def number(label: str, after: str = "") -> float:
+    rest = text.split(after)[1] if after else text
+    return float(rest.split(label)[1].split()[0].rstrip(",:("))
+
+  # RTN: every weight within half a step of its group's grid; per-group beats per-row at every width.
+  assert number("max |w - w_hat| / (s/2):") <= 1.0 + 1e-5
+  for bits in (3, 4, 8):
+    label = f"RTN {bits}-bit weight MSE:"
+    assert number("per group of 32", label) < number("per row", label)
+  # GPTQ beats RTN on a layer with correlated inputs, and is RTN when XᵀX ∝ I.
+  for bits in (4, 3):
+    label = f"layer output error W{bits} g32:"
+    assert number("GPTQ", label) < number("RTN", label)
+  assert number("max |GPTQ - RTN| with X^T X = n I:") < 1e-5
+  # LoRC: Eckart–Young (the residual is the SVD tail) and the error falls with the rank.
+  for name in ("RTN", "GPTQ"):
+    label = f"LoRC rank 8 on {name} W3:"
+    resid, tail = number("|E - UV|_F^2 =", label), number("tail sum sigma_i^2 =", label)
+    assert abs(resid - tail) <= 1e-4 * tail
+    line = next(line for line in text.splitlines() if line.startswith(f"{name} W3 output error with LoRC"))
+    errors = [float(v) for v in line.split(":")[1].split(",")]
+    assert errors == sorted(errors, reverse=True) and errors[-1] < 0.7 * errors[0]
+  # The language model: 8-bit weights are near lossless, 3-bit RTN is not better than fp32.
+  fp = number("perplexity fp32:")
+  assert abs(number("perplexity RTN W8:") / fp - 1) < 0.01 and abs(number("perplexity GPTQ W8:") / fp - 1) < 0.01
+  assert number("perplexity RTN W3:") > fp
+  for name in ("RTN", "GPTQ", "RTN + LoRC", "GPTQ + LoRC"):
+    for bits in (8, 4, 3):
+      assert 1.0 < number(f"perplexity {name} W{bits}:") < 2 * fp
+
+
 CHECKS = {
   "feynman_kac_correctors.ipynb": check_feynman_kac_correctors,
   "grokking.ipynb": check_grokking,
@@ -154,6 +186,7 @@ CHECKS = {
   "paris_particle_gibbs.ipynb": check_paris_particle_gibbs,
   "sinkhorn_newton_sparse.ipynb": check_sinkhorn_newton_sparse,
   "tmac.ipynb": check_tmac,
+  "zeroquant.ipynb": check_zeroquant,
 }
 
 
