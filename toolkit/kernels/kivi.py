@@ -26,6 +26,8 @@ import jax.numpy as jnp
 from flax import struct
 from jax.experimental import pallas as pl
 
+from toolkit.kernels import _pallas
+
 SUPPORTED_BITS = (2, 4, 8)  # packed code widths
 CACHE_BITS = SUPPORTED_BITS + (16,)  # 16: values kept as they are (the unquantized baseline)
 IMPLS = ("pallas", "xla")
@@ -411,7 +413,7 @@ def decode_attention_pallas(q: jax.Array, cache: KIVICache, *, block_tokens: int
       kernel, out_shape=jax.ShapeDtypeStruct((rows, channels), q.dtype), grid=(rows,),
       in_specs=[pl.BlockSpec((2,), lambda i: (0,))] + [row_spec(a) for a in operands],
       out_specs=pl.BlockSpec((None, channels), lambda i: (i, 0)), interpret=interpret,
-      name="kivi_decode_attention")(counts, *operands)
+      compiler_params=_pallas.compiler_params(interpret), name="kivi_decode_attention")(counts, *operands)
   return out.reshape(q.shape)
 
 

@@ -60,6 +60,8 @@ import numpy as np
 from flax import struct
 from jax.experimental import pallas as pl
 
+from toolkit.kernels import _pallas
+
 SUPPORTED_BITS = (1, 2, 3, 4)
 ACTIVATION_GROUP = 4  # g: activations per table, 2^g = 16 entries
 TABLE_ENTRIES = 16
@@ -537,7 +539,7 @@ def _matmul_pallas(x2: jax.Array, packed: TMACWeights, int8_tables: bool, interp
           pl.BlockSpec((num_groups, bn), lambda i, j: (0, i)),
       ],
       out_specs=pl.BlockSpec((ROWS_PER_WORD, bn, br), lambda i, j: (0, i, j)),
-      interpret=interpret,
+      interpret=interpret, compiler_params=_pallas.compiler_params(interpret),
   )(tables, words, slot_major(scales), slot_major(bias), sums.T, lut_scale.T.astype(jnp.float32))
   # out[t, n, r] is weight row t·M'/8 + r.
   out = out[:, :n, :word_rows].transpose(1, 0, 2).reshape(n, word_rows * ROWS_PER_WORD)
