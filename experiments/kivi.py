@@ -123,10 +123,8 @@ def strategy(variant: str, config: ConfigDict):
 def load_model(config: ConfigDict):
   """The cached quick-trained LM (trained on first use), or a tiny fresh one when ``train_steps`` > 0."""
   if config.train_steps:
-    model_config = tfm.TransformerConfig(d_model=64, num_heads=1, num_layers=1, max_len=config.seq_len)
-    train, _ = text.split(text.encode(text.load_corpus()))
-    params = tfm.train(model_config, train, steps=config.train_steps, batch_size=8, seq_len=64,
-                       learning_rate=3e-3, seed=0, log_every=max(1, config.train_steps))
+    model_config, params = tfm.train_tiny(config.train_steps, max_len=config.seq_len,
+                                          log_every=max(1, config.train_steps))
     return model_config, params, {}
   model = tfm.pretrained()
   return model.config, model.params, model.record._asdict()
@@ -153,9 +151,9 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
   model_config, params, model_record = load_model(config)
   windows = eval_windows(config)
   fp_path = os.path.join(ctx.out_dir, "fp_predictions.npy")
+  fp_log_probs_path = os.path.join(ctx.out_dir, "fp_log_probs.npy")
 
-  def decode(variant):
-    cache = strategy(variant, config)
+  def decode(cache):
     log_probs, predictions = [], []
     for start in range(0, len(windows), config.batch_size):
       out = tfm.decode_log_probs(params, model_config, jnp.asarray(windows[start:start + config.batch_size]),
@@ -166,15 +164,15 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
 
   def run_one(i, variant):
     del i
+    cache = strategy(variant, config)
     start = time.perf_counter()
-    log_probs, predictions = decode(variant)
+    log_probs, predictions = decode(cache)
     seconds = time.perf_counter() - start
     if variant == "fp":
+      # On disk, so a resumed run (which skips the fp case) still has the baseline.
       np.save(fp_path, predictions)
-      np.save(os.path.join(ctx.out_dir, "fp_log_probs.npy"), log_probs)
-    fp_predictions = np.load(fp_path)
-    fp_log_probs = np.load(os.path.join(ctx.out_dir, "fp_log_probs.npy"))
-    cache = strategy(variant, config)
+      np.save(fp_log_probs_path, log_probs)
+    fp_predictions, fp_log_probs = np.load(fp_path), np.load(fp_log_probs_path)
     per_layer = cache_bytes(cache, model_config, config.seq_len)
     return {
       "variant": variant, "nll": float(-log_probs.mean()), "perplexity": float(np.exp(-log_probs.mean())),

@@ -94,9 +94,8 @@ def load_model(config: ConfigDict):
   """(params, model config, corpus split, description): the cached LM, or a tiny fresh one (``train_steps`` > 0)."""
   corpus = text.split(text.encode(text.load_corpus()))
   if config.train_steps:
-    model_config = tfm.TransformerConfig(d_model=64, num_heads=1, num_layers=1, max_len=config.seq_len)
-    params = tfm.train(model_config, corpus.train, steps=config.train_steps, batch_size=8, seq_len=64,
-                       learning_rate=3e-3, seed=0, log_every=max(1, config.train_steps))
+    model_config, params = tfm.train_tiny(config.train_steps, max_len=config.seq_len,
+                                          log_every=max(1, config.train_steps))
     return params, model_config, corpus, f"tiny model trained {config.train_steps} steps"
   model = tfm.pretrained()
   return model.params, model.config, corpus, (f"pretrained {os.path.basename(model.path)} (validation perplexity "
@@ -107,10 +106,10 @@ def eval_windows(tokens: np.ndarray, config: ConfigDict, seq_len: int) -> np.nda
   """Consecutive non-overlapping windows of seq_len + 1 tokens (as ``transformer.evaluate``)."""
   if config.eval_tokens:
     tokens = tokens[:config.eval_tokens + 1]
-  n = (tokens.size - 1) // seq_len
-  if n < 1:
+  windows = text.consecutive_windows(tokens, seq_len)
+  if windows.shape[0] < 1:
     raise xp.ConfigError(f"--config.eval_tokens leaves no window of {seq_len} tokens")
-  return tokens[np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)]
+  return windows
 
 
 def make_evaluator(model_config: tfm.TransformerConfig, windows: np.ndarray, batch: int, reference_params):

@@ -89,6 +89,15 @@ def batches(key: jax.Array, tokens: jax.Array, batch_size: int, seq_len: int) ->
   return jnp.asarray(tokens, jnp.int32)[starts[:, None] + jnp.arange(seq_len + 1)]
 
 
+def consecutive_windows(tokens, seq_len: int) -> np.ndarray:
+  """Non-overlapping windows of ``seq_len + 1`` tokens, (n, seq_len + 1): window i holds tokens
+  [i·seq_len, (i + 1)·seq_len], so as inputs and next-token targets each token after the first is scored once;
+  a tail shorter than a window is dropped (n may be 0)."""
+  tokens = np.asarray(tokens)
+  n = (tokens.size - 1) // seq_len
+  return tokens[np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)]
+
+
 def unigram_log_prob(train_tokens: jax.Array, eval_tokens: jax.Array, vocab_size: int = VOCAB_SIZE) -> jax.Array:
   """Mean log-probability (nats per token) of ``eval_tokens`` under the add-one smoothed unigram of the training set.
 
@@ -99,5 +108,5 @@ def unigram_log_prob(train_tokens: jax.Array, eval_tokens: jax.Array, vocab_size
   return jnp.mean(log_p[jnp.asarray(eval_tokens, jnp.int32)])
 
 
-__all__ = ["CORPORA", "TextSplit", "VOCAB_SIZE", "batches", "decode", "encode", "load_corpus", "split",
-           "unigram_log_prob"]
+__all__ = ["CORPORA", "TextSplit", "VOCAB_SIZE", "batches", "consecutive_windows", "decode", "encode",
+           "load_corpus", "split", "unigram_log_prob"]

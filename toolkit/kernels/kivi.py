@@ -219,10 +219,10 @@ def init_cache(batch_shape: tuple[int, ...], capacity: int, channels: int, *, bi
   key_axis = -2 if per_channel_keys else -1
   # Zero-filled buffers of the quantizer's output structure; quantizing a constant array instead would have XLA
   # constant-fold a reduction over the whole capacity at every compile.
-  zeros = lambda axis: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(
-      lambda x: _quantize(x, bits, group_size, axis, "k" if axis == key_axis else "v", scale_dtype), empty))
+  zeros = lambda axis, name: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(
+      lambda x: _quantize(x, bits, group_size, axis, name, scale_dtype), empty))
   return KIVICache(
-      keys=zeros(key_axis), values=zeros(-1),
+      keys=zeros(key_axis, "k"), values=zeros(-1, "v"),
       k_residual=jnp.zeros(b + (residual, channels), dtype), v_residual=jnp.zeros(b + (residual, channels), dtype),
       n_quantized=jnp.zeros((), jnp.int32), n_residual=jnp.zeros((), jnp.int32))
 

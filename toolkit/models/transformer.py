@@ -486,6 +486,16 @@ def _weighted_nll(params: Any, config: TransformerConfig, windows: jax.Array, we
   return -jnp.sum(sequence_log_probs(params, config, windows).sum(-1) * weights)
 
 
+def train_tiny(steps: int, *, max_len: int, seq_len: int = 64, seed: int = 0, log_every: int = 50
+               ) -> tuple[TransformerConfig, Any]:
+  """A one-layer, one-head model (d_model 64) trained for ``steps`` steps on the default corpus's training split:
+  a stand-in for ``pretrained`` that takes seconds, for tests, smoke runs and notebooks. Returns (config, params)."""
+  config = TransformerConfig(d_model=64, num_heads=1, num_layers=1, max_len=max_len)
+  corpus = text.split(text.encode(text.load_corpus()))
+  return config, train(config, corpus.train, steps=steps, batch_size=8, seq_len=seq_len, learning_rate=3e-3,
+                       seed=seed, log_every=log_every)
+
+
 def evaluate(params: Any, config: TransformerConfig, tokens, *, seq_len: int, batch_size: int | None = None) -> float:
   """Mean next-token cross-entropy (nats per token) over consecutive non-overlapping windows of ``tokens``.
 
@@ -494,11 +504,11 @@ def evaluate(params: Any, config: TransformerConfig, tokens, *, seq_len: int, ba
   ``batch_size`` windows are scored per call (``None``: about 8192 tokens' worth).
   """
   tokens = np.asarray(tokens, np.int32)
-  n = (tokens.size - 1) // seq_len
+  windows = text.consecutive_windows(tokens, seq_len)
+  n = windows.shape[0]
   if n < 1:
     raise ValueError(f"`tokens` ({tokens.size}) must hold at least seq_len + 1 = {seq_len + 1} tokens.")
   batch_size = max(1, 8192 // seq_len) if batch_size is None else batch_size
-  windows = tokens[np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)]
   padded = -(-n // batch_size) * batch_size
   # One compiled shape: pad with copies of window 0 and weigh them out.
   windows = np.concatenate([windows, np.repeat(windows[:1], padded - n, axis=0)])
@@ -626,5 +636,5 @@ __all__ = [
   "Attention", "Block", "DecodeOutput", "DecodeState", "FullPrecisionCache", "FullPrecisionState", "KVCache", "MLP",
   "Pretrained", "TrainRecipe", "TrainRecord", "Transformer", "TransformerConfig", "causal_attention",
   "decode_log_probs", "default_cache_dir", "evaluate", "fingerprint", "init_params", "next_token_loss",
-  "pretrained", "rope", "sequence_log_probs", "train",
+  "pretrained", "rope", "sequence_log_probs", "train", "train_tiny",
 ]
