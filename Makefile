@@ -12,7 +12,7 @@ PARTICLES_STAMP := $(PARTICLES_VENV)/.installed.stamp
 # Multi-device tests need the device count set before jax is imported, so they run in their own process.
 MULTIDEVICE_FLAGS := --xla_force_host_platform_device_count=8
 
-.PHONY: install reproduce test test-fast test-multidevice bench clean $(PARTICLES_VENV)
+.PHONY: install reproduce lint test test-fast test-multidevice bench clean $(PARTICLES_VENV)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,13 +33,18 @@ install: $(STAMP) $(PARTICLES_STAMP)
 reproduce: $(STAMP)
 	$(PY) -m experiments.reproduce --out_dir=$(REPORTS)
 
-## The whole test suite: the single-device run, then the 8-device run.
-test: $(STAMP) $(PARTICLES_STAMP)
-	$(PY) -m pytest tests --ignore=tests/multidevice -n 2 --dist=loadfile
+## Lint and format check (ruff, configured in pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+## The whole test suite: lint, the single-device run with the docstring examples of toolkit/, then the 8-device run.
+test: lint $(PARTICLES_STAMP)
+	$(PY) -m pytest tests toolkit --doctest-modules --ignore=tests/multidevice -n 2 --dist=loadfile
 	XLA_FLAGS=$(MULTIDEVICE_FLAGS) $(PY) -m pytest tests/multidevice
 
 test-fast: $(STAMP)
-	$(PY) -m pytest tests --ignore=tests/multidevice -m "not slow"
+	$(PY) -m pytest tests toolkit --doctest-modules --ignore=tests/multidevice -m "not slow"
 
 bench: $(STAMP) $(PARTICLES_STAMP)
 	$(PY) -m experiments.bench_perpgrad

@@ -213,6 +213,16 @@ class Context:
     self.figures.append(os.path.basename(path))
     return path
 
+  def write_text(self, name: str, text: str, *, echo: bool = False) -> str:
+    """Writes ``text`` (a table, a summary) to ``out_dir/name``, newline-terminated; ``echo`` also prints it."""
+    text = text if text.endswith("\n") else text + "\n"
+    path = os.path.join(self.out_dir, name)
+    with open(path, "w") as f:
+      f.write(text)
+    if echo:
+      print(text, end="", flush=True)
+    return path
+
 
 def resumable_loop(
   ctx: Context,

@@ -15,7 +15,7 @@ WEIGHTS = np.array([0.02, 0.3, 0.05, 0.13, 0.001, 0.2, 0.099, 0.2])
 
 def offspring_counts(scheme, weights, num_samples, n_runs, seed=0):
   keys = jax.random.split(jax.random.key(seed), n_runs)
-  fn = jax.jit(jax.vmap(lambda k: resampling.get_resampler(scheme)(k, jnp.asarray(weights), num_samples)))
+  fn = jax.jit(jax.vmap(lambda k: resampling.SCHEMES[scheme](k, jnp.asarray(weights), num_samples)))
   idx = np.asarray(fn(keys))
   return np.stack([np.bincount(row, minlength=len(weights)) for row in idx])
 
@@ -49,7 +49,7 @@ def test_residual_keeps_the_deterministic_copies():
        st.integers(0, 2 ** 31 - 1), st.sampled_from(SCHEMES))
 def test_indices_are_valid_and_only_point_at_positive_weights(values, seed, scheme):
   w = np.asarray(values)
-  idx = np.asarray(resampling.get_resampler(scheme)(jax.random.key(seed), jnp.asarray(w / w.sum()), 6))
+  idx = np.asarray(resampling.SCHEMES[scheme](jax.random.key(seed), jnp.asarray(w / w.sum()), 6))
   assert idx.shape == (6,) and idx.min() >= 0 and idx.max() < 6
   assert np.all(w[idx] > 0)
 
@@ -76,13 +76,13 @@ def test_log_weights_that_underflow_stay_finite(key):
 
 def test_adaptive_rule(key):
   lw = jnp.log(jnp.array([0.7, 0.1, 0.1, 0.1]))  # ESS = 1 / 0.52 ≈ 1.92
-  never = resampling.adaptive_resample(key, lw, threshold=0.0)
+  never = resampling.adaptive_resample(key, lw, ess_threshold=0.0)
   assert not bool(never.resampled)
   np.testing.assert_array_equal(np.asarray(never.ancestors), np.arange(4))
   np.testing.assert_allclose(np.asarray(never.log_weights), np.asarray(lw))
   assert float(never.log_normalizer_increment) == 0.0
-  low = resampling.adaptive_resample(key, lw, threshold=0.4)  # 1.92 >= 1.6: keep
-  high = resampling.adaptive_resample(key, lw, threshold=0.5)  # 1.92 < 2: resample
+  low = resampling.adaptive_resample(key, lw, ess_threshold=0.4)  # 1.92 >= 1.6: keep
+  high = resampling.adaptive_resample(key, lw, ess_threshold=0.5)  # 1.92 < 2: resample
   assert not bool(low.resampled) and bool(high.resampled)
   np.testing.assert_allclose(np.asarray(high.log_weights), 0.0)
   assert float(high.log_normalizer_increment) == pytest.approx(float(jax.nn.logsumexp(lw) - np.log(4)), abs=1e-6)
@@ -91,7 +91,7 @@ def test_adaptive_rule(key):
 def test_same_key_same_result_and_jit_matches(key):
   w = jnp.asarray(WEIGHTS, jnp.float32)
   for scheme in SCHEMES:
-    fn = resampling.get_resampler(scheme)
+    fn = resampling.SCHEMES[scheme]
     a, b = fn(key, w, 8), jax.jit(fn, static_argnums=2)(key, w, 8)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -103,7 +103,7 @@ def test_bad_input_is_rejected(key):
     resampling.multinomial(key, jnp.ones(3) / 3, 0)
   with pytest.raises(TypeError, match="floating"):
     resampling.stratified(key, jnp.ones(3, jnp.int32), 3)
-  with pytest.raises(ValueError, match="unknown resampling scheme"):
-    resampling.get_resampler("ssp")
-  with pytest.raises(ValueError, match="threshold"):
-    resampling.adaptive_resample(key, jnp.zeros(3), threshold=2.0)
+  with pytest.raises(TypeError, match="`resampler`"):
+    resampling.adaptive_resample(key, jnp.zeros(3), resampler="ssp")
+  with pytest.raises(ValueError, match="ess_threshold"):
+    resampling.adaptive_resample(key, jnp.zeros(3), ess_threshold=2.0)

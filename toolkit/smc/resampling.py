@@ -102,13 +102,12 @@ SCHEMES: dict[str, Resampler] = {
 }
 
 
-def get_resampler(name_or_fn: str | Resampler) -> Resampler:
-  """A resampling function by name (``'systematic'``, ...) or passed through if already callable."""
-  if callable(name_or_fn):
-    return name_or_fn
-  if name_or_fn not in SCHEMES:
-    raise ValueError(f"unknown resampling scheme {name_or_fn!r}; known: {sorted(SCHEMES)}.")
-  return SCHEMES[name_or_fn]
+def check_resampler(resampler) -> Resampler:
+  """``resampler`` itself if it is a resampling function ``(key, weights, num_samples) -> indices``."""
+  if isinstance(resampler, str) or not callable(resampler):
+    raise TypeError(f"`resampler` must be a function (key, weights, num_samples) -> indices such as "
+                    f"toolkit.smc.resampling.systematic (one of {sorted(SCHEMES)}), got {resampler!r}.")
+  return resampler
 
 
 def normalize_log_weights(log_weights: jax.Array) -> jax.Array:
@@ -131,9 +130,9 @@ def ess(log_weights: jax.Array) -> jax.Array:
 
 
 def resample_log(key: jax.Array, log_weights: jax.Array, num_samples: int | None = None,
-                 scheme: str | Resampler = "systematic") -> jax.Array:
+                 resampler: Resampler = systematic) -> jax.Array:
   """Ancestor indices from unnormalised log-weights (normalised in log-space first, so underflow is harmless)."""
-  resampler = get_resampler(scheme)
+  check_resampler(resampler)
   n = log_weights.shape[0] if num_samples is None else num_samples
   return resampler(key, jnp.exp(normalize_log_weights(log_weights)), n)
 
@@ -157,18 +156,18 @@ class AdaptiveResampling(NamedTuple):
   ess: jax.Array
 
 
-def adaptive_resample(key: jax.Array, log_weights: jax.Array, *, threshold: float = 0.5,
-                      scheme: str | Resampler = "systematic") -> AdaptiveResampling:
-  """Resample when ESS < ``threshold`` · N (threshold 1 resamples always, 0 never), as a jit/vmap-safe select.
+def adaptive_resample(key: jax.Array, log_weights: jax.Array, *, ess_threshold: float = 0.5,
+                      resampler: Resampler = systematic) -> AdaptiveResampling:
+  """Resample when ESS < ``ess_threshold`` · N (1 resamples always, 0 never), as a jit/vmap-safe select.
 
   Both branches are computed and one is selected: under ``vmap`` a ``lax.cond`` becomes a select anyway.
   """
-  if not 0.0 <= threshold <= 1.0:
-    raise ValueError(f"`threshold` must be in [0, 1] (a fraction of N), got {threshold}.")
+  if not 0.0 <= ess_threshold <= 1.0:
+    raise ValueError(f"`ess_threshold` must be in [0, 1] (a fraction of N), got {ess_threshold}.")
   n = log_weights.shape[0]
   current_ess = ess(log_weights)
-  do = current_ess < threshold * n if threshold < 1.0 else jnp.array(True)
-  idx = resample_log(key, log_weights, n, scheme)
+  do = current_ess < ess_threshold * n if ess_threshold < 1.0 else jnp.array(True)
+  idx = resample_log(key, log_weights, n, resampler)
   ancestors = jnp.where(do, idx, jnp.arange(n, dtype=idx.dtype))
   increment = jax.nn.logsumexp(log_weights) - jnp.log(n)
   return AdaptiveResampling(
