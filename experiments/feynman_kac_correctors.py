@@ -350,7 +350,7 @@ def pooled_sample(key, out: fkc.FKCOutput, num: int) -> jax.Array:
   """``num`` equally weighted points from the R runs pooled, each run's weights normalised to 1/R."""
   r, n = out.log_weights.shape
   log_w = jax.vmap(resampling.normalize_log_weights)(out.log_weights) - jnp.log(r)
-  idx = resampling.resample_log(key, log_w.reshape(-1), num, "systematic")
+  idx = resampling.resample_log(key, log_w.reshape(-1), num, resampling.systematic)
   return jax.random.permutation(key, out.particles.reshape(r * n, -1)[idx])
 
 

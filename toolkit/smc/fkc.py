@@ -392,7 +392,7 @@ def sample(key: jax.Array, particles: jax.Array, terms_fn: TermsFn, schedule: Sc
   if not isinstance(resample_threshold, (int, float)) or not 0.0 <= resample_threshold <= 1.0:
     raise ValueError(f"`resample_threshold` must be a Python float in [0, 1] (a fraction of N), got "
                      f"{resample_threshold!r}.")
-  resampler = resampling.get_resampler(scheme)
+  resampler = resampling.SCHEMES[scheme] if isinstance(scheme, str) else resampling.check_resampler(scheme)
   n, dtype = particles.shape[0], particles.dtype
   lw0 = jnp.zeros((n,), dtype) if initial_log_weights is None else jnp.asarray(initial_log_weights, dtype)
   if lw0.shape != (n,):
@@ -415,7 +415,7 @@ def sample(key: jax.Array, particles: jax.Array, terms_fn: TermsFn, schedule: Sc
       lw = lw + h * terms.log_weight_rate.astype(dtype)
     resample_key, move_key = jax.random.split(step_key)
     if reweight and resample_threshold > 0.0:
-      res = resampling.adaptive_resample(resample_key, lw, threshold=resample_threshold, scheme=resampler)
+      res = resampling.adaptive_resample(resample_key, lw, ess_threshold=resample_threshold, resampler=resampler)
       # The drift is a function of the pre-step point: gather it with the particles instead of re-evaluating.
       x, score = x[res.ancestors], terms.score[res.ancestors]
     else:  # never resampling (or nothing to resample by): skip the resampler, which a select would still run
