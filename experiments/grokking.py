@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 from typing import Any, NamedTuple
 
 import jax
@@ -242,8 +241,7 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
     # The same initialisation for the three runs: they differ only by loss and optimiser.
     histories[name] = train_run(name, config.runs[name], config, data, init_key, ctx)
   plot(histories, ctx)
-  with open(os.path.join(ctx.out_dir, "history.json"), "w") as f:
-    json.dump(histories, f)
+  ctx.write_text("history.json", json.dumps(histories))
 
   baseline, stablemax, perp = (histories[n] for n in RUNS)
   perp_epochs = config.runs.perp_adamw.epochs

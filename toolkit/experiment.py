@@ -20,7 +20,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -44,11 +43,6 @@ _COMPARISONS: dict[str, Callable[[float, float], bool]] = {
   "<": lambda m, t: m < t,
   "==": lambda m, t: m == t,
 }
-
-# Test hook: kill the process (SIGKILL, as an out-of-memory killer or a pre-empted job would) right after this
-# many checkpoints were written, to check that a restart resumes.
-KILL_AFTER_SAVES_ENV = "TOOLKIT_KILL_AFTER_SAVES"
-
 
 @dataclasses.dataclass(frozen=True)
 class Paper:
@@ -169,11 +163,7 @@ class Checkpointer:
     manager.save(step, args=args, force=True)
     manager.wait_until_finished()
     self.saves += 1
-    kill_after = os.environ.get(KILL_AFTER_SAVES_ENV)
-    if kill_after and self.saves >= int(kill_after):
-      logging.warning("%s=%s: killing the process after checkpoint %d", KILL_AFTER_SAVES_ENV, kill_after, step)
-      logging.flush()
-      os.kill(os.getpid(), signal.SIGKILL)
+    logging.info("[%s] checkpoint %d saved at step %d", name, self.saves, step)
 
   def restore(self, name: str, template: Any) -> tuple[int, Any, list[dict]] | None:
     """Returns ``(step, state, history)`` of the latest checkpoint of ``name``, or ``None``."""
@@ -370,8 +360,7 @@ def write_results(
     "figures": list(ctx.figures),
     "passed": all(c["passed"] for c in claims),
   }
-  with open(os.path.join(ctx.out_dir, "metrics.json"), "w") as f:
-    json.dump(_to_jsonable(record), f, indent=2)
+  ctx.write_text("metrics.json", json.dumps(_to_jsonable(record), indent=2))
   lines = [
     f"# {experiment.paper.title} (arXiv {experiment.paper.arxiv})",
     "",
@@ -391,8 +380,7 @@ def write_results(
   if other:
     lines += ["", "Other measurements:", ""] + [f"- `{k}`: {_fmt(float(v))}" for k, v in sorted(other.items())]
   lines += ["", "Figures:", ""] + [f"![{name}]({name})" for name in ctx.figures]
-  with open(os.path.join(ctx.out_dir, "summary.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
+  ctx.write_text("summary.md", "\n".join(lines))
   return record
 
 
