@@ -37,6 +37,12 @@ def modular_arithmetic(key: jax.Array, p: int = 113, train_fraction: float = 0.4
     p: the modulus (113 in the paper).
     train_fraction: share of the ``p²`` pairs used for training (0.4 in the paper's main figures).
     op: ``"add"``, ``"sub"`` or ``"mul"``.
+
+  Example:
+    >>> import jax
+    >>> split = modular_arithmetic(jax.random.key(0), p=7, train_fraction=0.5)
+    >>> split.x_train.shape, split.y_test.shape  # round(0.5 · 49) = 24 pairs train; a and b one-hot side by side
+    ((24, 14), (25,))
   """
   if op not in _OPS:
     raise ValueError(f"`op` must be one of {sorted(_OPS)}, got {op!r}.")

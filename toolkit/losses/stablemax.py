@@ -98,6 +98,13 @@ def stablemax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
   Returns:
     ``[...]`` per-example loss.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> logits = jnp.array([[3.0, 0.0, -1.0], [0.0, 2.0, 0.0]])
+    >>> loss = stablemax_cross_entropy(logits, jnp.array([0, 1]))
+    >>> [round(float(v), 4) for v in loss]  # -log(4 / (4 + 1 + 1/2)), -log(3 / (1 + 3 + 1))
+    [0.3185, 0.5108]
   """
   logits = _check_logits(logits)
   labels = _check_labels(logits, labels)
@@ -119,6 +126,14 @@ def softmax_collapse_fraction(logits: jax.Array, labels: jax.Array) -> jax.Array
 
   Returns:
     A scalar in [0, 1].
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> logits = jnp.array([[120.0, 0.0, 0.0], [3.0, 0.0, 0.0]])  # exp(-120) vanishes next to 1 in float32
+    >>> float(softmax_collapse_fraction(logits, jnp.array([0, 0])))
+    0.5
+    >>> float(stablemax_collapse_fraction(logits, jnp.array([0, 0])))
+    0.0
   """
   logits = _check_logits(logits)
   labels = _check_labels(logits, labels)

@@ -68,6 +68,14 @@ def perpgrad(
 
   Returns:
     An ``optax.GradientTransformation``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> params = {"w": jnp.array([1.0, 0.0])}
+    >>> tx = perpgrad(rescale=False)
+    >>> updates, _ = tx.update({"w": jnp.array([2.0, 3.0])}, tx.init(params), params)
+    >>> updates["w"].tolist()  # the component along θ is gone
+    [0.0, 3.0]
   """
   if not parallel_rtol >= 0:
     raise ValueError(f"`parallel_rtol` must be >= 0, got {parallel_rtol}.")
