@@ -1,12 +1,14 @@
-"""The FKC experiment: its oracles against the closed forms, its metric, its config checks and a small run."""
+"""The FKC experiment: its oracles against the closed forms, its config checks and a small run.
 
-import jax
+The metrics it uses are tested in tests/stats/test_metrics.py."""
+
 import numpy as np
 import pytest
 
 from experiments import feynman_kac_correctors as fkc_experiment
 from toolkit import experiment as xp
 from toolkit.smc import fkc
+from toolkit.stats import gmm, quadrature
 
 
 @pytest.mark.parametrize("setting", ["anneal_beta2", "product", "product_disjoint", "cfg_w3"])
@@ -15,45 +17,33 @@ def test_grid_oracle_matches_the_closed_forms(setting):
   config = fkc_experiment.get_config("quick")
   config.grid_size = 401
   oracle = fkc_experiment.target_oracle(setting, config)
-  assert oracle["edge_mass"] < 1e-8
-  np.testing.assert_allclose(oracle["log_z"], fkc_experiment.closed_form_log_z(setting, config), atol=1e-4)
+  assert oracle.edge_mass < 1e-8
+  np.testing.assert_allclose(
+    oracle.log_normalizer, fkc_experiment.closed_form_log_z(setting, config), atol=1e-4
+  )
   names, _ = fkc_experiment.SETTINGS[setting]
   schedule = fkc_experiment.schedule_of(config)
   noised = [fkc.noise_gmm(fkc_experiment.mixture(n), schedule, config.t_min) for n in names]
   if setting == "anneal_beta2":
-    exact = fkc.gmm_power(noised[0], 2)
+    exact = gmm.power(noised[0], 2)
   elif setting.startswith("product"):
-    exact = fkc.gmm_product(*noised)
+    exact = gmm.product(*noised)
   else:
-    gm = fkc.gaussian_geometric_mean(noised[0].means[0], noised[0].covs[0], noised[1].means[0], noised[1].covs[0], 3.0)
-    exact = fkc.GaussianMixture(gm.log_normalizer[None], gm.mean[None], gm.cov[None])
-  mean, cov = fkc.gmm_moments(exact)
-  np.testing.assert_allclose(oracle["mean"], mean, atol=1e-4)
-  np.testing.assert_allclose(oracle["cov"], cov, atol=1e-4)
+    gm = gmm.gaussian_geometric_mean(
+      noised[0].means[0], noised[0].covs[0], noised[1].means[0], noised[1].covs[0], 3.0
+    )
+    exact = gmm.GaussianMixture(gm.log_normalizer[None], gm.mean[None], gm.cov[None])
+  mean, cov = gmm.moments(exact)
+  np.testing.assert_allclose(oracle.mean, mean, atol=1e-4)
+  np.testing.assert_allclose(oracle.cov, cov, atol=1e-4)
 
 
 def test_grid_sample_has_the_oracle_moments(key):
   config = fkc_experiment.get_config("quick")
   oracle = fkc_experiment.target_oracle("anneal_beta0.5", config)
-  x = np.asarray(fkc_experiment.grid_sample(key, oracle, 200_000))
-  np.testing.assert_allclose(x.mean(0), oracle["mean"], atol=0.02)
-  np.testing.assert_allclose(np.cov(x.T), oracle["cov"], atol=0.05)
-
-
-def test_energy_distance_and_moment_errors(key):
-  x = jax.random.normal(key, (500, 2))
-  assert abs(float(fkc_experiment.energy_distance(x, x))) < 1e-5
-  # Two point masses: 2|a - b| - 0 - 0.
-  a, b = np.zeros((3, 2)), np.tile([3.0, 4.0], (3, 1))
-  np.testing.assert_allclose(fkc_experiment.energy_distance(a, b), 10.0, rtol=1e-5)
-  assert fkc_experiment.energy_distance(x, x + 1.0) > 0.5
-  oracle = {"mean": np.array([1.0, 0.0]), "cov": np.eye(2)}
-  errs = fkc_experiment.moment_errors(np.array([1.2, 0.0]), 1.1 * np.eye(2), oracle)
-  np.testing.assert_allclose(errs["mean_error"], 0.2 / np.sqrt(3.0))
-  np.testing.assert_allclose(errs["cov_error"], 0.1)
-  m2 = np.eye(2) + np.outer([1.0, 0.0], [1.0, 0.0])
-  m2_hat = 1.1 * np.eye(2) + np.outer([1.2, 0.0], [1.2, 0.0])
-  np.testing.assert_allclose(errs["second_moment_error"], np.linalg.norm(m2_hat - m2) / np.linalg.norm(m2))
+  x = np.asarray(quadrature.grid_sample(key, oracle, 200_000))
+  np.testing.assert_allclose(x.mean(0), oracle.mean, atol=0.02)
+  np.testing.assert_allclose(np.cov(x.T), oracle.cov, atol=0.05)
 
 
 def test_bad_config_is_refused(tmp_path):
@@ -85,6 +75,13 @@ def test_small_run(tmp_path):
   assert m["exact_anneal_beta2_distance_ratio_fkc_over_naive"] < 0.1
   assert abs(m["exact_anneal_beta2_fkc_log_z_error"]) < 1.0
   assert m["max_grid_vs_closed_form_log_z"] < 1e-3
-  for name in ("fkc_metrics.png", "samples.png", "log_normalizer.png", "table.md", "summary.md", "score_net.msgpack"):
+  for name in (
+    "fkc_metrics.png",
+    "samples.png",
+    "log_normalizer.png",
+    "table.md",
+    "summary.md",
+    "score_net.msgpack",
+  ):
     assert (tmp_path / name).exists(), name
   assert {c["metric"] for c in record["claims"]} == {c.metric for c in fkc_experiment.CLAIMS}

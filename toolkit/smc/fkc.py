@@ -13,8 +13,8 @@ models' marginals, ``L = Σ_i β_i log q_t^i``:
 * product of experts ``q_t^1 q_t^2`` (``β = (1, 1)``),
 * geometric average / classifier-free guidance ``q_t^{u, 1-w} q_t^{c, w}`` (``β = (1 - w, w)``).
 
-Master formula (the paper's weighted SDEs, derived from the Feynman-Kac formula for the PDE that ``π_τ`` solves;
-``smc.md`` §2.2 re-derives it). For any noise level ``a ≥ 0`` simulate
+Master formula (the paper's weighted SDEs, derived from the Feynman-Kac formula for the PDE that ``π_τ`` solves,
+arXiv 2503.02819 §3). For any noise level ``a ≥ 0`` simulate
 
   dX_τ = [-f_t(X) + (1 + a)/2 · g_t² ∇L_τ(X)] dτ + √a · g_t dW,
   d log w_τ = G_τ(X) dτ,   G = ∂_τ L - ∇·f - <f, ∇L> + (g²/2)(ΔL + |∇L|²).
@@ -32,9 +32,10 @@ whose three cases are the paper's annealing weight ``(β - 1)∇·f + (g²/2) β
 the master formula by automatic differentiation for any ``L`` (time-varying β, reward tilts), and is the tests'
 oracle for the score formula.
 
-SMC (:func:`sample`): Euler–Maruyama on a uniform grid of ``t`` from ``t_max`` down to ``t_min``, the increment
-``h · G`` at the pre-step state (as the authors), and systematic resampling after every increment (the authors'
-choice, ``resample_threshold=1``) or when the ESS falls below ``resample_threshold · N``. The product of the mean
+SMC, one step at a time as in blackjax (:func:`init`, :func:`step`; :func:`sample` is a ``lax.scan`` over
+:func:`step`): Euler–Maruyama on a uniform grid of ``t`` from ``t_max`` down to ``t_min``, the increment ``h · G``
+at the pre-step state (as the authors), and resampling (a ``resampler`` function, systematic by default) after every
+increment (the authors' choice, ``ess_threshold=1``) or when the ESS falls below ``ess_threshold · N``. The product of the mean
 weights at the resampling times and at the end estimates the normalising constant. The authors' heuristics that
 bias the result (score clipping, clamped or centred increments, a delayed start of resampling) are left out.
 
@@ -49,13 +50,26 @@ Measured caveats (VP, b0 = 0.1, b1 = 20, 2-D Gaussian and mixture targets; see t
   biased by +0.4 at 500 steps and +0.13 at 1000 (O(h); the authors use 1000).
 * Weights alone (no resampling) degenerate: ESS of order 10 out of 65536 particles on the same Gaussian.
 
-The module also holds the closed-form pieces used by the tests and the experiment: Gaussian mixtures noised by
-the forward process (:func:`noise_gmm`), their products and integer powers, and the Gaussian geometric mean.
+Gaussian mixtures noised by the forward process (:func:`noise_gmm`, :func:`noised_gmm_score_fn`) give exact
+scores for the tests and the experiment; the mixtures themselves, their products, powers and the Gaussian geometric
+mean are in :mod:`toolkit.stats.gmm`.
+
+>>> import jax
+>>> from toolkit.smc import fkc
+>>> from toolkit.stats import gmm
+>>> vp = fkc.VPSchedule()
+>>> data = gmm.gaussian_mixture([0.5, 0.5], [[-2.0, 0.0], [2.0, 0.0]], [0.5, 0.05])
+>>> terms = fkc.annealing(fkc.noised_gmm_score_fn(data, vp), 2.0, vp)  # target q², 91% on the sharp mode
+>>> start = fkc.gaussian_start(jax.random.key(0), 1024, 2, 2.0)
+>>> out = fkc.sample(jax.random.key(1), start.particles, terms, vp, num_steps=200)
+>>> from toolkit.stats import metrics
+>>> mean, _ = metrics.weighted_moments(out.particles, out.log_weights)
+>>> print(bool(mean[0] > 1.2))  # exact E[x₁] = 1.64; the unweighted annealed score gives about 0.2
+True
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -63,6 +77,7 @@ import jax
 import jax.numpy as jnp
 
 from toolkit.smc import resampling
+from toolkit.stats import gmm
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]  # (x (N, d), t) -> (N, d)
 LogDensityFn = Callable[[jax.Array, jax.Array], jax.Array]  # (x (d,), t) -> scalar
@@ -100,7 +115,9 @@ class VPSchedule(NamedTuple):
 
   def drift_divergence(self, x, t):
     """``∇·f_t(x)`` for each point of ``x`` (..., d): ``-½ b(t) d``."""
-    return jnp.full(jnp.shape(x)[:-1], -0.5 * self.b(t) * jnp.shape(x)[-1], dtype=jnp.result_type(x))
+    return jnp.full(
+      jnp.shape(x)[:-1], -0.5 * self.b(t) * jnp.shape(x)[-1], dtype=jnp.result_type(x)
+    )
 
   def diffusion_sq(self, t):
     return self.b(t)
@@ -140,8 +157,10 @@ Schedule = VPSchedule | VESchedule
 def _check_schedule(schedule: Any) -> None:
   for name in ("drift", "drift_divergence", "diffusion_sq", "alpha", "sigma"):
     if not callable(getattr(schedule, name, None)):
-      raise TypeError(f"`schedule` must be a VPSchedule or VESchedule (or have .{name}), got "
-                      f"{type(schedule).__name__}.")
+      raise TypeError(
+        f"`schedule` must be a VPSchedule or VESchedule (or have .{name}), got "
+        f"{type(schedule).__name__}."
+      )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -166,7 +185,9 @@ TermsFn = Callable[[jax.Array, jax.Array], FKCTerms]  # (x (N, d), t) -> FKCTerm
 def _betas(betas: Any, k: int | None = None) -> jax.Array:
   betas = jnp.asarray(betas)
   if betas.ndim != 1:
-    raise ValueError(f"`betas` must be a 1-D array with one exponent per model, got shape {betas.shape}.")
+    raise ValueError(
+      f"`betas` must be a 1-D array with one exponent per model, got shape {betas.shape}."
+    )
   if k is not None and betas.shape[0] != k:
     raise ValueError(f"`betas` must have one exponent per score ({k}), got {betas.shape[0]}.")
   if not jnp.issubdtype(betas.dtype, jnp.floating):
@@ -174,8 +195,9 @@ def _betas(betas: Any, k: int | None = None) -> jax.Array:
   return betas
 
 
-def log_weight_rate(scores: jax.Array, betas: jax.Array, schedule: Schedule, x: jax.Array,
-                    t: jax.Array) -> FKCTerms:
+def log_weight_rate(
+  scores: jax.Array, betas: jax.Array, schedule: Schedule, x: jax.Array, t: jax.Array
+) -> FKCTerms:
   """Target score and log-weight rate of ``π_t ∝ Π_i (q_t^i)^{β_i}`` from the models' scores alone.
 
   The master formula (module docstring; the annealed, product and geometric-average weighted SDEs of arXiv
@@ -198,13 +220,17 @@ def log_weight_rate(scores: jax.Array, betas: jax.Array, schedule: Schedule, x: 
   """
   scores = jnp.asarray(scores)
   if scores.ndim != 3 or scores.shape[1:] != jnp.shape(x):
-    raise ValueError(f"`scores` must have shape (K, N, d) with (N, d) = {jnp.shape(x)} (x's shape), "
-                     f"got {scores.shape}.")
+    raise ValueError(
+      f"`scores` must have shape (K, N, d) with (N, d) = {jnp.shape(x)} (x's shape), "
+      f"got {scores.shape}."
+    )
   betas = _betas(betas, scores.shape[0]).astype(scores.dtype)
   target = jnp.einsum("k,knd->nd", betas, scores)
   norms = jnp.einsum("k,kn->n", betas, jnp.sum(scores**2, axis=-1))
   g2 = schedule.diffusion_sq(t)
-  rate = (jnp.sum(betas) - 1.0) * schedule.drift_divergence(x, t) + 0.5 * g2 * (jnp.sum(target**2, -1) - norms)
+  rate = (jnp.sum(betas) - 1.0) * schedule.drift_divergence(x, t) + 0.5 * g2 * (
+    jnp.sum(target**2, -1) - norms
+  )
   return FKCTerms(score=target, log_weight_rate=rate)
 
 
@@ -237,7 +263,9 @@ def product_of_experts(score_fn1: ScoreFn, score_fn2: ScoreFn, schedule: Schedul
   return product_of_powers((score_fn1, score_fn2), jnp.ones((2,)), schedule)
 
 
-def classifier_free_guidance(score_uncond: ScoreFn, score_cond: ScoreFn, w: Any, schedule: Schedule) -> TermsFn:
+def classifier_free_guidance(
+  score_uncond: ScoreFn, score_cond: ScoreFn, w: Any, schedule: Schedule
+) -> TermsFn:
   """Geometric average ``q_t^{u, 1-w} q_t^{c, w}``, the target of classifier-free guidance (arXiv 2503.02819,
   geometric-average weighted SDE): ``∇L = (1-w) s_u + w s_c`` (the usual CFG score),
   ``G = (g²/2) w(w-1)|s_c - s_u|²``.
@@ -250,7 +278,9 @@ def classifier_free_guidance(score_uncond: ScoreFn, score_cond: ScoreFn, w: Any,
   return product_of_powers((score_uncond, score_cond), jnp.stack([1.0 - w, w]), schedule)
 
 
-def master_log_weight_rate(log_target: LogDensityFn, schedule: Schedule, x: jax.Array, t: jax.Array) -> FKCTerms:
+def master_log_weight_rate(
+  log_target: LogDensityFn, schedule: Schedule, x: jax.Array, t: jax.Array
+) -> FKCTerms:
   """The master formula for any differentiable ``L``, by automatic differentiation, at one point.
 
   ``G = ∂_τ L - ∇·f - <f, ∇L> + (g²/2)(ΔL + |∇L|²)`` with ``∂_τ = -∂_t``; ``ΔL`` is the trace of
@@ -281,22 +311,59 @@ def from_log_density(log_target: LogDensityFn, schedule: Schedule) -> TermsFn:
   """The weighted SDE of any target path ``L(x, t)`` (single point in, scalar out) through the master formula."""
   _check_schedule(schedule)
   if not callable(log_target):
-    raise TypeError(f"`log_target` must be a callable L(x (d,), t) -> scalar, got {type(log_target).__name__}.")
+    raise TypeError(
+      f"`log_target` must be a callable L(x (d,), t) -> scalar, got {type(log_target).__name__}."
+    )
 
   def terms(x, t):
     t = jnp.asarray(t, dtype=x.dtype)
-    return jax.vmap(master_log_weight_rate, in_axes=(None, None, 0, None))(log_target, schedule, x, t)
+    return jax.vmap(master_log_weight_rate, in_axes=(None, None, 0, None))(
+      log_target, schedule, x, t
+    )
 
   return terms
 
 
-def weighted_sde_drift(score: jax.Array, schedule: Schedule, x: jax.Array, t: jax.Array, noise: Any) -> jax.Array:
+def weighted_sde_drift(
+  score: jax.Array, schedule: Schedule, x: jax.Array, t: jax.Array, noise: Any
+) -> jax.Array:
   """Drift in τ of the weighted SDE with noise level ``a``: ``-f_t(x) + (1 + a)/2 · g_t² ∇L(x)``."""
   return -schedule.drift(x, t) + 0.5 * (1.0 + noise) * schedule.diffusion_sq(t) * score
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The sampler.
+# The sampler, one step at a time.
+
+
+class FKCState(NamedTuple):
+  """State of the sampler between steps.
+
+  Attributes:
+    particles: ``(N, d)`` current particles.
+    log_weights: ``(N,)`` unnormalised log-weights (0 after a resampling).
+    log_normalizer: ``log Z`` accumulated so far: the initial value plus ``logsumexp(lw) - log N`` at every
+      resampling. :func:`log_normalizer_estimate` adds the current weights' term to give the estimate of ``log Z``.
+  """
+
+  particles: jax.Array
+  log_weights: jax.Array
+  log_normalizer: jax.Array
+
+
+class FKCInfo(NamedTuple):
+  """What one :func:`step` did.
+
+  Attributes:
+    ess: effective sample size after the step's weight increment (before resampling).
+    resampled: whether the step resampled.
+    ancestors: ``(N,)`` the ancestor of each particle (``arange(N)`` where it did not resample).
+    log_normalizer_increment: ``logsumexp(lw) - log N`` where it resampled, else 0.
+  """
+
+  ess: jax.Array
+  resampled: jax.Array
+  ancestors: jax.Array
+  log_normalizer_increment: jax.Array
 
 
 class FKCOutput(NamedTuple):
@@ -331,26 +398,211 @@ def _concrete_float(value: Any, name: str) -> float | None:
     raise TypeError(f"`{name}` must be a real scalar, got {value!r}.") from None
 
 
-def sample(key: jax.Array, particles: jax.Array, terms_fn: TermsFn, schedule: Schedule, *, num_steps: int,
-           t_min: float = 1e-3, t_max: float = 1.0, noise: float = 1.0, resample_threshold: float = 1.0,
-           scheme: str | resampling.Resampler = "systematic", reweight: bool = True,
-           initial_log_weights: jax.Array | None = None, initial_log_normalizer: Any = 0.0) -> FKCOutput:
+def _check_particles(particles: Any) -> jax.Array:
+  particles = jnp.asarray(particles)
+  if particles.ndim != 2:
+    raise ValueError(f"`particles` must have shape (N, d), got {particles.shape}.")
+  if not jnp.issubdtype(particles.dtype, jnp.floating):
+    raise TypeError(f"`particles` must be a floating-point array, got dtype {particles.dtype}.")
+  return particles
+
+
+def _check_step_args(
+  terms_fn: Any, schedule: Any, particles: jax.Array, noise: Any, ess_threshold: Any, resampler: Any
+) -> None:
+  """Trace-time checks shared by :func:`step` and :func:`sample`."""
+  _check_schedule(schedule)
+  if not callable(terms_fn):
+    raise TypeError(
+      f"`terms_fn` must be a callable (x, t) -> FKCTerms, got {type(terms_fn).__name__}."
+    )
+  a = _concrete_float(noise, "noise")
+  if a is not None and not a >= 0.0:
+    raise ValueError(f"`noise` (the noise level a) must be >= 0, got {a}.")
+  if (
+    not isinstance(ess_threshold, (int, float))
+    or isinstance(ess_threshold, bool)
+    or not 0.0 <= ess_threshold <= 1.0
+  ):
+    raise ValueError(
+      f"`ess_threshold` must be a Python float in [0, 1] (a fraction of N), got {ess_threshold!r}."
+    )
+  resampling.check_resampler(resampler)
+  n = particles.shape[0]
+  probe = jax.eval_shape(terms_fn, particles, jnp.zeros((), particles.dtype))
+  if (
+    not isinstance(probe, FKCTerms)
+    or probe.score.shape != particles.shape
+    or probe.log_weight_rate.shape != (n,)
+  ):
+    raise ValueError(
+      f"`terms_fn` must return FKCTerms(score (N, d), log_weight_rate (N,)) for particles of shape "
+      f"{particles.shape}, got {probe}."
+    )
+
+
+def init(
+  particles: jax.Array,
+  initial_log_weights: jax.Array | None = None,
+  initial_log_normalizer: Any = 0.0,
+) -> FKCState:
+  """The sampler's state at ``t_max``: the start particles, their log-weights and the start's ``log Z``.
+
+  Args:
+    particles: ``(N, d)`` draws from the start distribution at ``t_max`` (e.g. :func:`gaussian_start`).
+    initial_log_weights: ``(N,)`` importance log-weights of the start particles, ``L_{t_max}(x) - log p_start(x)``
+      (None: zeros, i.e. the start distribution is taken to be ``π_{t_max}`` normalised).
+    initial_log_normalizer: ``log Z`` of ``π_{t_max}`` when the start particles are exact draws from it, as from
+      :func:`gaussian_start`; 0 with exact ``initial_log_weights``.
+
+  Returns:
+    :class:`FKCState`.
+
+  >>> import jax, jax.numpy as jnp
+  >>> state = init(jnp.zeros((4, 2)), initial_log_normalizer=-1.0)
+  >>> print(state.log_weights.shape, float(state.log_normalizer))
+  (4,) -1.0
+  """
+  particles = _check_particles(particles)
+  n, dtype = particles.shape[0], particles.dtype
+  lw0 = (
+    jnp.zeros((n,), dtype)
+    if initial_log_weights is None
+    else jnp.asarray(initial_log_weights, dtype)
+  )
+  if lw0.shape != (n,):
+    raise ValueError(f"`initial_log_weights` must have shape (N,) = ({n},), got {lw0.shape}.")
+  return FKCState(
+    particles=particles, log_weights=lw0, log_normalizer=jnp.asarray(initial_log_normalizer, dtype)
+  )
+
+
+def step(
+  key: jax.Array,
+  state: FKCState,
+  terms_fn: TermsFn,
+  schedule: Schedule,
+  *,
+  t: Any,
+  step_size: Any,
+  noise: Any = 1.0,
+  ess_threshold: float = 1.0,
+  resampler: resampling.Resampler = resampling.systematic,
+  reweight: bool = True,
+) -> tuple[FKCState, FKCInfo]:
+  """One step of Feynman-Kac corrector SMC from forward time ``t`` to ``t - step_size`` (arXiv 2503.02819).
+
+  1. ``log w += h · G(x, t)`` (skipped with ``reweight=False``), ``h = step_size``;
+  2. resample by ``resampler`` (``toolkit.smc.resampling.adaptive_resample``) if ESS < ``ess_threshold · N``
+     (skipped with ``reweight=False`` or ``ess_threshold=0``);
+  3. Euler–Maruyama: ``x ← x + h(-f + (1 + a)/2 g² ∇L) + √(a h) g ξ`` with ``a = noise``, the drift taken at the
+     pre-step points (gathered with their particles when resampling).
+
+  The key is split into a resampling key and a move key, in this order. Not jitted: jit it, or the loop that
+  calls it (:func:`sample` is a ``lax.scan`` over it).
+
+  Args:
+    key: PRNG key of this step.
+    state: :class:`FKCState` at time ``t``.
+    terms_fn: ``(x (N, d), t) -> FKCTerms`` (see :func:`sample`).
+    schedule: the forward process of the models.
+    t: current forward time (scalar, may be traced).
+    step_size: ``h > 0``, the decrease of ``t`` (scalar, may be traced).
+    noise: the noise level ``a ≥ 0``.
+    ess_threshold: resample when ESS < ess_threshold · N, a Python float in [0, 1] (static).
+    resampler: a resampling function ``(key, weights, num_samples) -> indices`` (static), e.g.
+      ``resampling.systematic``.
+    reweight: integrate the weights (static; False: the uncorrected sampler).
+
+  Returns:
+    ``(state at t - step_size, FKCInfo)``.
+
+  >>> import jax, jax.numpy as jnp
+  >>> from toolkit.stats import gmm
+  >>> schedule = VPSchedule()
+  >>> terms = annealing(noised_gmm_score_fn(gmm.gaussian_mixture([1.0], [[1.0, 0.0]], [0.5]), schedule), 2.0,
+  ...                   schedule)
+  >>> state = init(gaussian_start(jax.random.key(0), 256, 2, 2.0).particles)
+  >>> state, info = jax.jit(lambda k, s: step(k, s, terms, schedule, t=1.0, step_size=0.01))(
+  ...     jax.random.key(1), state)
+  >>> print(state.particles.shape, bool(info.resampled))
+  (256, 2) True
+  """
+  x, lw = state.particles, state.log_weights
+  _check_step_args(terms_fn, schedule, x, noise, ess_threshold, resampler)
+  n, dtype = x.shape[0], x.dtype
+  t, h, noise = jnp.asarray(t, dtype), jnp.asarray(step_size, dtype), jnp.asarray(noise, dtype)
+  terms = terms_fn(x, t)
+  if reweight:
+    lw = lw + h * terms.log_weight_rate.astype(dtype)
+  resample_key, move_key = jax.random.split(key)
+  if reweight and ess_threshold > 0.0:
+    res = resampling.adaptive_resample(
+      resample_key, lw, ess_threshold=ess_threshold, resampler=resampler
+    )
+    # The drift is a function of the pre-step point: gather it with the particles instead of re-evaluating.
+    x, score = x[res.ancestors], terms.score[res.ancestors]
+  else:  # never resampling (or nothing to resample by): skip the resampler, which a select would still run
+    res = resampling.AdaptiveResampling(
+      jnp.arange(n), lw, jnp.array(False), jnp.zeros((), dtype), resampling.ess(lw)
+    )
+    score = terms.score
+  drift = weighted_sde_drift(score, schedule, x, t, noise)
+  diffusion = jnp.sqrt(noise * h * schedule.diffusion_sq(t))
+  x = x + h * drift + diffusion * jax.random.normal(move_key, x.shape, dtype)
+  new_state = FKCState(
+    particles=x,
+    log_weights=res.log_weights,
+    log_normalizer=state.log_normalizer + res.log_normalizer_increment,
+  )
+  return new_state, FKCInfo(
+    ess=res.ess,
+    resampled=res.resampled,
+    ancestors=res.ancestors,
+    log_normalizer_increment=res.log_normalizer_increment,
+  )
+
+
+def log_normalizer_estimate(state: FKCState) -> jax.Array:
+  """The estimate of ``log Z`` at the state's time: ``state.log_normalizer + logsumexp(lw) - log N``."""
+  n = state.log_weights.shape[0]
+  return state.log_normalizer + jax.nn.logsumexp(state.log_weights) - jnp.log(n)
+
+
+def sample(
+  key: jax.Array,
+  particles: jax.Array,
+  terms_fn: TermsFn,
+  schedule: Schedule,
+  *,
+  num_steps: int,
+  t_min: float = 1e-3,
+  t_max: float = 1.0,
+  noise: float = 1.0,
+  ess_threshold: float = 1.0,
+  resampler: resampling.Resampler = resampling.systematic,
+  reweight: bool = True,
+  initial_log_weights: jax.Array | None = None,
+  initial_log_normalizer: Any = 0.0,
+) -> FKCOutput:
   """Feynman-Kac corrector SMC: the weighted reverse SDE with resampling (arXiv 2503.02819).
 
-  Each of the ``num_steps`` steps, at ``t_k = t_max - k h``, ``h = (t_max - t_min) / num_steps``:
+  :func:`init`, then a ``lax.scan`` of ``num_steps`` :func:`step` s on the uniform grid
+  ``t_k = t_max - k h``, ``h = (t_max - t_min) / num_steps``, with the key split into one key per step
+  (``jax.random.split(key, num_steps)``). Each step:
 
   1. ``log w += h · G(x_k, t_k)`` (skipped with ``reweight=False``);
-  2. resample (``toolkit.smc.resampling.adaptive_resample``) if ESS < ``resample_threshold · N``: 1 resamples
-     every step (the authors' setting), 0.5 is the usual adaptive rule, 0 never resamples (importance sampling);
+  2. resample if ESS < ``ess_threshold · N``: 1 resamples every step (the authors' setting), 0.5 is the usual
+     adaptive rule, 0 never resamples (importance sampling);
   3. Euler–Maruyama: ``x_{k+1} = x_k + h(-f + (1 + a)/2 g² ∇L) + √(a h) g ξ`` with ``a = noise``.
 
   With ``reweight=False`` this is the plain (unweighted, uncorrected) sampler of the same SDE, which never
   resamples: e.g. the annealed score ``β s`` or the CFG score ``(1-w) s_u + w s_c`` used directly, the "naive"
   baseline of the paper.
 
-  Pure: a function of ``key`` and ``particles``; ``num_steps``, ``scheme`` and ``reweight`` are static (shapes and
-  control flow), everything else may be traced. Works under ``jit`` and ``vmap`` (over keys, particles, or
-  traced parameters that ``terms_fn`` closes over).
+  Pure: a function of ``key`` and ``particles``; ``num_steps``, ``ess_threshold``, ``resampler`` and ``reweight``
+  are static (shapes and control flow), everything else may be traced. Works under ``jit`` and ``vmap`` (over keys,
+  particles, or traced parameters that ``terms_fn`` closes over).
 
   Args:
     key: PRNG key.
@@ -362,76 +614,66 @@ def sample(key: jax.Array, particles: jax.Array, terms_fn: TermsFn, schedule: Sc
     t_min: final forward time (> 0: scores blow up at 0; the authors use 1e-3 for VP).
     t_max: initial forward time.
     noise: the noise level ``a ≥ 0`` (1: target-score SDE; 1/β: tempered-noise SDE; 0: probability-flow ODE).
-    resample_threshold: resample when ESS < threshold · N, in [0, 1].
-    scheme: resampling scheme name or function ``(key, weights, n) -> indices``.
+    ess_threshold: resample when ESS < ess_threshold · N, in [0, 1].
+    resampler: resampling function ``(key, weights, num_samples) -> indices``, e.g. ``resampling.systematic``
+      (the authors' choice) or ``resampling.multinomial``.
     reweight: integrate the weights (False: the uncorrected sampler).
-    initial_log_weights: ``(N,)`` importance log-weights of the start particles, ``L_{t_max}(x) - log p_start(x)``
-      (None: zeros, i.e. the start distribution is taken to be ``π_{t_max}`` normalised).
-    initial_log_normalizer: added to the log Z estimate (``log Z`` of ``π_{t_max}`` when the start particles are
-      exact draws from it, as from :func:`gaussian_start`; 0 with exact ``initial_log_weights``).
+    initial_log_weights: ``(N,)`` importance log-weights of the start particles (see :func:`init`).
+    initial_log_normalizer: added to the log Z estimate (see :func:`init`).
 
   Returns:
     :class:`FKCOutput`.
+
+  >>> import jax
+  >>> from toolkit.stats import gmm
+  >>> schedule = VPSchedule()
+  >>> data = gmm.gaussian_mixture([1.0], [[1.0, 0.0]], [0.5])
+  >>> terms = annealing(noised_gmm_score_fn(data, schedule), 2.0, schedule)  # q^2 of N((1, 0), I/2)
+  >>> start = gaussian_start(jax.random.key(0), 512, 2, 2.0)
+  >>> out = sample(jax.random.key(1), start.particles, terms, schedule, num_steps=100,
+  ...              initial_log_normalizer=start.log_normalizer)
+  >>> exact = gmm.log_mass(gmm.power(noise_gmm(data, schedule, 1e-3), 2))
+  >>> print(out.particles.shape, bool(abs(out.log_normalizer - exact) < 0.2))
+  (512, 2) True
   """
-  _check_schedule(schedule)
-  if not callable(terms_fn):
-    raise TypeError(f"`terms_fn` must be a callable (x, t) -> FKCTerms, got {type(terms_fn).__name__}.")
-  particles = jnp.asarray(particles)
-  if particles.ndim != 2:
-    raise ValueError(f"`particles` must have shape (N, d), got {particles.shape}.")
-  if not jnp.issubdtype(particles.dtype, jnp.floating):
-    raise TypeError(f"`particles` must be a floating-point array, got dtype {particles.dtype}.")
+  particles = _check_particles(particles)
   if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
     raise ValueError(f"`num_steps` must be a positive Python int (static), got {num_steps!r}.")
   lo, hi = _concrete_float(t_min, "t_min"), _concrete_float(t_max, "t_max")
   if lo is not None and hi is not None and not 0.0 <= lo < hi:
     raise ValueError(f"need 0 <= `t_min` < `t_max`, got t_min={lo}, t_max={hi}.")
-  a = _concrete_float(noise, "noise")
-  if a is not None and not a >= 0.0:
-    raise ValueError(f"`noise` (the noise level a) must be >= 0, got {a}.")
-  if not isinstance(resample_threshold, (int, float)) or not 0.0 <= resample_threshold <= 1.0:
-    raise ValueError(f"`resample_threshold` must be a Python float in [0, 1] (a fraction of N), got "
-                     f"{resample_threshold!r}.")
-  resampler = resampling.SCHEMES[scheme] if isinstance(scheme, str) else resampling.check_resampler(scheme)
-  n, dtype = particles.shape[0], particles.dtype
-  lw0 = jnp.zeros((n,), dtype) if initial_log_weights is None else jnp.asarray(initial_log_weights, dtype)
-  if lw0.shape != (n,):
-    raise ValueError(f"`initial_log_weights` must have shape (N,) = ({n},), got {lw0.shape}.")
-  probe = jax.eval_shape(terms_fn, particles, jnp.zeros((), dtype))
-  if not isinstance(probe, FKCTerms) or probe.score.shape != particles.shape or probe.log_weight_rate.shape != (n,):
-    raise ValueError(f"`terms_fn` must return FKCTerms(score (N, d), log_weight_rate (N,)) for particles of shape "
-                     f"{particles.shape}, got {probe}.")
-
+  _check_step_args(terms_fn, schedule, particles, noise, ess_threshold, resampler)
+  state = init(particles, initial_log_weights, initial_log_normalizer)
+  dtype = particles.dtype
   t_min, t_max = jnp.asarray(t_min, dtype), jnp.asarray(t_max, dtype)
   h = (t_max - t_min) / num_steps
   noise = jnp.asarray(noise, dtype)
 
-  def step(carry, inputs):
-    x, lw, log_z = carry
+  def body(state, inputs):
     k, step_key = inputs
-    t = t_max - k * h
-    terms = terms_fn(x, t)
-    if reweight:
-      lw = lw + h * terms.log_weight_rate.astype(dtype)
-    resample_key, move_key = jax.random.split(step_key)
-    if reweight and resample_threshold > 0.0:
-      res = resampling.adaptive_resample(resample_key, lw, ess_threshold=resample_threshold, resampler=resampler)
-      # The drift is a function of the pre-step point: gather it with the particles instead of re-evaluating.
-      x, score = x[res.ancestors], terms.score[res.ancestors]
-    else:  # never resampling (or nothing to resample by): skip the resampler, which a select would still run
-      res = resampling.AdaptiveResampling(jnp.arange(n), lw, jnp.array(False), jnp.zeros((), dtype),
-                                          resampling.ess(lw))
-      score = terms.score
-    drift = weighted_sde_drift(score, schedule, x, t, noise)
-    diffusion = jnp.sqrt(noise * h * schedule.diffusion_sq(t))
-    x = x + h * drift + diffusion * jax.random.normal(move_key, x.shape, dtype)
-    return (x, res.log_weights, log_z + res.log_normalizer_increment), (res.ess, res.resampled)
+    state, info = step(
+      step_key,
+      state,
+      terms_fn,
+      schedule,
+      t=t_max - k * h,
+      step_size=h,
+      noise=noise,
+      ess_threshold=ess_threshold,
+      resampler=resampler,
+      reweight=reweight,
+    )
+    return state, (info.ess, info.resampled)
 
   keys = jax.random.split(key, num_steps)
-  init = (particles, lw0, jnp.asarray(initial_log_normalizer, dtype))
-  (x, lw, log_z), (ess, resampled) = jax.lax.scan(step, init, (jnp.arange(num_steps, dtype=dtype), keys))
-  log_z = log_z + jax.nn.logsumexp(lw) - jnp.log(n)
-  return FKCOutput(particles=x, log_weights=lw, log_normalizer=log_z, ess=ess, resampled=resampled)
+  state, (ess, resampled) = jax.lax.scan(body, state, (jnp.arange(num_steps, dtype=dtype), keys))
+  return FKCOutput(
+    particles=state.particles,
+    log_weights=state.log_weights,
+    log_normalizer=log_normalizer_estimate(state),
+    ess=ess,
+    resampled=resampled,
+  )
 
 
 class GaussianStart(NamedTuple):
@@ -441,8 +683,9 @@ class GaussianStart(NamedTuple):
   log_normalizer: jax.Array
 
 
-def gaussian_start(key: jax.Array, num_particles: int, dim: int, total_beta: Any = 1.0, scale: Any = 1.0,
-                   dtype=None) -> GaussianStart:
+def gaussian_start(
+  key: jax.Array, num_particles: int, dim: int, total_beta: Any = 1.0, scale: Any = 1.0, dtype=None
+) -> GaussianStart:
   """Draws from ``π_{t_max} ∝ N(0, s² I)^B`` (the models' ``q_{t_max} ≈ N(0, s² I)``), i.e. ``N(0, s²/B I)``.
 
   With ``B = Σ_i β_i`` the start of annealing is ``N(0, I/β)``, of a product ``N(0, I/2)``, of guidance ``N(0, I)``
@@ -451,7 +694,9 @@ def gaussian_start(key: jax.Array, num_particles: int, dim: int, total_beta: Any
   only error; for exact start weights pass ``initial_log_weights`` instead.
   """
   if not isinstance(num_particles, int) or num_particles < 1 or not isinstance(dim, int) or dim < 1:
-    raise ValueError(f"`num_particles` and `dim` must be positive Python ints, got {num_particles!r}, {dim!r}.")
+    raise ValueError(
+      f"`num_particles` and `dim` must be positive Python ints, got {num_particles!r}, {dim!r}."
+    )
   b = _concrete_float(total_beta, "total_beta")
   if b is not None and not b > 0:
     raise ValueError(f"`total_beta` (Σ β_i) must be > 0 for a normalisable start, got {b}.")
@@ -462,195 +707,30 @@ def gaussian_start(key: jax.Array, num_particles: int, dim: int, total_beta: Any
   return GaussianStart(particles=x, log_normalizer=log_z)
 
 
-@jax.jit
-def weighted_moments(particles: jax.Array, log_weights: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Self-normalised mean ``(d,)`` and covariance ``(d, d)`` of weighted particles."""
-  w = jnp.exp(resampling.normalize_log_weights(log_weights))
-  mean = w @ particles
-  centred = particles - mean
-  return mean, (w[:, None] * centred).T @ centred
-
-
 # ----------------------------------------------------------------------------------------------------------------
-# Gaussian mixtures: noised marginals, scores, and the exact products, powers and geometric means of the oracles.
+# Gaussian-mixture data noised by a schedule: the exact scores and log-densities of the tests and experiment.
 
 
-class GaussianMixture(NamedTuple):
-  """An unnormalised mixture ``Σ_k exp(log_weights_k) N(x; means_k, covs_k)``; its mass is ``Σ_k exp(log_weights_k)``.
-
-  Attributes:
-    log_weights: ``(K,)``.
-    means: ``(K, d)``.
-    covs: ``(K, d, d)``.
-  """
-
-  log_weights: jax.Array
-  means: jax.Array
-  covs: jax.Array
-
-
-def gaussian_mixture(weights: Any, means: Any, covs: Any) -> GaussianMixture:
-  """Builds a :class:`GaussianMixture` from weights (K,), means (K, d) and covariances (K, d, d), (K, d) or (K,)."""
-  means = jnp.asarray(means, dtype=jnp.result_type(float))
-  if means.ndim != 2:
-    raise ValueError(f"`means` must have shape (K, d), got {means.shape}.")
-  k, d = means.shape
-  weights = jnp.asarray(weights, means.dtype)
-  if weights.shape != (k,):
-    raise ValueError(f"`weights` must have shape (K,) = ({k},), got {weights.shape}.")
-  covs = jnp.asarray(covs, means.dtype)
-  if covs.shape == (k,):
-    covs = covs[:, None, None] * jnp.eye(d, dtype=means.dtype)
-  elif covs.shape == (k, d):
-    covs = jax.vmap(jnp.diag)(covs)
-  elif covs.shape != (k, d, d):
-    raise ValueError(f"`covs` must have shape (K, d, d), (K, d) or (K,) with K = {k}, d = {d}, got {covs.shape}.")
-  return GaussianMixture(jnp.log(weights), means, covs)
-
-
-def _gaussian_log_density(x, mean, cov):
-  """``log N(x; mean, cov)`` for one point (used where a single pair is needed, e.g. product weights)."""
-  d = mean.shape[-1]
-  chol = jnp.linalg.cholesky(cov)
-  z = jax.scipy.linalg.solve_triangular(chol, x - mean, lower=True)
-  return -0.5 * (jnp.sum(z**2) + d * jnp.log(2 * jnp.pi)) - jnp.sum(jnp.log(jnp.diag(chol)))
-
-
-def _component_terms(mixture: GaussianMixture, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Log joint ``log w_k + log N(x; m_k, C_k)`` (M, K) and ``C_k⁻¹(m_k - x)`` (M, K, d) for x (M, d).
-
-  One Cholesky factor per component, shared by all points: factorising per point made the sampler's score
-  evaluation ~100× slower.
-  """
-  d = mixture.means.shape[-1]
-  chol = jnp.linalg.cholesky(mixture.covs)  # (K, d, d)
-  prec = jax.vmap(lambda c: jax.scipy.linalg.cho_solve((c, True), jnp.eye(d, dtype=c.dtype)))(chol)
-  diff = mixture.means[None, :, :] - x[:, None, :]  # (M, K, d)
-  prec_diff = jnp.einsum("kij,mkj->mki", prec, diff)
-  half_log_det = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-  log_joint = (mixture.log_weights - half_log_det - 0.5 * d * jnp.log(2 * jnp.pi)
-               - 0.5 * jnp.sum(diff * prec_diff, axis=-1))
-  return log_joint, prec_diff
-
-
-@jax.jit
-def gmm_log_density(mixture: GaussianMixture, x: jax.Array) -> jax.Array:
-  """``log Σ_k w_k N(x; m_k, C_k)`` for ``x`` of shape ``(..., d)``."""
-  x = jnp.asarray(x)
-  log_joint, _ = _component_terms(mixture, x.reshape(-1, x.shape[-1]))
-  return jax.nn.logsumexp(log_joint, axis=-1).reshape(x.shape[:-1])
-
-
-@jax.jit
-def gmm_score(mixture: GaussianMixture, x: jax.Array) -> jax.Array:
-  """``∇ log q(x) = Σ_k r_k(x) C_k⁻¹(m_k - x)``, ``r = softmax_k(log w_k + log N(x; m_k, C_k))``, for x (..., d)."""
-  x = jnp.asarray(x)
-  log_joint, prec_diff = _component_terms(mixture, x.reshape(-1, x.shape[-1]))
-  resp = jax.nn.softmax(log_joint, axis=-1)
-  return jnp.einsum("mk,mki->mi", resp, prec_diff).reshape(x.shape)
-
-
-def gmm_log_mass(mixture: GaussianMixture) -> jax.Array:
-  """``log ∫ q = logsumexp(log_weights)``: the exact log-normaliser of an unnormalised mixture."""
-  return jax.nn.logsumexp(mixture.log_weights)
-
-
-@jax.jit
-def gmm_moments(mixture: GaussianMixture) -> tuple[jax.Array, jax.Array]:
-  """Mean ``(d,)`` and covariance ``(d, d)`` of the normalised mixture."""
-  p = jax.nn.softmax(mixture.log_weights)
-  mean = p @ mixture.means
-  centred = mixture.means - mean
-  return mean, jnp.einsum("k,kij->ij", p, mixture.covs) + (p[:, None] * centred).T @ centred
-
-
-def gmm_sample(key: jax.Array, mixture: GaussianMixture, num_samples: int) -> jax.Array:
-  """``(num_samples, d)`` i.i.d. draws from the normalised mixture."""
-  k_comp, k_noise = jax.random.split(key)
-  comp = jax.random.categorical(k_comp, mixture.log_weights, shape=(num_samples,))
-  chol = jnp.linalg.cholesky(mixture.covs)[comp]
-  z = jax.random.normal(k_noise, mixture.means[comp].shape, mixture.means.dtype)
-  return mixture.means[comp] + jnp.einsum("nij,nj->ni", chol, z)
-
-
-def noise_gmm(mixture: GaussianMixture, schedule: Schedule, t: jax.Array) -> GaussianMixture:
+def noise_gmm(
+  mixture: gmm.GaussianMixture, schedule: Schedule, t: jax.Array
+) -> gmm.GaussianMixture:
   """The forward process's marginal ``q_t`` of data ``q_0 = mixture``: means ``α_t m_k``, covs ``α_t² C_k + σ_t² I``.
 
   Exact: noised mixtures solve the forward Fokker-Planck equation, which the score formula of
   :func:`log_weight_rate` relies on.
+
+  >>> q = noise_gmm(gmm.gaussian_mixture([1.0], [[2.0]], [1.0]), VPSchedule(), 1.0)
+  >>> print(round(float(q.covs[0, 0, 0]), 4))  # α² + σ² = 1 for VP
+  1.0
   """
-  alpha, sigma = schedule.alpha(t), schedule.sigma(t)
-  d = mixture.means.shape[-1]
-  return GaussianMixture(mixture.log_weights, alpha * mixture.means,
-                         alpha**2 * mixture.covs + sigma**2 * jnp.eye(d, dtype=mixture.means.dtype))
+  return gmm.noised(mixture, schedule.alpha(t), schedule.sigma(t))
 
 
-def noised_gmm_score_fn(mixture: GaussianMixture, schedule: Schedule) -> ScoreFn:
+def noised_gmm_score_fn(mixture: gmm.GaussianMixture, schedule: Schedule) -> ScoreFn:
   """The exact score ``s(x, t) = ∇ log q_t(x)`` of a Gaussian-mixture data distribution, ``x`` of shape (N, d)."""
-  return lambda x, t: gmm_score(noise_gmm(mixture, schedule, t), x)
+  return lambda x, t: gmm.score(noise_gmm(mixture, schedule, t), x)
 
 
-def noised_gmm_log_density_fn(mixture: GaussianMixture, schedule: Schedule) -> LogDensityFn:
+def noised_gmm_log_density_fn(mixture: gmm.GaussianMixture, schedule: Schedule) -> LogDensityFn:
   """``log q_t(x)`` of the noised mixture, for one point ``x`` (d,) (for :func:`from_log_density`)."""
-  return lambda x, t: gmm_log_density(noise_gmm(mixture, schedule, t), x)
-
-
-@jax.jit
-def gmm_product(mixture1: GaussianMixture, mixture2: GaussianMixture) -> GaussianMixture:
-  """The exact product ``q^1 q^2`` as an unnormalised mixture of ``K1 K2`` components.
-
-  ``N(x; a, A) N(x; b, B) = N(a; b, A + B) N(x; c, C)``, ``C = (A⁻¹ + B⁻¹)⁻¹``, ``c = C(A⁻¹a + B⁻¹b)``; the mass of
-  the result is ``∫ q^1 q^2``.
-  """
-
-  def pair(a, cov_a, b, cov_b):
-    prec_a, prec_b = jnp.linalg.inv(cov_a), jnp.linalg.inv(cov_b)
-    cov = jnp.linalg.inv(prec_a + prec_b)
-    cov = 0.5 * (cov + cov.T)
-    return _gaussian_log_density(a, b, cov_a + cov_b), cov @ (prec_a @ a + prec_b @ b), cov
-
-  pairs = jax.vmap(jax.vmap(pair, (None, None, 0, 0)), (0, 0, None, None))
-  log_scale, means, covs = pairs(mixture1.means, mixture1.covs, mixture2.means, mixture2.covs)
-  log_w = mixture1.log_weights[:, None] + mixture2.log_weights[None, :] + log_scale
-  d = mixture1.means.shape[-1]
-  return GaussianMixture(log_w.reshape(-1), means.reshape(-1, d), covs.reshape(-1, d, d))
-
-
-@functools.partial(jax.jit, static_argnames="beta")
-def gmm_power(mixture: GaussianMixture, beta: int) -> GaussianMixture:
-  """The exact ``q^β`` for a positive integer β (static), a mixture of ``K^β`` components."""
-  if not isinstance(beta, int) or isinstance(beta, bool) or beta < 1:
-    raise ValueError(f"`beta` must be a positive Python int for the closed-form power, got {beta!r}.")
-  out = mixture
-  for _ in range(beta - 1):
-    out = gmm_product(out, mixture)
-  return out
-
-
-class GaussianGeometricMean(NamedTuple):
-  """``N(x; m_u, C_u)^{1-w} N(x; m_c, C_c)^w = exp(log_normalizer) N(x; mean, cov)``."""
-
-  log_normalizer: jax.Array
-  mean: jax.Array
-  cov: jax.Array
-
-
-@jax.jit
-def gaussian_geometric_mean(mean_u: jax.Array, cov_u: jax.Array, mean_c: jax.Array, cov_c: jax.Array,
-                            w: Any) -> GaussianGeometricMean:
-  """Exact geometric mean of two Gaussians (the CFG target for Gaussian models; ``smc.md`` §3.4).
-
-  Precision ``P = (1-w)C_u⁻¹ + w C_c⁻¹`` (must be positive definite), mean ``m = P⁻¹((1-w)C_u⁻¹m_u + w C_c⁻¹m_c)``,
-  ``log Z = -½[(1-w)(log|2πC_u| + m_uᵀC_u⁻¹m_u) + w(log|2πC_c| + m_cᵀC_c⁻¹m_c)] + ½[log|2πP⁻¹| + mᵀPm]``.
-  """
-  prec_u, prec_c = jnp.linalg.inv(cov_u), jnp.linalg.inv(cov_c)
-  prec = (1.0 - w) * prec_u + w * prec_c
-  cov = jnp.linalg.inv(prec)
-  mean = cov @ ((1.0 - w) * prec_u @ mean_u + w * prec_c @ mean_c)
-
-  def log_det_2pi(c):
-    return jnp.linalg.slogdet(2 * jnp.pi * c)[1]
-
-  log_z = -0.5 * ((1.0 - w) * (log_det_2pi(cov_u) + mean_u @ prec_u @ mean_u)
-                  + w * (log_det_2pi(cov_c) + mean_c @ prec_c @ mean_c)) + 0.5 * (log_det_2pi(cov) + mean @ prec @ mean)
-  return GaussianGeometricMean(log_normalizer=log_z, mean=mean, cov=cov)
+  return lambda x, t: gmm.log_density(noise_gmm(mixture, schedule, t), x)

@@ -1,0 +1,159 @@
+"""Gaussian mixtures in closed form against quadrature, autodiff, draws and light_sb's mixture moments."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from toolkit.ot import light_sb
+from toolkit.stats import gmm
+
+
+@functools.partial(jax.jit, static_argnames=("k", "d"))
+def random_mixture(key, k=3, d=2):
+  """A mixture with distinct weights, means and full covariances."""
+  kw, km, kc = jax.random.split(key, 3)
+  a = jax.random.normal(kc, (k, d, d)) / np.sqrt(d)
+  covs = a @ jnp.swapaxes(a, -1, -2) + 0.2 * jnp.eye(d)
+  weights = jax.nn.softmax(jax.random.normal(kw, (k,)))
+  return gmm.gaussian_mixture(weights, 2.0 * jax.random.normal(km, (k, d)), covs)
+
+
+def grid_quadrature(log_density, half_width=8.0, n=401):
+  """log ∫ exp(log_density), mean and covariance on a 2-D midpoint grid (float64; spectrally accurate for the
+  smooth, well-resolved densities here)."""
+  g = jnp.linspace(-half_width, half_width, n)
+  pts = jnp.stack([a.ravel() for a in jnp.meshgrid(g, g)], -1)
+  lp = jax.jit(log_density)(pts)
+  log_z = jax.nn.logsumexp(lp) + 2 * jnp.log(g[1] - g[0])
+  w = jnp.exp(lp - jax.nn.logsumexp(lp))
+  mean = w @ pts
+  return log_z, mean, (w[:, None] * (pts - mean)).T @ (pts - mean)
+
+
+def test_score_is_the_gradient_of_the_log_density(x64, key):
+  mix = random_mixture(key, k=4, d=3)
+  x = 3.0 * jax.random.normal(jax.random.fold_in(key, 1), (50, 3))
+  expected = jax.jit(jax.vmap(jax.grad(lambda y: gmm.log_density(mix, y))))(x)
+  np.testing.assert_allclose(gmm.score(mix, x), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_log_density_matches_scipy(x64, key):
+  mix = random_mixture(key, k=3, d=2)
+  x = 2.0 * jax.random.normal(jax.random.fold_in(key, 1), (20, 2))
+  comps = [jax.scipy.stats.multivariate_normal.logpdf(x, m, c) for m, c in zip(mix.means, mix.covs)]
+  expected = jax.nn.logsumexp(jnp.stack(comps, -1) + mix.log_weights, -1)
+  np.testing.assert_allclose(gmm.log_density(mix, x), expected, rtol=1e-12)
+  np.testing.assert_allclose(
+    gmm.log_density(mix, x[3]), expected[3], rtol=1e-12
+  )  # one point, shape ()
+
+
+def test_products_powers_and_geometric_means_match_quadrature(x64, key):
+  """Products, integer powers and geometric means in closed form against a 2-D grid."""
+  m1, m2 = random_mixture(key, k=2), random_mixture(jax.random.fold_in(key, 1), k=3)
+  prod = gmm.product(m1, m2)
+  log_z, mean, cov = grid_quadrature(lambda p: gmm.log_density(m1, p) + gmm.log_density(m2, p))
+  np.testing.assert_allclose(gmm.log_mass(prod), log_z, atol=1e-8)
+  got_mean, got_cov = gmm.moments(prod)
+  np.testing.assert_allclose(got_mean, mean, atol=1e-8)
+  np.testing.assert_allclose(got_cov, cov, atol=1e-8)
+  cube = gmm.power(m1, 3)
+  log_z3, mean3, _ = grid_quadrature(lambda p: 3 * gmm.log_density(m1, p))
+  np.testing.assert_allclose(gmm.log_mass(cube), log_z3, atol=1e-8)
+  np.testing.assert_allclose(gmm.moments(cube)[0], mean3, atol=1e-8)
+  # Guidance target w = 3, q_u = N(0, I), q_c = N((1,1), I/4).
+  gm = gmm.gaussian_geometric_mean(jnp.zeros(2), jnp.eye(2), jnp.ones(2), 0.25 * jnp.eye(2), 3.0)
+  np.testing.assert_allclose(gm.mean, [1.2, 1.2], rtol=1e-12)
+  np.testing.assert_allclose(gm.mean @ gm.mean + jnp.trace(gm.cov), 3.08, rtol=1e-12)
+  np.testing.assert_allclose(gm.log_normalizer, 4.2563, atol=1e-4)
+  log_zg, _, cov_g = grid_quadrature(
+    lambda p: (
+      -2.0 * jax.scipy.stats.multivariate_normal.logpdf(p, jnp.zeros(2), jnp.eye(2))
+      + 3.0 * jax.scipy.stats.multivariate_normal.logpdf(p, jnp.ones(2), 0.25 * jnp.eye(2))
+    )
+  )
+  np.testing.assert_allclose(gm.log_normalizer, log_zg, atol=1e-8)
+  np.testing.assert_allclose(gm.cov, cov_g, atol=1e-8)
+
+
+def test_noised_is_the_law_of_alpha_x_plus_sigma_eps(x64, key):
+  mix = random_mixture(key, k=3, d=2)
+  alpha, sigma = 0.7, 0.4
+  mean, cov = gmm.moments(mix)
+  got_mean, got_cov = gmm.moments(gmm.noised(mix, alpha, sigma))
+  np.testing.assert_allclose(got_mean, alpha * mean, rtol=1e-12)
+  np.testing.assert_allclose(got_cov, alpha**2 * cov + sigma**2 * jnp.eye(2), rtol=1e-12)
+  x = gmm.sample(jax.random.fold_in(key, 1), mix, 200_000)
+  y = alpha * x + sigma * jax.random.normal(jax.random.fold_in(key, 2), x.shape)
+  np.testing.assert_allclose(np.cov(np.asarray(y).T), got_cov, atol=0.05)
+
+
+def test_sample_has_the_mixture_moments(key):
+  mix = random_mixture(key, k=3, d=2)
+  x = np.asarray(gmm.sample(jax.random.fold_in(key, 1), mix, 200_000))
+  mean, cov = gmm.moments(mix)
+  np.testing.assert_allclose(x.mean(0), mean, atol=0.03)
+  np.testing.assert_allclose(np.cov(x.T), cov, atol=0.06)
+
+
+def test_pad_keeps_the_density_and_stacks(x64, key):
+  m1, m2 = random_mixture(key, k=2), random_mixture(jax.random.fold_in(key, 1), k=4)
+  padded = gmm.pad(m1, 4)
+  x = jax.random.normal(jax.random.fold_in(key, 2), (10, 2))
+  np.testing.assert_allclose(gmm.log_density(padded, x), gmm.log_density(m1, x), rtol=1e-12)
+  np.testing.assert_allclose(gmm.score(padded, x), gmm.score(m1, x), rtol=1e-12)
+  stacked = jax.tree.map(lambda *a: jnp.stack(a), padded, m2)
+  batched = jax.vmap(gmm.log_density, in_axes=(0, None))(stacked, x)
+  np.testing.assert_allclose(batched[1], gmm.log_density(m2, x), rtol=1e-12)
+
+
+@pytest.mark.parametrize("batch", [(), (5,), (2, 3)])
+def test_mixture_moments_equals_light_sb_mixture_moments(key, batch):
+  """Same semantics and batching as light_sb's private helper: normalised log-weights (..., K), means (..., K, d),
+  covariances (K, d, d) shared by the batch."""
+  k, d = 4, 3
+  kw, km, kc = jax.random.split(key, 3)
+  log_w = jax.nn.log_softmax(jax.random.normal(kw, batch + (k,)), -1)
+  means = jax.random.normal(km, batch + (k, d))
+  a = jax.random.normal(kc, (k, d, d))
+  covs = a @ jnp.swapaxes(a, -1, -2) + 0.1 * jnp.eye(d)
+  got, want = gmm.mixture_moments(log_w, means, covs), light_sb._mixture_moments(log_w, means, covs)
+  np.testing.assert_array_equal(got[0], want[0])
+  np.testing.assert_array_equal(got[1], want[1])
+  jitted = jax.jit(gmm.mixture_moments)(log_w, means, covs)
+  np.testing.assert_allclose(jitted[1], want[1], rtol=1e-5, atol=1e-6)
+
+
+def test_mixture_moments_oracles(x64, key):
+  """Against gmm.moments for one mixture, and per-element covariances against a loop."""
+  mix = random_mixture(key, k=3, d=2)
+  mean, cov = gmm.mixture_moments(jax.nn.log_softmax(mix.log_weights), mix.means, mix.covs)
+  want_mean, want_cov = gmm.moments(mix)
+  np.testing.assert_allclose(mean, want_mean, rtol=1e-12)
+  np.testing.assert_allclose(cov, want_cov, rtol=1e-12)
+  mixes = [random_mixture(jax.random.fold_in(key, i)) for i in range(4)]
+  stacked = jax.tree.map(lambda *a: jnp.stack(a), *mixes)
+  means, covs = gmm.mixture_moments(
+    jax.nn.log_softmax(stacked.log_weights, -1), stacked.means, stacked.covs
+  )
+  for i, m in enumerate(mixes):
+    np.testing.assert_allclose(means[i], gmm.moments(m)[0], rtol=1e-12)
+    np.testing.assert_allclose(covs[i], gmm.moments(m)[1], rtol=1e-12)
+
+
+def test_bad_inputs_raise_clear_errors(key):
+  with pytest.raises(ValueError, match="`beta` must be a positive Python int"):
+    gmm.power(random_mixture(key), 1.5)
+  with pytest.raises(ValueError, match="`covs` must have shape"):
+    gmm.gaussian_mixture([0.5, 0.5], [[0.0, 0.0], [1.0, 1.0]], jnp.ones((3,)))
+  with pytest.raises(ValueError, match="`weights` must have shape"):
+    gmm.gaussian_mixture([1.0], [[0.0, 0.0], [1.0, 1.0]], jnp.ones((2,)))
+  with pytest.raises(ValueError, match="`means` must have shape"):
+    gmm.gaussian_mixture([1.0], [0.0, 0.0], jnp.ones((1,)))
+  with pytest.raises(ValueError, match="`num_components`"):
+    gmm.pad(random_mixture(key, k=3), 2)
+  with pytest.raises(ValueError, match="`num_samples`"):
+    gmm.sample(key, random_mixture(key), 2.0)
