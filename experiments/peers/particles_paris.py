@@ -5,7 +5,7 @@ that `make .venv-particles` builds, never under the toolkit's. It reads a JSON r
 reply on stdout; it imports neither jax nor toolkit.
 
 Request: {"model": {"A", "Q", "R", "m0", "P0"} (scalar linear-Gaussian model, C = 1), "ys": [...],
-          "functional": "sum_x" | "sum_xx_lag", "n_particles", "n_paris", "n_replicates", "seed",
+          "functional": "sum_x" | "sum_xx_lag", "num_particles", "num_backward", "num_replicates", "seed",
           "resampling", "ess_min"}
 Reply:   {"estimates": [...], "log_likelihoods": [...], "seconds": [...], "particles_version": "..."}
 """
@@ -54,11 +54,11 @@ def main():
   ys = np.asarray(request["ys"], dtype=float)
   np.random.seed(request.get("seed", 0))
   estimates, logliks, seconds = [], [], []
-  for _ in range(request.get("n_replicates", 1)):
+  for _ in range(request.get("num_replicates", 1)):
     fk = ssms.Bootstrap(ssm=model, data=ys)
-    alg = particles.SMC(fk=fk, N=request["n_particles"], resampling=request.get("resampling", "multinomial"),
+    alg = particles.SMC(fk=fk, N=request["num_particles"], resampling=request.get("resampling", "multinomial"),
                         ESSrmin=request.get("ess_min", 1.0),
-                        collect=[collectors.Paris(Nparis=request.get("n_paris", 2))])
+                        collect=[collectors.Paris(Nparis=request.get("num_backward", 2))])
     start = time.perf_counter()
     alg.run()
     seconds.append(time.perf_counter() - start)

@@ -30,13 +30,13 @@ def test_ppg_learning_reaches_the_kalman_mle(x64):
   def run(estimator):
     # Robbins–Monro: a step that decays after the transient, so the iterates settle on the fixed point.
     schedule = optax.piecewise_constant_schedule(0.02, {200: 0.25, 350: 0.4})
-    fit = lambda k: learning.fit(k, model_fn, theta0, ys, optimizer=optax.adam(schedule), n_iterations=500,
-                                 n_particles=32, estimator=estimator)[1].theta
+    fit = lambda k: learning.fit(k, model_fn, theta0, ys, optimizer=optax.adam(schedule), num_iterations=500,
+                                 num_particles=32, estimator=estimator)[1].theta
     trace = jax.jit(jax.vmap(fit))(jax.random.split(jax.random.key(1), 4))
     per_seed = {name: np.asarray(v[:, -150:].mean(1)) for name, v in trace.items()}
     return {name: (v.mean(), v.std(ddof=1) / np.sqrt(len(v))) for name, v in per_seed.items()}
 
-  ppg, paris = run("ppg"), run("paris")
+  ppg, paris = run(learning.ppg_estimator), run(learning.paris_estimator)
   for name in mle:  # within the Monte Carlo error over seeds (log Q and log R trade off along a shallow ridge)
     mean, se = ppg[name]
     assert abs(mean - float(mle[name])) < 4 * se + 0.01, (name, ppg, mle)
@@ -48,11 +48,11 @@ def test_ppg_learning_reaches_the_kalman_mle(x64):
 def test_bad_input_is_rejected(key):
   _, ys = ssm.simulate(key, model_fn({"A": 0.9, "log_Q": 0.0, "log_R": 0.0}), 5)
   theta0 = {"A": jnp.array(0.5), "log_Q": jnp.array(0.0), "log_R": jnp.array(0.5)}
-  with pytest.raises(ValueError, match="estimator"):
-    learning.fit(key, model_fn, theta0, ys, optimizer=optax.adam(0.01), n_iterations=2, n_particles=8,
+  with pytest.raises(TypeError, match="estimator"):  # an estimator is a function, never a name
+    learning.fit(key, model_fn, theta0, ys, optimizer=optax.adam(0.01), num_iterations=2, num_particles=8,
                  estimator="smc")
-  with pytest.raises(ValueError, match="n_iterations"):
-    learning.fit(key, model_fn, theta0, ys, optimizer=optax.adam(0.01), n_iterations=0, n_particles=8)
+  with pytest.raises(ValueError, match="num_iterations"):
+    learning.fit(key, model_fn, theta0, ys, optimizer=optax.adam(0.01), num_iterations=0, num_particles=8)
 
 
 def test_regression_optimum_maximises_the_expected_log_density(x64):
@@ -88,7 +88,7 @@ def test_markov_score_climbing_with_ppg_reaches_the_kl_minimiser(x64):
   proposal = learning.linear_gaussian_regression_proposal()
   schedule = optax.piecewise_constant_schedule(0.05, {200: 0.25, 350: 0.4})
   fit = lambda k: learning.markov_score_climbing(k, model, ys, proposal, optimizer=optax.adam(schedule),
-                                                 n_iterations=500, n_particles=16)[1].theta
+                                                 num_iterations=500, num_particles=16)[1].theta
   trace = jax.jit(jax.vmap(fit))(jax.random.split(jax.random.key(1), 4))
   for name, v in trace._asdict().items():
     per_seed = np.asarray(v[:, -150:].mean(1))

@@ -11,7 +11,7 @@ PPG chain's, not the O(1/N) bias of self-normalised PaRIS. The step is any optax
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -22,9 +22,6 @@ from toolkit.smc import paris as paris_lib
 from toolkit.smc import particle_gibbs as pg
 from toolkit.smc import ssm as ssm_lib
 from toolkit.smc.ssm import StateSpaceModel
-
-ESTIMATORS = ("ppg", "paris")
-
 
 class LearningState(NamedTuple):
   """Carried between iterations: the parameters, the optimiser's state and PPG's reference path."""
@@ -41,52 +38,71 @@ class LearningTrace(NamedTuple):
   score: Any
 
 
-def _smoothed_estimate(key, model, ys, additive_fn, reference, *, estimator, n_particles, n_backward,
-                       proposal=None):
-  """One PPG sweep (which also returns the next reference) or one PaRIS pass (the reference passes through)."""
-  if estimator == "paris":
-    out = paris_lib.paris(key, model, ys, additive_fn, n_particles=n_particles, n_backward=n_backward,
-                          proposal=proposal)
-    return out.estimate, reference
-  out = pg.sweep(key, model, ys, additive_fn, reference, n_particles=n_particles, n_backward=n_backward,
+class SmoothedEstimator(Protocol):
+  """How one iteration estimates a smoothed expectation: ``ppg_estimator``, ``paris_estimator`` or yours.
+
+  Returns the estimate of E[h(X_{0:n}) | y] for ``additive_fn`` and the reference path of the next iteration
+  (``reference`` itself for an estimator that does not use one).
+  """
+
+  def __call__(self, key: jax.Array, model: StateSpaceModel, ys: jax.Array, additive_fn: paris_lib.AdditiveFn,
+               reference: jax.Array, *, num_particles: int, num_backward: int,
+               proposal: paris_lib.Proposal | None) -> tuple[Any, jax.Array]: ...
+
+
+def ppg_estimator(key: jax.Array, model: StateSpaceModel, ys: jax.Array, additive_fn: paris_lib.AdditiveFn,
+                  reference: jax.Array, *, num_particles: int, num_backward: int = 2,
+                  proposal: paris_lib.Proposal | None = None) -> tuple[Any, jax.Array]:
+  """One PaRIS particle Gibbs sweep: its estimate and the next reference path (a ``SmoothedEstimator``)."""
+  out = pg.sweep(key, model, ys, additive_fn, reference, num_particles=num_particles, num_backward=num_backward,
                  proposal=proposal)
   return out.paris.estimate, out.reference
 
 
+def paris_estimator(key: jax.Array, model: StateSpaceModel, ys: jax.Array, additive_fn: paris_lib.AdditiveFn,
+                    reference: jax.Array, *, num_particles: int, num_backward: int = 2,
+                    proposal: paris_lib.Proposal | None = None) -> tuple[Any, jax.Array]:
+  """One PaRIS pass: its estimate, and ``reference`` passed through unchanged (a ``SmoothedEstimator``)."""
+  out = paris_lib.paris(key, model, ys, additive_fn, num_particles=num_particles, num_backward=num_backward,
+                        proposal=proposal)
+  return out.estimate, reference
+
+
 def score_estimate(key: jax.Array, model_fn: Callable[[Any], StateSpaceModel], theta: Any, ys: jax.Array,
-                   reference: jax.Array | None, *, estimator: str, n_particles: int,
-                   n_backward: int = 2) -> tuple[Any, jax.Array | None]:
-  """One estimate of ∇_θ log p_θ(y) by one PPG sweep (returns the next reference) or one PaRIS pass."""
-  return _smoothed_estimate(key, model_fn(theta), ys, paris_lib.score_functional(model_fn, theta, ys), reference,
-                            estimator=estimator, n_particles=n_particles, n_backward=n_backward)
+                   reference: jax.Array, *, num_particles: int, num_backward: int = 2,
+                   estimator: SmoothedEstimator = ppg_estimator) -> tuple[Any, jax.Array]:
+  """One estimate of ∇_θ log p_θ(y) (Fisher's identity) by ``estimator``, and the next reference path."""
+  return estimator(key, model_fn(theta), ys, paris_lib.score_functional(model_fn, theta, ys), reference,
+                   num_particles=num_particles, num_backward=num_backward, proposal=None)
 
 
-def _check_learning_args(estimator, n_iterations) -> None:
-  if estimator not in ESTIMATORS:
-    raise ValueError(f"`estimator` must be one of {ESTIMATORS}, got {estimator!r}.")
-  if not isinstance(n_iterations, int) or n_iterations < 1:
-    raise ValueError(f"`n_iterations` must be a positive Python int, got {n_iterations!r}.")
+def _check_learning_args(estimator, num_iterations) -> None:
+  if isinstance(estimator, str) or not callable(estimator):
+    raise TypeError(f"`estimator` must be a SmoothedEstimator function such as toolkit.smc.learning.ppg_estimator "
+                    f"or paris_estimator, got {estimator!r}.")
+  if not isinstance(num_iterations, int) or num_iterations < 1:
+    raise ValueError(f"`num_iterations` must be a positive Python int, got {num_iterations!r}.")
 
 
-def _climb(key, params0, reference, score_fn, optimizer, n_iterations, n_obs):
+def _climb(key, params0, reference, score_fn, optimizer, num_iterations, num_observations):
   """The stochastic-approximation loop: ``score_fn(key, params, reference) -> (score, reference)``, then an optax
-  step on −score / n_obs."""
+  step on −score / num_observations."""
   state = LearningState(params0, optimizer.init(params0), reference)
 
   def step(state, k):
     score, reference = score_fn(k, state.theta, state.reference)
-    grads = jax.tree.map(lambda s: -s / n_obs, score)
+    grads = jax.tree.map(lambda s: -s / num_observations, score)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.theta)
     params = optax.apply_updates(state.theta, updates)
     return LearningState(params, opt_state, reference), LearningTrace(params, score)
 
-  return jax.lax.scan(step, state, jax.random.split(key, n_iterations))
+  return jax.lax.scan(step, state, jax.random.split(key, num_iterations))
 
 
 def fit(key: jax.Array, model_fn: Callable[[Any], StateSpaceModel], theta0: Any, ys: jax.Array, *,
-        optimizer: optax.GradientTransformation, n_iterations: int, n_particles: int, n_backward: int = 2,
-        estimator: str = "ppg") -> tuple[LearningState, LearningTrace]:
-  """Stochastic-approximation maximum likelihood: ``n_iterations`` optax steps on −(score estimate)/n.
+        optimizer: optax.GradientTransformation, num_iterations: int, num_particles: int, num_backward: int = 2,
+        estimator: SmoothedEstimator = ppg_estimator) -> tuple[LearningState, LearningTrace]:
+  """Stochastic-approximation maximum likelihood: ``num_iterations`` optax steps on −(score estimate)/n.
 
   Args:
     key: PRNG key.
@@ -94,18 +110,29 @@ def fit(key: jax.Array, model_fn: Callable[[Any], StateSpaceModel], theta0: Any,
     theta0: initial parameters.
     ys: observations (T, ...).
     optimizer: an optax transformation (e.g. ``optax.adam(1e-2)``).
-    n_iterations, n_particles, n_backward: static sizes.
-    estimator: ``"ppg"`` (one PaRIS particle Gibbs sweep per iteration) or ``"paris"``.
+    num_iterations, num_particles, num_backward: static sizes.
+    estimator: ``ppg_estimator`` (one PaRIS particle Gibbs sweep per iteration), ``paris_estimator`` or any
+      ``SmoothedEstimator``.
 
   Returns:
     The final ``LearningState`` and the ``LearningTrace`` of every iteration (leading axis: iterations).
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from toolkit.smc import learning, ssm
+    >>> model_fn = lambda theta: ssm.linear_gaussian(theta["A"], 0.5, 1.0, 1.0, 0.0, 1.0)
+    >>> _, ys = ssm.simulate(jax.random.key(0), model_fn({"A": 0.9}), 20)
+    >>> state, trace = learning.fit(jax.random.key(1), model_fn, {"A": jnp.array(0.5)}, ys,
+    ...                             optimizer=optax.adam(0.05), num_iterations=5, num_particles=16)
+    >>> print(trace.theta["A"].shape, bool(state.theta["A"] > 0.5))
+    (5,) True
   """
-  _check_learning_args(estimator, n_iterations)
+  _check_learning_args(estimator, num_iterations)
   k_ref, k_loop = jax.random.split(key)
-  reference = pg.initial_reference(k_ref, model_fn(theta0), ys, n_particles=n_particles)
-  score_fn = lambda k, theta, ref: score_estimate(k, model_fn, theta, ys, ref, estimator=estimator,
-                                                  n_particles=n_particles, n_backward=n_backward)
-  return _climb(k_loop, theta0, reference, score_fn, optimizer, n_iterations, jnp.shape(ys)[0] - 1)
+  reference = pg.initial_reference(k_ref, model_fn(theta0), ys, num_particles=num_particles)
+  score_fn = lambda k, theta, ref: score_estimate(k, model_fn, theta, ys, ref, num_particles=num_particles,
+                                                  num_backward=num_backward, estimator=estimator)
+  return _climb(k_loop, theta0, reference, score_fn, optimizer, num_iterations, jnp.shape(ys)[0] - 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -130,29 +157,30 @@ def proposal_score_functional(proposal: paris_lib.Proposal, model: StateSpaceMod
 
 
 def markov_score_climbing(key: jax.Array, model: StateSpaceModel, ys: jax.Array, proposal: paris_lib.Proposal, *,
-                          optimizer: optax.GradientTransformation, n_iterations: int, n_particles: int,
-                          n_backward: int = 2, estimator: str = "ppg",
+                          optimizer: optax.GradientTransformation, num_iterations: int, num_particles: int,
+                          num_backward: int = 2, estimator: SmoothedEstimator = ppg_estimator,
                           guide_with_proposal: bool = True) -> tuple[LearningState, LearningTrace]:
   """Markov score climbing with PaRIS or PPG: fits q_λ (the ``proposal``'s params) by minimising KL(p ‖ q_λ).
 
-  Each iteration estimates E_p[∇_λ log q_λ(X_{0:n})] with one PPG sweep (or PaRIS pass), where the conditional SMC
-  itself proposes from the current q_λ when ``guide_with_proposal`` (so the sampler improves as q does; PPG keeps
-  p invariant for any proposal), and takes an optax step on its negative per observation. PPG replaces the single
-  conditional path of the original MSC with the τ statistics of all N particles.
+  Each iteration estimates E_p[∇_λ log q_λ(X_{0:n})] with ``estimator`` (one PPG sweep by default, or one PaRIS
+  pass), where the conditional SMC itself proposes from the current q_λ when ``guide_with_proposal`` (so the sampler
+  improves as q does; PPG keeps p invariant for any proposal), and takes an optax step on its negative per
+  observation. PPG replaces the single conditional path of the original MSC with the τ statistics of all N
+  particles.
 
   Returns the final ``LearningState`` (``theta`` holds λ) and the per-iteration trace.
   """
-  _check_learning_args(estimator, n_iterations)
+  _check_learning_args(estimator, num_iterations)
   k_ref, k_loop = jax.random.split(key)
   guide = lambda lam: proposal.replace(params=lam) if guide_with_proposal else None
-  reference = pg.initial_reference(k_ref, model, ys, n_particles=n_particles, proposal=guide(proposal.params))
+  reference = pg.initial_reference(k_ref, model, ys, num_particles=num_particles, proposal=guide(proposal.params))
 
   def score_fn(k, lam, ref):
     additive_fn = proposal_score_functional(proposal.replace(params=lam), model, ys)
-    return _smoothed_estimate(k, model, ys, additive_fn, ref, estimator=estimator, n_particles=n_particles,
-                              n_backward=n_backward, proposal=guide(lam))
+    return estimator(k, model, ys, additive_fn, ref, num_particles=num_particles, num_backward=num_backward,
+                     proposal=guide(lam))
 
-  return _climb(k_loop, proposal.params, reference, score_fn, optimizer, n_iterations, jnp.shape(ys)[0])
+  return _climb(k_loop, proposal.params, reference, score_fn, optimizer, num_iterations, jnp.shape(ys)[0])
 
 
 class LinearGaussianProposalParams(NamedTuple):

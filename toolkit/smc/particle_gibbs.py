@@ -5,7 +5,7 @@ ICML 2023, arXiv 2301.00900.
 
 One sweep maps a reference path ζ_{0:n} to (estimate, ζ'_{0:n}):
 
-1. run PaRIS with ζ frozen as particle N − 1 (the free particles are resampled multinomially from all N, the frozen
+1. run PaRIS with ζ frozen as particle N − 1 (the free particles draw their ancestors from all N, the frozen
    particle's ancestor is itself; the frozen particle's statistic τ is updated with backward draws like the others);
 2. the estimate is Σ_i ω_n^i τ_n^i / Σ_i ω_n^i;
 3. the next reference is drawn backwards through the stored backward indices: b_n ~ Cat(ω_n),
@@ -17,6 +17,14 @@ estimate is unbiased once ζ ~ φ. The only bias left is the chain's distance fr
 geometrically in the burn-in k0. The roll-out estimator averages the sweeps after burn-in:
 
   Π_{k0,k}(h) = (k − k0)⁻¹ Σ_{l=k0+1}^{k} estimate_l.
+
+The invariance argument of step 1 is conditional SMC's with multinomial resampling (Andrieu, Doucet and
+Holenstein, JRSS B 2010), the default ``resampler``; a low-variance scheme needs its conditional version (Chopin and
+Singh, Bernoulli 2015) and is accepted here without that guarantee. Step 3 needs exact backward draws
+(``paris.backward_exact``, the default, or ``paris.backward_reject``).
+
+Conditional SMC one step at a time is ``paris.init(..., reference_x0=ζ_0)`` followed by
+``paris.step(..., reference_x=ζ_t)``; ``forward_pass`` scans it and keeps the cloud that ``draw_path`` needs.
 """
 
 from __future__ import annotations
@@ -29,6 +37,22 @@ import jax.numpy as jnp
 from toolkit.smc import paris as paris_lib
 from toolkit.smc import resampling
 from toolkit.smc.ssm import StateSpaceModel
+
+
+class ForwardHistory(NamedTuple):
+  """The cloud of a forward pass, what backward path drawing needs: particles (T, N, d), log-weights (T, N) and the
+  backward indices (T - 1, N, K), entry t holding the draws of the step t → t + 1."""
+
+  particles: jax.Array
+  log_weights: jax.Array
+  backward_indices: jax.Array
+
+
+class ForwardPass(NamedTuple):
+  """A PaRIS pass (conditional SMC when it had a reference) and the cloud it went through."""
+
+  output: paris_lib.PaRISOutput
+  history: ForwardHistory
 
 
 class SweepOutput(NamedTuple):
@@ -55,13 +79,57 @@ class ParticleGibbsOutput(NamedTuple):
   reference: jax.Array
 
 
-def draw_path(key: jax.Array, history: paris_lib.ForwardHistory, log_weights_final: jax.Array) -> jax.Array:
+def forward_pass(key: jax.Array, model: StateSpaceModel, ys: jax.Array, additive_fn: paris_lib.AdditiveFn, *,
+                 num_particles: int, num_backward: int = 2,
+                 backward: paris_lib.BackwardKernel = paris_lib.backward_exact,
+                 proposal: paris_lib.Proposal | None = None,
+                 resampler: resampling.Resampler = resampling.multinomial,
+                 reference: jax.Array | None = None) -> ForwardPass:
+  """PaRIS over ``ys`` that keeps its cloud; conditional SMC when ``reference`` (T, state_dim) is given.
+
+  ``paris.init`` on the first half of ``key``, then a ``lax.scan`` of ``paris.step`` (with ``reference_x`` = ζ_t),
+  exactly as ``paris.paris``. With a reference the pass resamples at every step and ζ stays particle N − 1.
+
+  Args:
+    key: PRNG key.
+    model, ys, additive_fn, num_particles, num_backward, backward, proposal, resampler: as in
+      ``toolkit.smc.paris.paris``.
+    reference: the frozen path ζ_{0:n}, (T, state_dim), or ``None`` for an unconditional pass.
+
+  Returns:
+    ``ForwardPass``.
+  """
+  paris_lib.check_observations(ys)
+  T = jnp.shape(ys)[0]
+  conditional = reference is not None
+  if conditional and jnp.shape(reference) != (T, getattr(model, "state_dim", None)):
+    raise ValueError(f"`reference` must have shape (T, state_dim) = ({T}, {getattr(model, 'state_dim', None)}), "
+                     f"got {jnp.shape(reference)}.")
+  k_init, k_scan = jax.random.split(key)
+  state = paris_lib.init(k_init, model, ys[0], additive_fn, num_particles=num_particles, num_backward=num_backward,
+                         backward=backward, proposal=proposal, resampler=resampler,
+                         reference_x0=reference[0] if conditional else None)
+
+  def one_step(state, inputs):
+    k, y, t, reference_x = inputs
+    state, info = paris_lib.step(k, state, y, t, reference_x=reference_x)
+    return state, (info._replace(ancestors=None), state.particles, state.log_weights)
+
+  inputs = (jax.random.split(k_scan, T - 1), ys[1:], jnp.arange(1, T), reference[1:] if conditional else None)
+  final, (infos, xs, lws) = jax.lax.scan(one_step, state, inputs)
+  history = ForwardHistory(
+      particles=jnp.concatenate([state.particles[None], xs]),
+      log_weights=jnp.concatenate([state.log_weights[None], lws]), backward_indices=infos.backward_indices)
+  return ForwardPass(paris_lib.collect_output(state, final, infos), history)
+
+
+def draw_path(key: jax.Array, history: ForwardHistory, log_weights_final: jax.Array) -> jax.Array:
   """A path ζ'_{0:n} traced back through the stored backward indices (backward simulation): (T, state_dim)."""
   T, n, _ = history.particles.shape
   k_last, k_steps = jax.random.split(key)
-  b_last = resampling.resample_log(k_last, log_weights_final, 1, "multinomial")[0]
-  n_backward = history.backward_indices.shape[-1]
-  picks = jax.random.randint(k_steps, (T - 1,), 0, n_backward)
+  b_last = resampling.resample_log(k_last, log_weights_final, 1, resampling.multinomial)[0]
+  num_backward = history.backward_indices.shape[-1]
+  picks = jax.random.randint(k_steps, (T - 1,), 0, num_backward)
 
   def step(b_next, inputs):
     J, u = inputs
@@ -73,58 +141,73 @@ def draw_path(key: jax.Array, history: paris_lib.ForwardHistory, log_weights_fin
   return history.particles[jnp.arange(T), bs]
 
 
-def sweep(key: jax.Array, model: StateSpaceModel, ys: jax.Array, additive_fn, reference: jax.Array, *,
-          n_particles: int, n_backward: int = 2, backward: str = "exact",
-          proposal: paris_lib.Proposal | None = None, max_rounds: int = 64) -> SweepOutput:
+def sweep(key: jax.Array, model: StateSpaceModel, ys: jax.Array, additive_fn: paris_lib.AdditiveFn,
+          reference: jax.Array, *, num_particles: int, num_backward: int = 2,
+          backward: paris_lib.BackwardKernel = paris_lib.backward_exact,
+          proposal: paris_lib.Proposal | None = None,
+          resampler: resampling.Resampler = resampling.multinomial) -> SweepOutput:
   """One PaRIS particle Gibbs sweep (steps 1–3 above). ``reference``: (T, state_dim)."""
   k_pass, k_path = jax.random.split(key)
-  out, history = paris_lib.forward_pass(
-      k_pass, model, ys, additive_fn, n_particles=n_particles, n_backward=n_backward, backward=backward,
-      proposal=proposal, reference=reference, keep_history=True, max_rounds=max_rounds)
-  return SweepOutput(out, draw_path(k_path, history, out.log_weights))
+  result = forward_pass(k_pass, model, ys, additive_fn, num_particles=num_particles, num_backward=num_backward,
+                        backward=backward, proposal=proposal, resampler=resampler, reference=reference)
+  return SweepOutput(result.output, draw_path(k_path, result.history, result.output.log_weights))
 
 
-def initial_reference(key: jax.Array, model: StateSpaceModel, ys: jax.Array, *, n_particles: int,
+def initial_reference(key: jax.Array, model: StateSpaceModel, ys: jax.Array, *, num_particles: int,
                       proposal: paris_lib.Proposal | None = None) -> jax.Array:
   """A first reference path: one backward-simulated path of an unconditional PaRIS pass."""
   k_pass, k_path = jax.random.split(key)
   zero = lambda x_prev, x, t: jnp.zeros((), x.dtype)
-  out, history = paris_lib.forward_pass(k_pass, model, ys, zero, n_particles=n_particles, n_backward=1,
-                                        proposal=proposal, keep_history=True)
-  return draw_path(k_path, history, out.log_weights)
+  result = forward_pass(k_pass, model, ys, zero, num_particles=num_particles, num_backward=1, proposal=proposal)
+  return draw_path(k_path, result.history, result.output.log_weights)
 
 
-def particle_gibbs(key: jax.Array, model: StateSpaceModel, ys: jax.Array, additive_fn, *, n_particles: int,
-                   n_sweeps: int, burn_in: int, n_backward: int = 2, backward: str = "exact",
+def particle_gibbs(key: jax.Array, model: StateSpaceModel, ys: jax.Array, additive_fn: paris_lib.AdditiveFn, *,
+                   num_particles: int, num_sweeps: int, burn_in: int, num_backward: int = 2,
+                   backward: paris_lib.BackwardKernel = paris_lib.backward_exact,
                    proposal: paris_lib.Proposal | None = None,
+                   resampler: resampling.Resampler = resampling.multinomial,
                    reference: jax.Array | None = None) -> ParticleGibbsOutput:
-  """PPG with the roll-out estimator: ``n_sweeps`` sweeps, the last ``n_sweeps - burn_in`` averaged.
+  """PPG with the roll-out estimator: ``num_sweeps`` sweeps, the last ``num_sweeps - burn_in`` averaged.
 
   Args:
     key: PRNG key.
     model, ys, additive_fn: as in ``toolkit.smc.paris.paris``.
-    n_particles: N per sweep, including the frozen reference particle (static).
-    n_sweeps: k (static). burn_in: k0 < k (static).
-    n_backward: K backward draws per particle.
-    backward: ``"exact"`` or ``"reject"``.
+    num_particles: N per sweep, including the frozen reference particle (static).
+    num_sweeps: k (static). burn_in: k0 < k (static).
+    num_backward: K backward draws per particle.
+    backward: a ``paris.BackwardKernel`` that draws exactly from Λ (``paris.backward_exact``,
+      ``paris.backward_reject``).
     proposal: optional guided proposal.
+    resampler: the free particles' resampler (multinomial: the one the invariance argument covers).
     reference: the starting reference path (T, state_dim); default: drawn by ``initial_reference``.
 
   Returns:
     ``ParticleGibbsOutput``.
+
+  Example:
+    >>> import jax
+    >>> from toolkit.smc import particle_gibbs, ssm
+    >>> model = ssm.linear_gaussian(A=0.9, Q=0.5, C=1.0, R=1.0, m0=0.0, P0=1.0)
+    >>> _, ys = ssm.simulate(jax.random.key(0), model, 20)
+    >>> out = particle_gibbs.particle_gibbs(jax.random.key(1), model, ys, lambda x_prev, x, t: x[0],
+    ...                                     num_particles=16, num_sweeps=10, burn_in=2)
+    >>> truth = ssm.kalman_smoother(model, ys).smoothed_means.sum()
+    >>> print(out.estimates.shape, bool(abs(out.estimate - truth) < 2.0))
+    (10,) True
   """
-  if not isinstance(n_sweeps, int) or not isinstance(burn_in, int) or not 0 <= burn_in < n_sweeps:
-    raise ValueError(f"need Python ints with 0 <= burn_in < n_sweeps, got burn_in={burn_in!r}, "
-                     f"n_sweeps={n_sweeps!r}.")
+  if not isinstance(num_sweeps, int) or not isinstance(burn_in, int) or not 0 <= burn_in < num_sweeps:
+    raise ValueError(f"need Python ints with 0 <= burn_in < num_sweeps, got burn_in={burn_in!r}, "
+                     f"num_sweeps={num_sweeps!r}.")
   k_init, k_sweeps = jax.random.split(key)
   if reference is None:
-    reference = initial_reference(k_init, model, ys, n_particles=n_particles, proposal=proposal)
+    reference = initial_reference(k_init, model, ys, num_particles=num_particles, proposal=proposal)
 
   def one(ref, k):
-    out = sweep(k, model, ys, additive_fn, ref, n_particles=n_particles, n_backward=n_backward,
-                backward=backward, proposal=proposal)
+    out = sweep(k, model, ys, additive_fn, ref, num_particles=num_particles, num_backward=num_backward,
+                backward=backward, proposal=proposal, resampler=resampler)
     return out.reference, (out.paris.estimate, out.paris.log_likelihood)
 
-  last, (estimates, logliks) = jax.lax.scan(one, reference, jax.random.split(k_sweeps, n_sweeps))
+  last, (estimates, logliks) = jax.lax.scan(one, reference, jax.random.split(k_sweeps, num_sweeps))
   estimate = jax.tree.map(lambda e: jnp.mean(e[burn_in:], axis=0), estimates)
   return ParticleGibbsOutput(estimate, estimates, logliks, last)
