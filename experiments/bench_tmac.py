@@ -18,6 +18,7 @@ from absl import app
 from absl import flags
 
 from experiments import tmac as tmac_experiment
+from toolkit.kernels import tmac_benchmark as bench
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("m", 4096, "Output rows M of the weight matrix.")
@@ -26,7 +27,7 @@ flags.DEFINE_list("n", ["1", "32"], "Activation rows N (1: GEMV).")
 flags.DEFINE_list("bits", ["1", "2", "3", "4"], "Weight bit widths.")
 flags.DEFINE_integer("group_size", 128, "Inputs per scale and zero point.")
 flags.DEFINE_integer("repeats", 7, "Timed repeats (medians).")
-flags.DEFINE_list("methods", list(tmac_experiment.METHODS), f"Among {tmac_experiment.METHODS}.")
+flags.DEFINE_list("methods", list(bench.METHODS), f"Among {bench.METHODS}.")
 flags.DEFINE_integer("onehot_max_n", 1, "Run the one-hot formulation only up to this N (its operand is M·K·4 "
                      "float32 bytes).")
 flags.DEFINE_integer("seed", 0, "Seed of the weights and activations.")
@@ -41,7 +42,7 @@ def main(argv):
   config.methods = tuple(FLAGS.methods)
   config.onehot_max_n = FLAGS.onehot_max_n
   tmac_experiment.validate_config(config)
-  bandwidth = tmac_experiment.measure_bandwidth(config.bandwidth_mib)
+  bandwidth = bench.measure_bandwidth(config.bandwidth_mib)
   print(f"device: {jax.devices()[0].device_kind}, {os.cpu_count()} cores (shared machine: compare ratios); "
         f"{config.m}×{config.k}, group {config.group_size}, fp16 scales and zeros; medians of {config.repeats} "
         f"interleaved repeats; compilation not timed; read bandwidth {bandwidth:.1f} GB/s", flush=True)
@@ -49,15 +50,15 @@ def main(argv):
   key = jax.random.key(FLAGS.seed)
   for n in config.n:
     methods = [m for m in config.methods if m != "onehot" or n <= config.onehot_max_n]
-    sweep = tmac_experiment.time_sweep(jax.random.fold_in(key, n), config.m, config.k, n, config.bits,
+    sweep = bench.time_sweep(jax.random.fold_in(key, n), config.m, config.k, n, config.bits,
                                        config.group_size, methods, config.repeats)
-    results += [tmac_experiment.with_bounds(r, bandwidth) for r in sweep]
+    results += [bench.with_bounds(r, bandwidth) for r in sweep]
     worst = max(max(r["max_rel_err"][m] for m in methods if m != "fp32") for r in sweep)
     print(f"N = {n}: done; max relative error of every method vs dequantize-then-matmul {worst:.1e}", flush=True)
   # Methods not run at some N (one-hot) leave those cells out: print one table per N.
   for n in config.n:
     print()
-    print("\n".join(tmac_experiment.table_lines([r for r in results if r["n"] == n], bandwidth)), flush=True)
+    print("\n".join(bench.table_lines([r for r in results if r["n"] == n], bandwidth)), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 r"""KIVI (Liu et al., ICML 2024, arXiv 2402.02750) on the toolkit's small byte-level transformer LM.
 
-The quick-trained model of ``toolkit.models.transformer.pretrained`` (Tiny Shakespeare, RoPE, head dim 64) reads
+The quick-trained model of ``toolkit.models.lm_training.pretrained`` (Tiny Shakespeare, RoPE, head dim 64) reads
 validation windows: the first ``prompt_len`` tokens are prefilled in full precision, the rest teacher-forced one
 decode step at a time through a KV cache (``decode_log_probs``). Each cache strategy gives a perplexity and the
 fraction of next-token argmax predictions equal to those of the full-precision cache:
@@ -22,18 +22,19 @@ and the total of the whole model's cache at a long context (residual included).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
 from toolkit import experiment as xp
 from toolkit.data import text
+from toolkit.kernels import dispatch
 from toolkit.kernels import kivi
+from toolkit.kernels import kivi_eval
+from toolkit.models import lm_training
 from toolkit.models import transformer as tfm
 
 PAPER = xp.Paper("kivi", "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache", "2402.02750")
@@ -46,34 +47,6 @@ LABELS = {
   "fp_outliers": "fp, outlier key channels", "kivi2_outliers": "KIVI-2, outlier key channels",
   "kivi2_token_keys_outliers": "2-bit keys per token, outlier key channels",
 }
-# Outlier key channels as LLMs have them (KIVI Fig. 2: a few channels of large, steady magnitude), made exactly
-# harmless: a constant vector added to every cached key shifts all of a query's scores by the same q·b, which the
-# softmax ignores, so the full-precision model is unchanged and only the quantizers see the outliers.
-OUTLIER_CHANNELS = (5, 21, 38, 60)
-OUTLIER_OFFSET = 12.0
-
-
-@dataclasses.dataclass(frozen=True)
-class OffsetKeys:
-  """A cache strategy that stores ``k + offset`` in the wrapped one (``offset`` on ``channels``, all heads)."""
-
-  inner: object
-  channels: tuple[int, ...] = OUTLIER_CHANNELS
-  offset: float = OUTLIER_OFFSET
-
-  def _shift(self, k):
-    return k.at[..., jnp.asarray(self.channels)].add(self.offset)
-
-  def init(self, batch_shape, capacity, head_dim, dtype):
-    return self.inner.init(batch_shape, capacity, head_dim, dtype)
-
-  def prefill(self, state, k, v):
-    return self.inner.prefill(state, self._shift(k), v)
-
-  def attend(self, state, q, k, v):
-    return self.inner.attend(state, q, self._shift(k), v)
-
-
 def get_config(scale: str = "full") -> ConfigDict:
   if scale not in ("quick", "full"):
     raise ValueError(f"scale must be 'quick' or 'full', got {scale!r}")
@@ -105,13 +78,13 @@ def validate_config(config: ConfigDict) -> None:
   if config.residual % config.group_size or config.residual < config.group_size:
     raise xp.ConfigError(f"--config.residual must be a positive multiple of group_size ({config.group_size}), got "
                          f"{config.residual}")
-  if config.impl not in kivi.IMPLS:
-    raise xp.ConfigError(f"--config.impl must be one of {kivi.IMPLS}, got {config.impl!r}")
+  if config.impl not in dispatch.IMPLS:
+    raise xp.ConfigError(f"--config.impl must be one of {dispatch.IMPLS}, got {config.impl!r}")
 
 
 def strategy(variant: str, config: ConfigDict):
   if variant.endswith("_outliers"):
-    return OffsetKeys(strategy(variant.removesuffix("_outliers"), config))
+    return kivi_eval.OffsetKeys(strategy(variant.removesuffix("_outliers"), config))
   if variant == "fp":
     return tfm.FullPrecisionCache()
   bits = {"kivi16": 16, "kivi4": 4}.get(variant, 2)
@@ -120,36 +93,12 @@ def strategy(variant: str, config: ConfigDict):
                    per_channel_keys=variant != "kivi2_token_keys", impl=config.impl)
 
 
-def load_model(config: ConfigDict):
-  """The cached quick-trained LM (trained on first use), or a tiny fresh one when ``train_steps`` > 0."""
-  if config.train_steps:
-    model_config, params = tfm.train_tiny(config.train_steps, max_len=config.seq_len,
-                                          log_every=max(1, config.train_steps))
-    return model_config, params, {}
-  model = tfm.pretrained()
-  return model.config, model.params, model.record._asdict()
-
-
-def eval_windows(config: ConfigDict) -> np.ndarray:
-  """``num_sequences`` windows of the validation split at evenly spaced starts: (S, seq_len) int32."""
-  valid = text.split(text.encode(text.load_corpus())).valid
-  starts = np.linspace(0, valid.size - config.seq_len, config.num_sequences).astype(int)
-  return np.stack([valid[s:s + config.seq_len] for s in starts]).astype(np.int32)
-
-
-def cache_bytes(cache, model_config: tfm.TransformerConfig, context: int) -> dict[str, float]:
-  """Bytes of one layer's cache state at ``context`` tokens (batch 1, all heads), measured on the arrays."""
-  state = cache.init((1, model_config.num_heads), context, model_config.head_dim, jnp.float32)
-  if isinstance(state, kivi.KIVICache):
-    return {"quantized": float(state.quantized_nbytes), "residual": float(state.residual_nbytes),
-            "tokens": float(state.capacity)}
-  total = float(sum(leaf.nbytes for leaf in jax.tree.leaves(state)))
-  return {"quantized": 0.0, "residual": total, "tokens": float(context)}
-
-
 def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
-  model_config, params, model_record = load_model(config)
-  windows = eval_windows(config)
+  model = lm_training.load_model(config.train_steps, max_len=config.seq_len)
+  model_config, params = model.config, model.params
+  model_record = {} if model.record is None else model.record._asdict()
+  valid = text.split(text.encode(text.load_corpus())).valid
+  windows = text.evenly_spaced_windows(valid, config.seq_len, config.num_sequences)
   fp_path = os.path.join(ctx.out_dir, "fp_predictions.npy")
   fp_log_probs_path = os.path.join(ctx.out_dir, "fp_log_probs.npy")
 
@@ -173,14 +122,14 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
       np.save(fp_path, predictions)
       np.save(fp_log_probs_path, log_probs)
     fp_predictions, fp_log_probs = np.load(fp_path), np.load(fp_log_probs_path)
-    per_layer = cache_bytes(cache, model_config, config.seq_len)
+    per_layer = kivi_eval.cache_bytes(cache, model_config, config.seq_len)
     return {
       "variant": variant, "nll": float(-log_probs.mean()), "perplexity": float(np.exp(-log_probs.mean())),
       "agreement": float((predictions == fp_predictions).mean()),
       "max_abs_log_prob_diff": float(np.abs(log_probs - fp_log_probs).max()),
       "nll_by_position": (-log_probs.mean(axis=0)).tolist(),
       "nll_by_window": (-log_probs.mean(axis=1)).tolist(),
-      "quantized_bytes_per_token": per_layer["quantized"] / per_layer["tokens"] * model_config.num_layers,
+      "quantized_bytes_per_token": per_layer.quantized / per_layer.tokens * model_config.num_layers,
       "seconds": seconds,
     }
 
@@ -194,7 +143,7 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
     r["perplexity_increase_percent"] = 100.0 * (r["perplexity"] / fp_ppl - 1.0)
 
   memory = memory_table(config, model_config)
-  outliers = key_value_channel_magnitudes(params, model_config, windows[: config.batch_size])
+  outliers = kivi_eval.channel_magnitudes(params, model_config, windows[: config.batch_size])
   write_table(rows, memory, model_config, model_record, config, ctx)
   plot(rows, outliers, config, ctx)
 
@@ -204,28 +153,23 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
     measured["token_keys_over_kivi2_increase_ratio"] = (rows["kivi2_token_keys"]["perplexity_increase_percent"]
                                                         / max(rows["kivi2"]["perplexity_increase_percent"], 1e-3))
     # Paired over the same windows: mean NLL of the per-token-key cache minus KIVI-2's, in standard errors.
-    measured["token_keys_minus_kivi2_nll_z"] = paired_z(rows["kivi2_token_keys"], rows["kivi2"])
+    measured["token_keys_minus_kivi2_nll_z"] = kivi_eval.paired_z_score(rows["kivi2_token_keys"]["nll_by_window"],
+                                                                        rows["kivi2"]["nll_by_window"])
   if "kivi2_outliers" in rows and "kivi2_token_keys_outliers" in rows:
-    measured["outliers_token_keys_minus_kivi2_nll_z"] = paired_z(rows["kivi2_token_keys_outliers"],
-                                                                 rows["kivi2_outliers"])
+    measured["outliers_token_keys_minus_kivi2_nll_z"] = kivi_eval.paired_z_score(
+        rows["kivi2_token_keys_outliers"]["nll_by_window"], rows["kivi2_outliers"]["nll_by_window"])
   for name, m in memory.items():
     measured[f"{name}_bytes_per_token_vs_fp16"] = m["fp16_bytes_per_token"] / m["bytes_per_token"]
     measured[f"{name}_long_context_total_bytes"] = m["total_bytes"]
   measured["fp32_long_context_total_bytes"] = memory["kivi2"]["fp32_total_bytes"]
   measured["kivi2_long_context_reduction_vs_fp32"] = (memory["kivi2"]["fp32_total_bytes"]
                                                      / memory["kivi2"]["total_bytes"])
-  measured["key_channel_outlier_ratio"] = outliers["key_ratio"]
-  measured["value_channel_outlier_ratio"] = outliers["value_ratio"]
+  measured["key_channel_outlier_ratio"] = outliers.key_ratio
+  measured["value_channel_outlier_ratio"] = outliers.value_ratio
   if model_record:
     measured["model_valid_perplexity"] = float(model_record.get("valid_perplexity", np.nan))
     measured["unigram_perplexity"] = float(model_record.get("unigram_perplexity", np.nan))
   return measured
-
-
-def paired_z(worse: dict, better: dict) -> float:
-  """Mean over windows of NLL(worse) − NLL(better), in standard errors of that mean (the same windows)."""
-  diff = np.asarray(worse["nll_by_window"]) - np.asarray(better["nll_by_window"])
-  return float(diff.mean() / (diff.std(ddof=1) / np.sqrt(diff.size)))
 
 
 def memory_table(config: ConfigDict, model_config: tfm.TransformerConfig) -> dict[str, dict]:
@@ -233,28 +177,17 @@ def memory_table(config: ConfigDict, model_config: tfm.TransformerConfig) -> dic
   KIVI-4 at R = 128 with fp16 scales; the fp16 cache is 2 · 2 · H · D bytes per token and layer."""
   layers, heads, dim = model_config.num_layers, model_config.num_heads, model_config.head_dim
   fp16_per_token = 2 * 2 * heads * dim * layers
-  fp32 = cache_bytes(tfm.FullPrecisionCache(), model_config, config.long_context)
+  fp32 = kivi_eval.cache_bytes(tfm.FullPrecisionCache(), model_config, config.long_context)
   table = {}
   for name, bits in (("kivi2", 2), ("kivi4", 4)):
-    b = cache_bytes(kivi.KIVI(bits=bits, group_size=config.group_size, residual=128), model_config,
-                    config.long_context)
+    b = kivi_eval.cache_bytes(kivi.KIVI(bits=bits, group_size=config.group_size, residual=128), model_config,
+                              config.long_context)
     table[name] = {
-      "bytes_per_token": b["quantized"] / b["tokens"] * layers, "fp16_bytes_per_token": float(fp16_per_token),
-      "total_bytes": (b["quantized"] + b["residual"]) * layers, "fp32_total_bytes": fp32["residual"] * layers,
-      "fp16_total_bytes": float(fp16_per_token * config.long_context), "residual_bytes": b["residual"] * layers,
+      "bytes_per_token": b.quantized / b.tokens * layers, "fp16_bytes_per_token": float(fp16_per_token),
+      "total_bytes": (b.quantized + b.residual) * layers, "fp32_total_bytes": fp32.residual * layers,
+      "fp16_total_bytes": float(fp16_per_token * config.long_context), "residual_bytes": b.residual * layers,
     }
   return table
-
-
-def key_value_channel_magnitudes(params, model_config: tfm.TransformerConfig, tokens: np.ndarray) -> dict:
-  """Mean |k| and |v| per channel (RoPE applied to k) of every layer on a batch of text, from a prefill through
-  the exact cache; ``*_ratio`` is the largest channel mean over the median channel, the worst layer and head."""
-  _, state = tfm.Transformer(model_config).apply(params, jnp.asarray(tokens), tfm.FullPrecisionCache(),
-                                                 tokens.shape[1], method=tfm.Transformer.prefill)
-  keys = np.stack([np.abs(np.asarray(c.k)).mean(axis=(0, 2)) for c in state.caches])  # (L, H, D)
-  values = np.stack([np.abs(np.asarray(c.v)).mean(axis=(0, 2)) for c in state.caches])
-  ratio = lambda m: float((m.max(axis=-1) / np.median(m, axis=-1)).max())
-  return {"keys": keys, "values": values, "key_ratio": ratio(keys), "value_ratio": ratio(values)}
 
 
 def write_table(rows, memory, model_config, model_record, config, ctx) -> None:
@@ -279,8 +212,7 @@ def write_table(rows, memory, model_config, model_record, config, ctx) -> None:
                  f"{m['fp16_bytes_per_token'] / m['bytes_per_token']:.2f}× | {m['total_bytes'] / mib:.2f} | "
                  f"{m['residual_bytes'] / mib:.2f} | {m['fp16_total_bytes'] / mib:.2f} | "
                  f"{m['fp32_total_bytes'] / mib:.2f} |")
-  with open(os.path.join(ctx.out_dir, "table.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
+  ctx.write_text("table.md", "\n".join(lines) + "\n")
 
 
 def plot(rows, outliers, config, ctx) -> None:
@@ -311,9 +243,9 @@ def plot(rows, outliers, config, ctx) -> None:
   ax_bar.axhline(5, color="tab:red", ls=":", label="5% (KIVI-2 target)")
   ax_bar.set_ylabel("perplexity increase vs fp (%)")
   ax_bar.legend(fontsize=8)
-  layer = int(np.argmax(outliers["keys"].max(axis=-1).max(axis=-1)))
-  ax_ch.plot(outliers["keys"][layer].T, color="tab:blue", alpha=0.7)
-  ax_ch.plot(outliers["values"][layer].T, color="tab:orange", alpha=0.7)
+  layer = int(np.argmax(outliers.keys.max(axis=-1).max(axis=-1)))
+  ax_ch.plot(outliers.keys[layer].T, color="tab:blue", alpha=0.7)
+  ax_ch.plot(outliers.values[layer].T, color="tab:orange", alpha=0.7)
   ax_ch.plot([], [], color="tab:blue", label="keys (after RoPE)")
   ax_ch.plot([], [], color="tab:orange", label="values")
   ax_ch.set_xlabel("channel")
@@ -359,7 +291,7 @@ CLAIMS = (
     statement="The KIVI-2 cache takes at least 5× fewer bytes per token than an fp16 cache at head dimension 64 "
               "(residual excluded)",
     paper_value="2.6× less peak memory including the weights, up to 4× larger batch (abstract); 5.33× for the "
-                "cache alone at G = 32 with fp16 scales (lowbit.md §1.7)",
+                "cache alone at G = 32 with fp16 scales (2 bits per entry plus an fp16 scale and zero per 32 entries)",
     comparison=">=", target=5.0,
   ),
 )

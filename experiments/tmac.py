@@ -5,8 +5,8 @@ A GEMV (one token, N = 1) and a GEMM (a batch of N = 32 tokens) with a 4096×409
 bits (group size 128, fp16 scales and zeros), on XLA:CPU. Side by side in one run, with interleaved repeats and
 medians (the machine is shared):
 
-  lut        T-MAC's table lookup (``toolkit.kernels.tmac.matmul``, impl="xla", method="lut": gathers from the
-             16-entry tables of each group of 4 activations, one pass per bit-plane);
+  lut        T-MAC's table lookup (``toolkit.kernels.tmac.matmul``, impl="xla", algorithm=tmac.lut_gather: gathers
+             from the 16-entry tables of each group of 4 activations, one pass per bit-plane);
   bitserial  the same bit-serial decomposition with the lookups replaced by b ±1 bit-plane matmuls;
   onehot     (full scale, N = 1) the lookup as a one-hot contraction;
   dequant    dequantize-then-matmul (rebuild the float32 matrix from the same packed weights, then ``W @ x``);
@@ -36,9 +36,10 @@ from ml_collections import ConfigDict
 
 from toolkit import experiment as xp
 from toolkit.kernels import tmac
+from toolkit.kernels import tmac_benchmark as bench
+from toolkit.kernels.tmac_benchmark import METHODS
 
 PAPER = xp.Paper("tmac", "T-MAC: CPU Renaissance via Table Lookup for Low-Bit LLM Deployment on Edge", "2407.00088")
-METHODS = ("lut", "bitserial", "onehot", "dequant", "fp32")
 LABELS = {"lut": "T-MAC table lookup (XLA gather)", "bitserial": "bit-serial ±1 matmuls",
           "onehot": "one-hot table contraction", "dequant": "dequantize → matmul", "fp32": "fp32 matmul"}
 
@@ -85,169 +86,6 @@ def validate_config(config: ConfigDict) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Pieces shared with experiments/bench_tmac.py.
-
-
-def random_weights(key: jax.Array, m: int, k: int, bits: int, group_size: int, integer: bool = False):
-  """Uniform codes with fp16 scales and zeros (integer-valued ones when ``integer``)."""
-  kc, ks, kz = jax.random.split(key, 3)
-  codes = jax.random.randint(kc, (m, k), 0, 2 ** bits, dtype=jnp.int32)
-  g = k // group_size
-  if integer:
-    scales = jax.random.randint(ks, (m, g), 1, 4).astype(jnp.float16)
-    zeros = jax.random.randint(kz, (m, g), 0, 2 ** bits).astype(jnp.float16)
-  else:
-    scales = jax.random.uniform(ks, (m, g), minval=0.005, maxval=0.02).astype(jnp.float16)
-    zeros = jax.random.uniform(kz, (m, g), maxval=2 ** bits - 1).astype(jnp.float16)
-  return codes, scales, zeros
-
-
-def measure_bandwidth(mib: int = 256, repeats: int = 5) -> float:
-  """Memory read bandwidth in GB/s: median time of summing a ``mib`` MiB float32 array (no write-back)."""
-  a = jnp.ones((mib * (1 << 20) // 4,), jnp.float32)
-  total = jax.jit(jnp.sum)
-  total(a).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    total(a).block_until_ready()
-    times.append(time.perf_counter() - start)
-  return a.nbytes / float(np.median(times)) / 1e9
-
-
-def method_fn(method: str):
-  """``f(x, packed, w)`` for each method; ``w`` is the dense float32 matrix, read by ``fp32`` only."""
-  if method in ("lut", "bitserial", "onehot"):
-    return jax.jit(lambda x, packed, w: tmac.matmul(x, packed, impl="xla", method=method))
-  if method == "dequant":
-    return jax.jit(lambda x, packed, w: jnp.dot(tmac.dequantize(packed), x.T).T)
-  if method == "fp32":
-    return jax.jit(lambda x, packed, w: jnp.dot(w, x.T).T)
-  raise ValueError(f"unknown method {method!r}")
-
-
-def time_sweep(key: jax.Array, m: int, k: int, n: int, bits_list, group_size: int, methods, repeats: int) -> list:
-  """Times every method at every bit width on the same activations, all interleaved in each repeat (so a change
-  of load on the shared machine hits every bit width alike), and returns one dict of medians (ms) per bit width."""
-  kx, kw = jax.random.split(key)
-  x = jax.random.normal(kx, (n, k), jnp.float32)
-  fns = {name: method_fn(name) for name in methods}
-  setups, rel_err = {}, {}
-  for bits in bits_list:
-    codes, scales, zeros = random_weights(jax.random.fold_in(kw, bits), m, k, bits, group_size)
-    packed = tmac.preprocess(codes, scales, zeros, bits=bits, group_size=group_size)
-    w = tmac.dequantize(packed)
-    reference = jnp.dot(w, x.T, precision=jax.lax.Precision.HIGHEST).T
-    setups[bits] = (packed, w)
-    rel_err[bits] = {}
-    for name, f in fns.items():  # compile, and check every method against the reference
-      out = f(x, packed, w).block_until_ready()
-      rel_err[bits][name] = float(jnp.max(jnp.abs(out - reference)) / jnp.max(jnp.abs(reference)))
-  times = {(bits, name): [] for bits in bits_list for name in fns}
-  for _ in range(repeats):
-    for bits in bits_list:
-      packed, w = setups[bits]
-      for name, f in fns.items():
-        start = time.perf_counter()
-        f(x, packed, w).block_until_ready()
-        times[bits, name].append(time.perf_counter() - start)
-  medians = {key: 1e3 * float(np.median(t)) for key, t in times.items()}
-  if "fp32" in fns:
-    # The same dense product at every bit width: one median over all its samples, so the per-row ratios are not
-    # swayed by where in the loop (after which cache-flushing call) a bit width's fp32 sample fell.
-    pooled = 1e3 * float(np.median([v for bits in bits_list for v in times[bits, "fp32"]]))
-    medians.update({(bits, "fp32"): pooled for bits in bits_list})
-  results = []
-  for bits in bits_list:
-    packed = setups[bits][0]
-    results.append({
-      "n": n, "bits": bits, "m": m, "k": k,
-      "ms": {name: medians[bits, name] for name in fns},
-      "ms_all": {name: [1e3 * v for v in times[bits, name]] for name in fns},
-      "max_rel_err": rel_err[bits],
-      "weight_bytes": packed.nbytes,
-      "index_bytes": int(packed.indices.size) * 4,
-      "fp16_bytes": 2 * m * k,
-      "lookups": tmac.lookup_count(packed, n),
-    })
-  return results
-
-
-def with_bounds(result: dict, bandwidth_gbs: float) -> dict:
-  """Adds the time to read the packed weights (and the fp32 matrix) once at the measured bandwidth."""
-  return {**result, "bandwidth_bound_ms": 1e3 * result["weight_bytes"] / (bandwidth_gbs * 1e9),
-          "fp32_bandwidth_bound_ms": 1e3 * 4 * result["m"] * result["k"] / (bandwidth_gbs * 1e9)}
-
-
-def exact_check(key: jax.Array, config: ConfigDict) -> dict:
-  """Max |y − x·Ŵᵀ| with integer activations, scales and zeros (every sum exact in float32) for every XLA method
-  and bit width, and for Pallas (interpret mode on CPU) at ``config.exact.pallas_bits``."""
-  c = config.exact
-  errors = {}
-  for bits in config.bits:
-    kw, kx = jax.random.split(jax.random.fold_in(key, bits))
-    codes, scales, zeros = random_weights(kw, c.m, c.k, bits, c.group_size, integer=True)
-    x = jax.random.randint(kx, (c.n, c.k), -8, 9).astype(jnp.float32)
-    w = np.repeat(np.asarray(scales, np.int64), c.group_size, 1) * (
-        np.asarray(codes, np.int64) - np.repeat(np.asarray(zeros, np.int64), c.group_size, 1))
-    expected = np.asarray(x, np.int64) @ w.T
-    packed = tmac.preprocess(codes, scales, zeros, bits=bits, group_size=c.group_size)
-    runs = {method: dict(impl="xla", method=method) for method in ("lut", "bitserial", "onehot")}
-    if bits in c.pallas_bits:
-      runs["pallas"] = dict(impl="pallas")
-    for name, kwargs in runs.items():
-      y = np.asarray(tmac.matmul(x, packed, **kwargs), np.float64)
-      errors[f"{name}_w{bits}"] = float(np.max(np.abs(y - expected)))
-    errors[f"dequantize_w{bits}"] = float(np.max(np.abs(np.asarray(tmac.dequantize(packed), np.float64) - w)))
-  return {"errors": errors, "max_abs_err": max(errors.values())}
-
-
-def linear_fit(bits, times) -> dict:
-  """Least-squares line ``time = slope·bits + intercept`` and its R²."""
-  b, t = np.asarray(bits, np.float64), np.asarray(times, np.float64)
-  slope, intercept = np.polyfit(b, t, 1)
-  residual = t - (slope * b + intercept)
-  total = np.sum((t - t.mean()) ** 2)
-  r2 = 1.0 - float(np.sum(residual ** 2) / total) if total > 0 else 1.0
-  return {"slope_ms_per_bit": float(slope), "intercept_ms": float(intercept), "r2": r2}
-
-
-def fits(results: list[dict]) -> dict:
-  """Per (N, method): the linear fit of median time against bits."""
-  out = {}
-  for n in sorted({r["n"] for r in results}):
-    rows = sorted((r for r in results if r["n"] == n), key=lambda r: r["bits"])
-    for method in rows[0]["ms"]:
-      if method != "fp32":  # one pooled median: flat by construction
-        out[(n, method)] = linear_fit([r["bits"] for r in rows], [r["ms"][method] for r in rows])
-  return out
-
-
-def table_lines(results: list[dict], bandwidth_gbs: float) -> list[str]:
-  methods = [m for m in METHODS if any(m in r["ms"] for r in results)]
-  head = " | ".join(f"{m} ms" for m in methods)
-  lines = [f"| N | bits | {head} | lut speed-up vs dequant | vs fp32 | weight MiB | fp16 / weight bytes | "
-           f"bandwidth bound ms | lookups |",
-           "|---" * (len(methods) + 8) + "|"]
-  for r in results:
-    ms = r["ms"]
-    cells = " | ".join(f"{ms[m]:.2f}" if m in ms else "—" for m in methods)
-    ratio = lambda base: f"{ms[base] / ms['lut']:.2f}×" if base in ms else "—"
-    lines.append(f"| {r['n']} | {r['bits']} | {cells} | {ratio('dequant')} | {ratio('fp32')} | "
-                 f"{r['weight_bytes'] / 2 ** 20:.2f} | {r['fp16_bytes'] / r['weight_bytes']:.2f} | "
-                 f"{r['bandwidth_bound_ms']:.3f} | {r['lookups']:,} |")
-  fp32_bound = results[0]["fp32_bandwidth_bound_ms"]
-  lines += ["", f"fp32: one median pooled over the bit widths (the same product). Read bandwidth {bandwidth_gbs:.1f} "
-            f"GB/s (sum of a float32 array larger than the caches); at that rate the fp32 matrix takes "
-            f"{fp32_bound:.2f} ms, which the fp32 product can beat when part of the matrix stays in the last-level "
-            "cache.",
-            "", "| N | method | slope ms/bit | intercept ms | R² |", "|---|---|---|---|---|"]
-  for (n, method), f in fits(results).items():
-    lines.append(f"| {n} | {method} | {f['slope_ms_per_bit']:.2f} | {f['intercept_ms']:.2f} | {f['r2']:.3f} |")
-  return lines
-
-
-# ------------------------------------------------------------------------------------------------------------
 # The experiment.
 
 
@@ -257,12 +95,14 @@ def cases(config: ConfigDict) -> list[tuple]:
 
 def run_case(case: tuple, config: ConfigDict, key: jax.Array) -> dict:
   if case[0] == "bandwidth":
-    return {"kind": "bandwidth", "gbs": measure_bandwidth(config.bandwidth_mib)}
+    return {"kind": "bandwidth", "gbs": bench.measure_bandwidth(config.bandwidth_mib)}
   if case[0] == "exact":
-    return {"kind": "exact", **exact_check(key, config)}
+    c = config.exact
+    return {"kind": "exact", **bench.exact_check(key, m=c.m, k=c.k, n=c.n, group_size=c.group_size,
+                                                 bits_list=tuple(config.bits), pallas_bits=tuple(c.pallas_bits))}
   _, n = case
   methods = [m for m in config.methods if m != "onehot" or n <= config.onehot_max_n]
-  sweep = time_sweep(key, config.m, config.k, n, tuple(config.bits), config.group_size, methods, config.repeats)
+  sweep = bench.time_sweep(key, config.m, config.k, n, tuple(config.bits), config.group_size, methods, config.repeats)
   return {"kind": "time", "n": n, "sweep": sweep}
 
 
@@ -274,7 +114,7 @@ def plot(results: list[dict], ctx: xp.Context) -> None:
 
   ns = sorted({r["n"] for r in results})
   fig, axes = plt.subplots(1, len(ns) + 1, figsize=(5.2 * (len(ns) + 1), 4.2))
-  all_fits = fits(results)
+  all_fits = bench.fits(results)
   for ax, n in zip(axes, ns):
     rows = sorted((r for r in results if r["n"] == n), key=lambda r: r["bits"])
     bits = np.array([r["bits"] for r in rows])
@@ -318,16 +158,14 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
                              describe)
   bandwidth = next(r["gbs"] for r in all_results if r["kind"] == "bandwidth")
   exact = next(r for r in all_results if r["kind"] == "exact")
-  timed = [with_bounds(b, bandwidth) for r in all_results if r["kind"] == "time" for b in r["sweep"]]
+  timed = [bench.with_bounds(b, bandwidth) for r in all_results if r["kind"] == "time" for b in r["sweep"]]
 
   lines = [f"# T-MAC on XLA:CPU ({jax.devices()[0].device_kind}, {os.cpu_count()} cores, shared machine), "
            f"group size {config.group_size}, fp16 scales and zeros, medians of {config.repeats} interleaved "
-           "repeats", ""] + table_lines(timed, bandwidth)
+           "repeats", ""] + bench.table_lines(timed, bandwidth)
   lines += ["", f"Exactness (integer activations, scales, zeros; {config.exact.m}×{config.exact.k}, N = "
             f"{config.exact.n}): max |error| = {exact['max_abs_err']:g} over " + ", ".join(sorted(exact["errors"]))]
-  with open(os.path.join(ctx.out_dir, "table.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
-  print("\n".join(lines), flush=True)
+  ctx.write_text("table.md", "\n".join(lines) + "\n", echo=True)
   plot(timed, ctx)
 
   measured: dict[str, float] = {"read_bandwidth_gbs": bandwidth, "exact_max_abs_err": exact["max_abs_err"]}
@@ -341,7 +179,7 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
     measured[f"n{r['n']}_w{r['bits']}_max_rel_err"] = max(r["max_rel_err"][m] for m in ("lut", "bitserial", "onehot")
                                                           if m in r["max_rel_err"])
     measured[f"n{r['n']}_w{r['bits']}_bandwidth_bound_ms"] = r["bandwidth_bound_ms"]
-  for (n, method), f in fits(timed).items():
+  for (n, method), f in bench.fits(timed).items():
     measured[f"n{n}_{method}_time_vs_bits_r2"] = f["r2"]
     measured[f"n{n}_{method}_slope_ms_per_bit"] = f["slope_ms_per_bit"]
   gemv = sorted((r for r in timed if r["n"] == min(config.n)), key=lambda r: r["bits"])

@@ -1,7 +1,7 @@
 r"""ZeroQuant-V2 (Yao et al., AAAI 2024, arXiv 2303.08302): RTN, GPTQ and LoRC weight-only quantization of the
 toolkit's small byte-level transformer LM.
 
-Every ``nn.Dense`` of the quick-trained model of ``toolkit.models.transformer.pretrained`` (q/k/v/o projections,
+Every ``nn.Dense`` of the quick-trained model of ``toolkit.models.lm_training.pretrained`` (q/k/v/o projections,
 the MLP's up/down projections and the LM head: 3.2M of its 3.3M parameters) is quantized to b ∈ {8, 4, 3} bits
 (W8A16, W4A16, W3A16: activations stay in float32), in asymmetric groups of ``group_size`` = 128 consecutive input
 channels (the GPTQ convention; ``--config.group_size=0`` for per-row), with
@@ -23,18 +23,17 @@ remaining parameters (embedding, norms) at fp16.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from ml_collections import ConfigDict
 
 from toolkit import experiment as xp
 from toolkit.data import text
+from toolkit.models import lm_training
 from toolkit.models import transformer as tfm
 from toolkit.quant import zeroquant as zq
 
@@ -90,62 +89,26 @@ def validate_config(config: ConfigDict) -> None:
                          f"{config.eval_tokens}")
 
 
-def load_model(config: ConfigDict):
-  """(params, model config, corpus split, description): the cached LM, or a tiny fresh one (``train_steps`` > 0)."""
-  corpus = text.split(text.encode(text.load_corpus()))
-  if config.train_steps:
-    model_config, params = tfm.train_tiny(config.train_steps, max_len=config.seq_len,
-                                          log_every=max(1, config.train_steps))
-    return params, model_config, corpus, f"tiny model trained {config.train_steps} steps"
-  model = tfm.pretrained()
-  return model.params, model.config, corpus, (f"pretrained {os.path.basename(model.path)} (validation perplexity "
-                                               f"{model.record.valid_perplexity:.3f})")
+def describe_model(model: lm_training.Pretrained, config: ConfigDict) -> str:
+  if model.record is None:
+    return f"tiny model trained {config.train_steps} steps"
+  return (f"pretrained {os.path.basename(model.path)} (validation perplexity "
+          f"{model.record.valid_perplexity:.3f})")
+
+
+def algorithm(method: str, config: ConfigDict):
+  """The weight quantizer that ``config.methods`` names."""
+  return {"rtn": zq.RTNQuantizer(), "gptq": zq.GPTQQuantizer(damp=config.damp, block_size=config.block_size)}[method]
 
 
 def eval_windows(tokens: np.ndarray, config: ConfigDict, seq_len: int) -> np.ndarray:
-  """Consecutive non-overlapping windows of seq_len + 1 tokens (as ``transformer.evaluate``)."""
+  """Consecutive non-overlapping windows of seq_len + 1 tokens (as ``lm_training.evaluate``)."""
   if config.eval_tokens:
     tokens = tokens[:config.eval_tokens + 1]
   windows = text.consecutive_windows(tokens, seq_len)
   if windows.shape[0] < 1:
     raise xp.ConfigError(f"--config.eval_tokens leaves no window of {seq_len} tokens")
   return windows
-
-
-def make_evaluator(model_config: tfm.TransformerConfig, windows: np.ndarray, batch: int, reference_params):
-  """``params -> (perplexity, KL)`` over ``windows``, compiled once (params are an argument, not a constant).
-
-  KL is the mean over scored tokens of KL(p_ref ‖ p_params) between the next-byte distributions of the reference
-  (full-precision) model and the evaluated one: a finer measure of the damage than the perplexity, which averages
-  gains and losses on individual tokens.
-  """
-  n, seq_len = windows.shape[0], windows.shape[1] - 1
-  padded = -(-n // batch) * batch
-  windows = np.concatenate([windows, np.repeat(windows[:1], padded - n, axis=0)])
-  weights = (np.arange(padded) < n).astype(np.float32)
-  model = tfm.Transformer(model_config)
-
-  @jax.jit
-  def log_probs(params, w):
-    return jax.nn.log_softmax(model.apply(params, w[:, :-1]), axis=-1)
-
-  @jax.jit
-  def sums(params, w, wt, ref):
-    logp = log_probs(params, w)
-    nll = -jnp.take_along_axis(logp, w[:, 1:, None], axis=-1)[..., 0]
-    kl = jnp.sum(jnp.exp(ref) * (ref - logp), axis=-1)
-    return jnp.sum(nll.sum(-1) * wt), jnp.sum(kl.sum(-1) * wt)
-
-  chunks = [(windows[i:i + batch], weights[i:i + batch]) for i in range(0, padded, batch)]
-  references = [np.asarray(log_probs(reference_params, w)) for w, _ in chunks]
-
-  def evaluate(params) -> tuple[float, float]:
-    totals = np.zeros(2)
-    for (w, wt), ref in zip(chunks, references):
-      totals += np.asarray(jax.device_get(sums(params, w, wt, ref)), np.float64)
-    return math.exp(totals[0] / (n * seq_len)), totals[1] / (n * seq_len)
-
-  return evaluate
 
 
 def cases(config: ConfigDict) -> list[dict]:
@@ -158,12 +121,15 @@ def cases(config: ConfigDict) -> list[dict]:
 
 
 def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
-  params, model_config, corpus, description = load_model(config)
+  lm = lm_training.load_model(config.train_steps, max_len=config.seq_len)
+  params, model_config = lm.params, lm.config
+  description = describe_model(lm, config)
   logging.info("model: %s", description)
+  corpus = text.split(text.encode(text.load_corpus()))
   model = tfm.Transformer(model_config)
-  seq_len = config.seq_len or tfm.TrainRecipe().seq_len
+  seq_len = config.seq_len or lm_training.TrainRecipe().seq_len
   windows = eval_windows(corpus.valid, config, seq_len)
-  evaluate = make_evaluator(model_config, windows, config.eval_batch, params)
+  evaluate = lm_training.make_evaluator(model_config, windows, batch_size=config.eval_batch, reference_params=params)
   n_calib = max(1, config.calibration_tokens // seq_len)
   calib = np.asarray(text.batches(jax.random.fold_in(ctx.key(), 1), corpus.train, n_calib, seq_len))[:, :-1]
   calibration = [calib[i:i + config.calibration_batch] for i in range(0, len(calib), config.calibration_batch)]
@@ -175,13 +141,14 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
     if case["method"] == "fp32":
       quantized, size = params, None
     else:
-      out = zq.quantize_model(model.apply, params, calibration, method=case["method"], bits=case["bits"],
-                              group_size=group_size, symmetric=config.symmetric, damp=config.damp,
-                              block_size=config.block_size, lorc_rank=config.lorc_rank if case["lorc"] else None,
+      out = zq.quantize_model(model.apply, params, calibration, algorithm=algorithm(case["method"], config),
+                              bits=case["bits"], group_size=group_size, symmetric=config.symmetric,
+                              lorc_rank=config.lorc_rank if case["lorc"] else None,
                               lorc_bits=config.lorc_bits or None, exclude=tuple(config.exclude),
                               sequential=config.sequential)
       quantized, size = out.params, out.size
-    ppl, kl = evaluate(quantized)
+    evaluation = evaluate(quantized)
+    ppl, kl = evaluation.perplexity, evaluation.kl
     result = dict(case, perplexity=ppl, kl=kl, seconds=time.perf_counter() - start)
     if size is None:
       result.update(bytes=4.0 * fp_bytes, lorc_fraction=0.0)
@@ -251,10 +218,7 @@ def write_table(results: list[dict], config: ConfigDict, description: str, n_win
     extra = f"{100 * r['lorc_fraction']:.2f}%" if r["lorc"] else "—"
     lines.append(f"| {label(r)} | {r['bits']} | {r['perplexity']:.4f} | {r['perplexity'] - fp['perplexity']:+.4f} | "
                  f"{r['kl']:.2e} | {r['bytes']:,.0f} | {r['bytes'] / fp16:.3f} | {extra} |")
-  table = "\n".join(lines) + "\n"
-  with open(os.path.join(ctx.out_dir, "table.md"), "w") as f:
-    f.write(table)
-  print(table, flush=True)
+  ctx.write_text("table.md", "\n".join(lines) + "\n", echo=True)
 
 
 def plot(results: list[dict], config: ConfigDict, ctx: xp.Context) -> None:

@@ -79,3 +79,15 @@ def test_unigram_perplexity_of_shakespeare():
   parts = text.split(text.encode(text.load_corpus()))
   perplexity = float(np.exp(-text.unigram_log_prob(parts.train, parts.valid)))
   assert 25.0 < perplexity < 32.0  # char-level English: entropy ≈ 4.8 bits per byte
+
+
+def test_evenly_spaced_windows():
+  tokens = np.arange(100, dtype=np.int32)
+  windows = text.evenly_spaced_windows(tokens, 10, 4)
+  np.testing.assert_array_equal(windows[:, 0], [0, 30, 60, 90])
+  np.testing.assert_array_equal(windows[-1], np.arange(90, 100))
+  assert windows.dtype == np.int32
+  with pytest.raises(ValueError, match="seq_len"):
+    text.evenly_spaced_windows(tokens, 101, 2)
+  with pytest.raises(ValueError, match="num_windows"):
+    text.evenly_spaced_windows(tokens, 10, 0)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax.experimental.pallas import triton as pltriton
 
-from toolkit.kernels import _pallas
+from toolkit.kernels import dispatch
 from toolkit.kernels import kivi
 from toolkit.kernels import tmac
 
@@ -18,7 +18,7 @@ from toolkit.kernels import tmac
 @pytest.fixture
 def triton_params(monkeypatch):
   # jax.default_backend() is "cpu" here; take the GPU branch to lower as a GPU run would.
-  monkeypatch.setattr(_pallas, "compiler_params",
+  monkeypatch.setattr(dispatch, "compiler_params",
                       lambda interpret: pltriton.CompilerParams(num_warps=4, num_stages=1))
 
 
@@ -27,8 +27,8 @@ def lower_for_cuda(fn, *args) -> str:
 
 
 def test_default_is_triton_on_gpu_only():
-  assert _pallas.compiler_params(interpret=True) is None
-  assert _pallas.compiler_params(interpret=False) is None  # this machine has no GPU
+  assert dispatch.compiler_params(interpret=True) is None
+  assert dispatch.compiler_params(interpret=False) is None  # this machine has no GPU
 
 
 @pytest.mark.parametrize("bits", [2, 4, 16])
@@ -45,3 +45,14 @@ def test_tmac_matmul_lowers_to_triton(triton_params, bits, n, int8_tables):
   codes = jnp.asarray(np.random.default_rng(0).integers(0, 2 ** bits, (256, 512)), jnp.int32)
   packed = tmac.preprocess(codes, jnp.ones((256, 4)), jnp.zeros((256, 4)), bits=bits, group_size=128)
   assert lower_for_cuda(lambda x, p: tmac._matmul_pallas(x, p, int8_tables, False), jnp.zeros((n, 512)), packed)
+
+
+def test_one_dispatch_rule():
+  assert dispatch.IMPLS == ("pallas", "xla")
+  assert dispatch.check_impl(None) == dispatch.default_impl() == "xla"  # this machine has no GPU
+  assert dispatch.default_interpret(None) is True and dispatch.default_interpret(False) is False
+  with pytest.raises(ValueError, match="`impl` must be one of"):
+    dispatch.check_impl("cuda")
+  for bad in (3, 2.0, True, "2"):
+    with pytest.raises(ValueError, match="`bits` must be one of"):
+      dispatch.check_bits(bad, (2, 4, 8))

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from toolkit.kernels import dispatch
 from toolkit.kernels import tmac
 
-XLA_METHODS = ("lut", "bitserial", "onehot")
+XLA_METHODS = (tmac.lut_gather, tmac.bitserial_matmul, tmac.onehot_lut)
 
 
 def random_weights(rng, m, k, bits, group_size, kind="float"):
@@ -50,8 +51,8 @@ def test_xla_paths_equal_dequantize_then_matmul_exactly_in_integers(bits, shape)
   expected = x.astype(np.int64) @ w.T
   packed = tmac.preprocess(codes, scales, zeros, bits=bits, group_size=gs)
   for method in XLA_METHODS:
-    y = jax.jit(lambda a, p, method=method: tmac.matmul(a, p, impl="xla", method=method))(x, packed)
-    np.testing.assert_array_equal(np.asarray(y), expected, err_msg=method)
+    y = jax.jit(lambda a, p, method=method: tmac.matmul(a, p, impl="xla", algorithm=method))(x, packed)
+    np.testing.assert_array_equal(np.asarray(y), expected, err_msg=method.__name__)
   np.testing.assert_array_equal(np.asarray(tmac.dequantize(packed)), w)
 
 
@@ -66,8 +67,8 @@ def test_float_weights_match_dequantize_then_matmul(bits):
   packed = tmac.preprocess(codes, scales, zeros, bits=bits, group_size=gs)
   np.testing.assert_allclose(np.asarray(tmac.dequantize(packed)), w, rtol=1e-6, atol=1e-7)
   for method in XLA_METHODS:
-    y = np.asarray(tmac.matmul(x, packed, impl="xla", method=method))
-    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max(), err_msg=method)
+    y = np.asarray(tmac.matmul(x, packed, impl="xla", algorithm=method))
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max(), err_msg=method.__name__)
 
 
 @pytest.mark.parametrize("bits", tmac.SUPPORTED_BITS)
@@ -106,7 +107,7 @@ def test_pallas_grid_with_several_blocks_and_padding_equals_xla():
   expected = x.astype(np.float64) @ dequantized(codes, scales, zeros, gs).T
   for int8_tables in (False, True):
     y_pallas = np.asarray(tmac.matmul(x, packed, impl="pallas", int8_tables=int8_tables))
-    y_xla = np.asarray(tmac.matmul(x, packed, impl="xla", method="lut", int8_tables=int8_tables))
+    y_xla = np.asarray(tmac.matmul(x, packed, impl="xla", algorithm=tmac.lut_gather, int8_tables=int8_tables))
     np.testing.assert_allclose(y_pallas, y_xla, rtol=1e-5, atol=1e-5 * np.abs(y_xla).max())
     if not int8_tables:
       np.testing.assert_allclose(y_pallas, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
@@ -218,9 +219,9 @@ def test_jit_vmap_grad_and_batch_axes():
   np.testing.assert_allclose(np.asarray(jax.vmap(tmac.matmul, in_axes=(0, None))(x, packed)), eager, rtol=1e-6,
                              atol=1e-7)
   # d/dx Σ_m (x Ŵᵀ)_m = Σ_m Ŵ[m, :].
-  grad = jax.grad(lambda a: tmac.matmul(a, packed, method="lut").sum())(x[0, 0])
+  grad = jax.grad(lambda a: tmac.matmul(a, packed, algorithm=tmac.lut_gather).sum())(x[0, 0])
   np.testing.assert_allclose(np.asarray(grad), dequantized(codes, scales, zeros, gs).sum(0), rtol=1e-5, atol=1e-6)
-  assert tmac.default_impl() == "xla"  # CPU
+  assert dispatch.default_impl() == "xla"  # CPU
 
 
 @settings(max_examples=10, deadline=None)
@@ -231,7 +232,7 @@ def test_random_codes_are_exact_in_integers(seed, bits):
   x = rng.integers(-100, 101, (2, 32)).astype(np.float32)
   packed = tmac.preprocess(codes, scales, zeros, bits=bits, group_size=16)
   expected = x.astype(np.int64) @ dequantized(codes, scales, zeros, 16).T
-  np.testing.assert_array_equal(np.asarray(tmac.matmul(x, packed, method="lut")), expected)
+  np.testing.assert_array_equal(np.asarray(tmac.matmul(x, packed, algorithm=tmac.lut_gather)), expected)
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -267,11 +268,11 @@ def test_bad_inputs_raise_clear_errors():
     tmac.matmul(np.ones((3, 32), np.int32), packed)
   with pytest.raises(ValueError, match="`impl` must be one of"):
     tmac.matmul(np.ones((3, 32), np.float32), packed, impl="triton")
-  with pytest.raises(ValueError, match="`method` must be one of"):
-    tmac.matmul(np.ones((3, 32), np.float32), packed, method="gather")
-  with pytest.raises(ValueError, match="needs method='lut'"):
-    tmac.matmul(np.ones((3, 32), np.float32), packed, int8_tables=True, method="bitserial")
+  with pytest.raises(TypeError, match="`algorithm` must be None or a function"):
+    tmac.matmul(np.ones((3, 32), np.float32), packed, algorithm="gather")
+  with pytest.raises(ValueError, match="needs algorithm=lut_gather"):
+    tmac.matmul(np.ones((3, 32), np.float32), packed, int8_tables=True, algorithm=tmac.bitserial_matmul)
   with pytest.raises(ValueError, match="must be None with impl='pallas'"):
-    tmac.matmul(np.ones((3, 32), np.float32), packed, impl="pallas", method="lut")
+    tmac.matmul(np.ones((3, 32), np.float32), packed, impl="pallas", algorithm=tmac.lut_gather)
   with pytest.raises(TypeError, match="`packed` must be the TMACWeights"):
     tmac.matmul(np.ones((3, 32), np.float32), {"indices": None})

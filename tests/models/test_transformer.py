@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from toolkit.data import text
-from toolkit.models import transformer as tf
+from toolkit.models import lm_training as lt
 from toolkit.models.transformer import Attention
 from toolkit.models.transformer import FullPrecisionCache
 from toolkit.models.transformer import Transformer
@@ -28,7 +28,7 @@ from toolkit.models.transformer import sequence_log_probs
 
 SMALL = TransformerConfig(d_model=64, num_heads=2, num_layers=2, max_len=64)
 TINY = TransformerConfig(d_model=32, num_heads=1, num_layers=1, d_ff=64, max_len=32)
-TINY_RECIPE = tf.TrainRecipe(steps=3, batch_size=2, seq_len=16, warmup_steps=1)
+TINY_RECIPE = lt.TrainRecipe(steps=3, batch_size=2, seq_len=16, warmup_steps=1)
 
 
 def _sharp_params(key, config=SMALL, gain=20.0):
@@ -226,42 +226,57 @@ def test_evaluate_equals_a_loop_over_windows(key):
   expected = np.mean([-np.asarray(sequence_log_probs(params, SMALL, tokens[None, i * 8: i * 8 + 9]))
                       for i in range(7)])  # (60 - 1) // 8 = 7 windows of 9 tokens, the tail of 3 dropped
   for batch_size in (7, 3):  # 3 pads the last chunk
-    np.testing.assert_allclose(tf.evaluate(params, SMALL, tokens, seq_len=8, batch_size=batch_size), expected,
+    np.testing.assert_allclose(lt.evaluate(params, SMALL, tokens, seq_len=8, batch_size=batch_size), expected,
                                rtol=1e-5)
+
+
+def test_evaluator_measures_the_kl_to_a_reference(key):
+  params, tokens = _sharp_params(key), np.asarray(_tokens(key, (1, 60)))[0]
+  other = init_params(jax.random.key(7), SMALL)
+  windows = text.consecutive_windows(tokens, 8)
+  evaluator = lt.make_evaluator(SMALL, windows, batch_size=3, reference_params=params)
+  itself, against = evaluator(params), evaluator(other)
+  assert abs(itself.kl) < 1e-6 and np.isnan(lt.make_evaluator(SMALL, windows, batch_size=3)(params).kl)
+  np.testing.assert_allclose(itself.loss, lt.evaluate(params, SMALL, tokens, seq_len=8), rtol=1e-5)
+  np.testing.assert_allclose(against.perplexity, np.exp(against.loss))
+  # KL(p_ref ‖ p) per token, from the full distributions.
+  ref = jax.nn.log_softmax(Transformer(SMALL).apply(params, windows[:, :-1]), -1)
+  log_p = jax.nn.log_softmax(Transformer(SMALL).apply(other, windows[:, :-1]), -1)
+  np.testing.assert_allclose(against.kl, float(jnp.mean(jnp.sum(jnp.exp(ref) * (ref - log_p), -1))), rtol=1e-4)
 
 
 @pytest.mark.slow
 def test_training_beats_the_unigram_model():
   parts = text.split(text.encode(text.load_corpus()))
-  params = tf.train(TINY, parts.train[:200_000], steps=60, batch_size=8, seq_len=32, learning_rate=1e-2,
+  params = lt.train(TINY, parts.train[:200_000], num_steps=60, batch_size=8, seq_len=32, learning_rate=1e-2,
                     log_every=1000)
-  loss = tf.evaluate(params, TINY, parts.valid[:20_000], seq_len=32)
+  loss = lt.evaluate(params, TINY, parts.valid[:20_000], seq_len=32)
   unigram = -float(text.unigram_log_prob(parts.train, parts.valid[:20_000]))
   assert loss < unigram - 0.3, (loss, unigram)  # bigram statistics alone give ≈ 2.5 nats vs the unigram's ≈ 3.35
 
 
 @pytest.mark.slow
 def test_pretrained_trains_once_then_loads(tmp_path, monkeypatch):
-  first = tf.pretrained(TINY, TINY_RECIPE, cache_dir=tmp_path / "a")
+  first = lt.pretrained(TINY, TINY_RECIPE, cache_dir=tmp_path / "models")
   assert pathlib.Path(first.path).exists() and pathlib.Path(first.path).with_suffix(".json").exists()
-  assert first.record.fingerprint == tf.fingerprint(TINY, TINY_RECIPE) and first.record.train_seconds > 0
-  assert not list((tmp_path / "a").glob("*.tmp"))  # the atomic writes left no temporary file
+  assert first.record.fingerprint == lt.fingerprint(TINY, TINY_RECIPE) and first.record.train_seconds > 0
+  assert not list((tmp_path / "models").glob("*.tmp"))  # the atomic writes left no temporary file
   np.testing.assert_allclose(first.record.valid_perplexity, np.exp(first.record.valid_loss))
   # Same recipe, another directory: trains again, to the same parameters (same seed, same result).
-  again = tf.pretrained(TINY, TINY_RECIPE, cache_dir=tmp_path / "b")
+  again = lt.pretrained(TINY, TINY_RECIPE, cache_dir=tmp_path / "b")
   jax.tree.map(np.testing.assert_array_equal, first.params, again.params)
 
   def no_training(*args, **kwargs):
     raise AssertionError("pretrained trained although a checkpoint exists")
 
-  monkeypatch.setattr(tf, "train", no_training)
-  loaded = tf.pretrained(TINY, TINY_RECIPE, cache_dir=tmp_path / "a")
+  monkeypatch.setattr(lt, "train", no_training)
+  loaded = lt.pretrained(TINY, TINY_RECIPE, cache_dir=tmp_path / "models")
   jax.tree.map(np.testing.assert_array_equal, first.params, loaded.params)
   assert loaded.record == first.record and loaded.path == first.path
   np.testing.assert_allclose(Transformer(TINY).apply(loaded.params, _tokens(jax.random.key(2), (1, 8))),
                              Transformer(TINY).apply(first.params, _tokens(jax.random.key(2), (1, 8))))
   # Another recipe is another fingerprint: it would train.
   with pytest.raises(AssertionError, match="trained"):
-    tf.pretrained(TINY, dataclasses.replace(TINY_RECIPE, seed=1), cache_dir=tmp_path / "a")
-  monkeypatch.setenv("TOOLKIT_CACHE_DIR", str(tmp_path / "a"))
-  assert tf.pretrained(TINY, TINY_RECIPE).path == first.path
+    lt.pretrained(TINY, dataclasses.replace(TINY_RECIPE, seed=1), cache_dir=tmp_path / "models")
+  monkeypatch.setenv("TOOLKIT_CACHE_DIR", str(tmp_path))  # the default: <cache dir>/models
+  assert lt.pretrained(TINY, TINY_RECIPE).path == first.path

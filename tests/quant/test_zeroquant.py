@@ -182,8 +182,8 @@ def test_bad_shapes_and_arguments_raise():
     zq.lorc(w, w, rank=5)
   with pytest.raises(ValueError, match="`w_hat`"):
     zq.lorc(w, jnp.ones((8, 4)), rank=2)
-  with pytest.raises(ValueError, match="`method`"):
-    zq.quantize_dense_layers({"params": {"d": {"kernel": w}}}, method="awq", bits=4)
+  with pytest.raises(TypeError, match="`algorithm`"):
+    zq.quantize_dense_layers({"params": {"d": {"kernel": w}}}, algorithm="awq", bits=4)
   # The checks run at trace time, under jit too.
   with pytest.raises(ValueError, match="`bits`"):
     jax.jit(lambda a: zq.rtn(a, bits=1))(w)
@@ -330,7 +330,7 @@ def test_dense_input_hessians_match_the_recorded_inputs(small_model):
 
 def test_quantize_model_rtn_is_per_layer_rtn_and_the_size_report_adds_up(small_model):
   model, params, _ = small_model
-  out = zq.quantize_model(model.apply, params, method="rtn", bits=4, group_size=8, lorc_rank=2, lorc_bits=8,
+  out = zq.quantize_model(model.apply, params, algorithm=zq.RTNQuantizer(), bits=4, group_size=8, lorc_rank=2, lorc_bits=8,
                           exclude=("head",))
   assert out.layers == (("a",), ("b",), ("c",))
   for name in ("a", "b", "c"):
@@ -358,7 +358,7 @@ def test_quantize_model_rtn_is_per_layer_rtn_and_the_size_report_adds_up(small_m
 
 def test_quantize_model_gptq_is_sequential(small_model):
   model, params, batches = small_model
-  out = zq.quantize_model(model.apply, params, batches, method="gptq", bits=3, block_size=8)
+  out = zq.quantize_model(model.apply, params, batches, algorithm=zq.GPTQQuantizer(block_size=8), bits=3)
   p, q = params["params"], out.params["params"]
   x = jnp.concatenate(batches)
   quantize = lambda k, inputs: gptq(k.T, inputs, bits=3, block_size=8).T  # noqa: E731
@@ -368,13 +368,32 @@ def test_quantize_model_gptq_is_sequential(small_model):
   # c is calibrated on the output of the already-quantized a and b, not on the full-precision one.
   hidden_q = nn.gelu((x @ q["a"]["kernel"] + p["a"]["bias"]) * (x @ q["b"]["kernel"]))
   np.testing.assert_allclose(np.asarray(q["c"]["kernel"]), np.asarray(quantize(p["c"]["kernel"], hidden_q)), atol=1e-4)
-  one_shot = zq.quantize_model(model.apply, params, batches, method="gptq", bits=3, block_size=8, sequential=False)
+  one_shot = zq.quantize_model(model.apply, params, batches, algorithm=zq.GPTQQuantizer(block_size=8), bits=3, sequential=False)
   hidden = nn.gelu((x @ p["a"]["kernel"] + p["a"]["bias"]) * (x @ p["b"]["kernel"]))
   np.testing.assert_allclose(np.asarray(one_shot.params["params"]["c"]["kernel"]),
                              np.asarray(quantize(p["c"]["kernel"], hidden)), atol=1e-4)
   assert not np.allclose(np.asarray(one_shot.params["params"]["c"]["kernel"]), np.asarray(q["c"]["kernel"]))
   # The quantized model is closer to the full-precision one than RTN's.
   ref = model.apply(params, x)
-  rtn_params = zq.quantize_model(model.apply, params, method="rtn", bits=3).params
+  rtn_params = zq.quantize_model(model.apply, params, algorithm=zq.RTNQuantizer(), bits=3).params
   assert float(jnp.linalg.norm(model.apply(out.params, x) - ref)) < float(
     jnp.linalg.norm(model.apply(rtn_params, x) - ref))
+
+
+def rtn_as_plain_function(w, h, *, bits, group_size, symmetric):
+  del h
+  return zq.rtn(w, bits=bits, group_size=group_size, symmetric=symmetric)
+
+
+rtn_as_plain_function.uses_hessian = False
+
+
+def test_a_plain_function_is_a_weight_quantizer():
+  kernel = jax.random.normal(jax.random.key(3), (32, 8))
+  params = {"params": {"a": {"kernel": kernel}, "b": {"kernel": kernel[:8]}}}
+  by_object = zq.quantize_dense_layers(params, algorithm=zq.RTNQuantizer(), bits=3, group_size=8)
+  by_function = zq.quantize_dense_layers(params, algorithm=rtn_as_plain_function, bits=3, group_size=8)
+  jax.tree.map(np.testing.assert_array_equal, by_object.params, by_function.params)
+  # A quantizer that does not say whether it needs the Hessians is given them.
+  with pytest.raises(ValueError, match="needs `hessians`"):
+    zq.quantize_dense_layers(params, algorithm=lambda w, h, **grid: w, bits=3)

@@ -98,6 +98,25 @@ def consecutive_windows(tokens, seq_len: int) -> np.ndarray:
   return tokens[np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)]
 
 
+def evenly_spaced_windows(tokens, seq_len: int, num_windows: int) -> np.ndarray:
+  """``num_windows`` windows of ``seq_len`` tokens whose starts are evenly spaced from the first token to the last
+  possible start (they may overlap): (num_windows, seq_len) int32.
+
+  >>> evenly_spaced_windows(np.arange(10), 4, 3)
+  array([[0, 1, 2, 3],
+         [3, 4, 5, 6],
+         [6, 7, 8, 9]], dtype=int32)
+  """
+  tokens = np.asarray(tokens)
+  if tokens.ndim != 1 or not isinstance(seq_len, int) or not 1 <= seq_len <= tokens.size:
+    raise ValueError(f"`seq_len` must be an integer in [1, len(tokens)] for 1-D `tokens`, got {seq_len!r} and shape "
+                     f"{tokens.shape}.")
+  if not isinstance(num_windows, int) or num_windows < 1:
+    raise ValueError(f"`num_windows` must be a positive integer, got {num_windows!r}.")
+  starts = np.linspace(0, tokens.size - seq_len, num_windows).astype(int)
+  return np.stack([tokens[s:s + seq_len] for s in starts]).astype(np.int32)
+
+
 def unigram_log_prob(train_tokens: jax.Array, eval_tokens: jax.Array, vocab_size: int = VOCAB_SIZE) -> jax.Array:
   """Mean log-probability (nats per token) of ``eval_tokens`` under the add-one smoothed unigram of the training set.
 
@@ -109,4 +128,4 @@ def unigram_log_prob(train_tokens: jax.Array, eval_tokens: jax.Array, vocab_size
 
 
 __all__ = ["CORPORA", "TextSplit", "VOCAB_SIZE", "batches", "consecutive_windows", "decode", "encode",
-           "load_corpus", "split", "unigram_log_prob"]
+           "evenly_spaced_windows", "load_corpus", "split", "unigram_log_prob"]

@@ -19,6 +19,7 @@ machinery: the paper's 16-bit baseline, and an exact oracle for the bookkeeping.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -26,17 +27,14 @@ import jax.numpy as jnp
 from flax import struct
 from jax.experimental import pallas as pl
 
-from toolkit.kernels import _pallas
+from toolkit.kernels import dispatch
 
 SUPPORTED_BITS = (2, 4, 8)  # packed code widths
 CACHE_BITS = SUPPORTED_BITS + (16,)  # 16: values kept as they are (the unquantized baseline)
-IMPLS = ("pallas", "xla")
 
 
 def _check_bits(bits, allowed=SUPPORTED_BITS) -> int:
-  if bits not in allowed:
-    raise ValueError(f"`bits` must be one of {allowed}, got {bits!r}.")
-  return bits
+  return dispatch.check_bits(bits, allowed)
 
 
 def _per_word(bits: int) -> int:
@@ -140,6 +138,16 @@ def quantize_keys(k: jax.Array, *, bits: int = 2, group_size: int = 32, scale_dt
     bits: 2, 4 or 8 (16: no quantization).
     group_size: G (paper default 32), a multiple of ``32 // bits``.
     scale_dtype: storage dtype of scales and zero points (default: that of ``k``; the paper uses fp16).
+
+  Returns:
+    A ``QuantizedTensor``; ``dequantize`` gives back the keys to within half a step of their group.
+
+  >>> k = jax.random.normal(jax.random.key(0), (4, 64, 32))  # (heads, tokens, channels)
+  >>> q = quantize_keys(k, bits=2, group_size=32)
+  >>> q.codes.shape, q.scale.shape  # 16 two-bit codes per int32 word along the tokens
+  ((4, 32, 4), (4, 32, 2))
+  >>> bool(jnp.all(jnp.abs(dequantize(q) - k) <= q.scale.max() / 2 + 1e-6))
+  True
   """
   return _quantize(k, bits, group_size, -2, "k", scale_dtype)
 
@@ -387,19 +395,20 @@ def _block_tokens(capacity: int, group_size: int, limit: int = 512) -> int:
   return best * group_size
 
 
+@functools.partial(jax.jit, static_argnames=("block_tokens", "interpret"))
 def decode_attention_pallas(q: jax.Array, cache: KIVICache, *, block_tokens: int | None = None,
                             interpret: bool | None = None) -> jax.Array:
   """The Pallas kernel: one program per (batch, head) row, the quantized cache read in blocks of
-  ``block_tokens`` tokens (a multiple of G dividing the capacity). ``interpret`` defaults to True on CPU."""
+  ``block_tokens`` tokens (static; a multiple of G dividing the capacity, ``None``: the largest such block of at
+  most 512 tokens). ``interpret`` (static) defaults to True on CPU, where Pallas does not compile."""
   if cache.keys.axis != -2:
     raise ValueError("the Pallas kernel takes KIVI's per-channel keys; the per-token key ablation runs on 'xla'.")
   g = cache.group_size
   bt = _block_tokens(cache.capacity, g) if block_tokens is None else block_tokens
-  if bt % g or cache.capacity % bt:
+  if not isinstance(bt, int) or bt < 1 or bt % g or cache.capacity % bt:
     raise ValueError(f"`block_tokens` must be a multiple of group_size ({g}) dividing the capacity "
-                     f"({cache.capacity}), got {block_tokens}.")
-  if interpret is None:
-    interpret = jax.default_backend() == "cpu"
+                     f"({cache.capacity}), got {block_tokens!r}.")
+  interpret = dispatch.default_interpret(interpret)
   batch, channels = q.shape[:-1], q.shape[-1]
   rows = math.prod(batch)
   flat = lambda a: a.reshape((rows,) + a.shape[len(batch):])
@@ -413,32 +422,44 @@ def decode_attention_pallas(q: jax.Array, cache: KIVICache, *, block_tokens: int
       kernel, out_shape=jax.ShapeDtypeStruct((rows, channels), q.dtype), grid=(rows,),
       in_specs=[pl.BlockSpec((2,), lambda i: (0,))] + [row_spec(a) for a in operands],
       out_specs=pl.BlockSpec((None, channels), lambda i: (i, 0)), interpret=interpret,
-      compiler_params=_pallas.compiler_params(interpret), name="kivi_decode_attention")(counts, *operands)
+      compiler_params=dispatch.compiler_params(interpret), name="kivi_decode_attention")(counts, *operands)
   return out.reshape(q.shape)
 
 
-def default_impl() -> str:
-  """Pallas where it compiles (GPU, TPU); the XLA path on CPU, where Pallas only interprets."""
-  return "pallas" if jax.default_backend() in ("gpu", "tpu") else "xla"
-
-
-def decode_attention(q: jax.Array, cache: KIVICache, *, impl: str | None = None) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("impl", "block_tokens", "interpret"))
+def decode_attention(q: jax.Array, cache: KIVICache, *, impl: str | None = None, block_tokens: int | None = None,
+                     interpret: bool | None = None) -> jax.Array:
   """softmax(q·K̂ᵀ/√C)·V̂ over the filled slots of the cache, for one decode step: q (..., C) -> (..., C).
 
   Args:
     q: queries with the cache's batch axes and channels.
     cache: a ``KIVICache``.
-    impl: "pallas", "xla", or None (``default_impl()``). "pallas" on CPU runs in interpret mode.
+    impl: static, ``"pallas"``, ``"xla"`` or ``None`` (``toolkit.kernels.dispatch.default_impl()``: Pallas on
+      GPU/TPU, XLA on CPU).
+    block_tokens: static, the Pallas kernel's block of cached tokens (see ``decode_attention_pallas``); the XLA
+      path ignores it.
+    interpret: static, run the Pallas kernel in interpret mode (``None``: on CPU only); the XLA path ignores it.
+
+  Returns:
+    The attention output, the shape and dtype of ``q``.
+
+  >>> cache = init_cache((2,), capacity=64, channels=32, bits=2, group_size=32, residual=32)
+  >>> keys, values = jax.random.normal(jax.random.key(0), (2, 2, 40, 32))
+  >>> cache = extend(cache, keys, values)
+  >>> int(cache.n_quantized), int(cache.n_residual)
+  (32, 8)
+  >>> q = jnp.ones((2, 32))
+  >>> xla = decode_attention(q, cache, impl="xla")
+  >>> pallas = decode_attention(q, cache, impl="pallas", interpret=True)
+  >>> xla.shape, bool(jnp.allclose(xla, pallas, atol=1e-5))
+  ((2, 32), True)
   """
   expected = cache.k_residual.shape[:-2] + cache.k_residual.shape[-1:]
   if q.shape != expected:
     raise ValueError(f"`q` must have shape {expected} (the cache's batch axes, then channels), got {q.shape}.")
-  impl = default_impl() if impl is None else impl
-  if impl == "pallas":
-    return decode_attention_pallas(q, cache)
-  if impl == "xla":
-    return decode_attention_xla(q, cache)
-  raise ValueError(f"`impl` must be one of {IMPLS} or None, got {impl!r}.")
+  if dispatch.check_impl(impl) == "pallas":
+    return decode_attention_pallas(q, cache, block_tokens=block_tokens, interpret=interpret)
+  return decode_attention_xla(q, cache)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -455,6 +476,15 @@ class KIVI:
     per_channel_keys: False gives the naive ablation that quantizes keys per token too.
     scale_dtype: storage dtype of scales and zero points (fp16, as in the paper).
     impl: decode attention implementation, see ``decode_attention``.
+
+  >>> from toolkit.models import transformer
+  >>> config = transformer.TransformerConfig(d_model=64, num_heads=2, num_layers=1, max_len=64)
+  >>> params = transformer.init_params(jax.random.key(0), config)
+  >>> tokens = jax.random.randint(jax.random.key(1), (2, 48), 0, 256)
+  >>> exact = transformer.decode_log_probs(params, config, tokens, transformer.FullPrecisionCache(), 8)
+  >>> kivi2 = transformer.decode_log_probs(params, config, tokens, KIVI(bits=2, residual=32), 8)
+  >>> kivi2.log_probs.shape, bool(jnp.abs(kivi2.log_probs - exact.log_probs).max() < 0.1)
+  ((2, 40), True)
   """
 
   bits: int = 2
@@ -466,8 +496,8 @@ class KIVI:
 
   def __post_init__(self):
     _check_bits(self.bits, CACHE_BITS)
-    if self.impl not in IMPLS + (None,):
-      raise ValueError(f"`impl` must be one of {IMPLS} or None, got {self.impl!r}.")
+    if self.impl is not None:
+      dispatch.check_impl(self.impl)
 
   def init(self, batch_shape: tuple[int, ...], capacity: int, head_dim: int, dtype) -> KIVICache:
     capacity = -(-capacity // self.group_size) * self.group_size
@@ -481,3 +511,10 @@ class KIVI:
   def attend(self, state: KIVICache, q: jax.Array, k: jax.Array, v: jax.Array) -> tuple[jax.Array, KIVICache]:
     state = append(state, k, v)
     return decode_attention(q, state, impl=self.impl), state
+
+
+__all__ = [
+  "CACHE_BITS", "KIVI", "KIVICache", "QuantizedTensor", "SUPPORTED_BITS", "append", "decode_attention",
+  "decode_attention_pallas", "decode_attention_reference", "decode_attention_xla", "dequantize", "dequantize_cache",
+  "extend", "init_cache", "pack", "quantize_keys", "quantize_values", "unpack", "valid_tokens",
+]

@@ -29,12 +29,14 @@ Weight preprocessing (``preprocess``) runs once: it splits the codes into bit-pl
 packs 8 indices (of rows ``t·M'/8 + r``, t = 0…7, M' = M rounded up to a multiple of 8) into one int32 word, so
 b-bit weights take exactly b bits each. ``matmul`` then picks an implementation:
 
-* ``impl="xla"`` (the default on CPU): ``method="lut"`` gathers from the tables (the table lookup itself, blocked
-  over rows so each block's lookups stay in cache; the fastest GEMV formulation measured on XLA:CPU, and its time
-  grows linearly with b); ``method="bitserial"`` does b ±1 bit-plane matmuls instead (the same decomposition with
-  the lookups replaced by matrix products, faster than gathers on XLA:CPU from about 16 activation rows on);
-  ``method="onehot"`` contracts one-hot indices with the tables (for comparison only: 4× the work of a matmul).
-  ``method=None`` takes "lut" for N ≤ 8 rows or int8 tables, else "bitserial".
+* ``impl="xla"`` (the default on CPU) runs one of three XLA formulations, passed as ``algorithm=`` (any function
+  ``(x, packed, *, int8_tables) -> y`` with x (N, K) float32 and y (N, M) float32 fits): :func:`lut_gather`
+  gathers from the tables (the table lookup itself, blocked over rows so each block's lookups stay in cache; the
+  fastest GEMV formulation measured on XLA:CPU, and its time grows linearly with b); :func:`bitserial_matmul` does
+  b ±1 bit-plane matmuls instead (the same decomposition with the lookups replaced by matrix products, faster than
+  gathers on XLA:CPU from about 16 activation rows on); :func:`onehot_lut` contracts one-hot indices with the
+  tables (for comparison only: 4× the work of a matmul). ``algorithm=None`` takes :func:`lut_gather` for N ≤ 8
+  rows or int8 tables, else :func:`bitserial_matmul`.
 * ``impl="pallas"`` (the default on GPU/TPU; ``interpret=True`` on CPU): the table lookup written as dots, since
   Triton has no gather lowering. For each of the 8 stored (odd) entries p the kernel forms
   ``E_p = Σ_i 2^i ([idx_i = p] − [idx_i = 15 − p])`` and accumulates ``T'[p] @ E_pᵀ`` (with int8 tables, an
@@ -48,11 +50,20 @@ b-bit weights take exactly b bits each. ``matmul`` then picks an implementation:
 On a CPU without T-MAC's register-resident tables and ``pshufb``/``tbl`` shuffles, XLA's gathers are far slower
 than a float matmul: this module reproduces the algorithm, its exactness, its linear cost in bits and its weight
 bytes, not the paper's speed-up over llama.cpp (see ``experiments/tmac.py``).
+
+>>> codes = jax.random.randint(jax.random.key(0), (16, 64), 0, 4)  # 2-bit weights (M, K)
+>>> scales, zeros = jnp.full((16, 2), 0.5), jnp.full((16, 2), 1.5)  # group_size 32
+>>> packed = preprocess(codes, scales, zeros, bits=2, group_size=32)
+>>> x = jax.random.normal(jax.random.key(1), (3, 64))
+>>> y = matmul(x, packed)
+>>> y.shape, bool(jnp.allclose(y, x @ dequantize(packed).T, atol=1e-4))
+((3, 16), True)
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -60,16 +71,14 @@ import numpy as np
 from flax import struct
 from jax.experimental import pallas as pl
 
-from toolkit.kernels import _pallas
+from toolkit.kernels import dispatch
 
 SUPPORTED_BITS = (1, 2, 3, 4)
 ACTIVATION_GROUP = 4  # g: activations per table, 2^g = 16 entries
 TABLE_ENTRIES = 16
 MIRRORED_ENTRIES = 8
 ROWS_PER_WORD = 8  # 4-bit indices per int32 word
-IMPLS = ("pallas", "xla")
-METHODS = ("lut", "bitserial", "onehot")
-# method=None: gathers up to this many activation rows, bit-plane matmuls above (the crossover measured on
+# algorithm=None: gathers up to this many activation rows, bit-plane matmuls above (the crossover measured on
 # XLA:CPU at 4096×4096 lies between N = 8 and 16).
 _LUT_MAX_ROWS = 8
 # Full float32 contractions on every backend (GPUs would otherwise round the operands to tf32).
@@ -107,9 +116,7 @@ class TMACWeights:
 
 
 def _check_bits(bits) -> int:
-  if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or int(bits) not in SUPPORTED_BITS:
-    raise ValueError(f"`bits` must be one of {SUPPORTED_BITS}, got {bits!r}.")
-  return int(bits)
+  return dispatch.check_bits(bits, SUPPORTED_BITS)
 
 
 def _check_group_size(group_size, k: int) -> int:
@@ -306,49 +313,60 @@ def quantize_tables(tables: jax.Array, group_size: int) -> tuple[jax.Array, jax.
 # Matmul.
 
 
-def default_impl() -> str:
-  """``"pallas"`` on GPU/TPU, ``"xla"`` on CPU (the toolkit's kernel dispatch rule)."""
-  return "pallas" if jax.default_backend() in ("gpu", "cuda", "rocm", "tpu") else "xla"
-
-
+@functools.partial(jax.jit, static_argnames=("impl", "int8_tables", "algorithm", "interpret"))
 def matmul(x: jax.Array, packed: TMACWeights, *, impl: str | None = None, int8_tables: bool = False,
-           method: str | None = None) -> jax.Array:
+           algorithm: Callable[..., jax.Array] | None = None, interpret: bool | None = None) -> jax.Array:
   """``x @ Ŵᵀ`` with low-bit weights by table lookup (T-MAC's LUT-based mpGEMM).
 
   Args:
     x: (..., K) float activations (N = the product of the leading axes; N = 1 is the GEMV of decoding).
     packed: weights from :func:`preprocess`.
-    impl: ``"pallas"``, ``"xla"`` or ``None`` (Pallas on GPU/TPU, XLA on CPU). Pallas on CPU runs in interpret mode.
-    int8_tables: quantize the tables to int8 (:func:`quantize_tables`) and sum the lookups in integers.
-    method: the XLA formulation, ``"lut"``, ``"bitserial"``, ``"onehot"`` or ``None`` (see the module docstring);
-      must be ``None`` with ``impl="pallas"``.
+    impl: static, ``"pallas"``, ``"xla"`` or ``None`` (``toolkit.kernels.dispatch.default_impl()``: Pallas on
+      GPU/TPU, XLA on CPU).
+    int8_tables: static, quantize the tables to int8 (:func:`quantize_tables`) and sum the lookups in integers.
+    algorithm: static, the XLA formulation: :func:`lut_gather`, :func:`bitserial_matmul`, :func:`onehot_lut`
+      (or any function of their signature), or ``None`` (see the module docstring); must be ``None`` with
+      ``impl="pallas"``.
+    interpret: static, run the Pallas kernel in interpret mode (``None``: on CPU only); the XLA path ignores it.
 
   Returns:
     (..., M) float32.
+
+  >>> codes = jnp.arange(8 * 32).reshape(8, 32) % 8  # 3-bit codes
+  >>> packed = preprocess(codes, jnp.ones((8, 1)), jnp.zeros((8, 1)), bits=3, group_size=32)
+  >>> x = jnp.ones((1, 32))
+  >>> lut = matmul(x, packed, algorithm=lut_gather)
+  >>> serial = matmul(x, packed, algorithm=bitserial_matmul)
+  >>> pallas = matmul(x, packed, impl="pallas", interpret=True)
+  >>> [float(v) for v in lut[0, :3]], bool((lut == serial).all() and (lut == pallas).all())
+  ([112.0, 112.0, 112.0], True)
   """
-  if impl is not None and impl not in IMPLS:
-    raise ValueError(f"`impl` must be one of {IMPLS} or None, got {impl!r}.")
-  if method is not None and method not in METHODS:
-    raise ValueError(f"`method` must be one of {METHODS} or None, got {method!r}.")
+  impl = dispatch.check_impl(impl)
+  if algorithm is not None and not callable(algorithm):
+    raise TypeError(f"`algorithm` must be None or a function (x, packed, *, int8_tables) -> y such as "
+                    f"tmac.lut_gather, tmac.bitserial_matmul or tmac.onehot_lut, got {algorithm!r}.")
   if not isinstance(packed, TMACWeights):
     raise TypeError(f"`packed` must be the TMACWeights of `preprocess`, got {type(packed).__name__}.")
   m, k = packed.shape
   x = _check_activations(x, k)
-  impl = default_impl() if impl is None else impl
   lead = x.shape[:-1]
   x2 = x.reshape(-1, k).astype(jnp.float32)
   n = x2.shape[0]
   if impl == "pallas":
-    if method is not None:
-      raise ValueError(f"`method` selects an XLA formulation; it must be None with impl='pallas', got {method!r}.")
-    y = _matmul_pallas(x2, packed, int8_tables, interpret=jax.default_backend() == "cpu")
+    if algorithm is not None:
+      raise ValueError(f"`algorithm` selects an XLA formulation; it must be None with impl='pallas', got "
+                       f"{algorithm!r}.")
+    y = _matmul_pallas(x2, packed, int8_tables, interpret=dispatch.default_interpret(interpret))[:, :m]
   else:
-    if method is None:
-      method = "lut" if int8_tables or n <= _LUT_MAX_ROWS else "bitserial"
-    if int8_tables and method != "lut":
-      raise ValueError(f"`int8_tables=True` quantizes the lookup tables; it needs method='lut', got {method!r}.")
-    y = _XLA_METHODS[method](x2, packed, int8_tables)
-  return y[:, :m].reshape(*lead, m)
+    if algorithm is None:
+      algorithm = lut_gather if int8_tables or n <= _LUT_MAX_ROWS else bitserial_matmul
+    y = algorithm(x2, packed, int8_tables=int8_tables)
+  return y.reshape(*lead, m)
+
+
+def _needs_float_tables(int8_tables: bool, name: str) -> None:
+  if int8_tables:
+    raise ValueError(f"`int8_tables=True` quantizes the lookup tables; it needs algorithm=lut_gather, not {name}.")
 
 
 def _group_terms(x2: jax.Array, packed: TMACWeights) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -371,8 +389,10 @@ def _rows_per_block(n: int, word_rows: int) -> int:
   return r
 
 
-def _lut_xla(x2: jax.Array, packed: TMACWeights, int8_tables: bool) -> jax.Array:
-  """Table lookup by gathers: per plane, ``Σ_{j∈γ} T'_j[idx_i[m, j]]``, blocked over rows (lax.map)."""
+def lut_gather(x2: jax.Array, packed: TMACWeights, *, int8_tables: bool = False) -> jax.Array:
+  """T-MAC's table lookup on XLA, by gathers: per plane ``Σ_{j∈γ} T'_j[idx_i[m, j]]``, blocked over rows
+  (``lax.map``). x2 (N, K) float32 → (N, M) float32; with ``int8_tables`` the tables are int8
+  (:func:`quantize_tables`) and the lookups are summed in int32."""
   n = x2.shape[0]
   bits, word_rows, groups = packed.indices.shape
   per_group = packed.group_size // ACTIVATION_GROUP
@@ -404,7 +424,7 @@ def _lut_xla(x2: jax.Array, packed: TMACWeights, int8_tables: bool) -> jax.Array
   acc = acc * 0.5
   if int8_tables:
     acc = acc * lut_scale[:, None, :]
-  return _combine(acc, x2, packed)
+  return _combine(acc, x2, packed)[:, :packed.shape[0]]
 
 
 def _combine(acc: jax.Array, x2: jax.Array, packed: TMACWeights) -> jax.Array:
@@ -414,9 +434,10 @@ def _combine(acc: jax.Array, x2: jax.Array, packed: TMACWeights) -> jax.Array:
           + jnp.einsum("ng,mg->nm", sums, bias, precision=_HIGHEST))
 
 
-def _bitserial_xla(x2: jax.Array, packed: TMACWeights, int8_tables: bool) -> jax.Array:
-  """b matmuls with ±1 bit-planes: ``Σ_i 2^{i−1} x @ (s ⊙ S_i)ᵀ`` — the lookups' sums computed as products."""
-  del int8_tables
+def bitserial_matmul(x2: jax.Array, packed: TMACWeights, *, int8_tables: bool = False) -> jax.Array:
+  """b matmuls with ±1 bit-planes: ``Σ_i 2^{i−1} x @ (s ⊙ S_i)ᵀ``, the lookups' sums computed as products.
+  x2 (N, K) float32 → (N, M) float32; float tables only."""
+  _needs_float_tables(int8_tables, "bitserial_matmul")
   sums, scales, bias = _group_terms(x2, packed)
   expanded = jnp.repeat(scales, packed.group_size, axis=1)  # (M', K)
   idx = unpack_indices(packed)
@@ -425,12 +446,13 @@ def _bitserial_xla(x2: jax.Array, packed: TMACWeights, int8_tables: bool) -> jax
     signs = (2 * _index_bits(idx[i]) - 1).astype(jnp.float32)  # (M', K)
     # (M', K) @ (K, N): on XLA:CPU this layout is many times faster than x @ Wᵀ.
     y = y + (2.0 ** (i - 1)) * jnp.dot(signs * expanded, x2.T, precision=_HIGHEST).T
-  return y
+  return y[:, :packed.shape[0]]
 
 
-def _onehot_xla(x2: jax.Array, packed: TMACWeights, int8_tables: bool) -> jax.Array:
-  """Lookup as a contraction of one-hot indices with the tables (16× the entries, so 4× a matmul's work)."""
-  del int8_tables
+def onehot_lut(x2: jax.Array, packed: TMACWeights, *, int8_tables: bool = False) -> jax.Array:
+  """The lookup as a contraction of one-hot indices with the tables (16× the entries, so 4× a matmul's work).
+  x2 (N, K) float32 → (N, M) float32; float tables only."""
+  _needs_float_tables(int8_tables, "onehot_lut")
   n = x2.shape[0]
   per_group = packed.group_size // ACTIVATION_GROUP
   tables = build_tables(x2)  # (N, K/4, 16)
@@ -440,10 +462,7 @@ def _onehot_xla(x2: jax.Array, packed: TMACWeights, int8_tables: bool) -> jax.Ar
   g = tables.shape[1] // per_group
   acc = jnp.einsum("ngjp,mgjp->nmg", tables.reshape(n, g, per_group, TABLE_ENTRIES),
                    onehot.reshape(-1, g, per_group, TABLE_ENTRIES), precision=_HIGHEST)
-  return _combine(acc, x2, packed)
-
-
-_XLA_METHODS = {"lut": _lut_xla, "bitserial": _bitserial_xla, "onehot": _onehot_xla}
+  return _combine(acc, x2, packed)[:, :packed.shape[0]]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -539,8 +558,15 @@ def _matmul_pallas(x2: jax.Array, packed: TMACWeights, int8_tables: bool, interp
           pl.BlockSpec((num_groups, bn), lambda i, j: (0, i)),
       ],
       out_specs=pl.BlockSpec((ROWS_PER_WORD, bn, br), lambda i, j: (0, i, j)),
-      interpret=interpret, compiler_params=_pallas.compiler_params(interpret),
+      interpret=interpret, compiler_params=dispatch.compiler_params(interpret),
   )(tables, words, slot_major(scales), slot_major(bias), sums.T, lut_scale.T.astype(jnp.float32))
   # out[t, n, r] is weight row t·M'/8 + r.
   out = out[:, :n, :word_rows].transpose(1, 0, 2).reshape(n, word_rows * ROWS_PER_WORD)
   return out
+
+
+__all__ = [
+  "ACTIVATION_GROUP", "MIRRORED_ENTRIES", "ROWS_PER_WORD", "SUPPORTED_BITS", "TABLE_ENTRIES", "TMACWeights",
+  "bitserial_matmul", "build_tables", "dequantize", "expand_mirrored", "lookup_count", "lut_gather", "matmul",
+  "onehot_lut", "preprocess", "quantize_tables", "unpack_indices",
+]

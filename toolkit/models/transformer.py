@@ -19,31 +19,27 @@ During prefill the model computes the prompt's causal attention itself in full p
 stores the prompt's keys (after RoPE) and values through ``cache.prefill``; each decode step hands the new token's
 q, k, v to ``cache.attend``, which appends k, v and returns the attention over every cached token.
 ``FullPrecisionCache`` is the exact reference strategy.
+
+Training, evaluation and the cached quick-trained model live in ``toolkit.models.lm_training``.
+
+>>> config = TransformerConfig(d_model=32, num_heads=2, num_layers=1, max_len=16)
+>>> params = init_params(jax.random.key(0), config)
+>>> tokens = jnp.arange(24).reshape(2, 12)
+>>> Transformer(config).apply(params, tokens).shape
+(2, 12, 256)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import math
-import os
-import pathlib
-import tempfile
-import time
 from typing import Any, NamedTuple, Protocol
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
-from absl import logging
-from flax import serialization
 from flax import struct
-
-from toolkit.data import text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,8 +247,9 @@ class Attention(nn.Module):
     return self.o_proj(out.reshape(h.shape[0], -1)), state
 
 
-class MLP(nn.Module):
-  """``down_proj(GELU(up_proj(x)))`` with up (d_model, d_ff) and down (d_ff, d_model)."""
+class FeedForward(nn.Module):
+  """``down_proj(GELU(up_proj(x)))`` with up (d_model, d_ff) and down (d_ff, d_model); a block holds it as ``mlp``
+  (its parameters are ``params["blocks_<i>"]["mlp"]``)."""
 
   config: TransformerConfig
 
@@ -272,7 +269,7 @@ class Block(nn.Module):
     self.attn_norm = nn.RMSNorm(epsilon=1e-6, dtype=self.config.dtype)
     self.attn = Attention(self.config)
     self.mlp_norm = nn.RMSNorm(epsilon=1e-6, dtype=self.config.dtype)
-    self.mlp = MLP(self.config)
+    self.mlp = FeedForward(self.config)  # the attribute name, "mlp", names the parameters
 
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     a, k, v = self.attn(self.attn_norm(x))
@@ -385,6 +382,18 @@ def decode_log_probs(params: Any, config: TransformerConfig, tokens: jax.Array, 
     cache: the static cache strategy.
     prompt_len: static P, 1 ≤ P < T.
     capacity: static, the tokens each layer cache must hold (≥ T − 1); ``None`` means T.
+
+  Returns:
+    A ``DecodeOutput`` of (B, T − P) log-probabilities and argmax predictions.
+
+  >>> config = TransformerConfig(d_model=32, num_heads=2, num_layers=1, max_len=16)
+  >>> params = init_params(jax.random.key(0), config)
+  >>> tokens = jnp.arange(24).reshape(2, 12)
+  >>> out = decode_log_probs(params, config, tokens, FullPrecisionCache(), 4)
+  >>> out.log_probs.shape
+  (2, 8)
+  >>> bool(jnp.allclose(out.log_probs, sequence_log_probs(params, config, tokens)[:, 3:], atol=1e-5))
+  True
   """
   tokens = _check_tokens(tokens, 2, "tokens", config.max_len)
   t = tokens.shape[1]
@@ -420,221 +429,8 @@ def sequence_log_probs(params: Any, config: TransformerConfig, tokens: jax.Array
   return jnp.take_along_axis(log_probs, jnp.asarray(tokens[:, 1:], jnp.int32)[..., None], axis=-1)[..., 0]
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Training and the cached default model
-
-
-def next_token_loss(params: Any, config: TransformerConfig, windows: jax.Array) -> jax.Array:
-  """Mean next-token cross-entropy (nats per token) of windows (B, T + 1): inputs [:, :-1], targets [:, 1:]."""
-  return -jnp.mean(sequence_log_probs(params, config, windows))
-
-
-def train(config: TransformerConfig, tokens, *, steps: int, batch_size: int, seq_len: int, learning_rate: float,
-          seed: int = 0, warmup_steps: int | None = None, weight_decay: float = 0.1, log_every: int = 50) -> Any:
-  """Trains from scratch on random windows of ``tokens`` with AdamW (β₂ = 0.95, gradient norm clipped at 1) and a
-  linear-warmup cosine schedule down to 10 % of ``learning_rate``; norm scales are not decayed.
-
-  Args:
-    config: the model.
-    tokens: 1-D token ids (the training split).
-    steps, batch_size, seq_len: the run; each step sees batch_size windows of seq_len + 1 tokens.
-    learning_rate: the peak learning rate.
-    seed: initialisation and batch order (same seed, same parameters).
-    warmup_steps: ``None`` means 10 % of ``steps``.
-    weight_decay: decoupled weight decay of the matrices.
-    log_every: log the mean training loss every this many steps (absl logging, INFO).
-
-  Returns:
-    The trained variables ``{"params": ...}``.
-  """
-  if not isinstance(steps, int) or steps < 1:
-    raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
-  if seq_len > config.max_len:
-    raise ValueError(f"`seq_len` ({seq_len}) must not exceed the config's max_len ({config.max_len}).")
-  warmup_steps = max(1, steps // 10) if warmup_steps is None else warmup_steps
-  schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps, max(steps, warmup_steps + 1),
-                                                end_value=0.1 * learning_rate)
-  decay_mask = lambda p: jax.tree.map(lambda w: w.ndim > 1, p)
-  optimizer = optax.chain(optax.clip_by_global_norm(1.0),
-                          optax.adamw(schedule, b1=0.9, b2=0.95, weight_decay=weight_decay, mask=decay_mask))
-  init_key, data_key = jax.random.split(jax.random.key(seed))
-  params = init_params(init_key, config)
-  opt_state = optimizer.init(params)
-  tokens = jnp.asarray(tokens, jnp.int32)
-
-  @jax.jit
-  def update(params, opt_state, step, tokens):
-    windows = text.batches(jax.random.fold_in(data_key, step), tokens, batch_size, seq_len)
-    loss, grads = jax.value_and_grad(next_token_loss)(params, config, windows)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  start, total = time.perf_counter(), 0.0
-  for step in range(steps):
-    params, opt_state, loss = update(params, opt_state, step, tokens)
-    total += float(loss)
-    if (step + 1) % log_every == 0 or step + 1 == steps:
-      count = (step % log_every) + 1
-      logging.info("train step %d/%d: loss %.4f (%.1f s)", step + 1, steps, total / count,
-                   time.perf_counter() - start)
-      total = 0.0
-  return params
-
-
-@functools.partial(jax.jit, static_argnames="config")
-def _weighted_nll(params: Any, config: TransformerConfig, windows: jax.Array, weights: jax.Array) -> jax.Array:
-  return -jnp.sum(sequence_log_probs(params, config, windows).sum(-1) * weights)
-
-
-def train_tiny(steps: int, *, max_len: int, seq_len: int = 64, seed: int = 0, log_every: int = 50
-               ) -> tuple[TransformerConfig, Any]:
-  """A one-layer, one-head model (d_model 64) trained for ``steps`` steps on the default corpus's training split:
-  a stand-in for ``pretrained`` that takes seconds, for tests, smoke runs and notebooks. Returns (config, params)."""
-  config = TransformerConfig(d_model=64, num_heads=1, num_layers=1, max_len=max_len)
-  corpus = text.split(text.encode(text.load_corpus()))
-  return config, train(config, corpus.train, steps=steps, batch_size=8, seq_len=seq_len, learning_rate=3e-3,
-                       seed=seed, log_every=log_every)
-
-
-def evaluate(params: Any, config: TransformerConfig, tokens, *, seq_len: int, batch_size: int | None = None) -> float:
-  """Mean next-token cross-entropy (nats per token) over consecutive non-overlapping windows of ``tokens``.
-
-  Window i holds tokens [i·seq_len, (i + 1)·seq_len] and scores its last seq_len tokens, so every token after the
-  first is scored once, with a context that restarts at each window; a tail shorter than a window is dropped.
-  ``batch_size`` windows are scored per call (``None``: about 8192 tokens' worth).
-  """
-  tokens = np.asarray(tokens, np.int32)
-  windows = text.consecutive_windows(tokens, seq_len)
-  n = windows.shape[0]
-  if n < 1:
-    raise ValueError(f"`tokens` ({tokens.size}) must hold at least seq_len + 1 = {seq_len + 1} tokens.")
-  batch_size = max(1, 8192 // seq_len) if batch_size is None else batch_size
-  padded = -(-n // batch_size) * batch_size
-  # One compiled shape: pad with copies of window 0 and weigh them out.
-  windows = np.concatenate([windows, np.repeat(windows[:1], padded - n, axis=0)])
-  weights = (np.arange(padded) < n).astype(np.float32)
-  total = sum(float(_weighted_nll(params, config, windows[i: i + batch_size], weights[i: i + batch_size]))
-              for i in range(0, padded, batch_size))
-  return total / (n * seq_len)
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainRecipe:
-  """How ``pretrained`` trains (part of the checkpoint's fingerprint): see ``train`` for the fields.
-
-  The default, 400 steps of 4 windows of 512 bytes (0.8 M tokens, under one epoch), trains in about 3 minutes on
-  2 CPU cores. It trains at the full ``max_len`` because RoPE models degrade past their trained length and KIVI is
-  evaluated with contexts up to 512: measured on 40 k validation bytes, this recipe gives per-byte perplexity 6.77 in
-  256-byte windows and 6.71 in 512-byte ones, where 8 windows of 256 (same tokens per step, ~15 % cheaper) give
-  6.58 and 7.32.
-  """
-
-  corpus: str = "tiny_shakespeare"
-  valid_fraction: float = 0.1
-  steps: int = 400
-  batch_size: int = 4
-  seq_len: int = 512
-  learning_rate: float = 2e-3
-  warmup_steps: int = 40
-  weight_decay: float = 0.1
-  seed: int = 0
-
-
-class TrainRecord(NamedTuple):
-  """What ``pretrained`` measured when it trained (read back from disk when the checkpoint is reused)."""
-
-  valid_loss: float  # nats per byte on the validation split, windows of recipe.seq_len
-  valid_perplexity: float
-  unigram_perplexity: float  # add-one smoothed unigram of the training split, on the validation split
-  train_seconds: float
-  fingerprint: str
-
-
-class Pretrained(NamedTuple):
-  params: Any
-  record: TrainRecord
-  config: TransformerConfig
-  path: str  # the checkpoint (.msgpack; its record is the .json beside it)
-
-
-# Bump when the architecture or the training code changes what a recipe produces: old checkpoints stop matching.
-_CHECKPOINT_VERSION = 1
-
-
-def fingerprint(config: TransformerConfig, recipe: TrainRecipe) -> str:
-  """A 16-hex-digit hash of the config, the recipe and the checkpoint format version."""
-  fields = dataclasses.asdict(config) | {"dtype": np.dtype(config.dtype).name}
-  blob = json.dumps({"version": _CHECKPOINT_VERSION, "config": fields, "recipe": dataclasses.asdict(recipe)},
-                    sort_keys=True)
-  return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def default_cache_dir() -> pathlib.Path:
-  """``$TOOLKIT_CACHE_DIR`` if set, else ``<repository root>/runs/cache``."""
-  env = os.environ.get("TOOLKIT_CACHE_DIR")
-  return pathlib.Path(env) if env else pathlib.Path(__file__).resolve().parents[2] / "runs" / "cache"
-
-
-def _write_atomically(path: pathlib.Path, data: bytes) -> None:
-  with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name + ".", suffix=".tmp", delete=False) as f:
-    f.write(data)
-  os.chmod(f.name, 0o644)  # NamedTemporaryFile creates 0600: make the checkpoint readable like any other file
-  os.replace(f.name, path)
-
-
-def pretrained(config: TransformerConfig | None = None, recipe: TrainRecipe | None = None, *,
-               cache_dir: str | os.PathLike | None = None) -> Pretrained:
-  """The quick-trained default language model, trained once per (config, recipe) and cached on disk.
-
-  If ``<cache_dir>/transformer_<fingerprint>.msgpack`` exists it is loaded; otherwise the model is trained on the
-  corpus's training split (``train``), evaluated on its validation split, and saved atomically (temporary file, then
-  rename; the record first, the parameters last, so a present .msgpack means a complete checkpoint).
-
-  Args:
-    config: ``None`` means ``TransformerConfig()``.
-    recipe: ``None`` means ``TrainRecipe()``.
-    cache_dir: ``None`` means ``default_cache_dir()``.
-  """
-  config = TransformerConfig() if config is None else config
-  recipe = TrainRecipe() if recipe is None else recipe
-  directory = default_cache_dir() if cache_dir is None else pathlib.Path(cache_dir)
-  key = fingerprint(config, recipe)
-  params_path, record_path = directory / f"transformer_{key}.msgpack", directory / f"transformer_{key}.json"
-  template = jax.eval_shape(functools.partial(init_params, config=config), jax.random.key(0))
-  if params_path.exists() and record_path.exists():
-    restored = serialization.msgpack_restore(params_path.read_bytes())
-    if jax.tree.structure(restored) != jax.tree.structure(template) or any(
-        a.shape != b.shape for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(template))):
-      raise ValueError(f"checkpoint {params_path} does not match the parameters of {config}.")
-    record = json.loads(record_path.read_text())["record"]
-    logging.info("loaded the pretrained transformer %s", params_path)
-    return Pretrained(jax.tree.map(jnp.asarray, restored), TrainRecord(**record), config, str(params_path))
-
-  corpus = text.split(text.encode(text.load_corpus(recipe.corpus)), recipe.valid_fraction)
-  logging.info("training the transformer %s on %s (%d train tokens) into %s", key, recipe.corpus,
-               corpus.train.size, params_path)
-  start = time.perf_counter()
-  params = train(config, corpus.train, steps=recipe.steps, batch_size=recipe.batch_size, seq_len=recipe.seq_len,
-                 learning_rate=recipe.learning_rate, seed=recipe.seed, warmup_steps=recipe.warmup_steps,
-                 weight_decay=recipe.weight_decay)
-  jax.block_until_ready(params)
-  seconds = time.perf_counter() - start
-  valid_loss = evaluate(params, config, corpus.valid, seq_len=recipe.seq_len)
-  unigram = float(text.unigram_log_prob(corpus.train, corpus.valid, config.vocab_size))
-  record = TrainRecord(valid_loss, math.exp(valid_loss), math.exp(-unigram), seconds, key)
-  logging.info("validation perplexity %.3f per byte (unigram %.3f), trained in %.0f s", record.valid_perplexity,
-               record.unigram_perplexity, seconds)
-  directory.mkdir(parents=True, exist_ok=True)
-  meta = {"record": record._asdict(), "config": dataclasses.asdict(config) | {"dtype": np.dtype(config.dtype).name},
-          "recipe": dataclasses.asdict(recipe), "jax": jax.__version__}
-  _write_atomically(record_path, json.dumps(meta, indent=2).encode())
-  _write_atomically(params_path, serialization.msgpack_serialize(jax.tree.map(np.asarray, params)))
-  return Pretrained(params, record, config, str(params_path))
-
-
 __all__ = [
-  "Attention", "Block", "DecodeOutput", "DecodeState", "FullPrecisionCache", "FullPrecisionState", "KVCache", "MLP",
-  "Pretrained", "TrainRecipe", "TrainRecord", "Transformer", "TransformerConfig", "causal_attention",
-  "decode_log_probs", "default_cache_dir", "evaluate", "fingerprint", "init_params", "next_token_loss",
-  "pretrained", "rope", "sequence_log_probs", "train", "train_tiny",
+  "Attention", "Block", "DecodeOutput", "DecodeState", "FeedForward", "FullPrecisionCache", "FullPrecisionState",
+  "KVCache", "Transformer", "TransformerConfig", "causal_attention", "decode_log_probs", "init_params", "rope",
+  "sequence_log_probs",
 ]

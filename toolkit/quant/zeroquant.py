@@ -20,14 +20,21 @@ reference code: then z ∈ [0, 2^b − 1] fits in b bits, 0 is exactly represent
   Hessian of the layer's output error, H = 2XᵀX/n.
 * :func:`lorc` is ZeroQuant-V2's low-rank compensation (LoRC, its proposed method): the rank-m truncated SVD of the
   quantization error E = W − Ŵ, split as Û = U_m Σ_m^½, V̂ = Σ_m^½ V_mᵀ, optionally with quantized factors.
-* :func:`quantize_dense_layers`, :func:`dense_input_hessians` and :func:`quantize_model` apply them to every
-  ``nn.Dense`` layer of a flax model, with GPTQ calibrated layer by layer (sequentially, on the inputs produced by
-  the already-quantized layers before it) and a size report.
+* :func:`quantize_dense_layers`, :func:`dense_input_hessians` and :func:`quantize_model` apply a weight quantizer,
+  passed as ``algorithm=`` (:class:`RTNQuantizer`, :class:`GPTQQuantizer` or any function of their signature), to
+  every ``nn.Dense`` layer of a flax model, with GPTQ calibrated layer by layer (sequentially, on the inputs
+  produced by the already-quantized layers before it) and a size report.
 
 One deliberate difference from the GPTQ reference code: with groups, the reference computes a group's parameters
 from columns that have not yet received the updates of the current lazy block. Here the block size is rounded up
 to a multiple of ``group_size`` and the parameters are taken from the fully updated columns, so the result equals
 the column-by-column algorithm without lazy batching (and does not depend on ``block_size``).
+
+>>> w = jax.random.normal(jax.random.key(0), (8, 64))
+>>> x = jax.random.normal(jax.random.key(1), (256, 64))
+>>> layer_error = lambda w_hat: float(jnp.linalg.norm(x @ (w - w_hat).T))
+>>> layer_error(gptq(w, x, bits=3, group_size=32)) < layer_error(rtn(w, bits=3, group_size=32))
+True
 """
 
 from __future__ import annotations
@@ -35,15 +42,17 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import jax.scipy as jsp
 import numpy as np
+from flax import struct
+
+from toolkit.kernels import dispatch
 
 SUPPORTED_BITS = tuple(range(2, 9))
-METHODS = ("rtn", "gptq")
 # Bits of one stored scale: fp16, as in the paper's fp16 models.
 SCALE_BITS = 16
 
@@ -123,9 +132,7 @@ class QuantizedModel(NamedTuple):
 
 
 def _check_bits(bits) -> int:
-  if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or int(bits) not in SUPPORTED_BITS:
-    raise ValueError(f"`bits` must be an integer in {SUPPORTED_BITS[0]}..{SUPPORTED_BITS[-1]}, got {bits!r}.")
-  return int(bits)
+  return dispatch.check_bits(bits, SUPPORTED_BITS)
 
 
 def _check_weight(w, name: str = "w") -> jax.Array:
@@ -220,6 +227,10 @@ def rtn(w: jax.Array, *, bits: int, group_size: int | None = None, symmetric: bo
 
   Returns:
     The dequantized weight Ŵ, shape and dtype of ``w``.
+
+  >>> w = jnp.array([[0.0, 0.3, 0.61, 1.5]])
+  >>> rtn(w, bits=2)  # the grid 0, 0.5, 1, 1.5
+  Array([[0. , 0.5, 0.5, 1.5]], dtype=float32)
   """
   w = _check_weight(w)
   params = rtn_params(w, bits=bits, group_size=group_size, symmetric=symmetric)
@@ -535,25 +546,71 @@ def dense_input_hessians(apply_fn: Callable, params, batches: Iterable[Any]) -> 
   return _accumulate(_moments_fn(apply_fn, None), params, batches)
 
 
-def _check_method(method: str) -> str:
-  if method not in METHODS:
-    raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
-  return method
+class RTNQuantizer(struct.PyTreeNode):
+  """Round to nearest as a weight quantizer for :func:`quantize_model` (``algorithm=RTNQuantizer()``): data-free.
+
+  A weight quantizer is called ``algorithm(w, h, *, bits, group_size, symmetric) -> w_hat`` with w (out, in), h
+  the (in, in) input Hessian of the layer (``None`` when ``uses_hessian`` is False) and the grid of :func:`rtn`.
+  """
+
+  uses_hessian: ClassVar[bool] = False
+
+  def __call__(self, w: jax.Array, h: jax.Array | None, *, bits: int, group_size: int | None,
+               symmetric: bool) -> jax.Array:
+    del h
+    return rtn(w, bits=bits, group_size=group_size, symmetric=symmetric)
 
 
-_rtn_jit = jax.jit(rtn, static_argnames=("bits", "group_size", "symmetric"))
-_gptq_jit = jax.jit(gptq_from_hessian, static_argnames=("bits", "group_size", "block_size", "symmetric"))
+class GPTQQuantizer(struct.PyTreeNode):
+  """GPTQ as a weight quantizer for :func:`quantize_model` (``algorithm=GPTQQuantizer(damp=0.01)``), calibrated on
+  each layer's input Hessian (:func:`gptq_from_hessian`).
+
+  Attributes:
+    damp: relative damping (traced: changing it does not recompile).
+    block_size: columns per lazy batch (static).
+  """
+
+  damp: float = 0.01
+  block_size: int = struct.field(pytree_node=False, default=128)
+  uses_hessian: ClassVar[bool] = True
+
+  def __call__(self, w: jax.Array, h: jax.Array | None, *, bits: int, group_size: int | None,
+               symmetric: bool) -> jax.Array:
+    return gptq_from_hessian(w, h, bits=bits, group_size=group_size, damp=self.damp, block_size=self.block_size,
+                             symmetric=symmetric)
+
+
+def _check_algorithm(algorithm) -> Callable:
+  if isinstance(algorithm, str) or not callable(algorithm):
+    raise TypeError(f"`algorithm` must be a weight quantizer (w, h, *, bits, group_size, symmetric) -> w_hat, such "
+                    f"as zeroquant.RTNQuantizer() or zeroquant.GPTQQuantizer(), got {algorithm!r}.")
+  return algorithm
+
+
+def _uses_hessian(algorithm) -> bool:
+  # A quantizer that does not say is given the Hessians: calibration costs time, never correctness.
+  return bool(getattr(algorithm, "uses_hessian", True))
+
+
+def _call_quantizer(algorithm, w, h, *, bits, group_size, symmetric):
+  return algorithm(w, h, bits=bits, group_size=group_size, symmetric=symmetric)
+
+
+# A quantizer that is a pytree with leaves (GPTQQuantizer's damp) is traced; any other (a plain function,
+# RTNQuantizer) is a static argument, so it must be hashable.
+_quantize_traced = jax.jit(_call_quantizer, static_argnames=("bits", "group_size", "symmetric"))
+_quantize_static = jax.jit(_call_quantizer, static_argnames=("algorithm", "bits", "group_size", "symmetric"))
 _lorc_jit = jax.jit(lorc, static_argnames=("rank", "factor_bits"))
 
 
-def _quantize_kernel(kernel, h, *, method, bits, group_size, symmetric, damp, block_size, lorc_rank, lorc_bits):
+def _quantize_kernel(kernel, h, *, algorithm, bits, group_size, symmetric, lorc_rank, lorc_bits):
   """(in, out) kernel → compensated (in, out) kernel and its LoRC factors (or None)."""
   w = kernel.T
-  if method == "rtn":
-    w_hat = _rtn_jit(w, bits=bits, group_size=group_size, symmetric=symmetric)
+  leaves = jax.tree.leaves(algorithm)
+  if leaves and not (len(leaves) == 1 and leaves[0] is algorithm):
+    w_hat = _quantize_traced(algorithm, w, h, bits=bits, group_size=group_size, symmetric=symmetric)
   else:
-    w_hat = _gptq_jit(w, h, bits=bits, group_size=group_size, damp=damp, block_size=block_size,
-                      symmetric=symmetric)
+    w_hat = _quantize_static(w=w, h=h, algorithm=algorithm, bits=bits, group_size=group_size, symmetric=symmetric)
   factors = None
   if lorc_rank:
     factors = _lorc_jit(w, w_hat, rank=lorc_rank, factor_bits=lorc_bits)
@@ -599,10 +656,10 @@ def _check_layers(kernels, exclude):
   return layers
 
 
-def quantize_dense_layers(params, *, method: str, bits: int, group_size: int | None = None,
+def quantize_dense_layers(params, *, algorithm: Callable, bits: int, group_size: int | None = None,
                           symmetric: bool = False, hessians: Mapping[Path, jax.Array] | None = None,
-                          damp: float = 0.01, block_size: int = 128, lorc_rank: int | None = None,
-                          lorc_bits: int | None = None, exclude: Sequence[str] = ()) -> QuantizedModel:
+                          lorc_rank: int | None = None, lorc_bits: int | None = None,
+                          exclude: Sequence[str] = ()) -> QuantizedModel:
   """Quantizes every ``nn.Dense`` kernel of ``params`` at once (all GPTQ Hessians given up front).
 
   This is the one-shot variant: with GPTQ, ``hessians`` usually come from the full-precision model
@@ -610,31 +667,38 @@ def quantize_dense_layers(params, *, method: str, bits: int, group_size: int | N
 
   Args:
     params: flax params (``{"params": ...}`` or the inner dict).
-    method: ``"rtn"`` or ``"gptq"``.
+    algorithm: the weight quantizer, :class:`RTNQuantizer`, :class:`GPTQQuantizer` or any function
+      ``(w, h, *, bits, group_size, symmetric) -> w_hat`` (a pytree's leaves are traced, anything else must be
+      hashable: it is a static argument of ``jax.jit``).
     bits, group_size, symmetric: the grid (:func:`rtn`); ``group_size`` must divide every layer's input dimension.
-    hessians: path → (in, in) Hessian of each layer's inputs; required for GPTQ.
-    damp, block_size: GPTQ's (:func:`gptq`).
+    hessians: path → (in, in) Hessian of each layer's inputs; required when ``algorithm.uses_hessian`` (True when
+      the quantizer does not say).
     lorc_rank: LoRC rank m per layer (``None`` or 0: no LoRC); the factors are folded into the kernel.
     lorc_bits: bits of the LoRC factors (``None``: kept in float, counted at fp16).
     exclude: layers whose path contains any of these names stay in floating point (e.g. ``("lm_head",)``).
 
   Returns:
     A :class:`QuantizedModel`.
+
+  >>> params = {"params": {"dense": {"kernel": jax.random.normal(jax.random.key(0), (64, 16))}}}
+  >>> out = quantize_dense_layers(params, algorithm=RTNQuantizer(), bits=4, group_size=32)
+  >>> out.layers, out.size.weight_bytes
+  ((('dense',),), 512.0)
   """
-  _check_method(method)
+  algorithm = _check_algorithm(algorithm)
   bits = _check_bits(bits)
   kernels = dense_kernels(params)
   layers = _check_layers(kernels, exclude)
-  if method == "gptq":
+  uses_hessian = _uses_hessian(algorithm)
+  if uses_hessian:
     missing = [p for p in layers if hessians is None or p not in hessians]
     if missing:
-      raise ValueError(f"method 'gptq' needs `hessians` for every quantized layer; missing {missing}.")
+      raise ValueError(f"{algorithm!r} needs `hessians` for every quantized layer; missing {missing}.")
   new, factors = {}, {}
   for path in layers:
-    h = None if method == "rtn" else hessians[path]
-    new[path], f = _quantize_kernel(kernels[path], h, method=method, bits=bits, group_size=group_size,
-                                    symmetric=symmetric, damp=damp, block_size=block_size, lorc_rank=lorc_rank,
-                                    lorc_bits=lorc_bits)
+    h = hessians[path] if uses_hessian else None
+    new[path], f = _quantize_kernel(kernels[path], h, algorithm=algorithm, bits=bits, group_size=group_size,
+                                    symmetric=symmetric, lorc_rank=lorc_rank, lorc_bits=lorc_bits)
     if f is not None:
       factors[path] = f
   size = size_report(params, layers, bits=bits, group_size=group_size, symmetric=symmetric, lorc_rank=lorc_rank,
@@ -642,44 +706,53 @@ def quantize_dense_layers(params, *, method: str, bits: int, group_size: int | N
   return QuantizedModel(_replace_kernels(params, new), factors, size, layers)
 
 
-def quantize_model(apply_fn: Callable, params, calibration: Sequence[Any] | None = None, *, method: str,
-                   bits: int, group_size: int | None = None, symmetric: bool = False, damp: float = 0.01,
-                   block_size: int = 128, lorc_rank: int | None = None, lorc_bits: int | None = None,
-                   exclude: Sequence[str] = (), sequential: bool = True) -> QuantizedModel:
+def quantize_model(apply_fn: Callable, params, calibration: Sequence[Any] | None = None, *, algorithm: Callable,
+                   bits: int, group_size: int | None = None, symmetric: bool = False, lorc_rank: int | None = None,
+                   lorc_bits: int | None = None, exclude: Sequence[str] = (), sequential: bool = True
+                   ) -> QuantizedModel:
   """Quantizes every ``nn.Dense`` layer of a flax model, with GPTQ calibrated layer by layer.
 
-  With ``method="gptq"`` and ``sequential=True``, layers are taken in the order the model calls them, and each
-  layer's Hessian is measured on the inputs produced by the model whose earlier layers are already quantized (and
-  LoRC-compensated), so later layers correct for the errors of earlier ones (the GPTQ reference's
-  ``--true-sequential`` order). Layers fed the same input (q/k/v projections) share one measurement.
-  ``sequential=False`` calibrates every layer on the full-precision model's activations (one pass). RTN ignores
-  ``calibration``. The calibration functions are compiled once per ``apply_fn`` object and reused by later calls.
+  With a quantizer that uses the Hessian (GPTQ) and ``sequential=True``, layers are taken in the order the model
+  calls them, and each layer's Hessian is measured on the inputs produced by the model whose earlier layers are
+  already quantized (and LoRC-compensated), so later layers correct for the errors of earlier ones (the GPTQ
+  reference's ``--true-sequential`` order). Layers fed the same input (q/k/v projections) share one measurement.
+  ``sequential=False`` calibrates every layer on the full-precision model's activations (one pass). A data-free
+  quantizer (RTN) ignores ``calibration``. The calibration functions are compiled once per ``apply_fn`` object and
+  reused by later calls.
 
   Args:
     apply_fn: ``(params, batch) -> outputs``.
     params: full-precision params.
-    calibration: a sequence of model inputs (batches) for GPTQ.
+    calibration: a sequence of model inputs (batches), for a quantizer that uses the Hessian.
+    algorithm: the weight quantizer (see :func:`quantize_dense_layers`).
     sequential: see above.
     Others: as in :func:`quantize_dense_layers`.
 
   Returns:
     A :class:`QuantizedModel` (``layers`` in calibration order).
+
+  >>> import flax.linen as nn
+  >>> model = nn.Sequential([nn.Dense(32), nn.relu, nn.Dense(8)])
+  >>> x = jax.random.normal(jax.random.key(0), (64, 32))
+  >>> params = model.init(jax.random.key(1), x)
+  >>> out = quantize_model(model.apply, params, [x], algorithm=GPTQQuantizer(block_size=16), bits=4)
+  >>> out.layers
+  (('layers_0',), ('layers_2',))
   """
-  _check_method(method)
-  if method == "rtn":
-    return quantize_dense_layers(params, method="rtn", bits=bits, group_size=group_size, symmetric=symmetric,
+  algorithm = _check_algorithm(algorithm)
+  if not _uses_hessian(algorithm):
+    return quantize_dense_layers(params, algorithm=algorithm, bits=bits, group_size=group_size, symmetric=symmetric,
                                  lorc_rank=lorc_rank, lorc_bits=lorc_bits, exclude=exclude)
   bits = _check_bits(bits)
   if not calibration:
-    raise ValueError("method 'gptq' needs `calibration`, a non-empty sequence of model inputs.")
+    raise ValueError(f"{algorithm!r} needs `calibration`, a non-empty sequence of model inputs.")
   kernels = dense_kernels(params)
   hessians = _accumulate(_moments_fn(apply_fn, None), params, calibration)
   order = [p for p in hessians if p in kernels]  # call order of the model
   layers = _check_layers({p: kernels[p] for p in order}, exclude)
   if not sequential:
-    return quantize_dense_layers(params, method="gptq", bits=bits, group_size=group_size, symmetric=symmetric,
-                                 hessians=hessians, damp=damp, block_size=block_size, lorc_rank=lorc_rank,
-                                 lorc_bits=lorc_bits, exclude=exclude)
+    return quantize_dense_layers(params, algorithm=algorithm, bits=bits, group_size=group_size, symmetric=symmetric,
+                                 hessians=hessians, lorc_rank=lorc_rank, lorc_bits=lorc_bits, exclude=exclude)
   # Layers fed the same tensor (q/k/v projections) have bitwise-equal Hessians: they form one stage, quantized
   # together on one measurement, as the GPTQ reference does.
   stages: list[list[Path]] = []
@@ -698,12 +771,18 @@ def quantize_model(apply_fn: Callable, params, calibration: Sequence[Any] | None
       h = hessians[stage[0]]
     new = {}
     for p in stage:
-      new[p], f = _quantize_kernel(kernels[p], h, method="gptq", bits=bits, group_size=group_size,
-                                   symmetric=symmetric, damp=damp, block_size=block_size, lorc_rank=lorc_rank,
-                                   lorc_bits=lorc_bits)
+      new[p], f = _quantize_kernel(kernels[p], h, algorithm=algorithm, bits=bits, group_size=group_size,
+                                   symmetric=symmetric, lorc_rank=lorc_rank, lorc_bits=lorc_bits)
       if f is not None:
         factors[p] = f
     current = _replace_kernels(current, new)
   size = size_report(params, layers, bits=bits, group_size=group_size, symmetric=symmetric, lorc_rank=lorc_rank,
                      lorc_bits=lorc_bits)
   return QuantizedModel(current, factors, size, layers)
+
+
+__all__ = [
+  "GPTQQuantizer", "LoRCFactors", "QuantParams", "QuantizedModel", "RTNQuantizer", "SUPPORTED_BITS", "SizeReport",
+  "dense_input_hessians", "dense_kernels", "gptq", "gptq_from_hessian", "hessian", "lorc", "quantize_dense_layers",
+  "quantize_model", "rtn", "rtn_params", "size_report",
+]

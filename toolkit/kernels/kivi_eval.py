@@ -1,0 +1,116 @@
+"""Benchmark constructions and measurements for KIVI's KV-cache quantization (apart from the method itself).
+
+* ``OffsetKeys``: a cache strategy that adds LLM-like outlier channels to the keys it stores, exactly harmless to a
+  full-precision cache (KIVI, arXiv 2402.02750, Fig. 2: a few key channels of large, steady magnitude).
+* ``cache_bytes``: the bytes of one layer's cache state, measured on its arrays.
+* ``channel_magnitudes``: the mean |k| and |v| per channel of every layer of a transformer on a batch of text.
+* ``paired_z_score``: a paired comparison of two caches on the same windows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from toolkit.kernels import kivi
+from toolkit.models import transformer
+
+# Outlier key channels as LLMs have them (KIVI Fig. 2), for a head dimension of 64.
+OUTLIER_CHANNELS = (5, 21, 38, 60)
+OUTLIER_OFFSET = 12.0
+
+
+@dataclasses.dataclass(frozen=True)
+class OffsetKeys:
+  """A cache strategy that stores ``k + offset`` on ``channels`` (all heads) in the wrapped strategy ``inner``.
+
+  A constant vector added to every cached key shifts all of a query's scores by the same q·b, which the softmax
+  ignores: the full-precision model is unchanged, and only a quantizer sees the outlier channels.
+
+  >>> cache = OffsetKeys(transformer.FullPrecisionCache(), channels=(1,), offset=5.0)
+  >>> state = cache.prefill(cache.init((1,), 4, 2, jnp.float32), jnp.zeros((1, 3, 2)), jnp.ones((1, 3, 2)))
+  >>> state.k[0, :3].tolist()
+  [[0.0, 5.0], [0.0, 5.0], [0.0, 5.0]]
+  """
+
+  inner: Any
+  channels: tuple[int, ...] = OUTLIER_CHANNELS
+  offset: float = OUTLIER_OFFSET
+
+  def _shift(self, k):
+    return k.at[..., jnp.asarray(self.channels)].add(self.offset)
+
+  def init(self, batch_shape, capacity, head_dim, dtype):
+    return self.inner.init(batch_shape, capacity, head_dim, dtype)
+
+  def prefill(self, state, k, v):
+    return self.inner.prefill(state, self._shift(k), v)
+
+  def attend(self, state, q, k, v):
+    return self.inner.attend(state, q, self._shift(k), v)
+
+
+class CacheBytes(NamedTuple):
+  """Bytes of one layer's cache state: the quantized part, the full-precision part (KIVI's residual, or the whole
+  of an unquantized cache), and the tokens the quantized part holds (the context for an unquantized cache)."""
+
+  quantized: float
+  residual: float
+  tokens: float
+
+
+def cache_bytes(cache: Any, config: transformer.TransformerConfig, context: int) -> CacheBytes:
+  """Bytes of one layer's cache state at ``context`` tokens (batch 1, all heads), measured on the arrays.
+
+  >>> config = transformer.TransformerConfig()
+  >>> b = cache_bytes(kivi.KIVI(bits=2, group_size=32, residual=128), config, 4096)
+  >>> b.quantized / b.tokens / config.num_heads  # bytes per token and head: 256 at fp16
+  48.0
+  """
+  state = cache.init((1, config.num_heads), context, config.head_dim, jnp.float32)
+  if isinstance(state, kivi.KIVICache):
+    return CacheBytes(float(state.quantized_nbytes), float(state.residual_nbytes), float(state.capacity))
+  total = float(sum(leaf.nbytes for leaf in jax.tree.leaves(state)))
+  return CacheBytes(0.0, total, float(context))
+
+
+class ChannelMagnitudes(NamedTuple):
+  """Mean |k| (after RoPE) and |v| per channel, (layers, heads, head_dim) each, and for each the largest channel
+  mean over the median channel, the worst layer and head."""
+
+  keys: np.ndarray
+  values: np.ndarray
+  key_ratio: float
+  value_ratio: float
+
+
+def channel_magnitudes(params: Any, config: transformer.TransformerConfig, tokens) -> ChannelMagnitudes:
+  """Per-channel key and value magnitudes of every layer on ``tokens`` (B, T), from a prefill through the exact
+  cache: KIVI's evidence for per-channel key quantization (outlier channels in keys, none in values)."""
+  tokens = jnp.asarray(tokens)
+  model = transformer.Transformer(config)
+  _, state = model.apply(params, tokens, transformer.FullPrecisionCache(), tokens.shape[1],
+                         method=transformer.Transformer.prefill)
+  keys = np.stack([np.abs(np.asarray(c.k)).mean(axis=(0, 2)) for c in state.caches])  # (L, H, D)
+  values = np.stack([np.abs(np.asarray(c.v)).mean(axis=(0, 2)) for c in state.caches])
+  ratio = lambda m: float((m.max(axis=-1) / np.median(m, axis=-1)).max())
+  return ChannelMagnitudes(keys, values, ratio(keys), ratio(values))
+
+
+def paired_z_score(worse, better) -> float:
+  """Mean of ``worse − better`` over paired measurements (e.g. the NLL of two caches on the same windows), in
+  standard errors of that mean.
+
+  >>> paired_z_score([2.0, 3.0, 4.0], [1.0, 1.0, 1.0])
+  3.4641016151377544
+  """
+  diff = np.asarray(worse, np.float64) - np.asarray(better, np.float64)
+  return float(diff.mean() / (diff.std(ddof=1) / np.sqrt(diff.size)))
+
+
+__all__ = ["CacheBytes", "ChannelMagnitudes", "OUTLIER_CHANNELS", "OUTLIER_OFFSET", "OffsetKeys", "cache_bytes",
+           "channel_magnitudes", "paired_z_score"]
