@@ -114,7 +114,7 @@ def get_config(scale: str = "full") -> ConfigDict:
   config.beta_min = 0.1
   config.beta_max = 20.0
   config.num_eval = 4096  # points per side of the energy distance
-  config.grid_size = 801
+  config.num_grid_points = 801  # per axis
   config.grid_half_width = 7.0
   # The trained class-conditional score network, sampled on fewer settings and particles at quick scale.
   config.trained = ConfigDict(
@@ -125,7 +125,7 @@ def get_config(scale: str = "full") -> ConfigDict:
       "num_seeds": 2 if quick else 8,
       "hidden": 128,
       "depth": 3,
-      "train_steps": 8000 if quick else 20_000,
+      "num_train_steps": 8000 if quick else 20_000,
       "batch_size": 512,
       "learning_rate": 2e-3,
     }
@@ -156,12 +156,12 @@ def validate_config(config: ConfigDict) -> None:
       )
   if not config.settings:
     raise xp.ConfigError("--config.settings must not be empty")
-  for name in ("num_particles", "num_seeds", "num_steps", "num_eval", "grid_size"):
+  for name in ("num_particles", "num_seeds", "num_steps", "num_eval", "num_grid_points"):
     if config[name] < 2:
       raise xp.ConfigError(f"--config.{name} must be >= 2, got {config[name]}")
   if not 0.0 < config.t_min < 1.0:
     raise xp.ConfigError(f"--config.t_min must be in (0, 1), got {config.t_min}")
-  for name in ("num_particles", "num_seeds", "hidden", "depth", "train_steps", "batch_size"):
+  for name in ("num_particles", "num_seeds", "hidden", "depth", "num_train_steps", "batch_size"):
     if config.trained[name] < 1:
       raise xp.ConfigError(f"--config.trained.{name} must be >= 1, got {config.trained[name]}")
 
@@ -194,7 +194,7 @@ def target_oracle(setting: str, config: ConfigDict) -> quadrature.GridOracle:
   def log_density(x):
     return sum(b * gmm.log_density(m, x) for m, b in zip(noised, betas) if b != 0.0)
 
-  return quadrature.grid_oracle(log_density, config.grid_half_width, config.grid_size)
+  return quadrature.grid_oracle(log_density, config.grid_half_width, config.num_grid_points)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -218,7 +218,7 @@ def train_score_net(key, config: ConfigDict) -> score_net.ScoreNetTraining:
 
   k_init, k_train = jax.random.split(key)
   params = score_net.init_params(k_init, net, 2)
-  opt = optax.adam(optax.cosine_decay_schedule(tc.learning_rate, tc.train_steps, 0.05))
+  opt = optax.adam(optax.cosine_decay_schedule(tc.learning_rate, tc.num_train_steps, 0.05))
   return score_net.train(
     k_train,
     params,
@@ -226,7 +226,7 @@ def train_score_net(key, config: ConfigDict) -> score_net.ScoreNetTraining:
     opt,
     sample_data,
     schedule_of(config),
-    num_steps=tc.train_steps,
+    num_steps=tc.num_train_steps,
     batch_size=tc.batch_size,
     t_min=config.t_min,
   )
@@ -277,11 +277,11 @@ def make_runner(config: ConfigDict, variant: str, score_model: str, net=None):
   return jax.jit(run)
 
 
-def pooled_sample(key, out: fkc.FKCOutput, num: int) -> jax.Array:
-  """``num`` equally weighted points from the R runs pooled, each run's weights normalised to 1/R."""
+def pooled_sample(key, out: fkc.FKCOutput, num_samples: int) -> jax.Array:
+  """``num_samples`` equally weighted points from the R runs pooled, each run's weights normalised to 1/R."""
   r, n = out.log_weights.shape
   log_w = jax.vmap(resampling.normalize_log_weights)(out.log_weights) - jnp.log(r)
-  idx = resampling.resample_log(key, log_w.reshape(-1), num, resampling.systematic)
+  idx = resampling.resample_log(key, log_w.reshape(-1), num_samples, resampling.systematic)
   return jax.random.permutation(key, out.particles.reshape(r * n, -1)[idx])
 
 

@@ -15,7 +15,7 @@ from toolkit.stats import gmm, quadrature
 def test_grid_oracle_matches_the_closed_forms(setting):
   """The quadrature grid (the only oracle for β = ½) against mixture powers, products and geometric means."""
   config = fkc_experiment.get_config("quick")
-  config.grid_size = 401
+  config.num_grid_points = 401
   oracle = fkc_experiment.target_oracle(setting, config)
   assert oracle.edge_mass < 1e-8
   np.testing.assert_allclose(
@@ -63,10 +63,10 @@ def test_small_run(tmp_path):
   config.settings = ("anneal_beta2", "cfg_w3")
   config.variants = ("naive", "fkc")
   config.num_particles, config.num_seeds, config.num_steps = 1024, 2, 500
-  config.num_eval, config.grid_size = 1024, 401
+  config.num_eval, config.num_grid_points = 1024, 401
   config.trained.settings = ("cfg_w3",)
   config.trained.num_particles, config.trained.num_seeds = 256, 2
-  config.trained.train_steps, config.trained.hidden = 1000, 32
+  config.trained.num_train_steps, config.trained.hidden = 1000, 32
   record = xp.run_experiment(fkc_experiment.EXPERIMENT, config, str(tmp_path), scale="quick")
   m = record["measured"]
   # Annealing to β = 2: the unweighted sampler misses the target, FKC does not.

@@ -300,7 +300,9 @@ def test_stepping_by_hand_equals_sample_bit_for_bit(key, ess_threshold, reweight
   np.testing.assert_array_equal(state.particles, out.particles)
   np.testing.assert_array_equal(state.log_weights, out.log_weights)
   # The final logsumexp over unequal weights is one reduction that XLA may order differently in the two programs.
-  np.testing.assert_array_max_ulp(jax.jit(fkc.log_normalizer_estimate)(state), out.log_normalizer, maxulp=2)
+  np.testing.assert_array_max_ulp(
+    jax.jit(fkc.log_normalizer_estimate)(state), out.log_normalizer, maxulp=2
+  )
   np.testing.assert_array_equal(np.stack(ess), out.ess)
   np.testing.assert_array_equal(np.stack(resampled), out.resampled)
   assert np.all(out.resampled) == (ess_threshold == 1.0 and reweight)

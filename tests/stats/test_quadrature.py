@@ -39,7 +39,7 @@ def test_grid_sample_has_the_oracle_moments(key):
 
 
 def test_bad_inputs():
-  with pytest.raises(ValueError, match="`size`"):
+  with pytest.raises(ValueError, match="`num_points`"):
     quadrature.grid_oracle(log_density, 8.0, 1)
   with pytest.raises(ValueError, match="`half_width`"):
     quadrature.grid_oracle(log_density, -1.0, 11)

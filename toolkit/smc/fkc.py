@@ -630,7 +630,7 @@ def sample(
   >>> data = gmm.gaussian_mixture([1.0], [[1.0, 0.0]], [0.5])
   >>> terms = annealing(noised_gmm_score_fn(data, schedule), 2.0, schedule)  # q^2 of N((1, 0), I/2)
   >>> start = gaussian_start(jax.random.key(0), 512, 2, 2.0)
-  >>> out = sample(jax.random.key(1), start.particles, terms, schedule, num_steps=100,
+  >>> out = sample(jax.random.key(1), start.particles, terms, schedule, num_steps=400,
   ...              initial_log_normalizer=start.log_normalizer)
   >>> exact = gmm.log_mass(gmm.power(noise_gmm(data, schedule, 1e-3), 2))
   >>> print(out.particles.shape, bool(abs(out.log_normalizer - exact) < 0.2))

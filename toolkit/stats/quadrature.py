@@ -1,7 +1,7 @@
 """Exact moments, normaliser and draws of an unnormalised 2-D density by quadrature on a grid.
 
 The oracle of a sampler whose target has no closed form (e.g. ``q^½`` of a Gaussian mixture): the midpoint rule
-on an ``size × size`` grid over ``[-half_width, half_width]²``. For smooth densities that the grid resolves and
+on a ``num_points × num_points`` grid over ``[-half_width, half_width]²``. For smooth densities that the grid resolves and
 holds (``edge_mass`` ≈ 0) the error of the rule falls faster than any power of the cell width (it is the
 trapezoidal rule of a function that vanishes at the edges; L. N. Trefethen and J. A. C. Weideman, "The
 exponentially convergent trapezoidal rule", SIAM Review 56(3), 2014, §5).
@@ -32,8 +32,8 @@ class GridOracle(NamedTuple):
     mean: ``(2,)`` mean of the normalised density.
     cov: ``(2, 2)`` covariance.
     log_normalizer: ``log ∫ exp(log_density)`` (a Python float).
-    points: ``(size², 2)`` the grid's cell centres.
-    log_probs: ``(size²,)`` normalised log-masses of the cells.
+    points: ``(num_points², 2)`` the grid's cell centres.
+    log_probs: ``(num_points²,)`` normalised log-masses of the cells.
     cell: the cell width (a Python float).
     edge_mass: mass in the outer ring of cells (a Python float): the grid must hold the whole target, so this
       should be negligible.
@@ -53,23 +53,23 @@ def _edge_mass(w):
 
 
 def grid_oracle(
-  log_density: Callable[[jax.Array], jax.Array], half_width: float, size: int
+  log_density: Callable[[jax.Array], jax.Array], half_width: float, num_points: int
 ) -> GridOracle:
   """Mean, covariance and log-normaliser of ``exp(log_density)`` by the midpoint rule on ``[-L, L]²`` (float32).
 
   Args:
     log_density: ``(M, 2) -> (M,)`` unnormalised log-density.
     half_width: ``L``, the grid's half width.
-    size: number of grid points per axis (>= 2).
+    num_points: number of grid points per axis (>= 2).
 
   Returns:
     :class:`GridOracle`.
   """
-  if not isinstance(size, int) or isinstance(size, bool) or size < 2:
-    raise ValueError(f"`size` must be a Python int >= 2, got {size!r}.")
+  if not isinstance(num_points, int) or isinstance(num_points, bool) or num_points < 2:
+    raise ValueError(f"`num_points` must be a Python int >= 2, got {num_points!r}.")
   if not half_width > 0:
     raise ValueError(f"`half_width` must be > 0, got {half_width!r}.")
-  g = np.linspace(-half_width, half_width, size)
+  g = np.linspace(-half_width, half_width, num_points)
   xx, yy = np.meshgrid(g, g)
   points = jnp.asarray(np.stack([xx.ravel(), yy.ravel()], -1), jnp.float32)
   lp = log_density(points)
@@ -85,7 +85,7 @@ def grid_oracle(
     points=points,
     log_probs=lp - log_norm,
     cell=cell,
-    edge_mass=float(_edge_mass(w.reshape(size, size))),
+    edge_mass=float(_edge_mass(w.reshape(num_points, num_points))),
   )
 
 
