@@ -18,7 +18,6 @@ r"""PaRIS particle Gibbs (Cardoso et al., ICML 2023, arXiv 2301.00900): bias, RM
 
 from __future__ import annotations
 
-import os
 import time
 
 import jax
@@ -28,12 +27,12 @@ import optax
 from ml_collections import ConfigDict
 
 from toolkit import experiment as xp
-from toolkit.smc import learning
-from toolkit.smc import paris
+from toolkit.smc import learning, paris, ssm
 from toolkit.smc import particle_gibbs as pg
-from toolkit.smc import ssm
 
-PAPER = xp.Paper("paris_particle_gibbs", "State and parameter learning with PaRIS particle Gibbs", "2301.00900")
+PAPER = xp.Paper(
+  "paris_particle_gibbs", "State and parameter learning with PaRIS particle Gibbs", "2301.00900"
+)
 
 
 def get_config(scale: str = "full") -> ConfigDict:
@@ -43,19 +42,43 @@ def get_config(scale: str = "full") -> ConfigDict:
   config = ConfigDict()
   config.num_steps = 101  # T = n + 1 observations
   config.replicates = 80 if quick else 200
-  config.n_backward = 2
+  config.num_backward = 2
   config.paris_particles = (16, 64, 256) if quick else (16, 64, 256, 1280)
   config.ppg_particles = (16,) if quick else (16, 64)
   config.ppg_sweeps = 20
   config.ppg_burn_in = 4
   # Equal cost: PPG with N particles and `ppg_sweeps` sweeps against PaRIS with N × ppg_sweeps particles.
   config.equal_cost_ppg_particles = 16 if quick else 64
-  config.learning = ConfigDict(dict(
-      num_steps=201, n_particles=32, iterations=500, seeds=4, learning_rate=0.02, average_last=150))
-  config.msc = ConfigDict(dict(num_steps=201, n_particles=16, iterations=500, seeds=4, learning_rate=0.05,
-                               average_last=150))
-  config.sv = ConfigDict(dict(num_steps=201 if quick else 501, n_particles=32, iterations=300 if quick else 1000,
-                              seeds=2 if quick else 4, learning_rate=0.02, average_last=100 if quick else 300))
+  config.learning = ConfigDict(
+    {
+      "num_steps": 201,
+      "num_particles": 32,
+      "iterations": 500,
+      "seeds": 4,
+      "learning_rate": 0.02,
+      "average_last": 150,
+    }
+  )
+  config.msc = ConfigDict(
+    {
+      "num_steps": 201,
+      "num_particles": 16,
+      "iterations": 500,
+      "seeds": 4,
+      "learning_rate": 0.05,
+      "average_last": 150,
+    }
+  )
+  config.sv = ConfigDict(
+    {
+      "num_steps": 201 if quick else 501,
+      "num_particles": 32,
+      "iterations": 300 if quick else 1000,
+      "seeds": 2 if quick else 4,
+      "learning_rate": 0.02,
+      "average_last": 100 if quick else 300,
+    }
+  )
   return config
 
 
@@ -63,28 +86,39 @@ def validate_config(config: ConfigDict) -> None:
   if config.num_steps < 3 or config.replicates < 10:
     raise xp.ConfigError("--config.num_steps must be >= 3 and --config.replicates >= 10")
   if not 0 <= config.ppg_burn_in < config.ppg_sweeps:
-    raise xp.ConfigError(f"need 0 <= --config.ppg_burn_in < --config.ppg_sweeps, got {config.ppg_burn_in} and "
-                         f"{config.ppg_sweeps}")
-  if min(config.paris_particles) < 2 or min(config.ppg_particles) < 2 or config.n_backward < 1:
-    raise xp.ConfigError("particle counts must be >= 2 and --config.n_backward >= 1")
+    raise xp.ConfigError(
+      f"need 0 <= --config.ppg_burn_in < --config.ppg_sweeps, got {config.ppg_burn_in} and "
+      f"{config.ppg_sweeps}"
+    )
+  if min(config.paris_particles) < 2 or min(config.ppg_particles) < 2 or config.num_backward < 1:
+    raise xp.ConfigError("particle counts must be >= 2 and --config.num_backward >= 1")
   for group in ("learning", "msc", "sv"):
     c = config[group]
-    if c.iterations <= c.average_last or c.seeds < 2 or c.n_particles < 2:
-      raise xp.ConfigError(f"--config.{group}: need iterations > average_last, seeds >= 2, n_particles >= 2")
+    if c.iterations <= c.average_last or c.seeds < 2 or c.num_particles < 2:
+      raise xp.ConfigError(
+        f"--config.{group}: need iterations > average_last, seeds >= 2, num_particles >= 2"
+      )
 
 
 def lgssm_model_fn(theta):
-  return ssm.linear_gaussian(theta["A"], jnp.exp(theta["log_Q"]), 1.0, jnp.exp(theta["log_R"]), 0.0, 1.0)
+  return ssm.linear_gaussian(
+    theta["A"], jnp.exp(theta["log_Q"]), 1.0, jnp.exp(theta["log_R"]), 0.0, 1.0
+  )
 
 
 TRUE_LG = {"A": 0.9, "log_Q": float(np.log(0.5)), "log_R": 0.0}
 
 
 def sv_model_fn(theta):
-  return ssm.stochastic_volatility(theta["mu"], jnp.tanh(theta["atanh_phi"]), jnp.exp(theta["log_sigma"]))
+  return ssm.stochastic_volatility(
+    theta["mu"], jnp.tanh(theta["atanh_phi"]), jnp.exp(theta["log_sigma"])
+  )
 
 
 TRUE_SV = {"mu": -1.0, "phi": 0.9, "sigma": 0.3}
+
+# The two score estimators every learning case compares, by the name its outputs carry.
+ESTIMATORS = {"ppg": learning.ppg_estimator, "paris": learning.paris_estimator}
 
 
 def lag_product(x_prev, x, t):
@@ -104,20 +138,43 @@ def run_smoothing_case(case, config, data_key, key) -> dict:
   model, ys, truth = smoothing_data(config, data_key)
   keys = jax.random.split(key, config.replicates)
   if method == "paris":
-    fn = lambda k: paris.paris(k, model, ys, lag_product, n_particles=n, n_backward=config.n_backward).estimate
+    fn = lambda k: (
+      paris.paris(
+        k, model, ys, lag_product, num_particles=n, num_backward=config.num_backward
+      ).estimate
+    )
     cost = n
   else:
-    fn = lambda k: pg.particle_gibbs(k, model, ys, lag_product, n_particles=n, n_sweeps=config.ppg_sweeps,
-                                     burn_in=config.ppg_burn_in, n_backward=config.n_backward).estimate
+    fn = lambda k: (
+      pg.particle_gibbs(
+        k,
+        model,
+        ys,
+        lag_product,
+        num_particles=n,
+        num_sweeps=config.ppg_sweeps,
+        burn_in=config.ppg_burn_in,
+        num_backward=config.num_backward,
+      ).estimate
+    )
     cost = n * config.ppg_sweeps
   start = time.perf_counter()
   est = np.asarray(jax.jit(jax.vmap(fn))(keys)) - truth
   seconds = time.perf_counter() - start
   r = len(est)
-  return {"method": method, "n_particles": n, "cost": cost, "truth": truth, "bias": float(est.mean()),
-          "sd": float(est.std(ddof=1)), "se": float(est.std(ddof=1) / np.sqrt(r)),
-          "rmse": float(np.sqrt(np.mean(est ** 2))), "replicates": r, "seconds": seconds,
-          "errors": est.tolist()}
+  return {
+    "method": method,
+    "num_particles": n,
+    "cost": cost,
+    "truth": truth,
+    "bias": float(est.mean()),
+    "sd": float(est.std(ddof=1)),
+    "se": float(est.std(ddof=1) / np.sqrt(r)),
+    "rmse": float(np.sqrt(np.mean(est**2))),
+    "replicates": r,
+    "seconds": seconds,
+    "errors": est.tolist(),
+  }
 
 
 def exact_mle(model_fn, ys, theta0):
@@ -129,16 +186,21 @@ def run_learning(fit_fn, c, key) -> dict:
   """``c.seeds`` vmapped runs of ``fit_fn(optimizer, key) -> dict of parameter traces``, with the step schedule
   shared by every learning case; the mean of the last ``c.average_last`` iterates per seed, summarised over seeds."""
   schedule = optax.piecewise_constant_schedule(
-      c.learning_rate, {int(0.4 * c.iterations): 0.25, int(0.7 * c.iterations): 0.4})
+    c.learning_rate, {int(0.4 * c.iterations): 0.25, int(0.7 * c.iterations): 0.4}
+  )
   fit = lambda k: fit_fn(optax.adam(schedule), k)
   start = time.perf_counter()
   trace = jax.jit(jax.vmap(fit))(jax.random.split(key, c.seeds))
   seconds = time.perf_counter() - start
-  per_seed = {k: np.asarray(v[:, -c.average_last:].mean(1)) for k, v in trace.items()}
-  return {"mean": {k: float(v.mean()) for k, v in per_seed.items()},
-          "se": {k: float(v.std(ddof=1) / np.sqrt(len(v))) for k, v in per_seed.items()},
-          "trace": {k: np.asarray(v).mean(0)[:: max(1, c.iterations // 200)].tolist() for k, v in trace.items()},
-          "seconds": seconds}
+  per_seed = {k: np.asarray(v[:, -c.average_last :].mean(1)) for k, v in trace.items()}
+  return {
+    "mean": {k: float(v.mean()) for k, v in per_seed.items()},
+    "se": {k: float(v.std(ddof=1) / np.sqrt(len(v))) for k, v in per_seed.items()},
+    "trace": {
+      k: np.asarray(v).mean(0)[:: max(1, c.iterations // 200)].tolist() for k, v in trace.items()
+    },
+    "seconds": seconds,
+  }
 
 
 def run_learning_case(case, config, key) -> dict:
@@ -155,17 +217,29 @@ def run_learning_case(case, config, key) -> dict:
     model_fn = lgssm_model_fn
   else:
     c = config.sv
-    truth = {"mu": jnp.asarray(TRUE_SV["mu"]), "atanh_phi": jnp.arctanh(TRUE_SV["phi"]),
-             "log_sigma": jnp.log(TRUE_SV["sigma"])}
+    truth = {
+      "mu": jnp.asarray(TRUE_SV["mu"]),
+      "atanh_phi": jnp.arctanh(TRUE_SV["phi"]),
+      "log_sigma": jnp.log(TRUE_SV["sigma"]),
+    }
     _, ys = ssm.simulate(k_data, sv_model_fn(truth), c.num_steps)
     theta0 = {"mu": jnp.asarray(0.0), "atanh_phi": jnp.arctanh(0.5), "log_sigma": jnp.log(1.0)}
     out = {"truth": {k: float(v) for k, v in truth.items()}}
     model_fn = sv_model_fn
-  for estimator, k in (("ppg", k_ppg), ("paris", k_paris)):
-    fit_fn = lambda optimizer, kk: learning.fit(kk, model_fn, theta0, ys, optimizer=optimizer,
-                                                n_iterations=c.iterations, n_particles=c.n_particles,
-                                                estimator=estimator)[1].theta
-    out[estimator] = run_learning(fit_fn, c, k)
+  for name, k in (("ppg", k_ppg), ("paris", k_paris)):
+    fit_fn = lambda optimizer, kk: (
+      learning.fit(
+        kk,
+        model_fn,
+        theta0,
+        ys,
+        optimizer=optimizer,
+        num_iterations=c.iterations,
+        num_particles=c.num_particles,
+        estimator=ESTIMATORS[name],  # noqa: B023 (called before the loop moves on)
+      )[1].theta
+    )
+    out[name] = run_learning(fit_fn, c, k)
   out["case"] = case
   return out
 
@@ -178,17 +252,26 @@ def run_msc_case(config, key) -> dict:
   optimum = learning.linear_gaussian_regression_optimum(model, ys)
   proposal = learning.linear_gaussian_regression_proposal()
   out = {"case": "msc", "mle": {k: float(v) for k, v in optimum._asdict().items()}}
-  for estimator, k in (("ppg", k_ppg), ("paris", k_paris)):
+  for name, k in (("ppg", k_ppg), ("paris", k_paris)):
     fit_fn = lambda optimizer, kk: learning.markov_score_climbing(
-        kk, model, ys, proposal, optimizer=optimizer, n_iterations=c.iterations, n_particles=c.n_particles,
-        estimator=estimator)[1].theta._asdict()
-    out[estimator] = run_learning(fit_fn, c, k)
+      kk,
+      model,
+      ys,
+      proposal,
+      optimizer=optimizer,
+      num_iterations=c.iterations,
+      num_particles=c.num_particles,
+      estimator=ESTIMATORS[name],  # noqa: B023 (called before the loop moves on)
+    )[1].theta._asdict()
+    out[name] = run_learning(fit_fn, c, k)
   return out
 
 
 def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
   k_data, k_smooth, k_learn = jax.random.split(ctx.key(), 3)
-  smoothing_cases = ([("paris", n) for n in config.paris_particles] + [("ppg", n) for n in config.ppg_particles])
+  smoothing_cases = [("paris", n) for n in config.paris_particles] + [
+    ("ppg", n) for n in config.ppg_particles
+  ]
   equal_cost = config.equal_cost_ppg_particles * config.ppg_sweeps
   if ("paris", equal_cost) not in smoothing_cases:
     smoothing_cases.append(("paris", equal_cost))
@@ -197,22 +280,34 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
   case_keys = jax.random.split(k_smooth, len(smoothing_cases))
 
   def describe_smoothing(r):
-    return (f"{r['method']} N={r['n_particles']}: bias {r['bias']:+.2f} ± {r['se']:.2f}, sd {r['sd']:.2f}, "
-            f"RMSE {r['rmse']:.2f} ({r['seconds']:.1f} s)")
+    return (
+      f"{r['method']} N={r['num_particles']}: bias {r['bias']:+.2f} ± {r['se']:.2f}, sd {r['sd']:.2f}, "
+      f"RMSE {r['rmse']:.2f} ({r['seconds']:.1f} s)"
+    )
 
-  smoothing = xp.run_cases(ctx, smoothing_cases,
-                           lambda i, case: run_smoothing_case(case, config, k_data, case_keys[i]),
-                           describe_smoothing, name="smoothing")
+  smoothing = xp.run_cases(
+    ctx,
+    smoothing_cases,
+    lambda i, case: run_smoothing_case(case, config, k_data, case_keys[i]),
+    describe_smoothing,
+    name="smoothing",
+  )
   learn_keys = jax.random.split(k_learn, 3)
 
   def describe_learning(r):
-    return f"{r['case']}: PPG {fmt_params(r['ppg']['mean'])}, PaRIS {fmt_params(r['paris']['mean'])}"
+    return (
+      f"{r['case']}: PPG {fmt_params(r['ppg']['mean'])}, PaRIS {fmt_params(r['paris']['mean'])}"
+    )
 
-  learned = xp.run_cases(ctx, ["lgssm", "msc", "sv"],
-                         lambda i, case: run_learning_case(case, config, learn_keys[i]), describe_learning,
-                         name="learning")
+  learned = xp.run_cases(
+    ctx,
+    ["lgssm", "msc", "sv"],
+    lambda i, case: run_learning_case(case, config, learn_keys[i]),
+    describe_learning,
+    name="learning",
+  )
   learned = {r["case"]: r for r in learned}
-  by_case = {(r["method"], r["n_particles"]): r for r in smoothing}
+  by_case = {(r["method"], r["num_particles"]): r for r in smoothing}
   write_tables(by_case, learned, config, ctx)
   plot(by_case, learned, config, ctx)
 
@@ -221,23 +316,33 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
     for field in ("bias", "se", "sd", "rmse", "seconds"):
       measured[f"{method}_n{n}_{field}"] = r[field]
   small = min(config.ppg_particles)
-  measured["paris_small_n_bias_z"] = by_case[("paris", small)]["bias"] / by_case[("paris", small)]["se"]
-  measured["ppg_small_n_abs_bias_z"] = abs(by_case[("ppg", small)]["bias"]) / by_case[("ppg", small)]["se"]
+  measured["paris_small_n_bias_z"] = (
+    by_case[("paris", small)]["bias"] / by_case[("paris", small)]["se"]
+  )
+  measured["ppg_small_n_abs_bias_z"] = (
+    abs(by_case[("ppg", small)]["bias"]) / by_case[("ppg", small)]["se"]
+  )
   ppg_eq = by_case[("ppg", config.equal_cost_ppg_particles)]
   paris_eq = by_case[("paris", equal_cost)]
   measured["equal_cost_rmse_ratio_ppg_over_paris"] = ppg_eq["rmse"] / paris_eq["rmse"]
   lg = learned["lgssm"]
   errors = {k: abs(lg["ppg"]["mean"][k] - lg["mle"][k]) for k in lg["mle"]}
   measured["ppg_mle_max_abs_error"] = max(errors.values())
-  measured["ppg_mle_max_error_in_se"] = max(errors[k] / max(lg["ppg"]["se"][k], 1e-12) for k in errors)
-  measured["paris_mle_max_abs_error"] = max(abs(lg["paris"]["mean"][k] - lg["mle"][k]) for k in lg["mle"])
+  measured["ppg_mle_max_error_in_se"] = max(
+    errors[k] / max(lg["ppg"]["se"][k], 1e-12) for k in errors
+  )
+  measured["paris_mle_max_abs_error"] = max(
+    abs(lg["paris"]["mean"][k] - lg["mle"][k]) for k in lg["mle"]
+  )
   for k, v in lg["ppg"]["mean"].items():
     measured[f"lgssm_ppg_{k}"] = v
     measured[f"lgssm_mle_{k}"] = lg["mle"][k]
   msc = learned["msc"]
   msc_errors = {k: abs(msc["ppg"]["mean"][k] - msc["mle"][k]) for k in msc["mle"]}
   measured["msc_ppg_max_abs_error"] = max(msc_errors.values())
-  measured["msc_paris_max_abs_error"] = max(abs(msc["paris"]["mean"][k] - msc["mle"][k]) for k in msc["mle"])
+  measured["msc_paris_max_abs_error"] = max(
+    abs(msc["paris"]["mean"][k] - msc["mle"][k]) for k in msc["mle"]
+  )
   sv = learned["sv"]
   for k in sv["ppg"]["mean"]:
     measured[f"sv_ppg_{k}"] = sv["ppg"]["mean"][k]
@@ -250,38 +355,71 @@ def fmt_params(params: dict) -> str:
 
 
 def write_tables(by_case, learned, config, ctx) -> None:
-  lines = [f"Smoothing E[Σ x_t x_(t+1) | y], scalar LGSSM, n = {config.num_steps - 1}, K = {config.n_backward}, "
-           f"{config.replicates} replicates; PPG: {config.ppg_sweeps} sweeps, burn-in {config.ppg_burn_in}.", "",
-           "| method | N | cost (propagations / step) | bias ± s.e. | sd | RMSE | seconds (all replicates) |",
-           "|---|---|---|---|---|---|---|"]
+  lines = [
+    (
+      f"Smoothing E[Σ x_t x_(t+1) | y], scalar LGSSM, n = {config.num_steps - 1}, K = {config.num_backward}, "
+      f"{config.replicates} replicates; PPG: {config.ppg_sweeps} sweeps, burn-in {config.ppg_burn_in}."
+    ),
+    "",
+    "| method | N | cost (propagations / step) | bias ± s.e. | sd | RMSE | seconds (all replicates) |",
+    "|---|---|---|---|---|---|---|",
+  ]
   for (method, n), r in sorted(by_case.items(), key=lambda kv: (kv[0][0], kv[1]["cost"])):
-    lines.append(f"| {method.upper() if method == 'ppg' else 'PaRIS'} | {n} | {r['cost']} | {r['bias']:+.2f} ± "
-                 f"{r['se']:.2f} | {r['sd']:.2f} | {r['rmse']:.2f} | {r['seconds']:.1f} |")
+    lines.append(
+      f"| {method.upper() if method == 'ppg' else 'PaRIS'} | {n} | {r['cost']} | {r['bias']:+.2f} ± "
+      f"{r['se']:.2f} | {r['sd']:.2f} | {r['rmse']:.2f} | {r['seconds']:.1f} |"
+    )
   lg = learned["lgssm"]
-  lines += ["", f"Learning θ = (A, log Q, log R), LGSSM, n = {config.learning.num_steps - 1}, N = "
-            f"{config.learning.n_particles}, {config.learning.iterations} Adam steps, mean of the last "
-            f"{config.learning.average_last} iterates over {config.learning.seeds} seeds (± s.e.).", "",
-            "| parameter | truth | exact MLE (Kalman) | PPG-driven | PaRIS-driven |", "|---|---|---|---|---|"]
+  lines += [
+    "",
+    (
+      f"Learning θ = (A, log Q, log R), LGSSM, n = {config.learning.num_steps - 1}, N = "
+      f"{config.learning.num_particles}, {config.learning.iterations} Adam steps, mean of the last "
+      f"{config.learning.average_last} iterates over {config.learning.seeds} seeds (± s.e.)."
+    ),
+    "",
+    "| parameter | truth | exact MLE (Kalman) | PPG-driven | PaRIS-driven |",
+    "|---|---|---|---|---|",
+  ]
   for k in lg["mle"]:
-    lines.append(f"| {k} | {lg['truth'][k]:.3f} | {lg['mle'][k]:.4f} | {lg['ppg']['mean'][k]:.4f} ± "
-                 f"{lg['ppg']['se'][k]:.4f} | {lg['paris']['mean'][k]:.4f} ± {lg['paris']['se'][k]:.4f} |")
+    lines.append(
+      f"| {k} | {lg['truth'][k]:.3f} | {lg['mle'][k]:.4f} | {lg['ppg']['mean'][k]:.4f} ± "
+      f"{lg['ppg']['se'][k]:.4f} | {lg['paris']['mean'][k]:.4f} ± {lg['paris']['se'][k]:.4f} |"
+    )
   msc = learned["msc"]
-  lines += ["", f"Markov score climbing: q_λ(x_t | x_(t-1), y_t) = N(a x_(t-1) + b y_t + c, sd²), q(x_0) = N(mu0, sd0²), "
-            f"n = {config.msc.num_steps - 1}, N = {config.msc.n_particles}, {config.msc.iterations} Adam steps, "
-            f"{config.msc.seeds} seeds (± s.e.); the CSMC proposes from the current q_λ.", "",
-            "| parameter | KL(p ‖ q) minimiser (closed form) | MSC with PPG | MSC with PaRIS |", "|---|---|---|---|"]
+  lines += [
+    "",
+    (
+      f"Markov score climbing: q_λ(x_t | x_(t-1), y_t) = N(a x_(t-1) + b y_t + c, sd²), q(x_0) = N(mu0, sd0²), "
+      f"n = {config.msc.num_steps - 1}, N = {config.msc.num_particles}, {config.msc.iterations} Adam steps, "
+      f"{config.msc.seeds} seeds (± s.e.); the CSMC proposes from the current q_λ."
+    ),
+    "",
+    "| parameter | KL(p ‖ q) minimiser (closed form) | MSC with PPG | MSC with PaRIS |",
+    "|---|---|---|---|",
+  ]
   for k in msc["mle"]:
-    lines.append(f"| {k} | {msc['mle'][k]:.4f} | {msc['ppg']['mean'][k]:.4f} ± {msc['ppg']['se'][k]:.4f} | "
-                 f"{msc['paris']['mean'][k]:.4f} ± {msc['paris']['se'][k]:.4f} |")
+    lines.append(
+      f"| {k} | {msc['mle'][k]:.4f} | {msc['ppg']['mean'][k]:.4f} ± {msc['ppg']['se'][k]:.4f} | "
+      f"{msc['paris']['mean'][k]:.4f} ± {msc['paris']['se'][k]:.4f} |"
+    )
   sv = learned["sv"]
-  lines += ["", f"Learning the stochastic-volatility model (μ, atanh φ, log σ), n = {config.sv.num_steps - 1}, N = "
-            f"{config.sv.n_particles}, {config.sv.iterations} steps, {config.sv.seeds} seeds.", "",
-            "| parameter | truth (data generated with) | PPG-driven | PaRIS-driven |", "|---|---|---|---|"]
+  lines += [
+    "",
+    (
+      f"Learning the stochastic-volatility model (μ, atanh φ, log σ), n = {config.sv.num_steps - 1}, N = "
+      f"{config.sv.num_particles}, {config.sv.iterations} steps, {config.sv.seeds} seeds."
+    ),
+    "",
+    "| parameter | truth (data generated with) | PPG-driven | PaRIS-driven |",
+    "|---|---|---|---|",
+  ]
   for k in sv["ppg"]["mean"]:
-    lines.append(f"| {k} | {sv['truth'][k]:.3f} | {sv['ppg']['mean'][k]:.4f} ± {sv['ppg']['se'][k]:.4f} | "
-                 f"{sv['paris']['mean'][k]:.4f} ± {sv['paris']['se'][k]:.4f} |")
-  with open(os.path.join(ctx.out_dir, "table.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
+    lines.append(
+      f"| {k} | {sv['truth'][k]:.3f} | {sv['ppg']['mean'][k]:.4f} ± {sv['ppg']['se'][k]:.4f} | "
+      f"{sv['paris']['mean'][k]:.4f} ± {sv['paris']['se'][k]:.4f} |"
+    )
+  ctx.write_text("table.md", "\n".join(lines))
 
 
 def plot(by_case, learned, config, ctx) -> None:
@@ -295,13 +433,32 @@ def plot(by_case, learned, config, ctx) -> None:
   for method, color in (("paris", "tab:blue"), ("ppg", "tab:red")):
     rows = sorted((r for (m, _), r in by_case.items() if m == method), key=lambda r: r["cost"])
     costs = [r["cost"] for r in rows]
-    ax.errorbar(costs, [r["bias"] for r in rows], yerr=[2 * r["se"] for r in rows], marker="o", color=color,
-                capsize=3, label=f"{'PaRIS' if method == 'paris' else 'PPG'} bias ± 2 s.e.")
-    ax.plot(costs, [r["rmse"] for r in rows], ls="--", marker="s", color=color, alpha=0.6,
-            label=f"{'PaRIS' if method == 'paris' else 'PPG'} RMSE")
+    ax.errorbar(
+      costs,
+      [r["bias"] for r in rows],
+      yerr=[2 * r["se"] for r in rows],
+      marker="o",
+      color=color,
+      capsize=3,
+      label=f"{'PaRIS' if method == 'paris' else 'PPG'} bias ± 2 s.e.",
+    )
+    ax.plot(
+      costs,
+      [r["rmse"] for r in rows],
+      ls="--",
+      marker="s",
+      color=color,
+      alpha=0.6,
+      label=f"{'PaRIS' if method == 'paris' else 'PPG'} RMSE",
+    )
     for r in rows:
-      ax.annotate(f"N={r['n_particles']}", (r["cost"], r["bias"]), fontsize=7, textcoords="offset points",
-                  xytext=(3, -10))
+      ax.annotate(
+        f"N={r['num_particles']}",
+        (r["cost"], r["bias"]),
+        fontsize=7,
+        textcoords="offset points",
+        xytext=(3, -10),
+      )
   ax.axhline(0, color="black", lw=0.8)
   ax.set_xscale("log")
   ax.set_xlabel("particle propagations per time step (PPG: N × sweeps)")
@@ -310,10 +467,20 @@ def plot(by_case, learned, config, ctx) -> None:
   ax.legend(fontsize=7)
 
   lg, sv = learned["lgssm"], learned["sv"]
-  plot_learning(axes[1], lg, lg["mle"], config.learning.iterations,
-                f"LGSSM learning, N = {config.learning.n_particles} (thin lines: exact MLE)")
-  plot_learning(axes[2], sv, sv["truth"], config.sv.iterations,
-                "stochastic volatility learning (thin lines: generating θ)")
+  plot_learning(
+    axes[1],
+    lg,
+    lg["mle"],
+    config.learning.iterations,
+    f"LGSSM learning, N = {config.learning.num_particles} (thin lines: exact MLE)",
+  )
+  plot_learning(
+    axes[2],
+    sv,
+    sv["truth"],
+    config.sv.iterations,
+    "stochastic volatility learning (thin lines: generating θ)",
+  )
   fig.tight_layout()
   ctx.save_figure(fig, "bias_rmse_learning")
 
@@ -323,8 +490,13 @@ def plot_learning(ax, result, reference, iterations, title) -> None:
   for k, color in zip(result["ppg"]["mean"], ("tab:blue", "tab:orange", "tab:green")):
     for est, ls in (("ppg", "-"), ("paris", ":")):
       trace = np.asarray(result[est]["trace"][k])
-      ax.plot(np.linspace(0, iterations, trace.size), trace, ls=ls, color=color,
-              label=f"{k} ({'PPG' if est == 'ppg' else 'PaRIS'})")
+      ax.plot(
+        np.linspace(0, iterations, trace.size),
+        trace,
+        ls=ls,
+        color=color,
+        label=f"{k} ({'PPG' if est == 'ppg' else 'PaRIS'})",
+      )
     ax.axhline(reference[k], color=color, lw=0.8, alpha=0.6)
   ax.set_xlabel("iteration")
   ax.set_title(title)
@@ -336,40 +508,46 @@ CLAIMS = (
     metric="paris_small_n_bias_z",
     statement="At small N (16) PaRIS has a clear negative bias: bias / s.e. over replicates ≤ −3",
     paper_value="PaRIS is biased (self-normalised importance sampling, O(1/N)); PPG is its bias-reduced version",
-    comparison="<=", target=-3.0,
+    comparison="<=",
+    target=-3.0,
   ),
   xp.Claim(
     metric="ppg_small_n_abs_bias_z",
     statement="... while PPG at the same N (roll-out estimator after burn-in) has none measurable: |bias| / s.e. ≤ 3",
     paper_value="PPG: bias reduced, decaying geometrically in the burn-in",
-    comparison="<=", target=3.0,
+    comparison="<=",
+    target=3.0,
   ),
   xp.Claim(
     metric="equal_cost_rmse_ratio_ppg_over_paris",
     statement="At equal cost (PPG N × sweeps = PaRIS N propagations per step) PPG's RMSE is no worse than PaRIS's "
-              "(ratio ≤ 1.2, the replicate noise of an RMSE ratio at this many replicates)",
+    "(ratio ≤ 1.2, the replicate noise of an RMSE ratio at this many replicates)",
     paper_value="PPG competitive with PaRIS at equal budget, with bias removed",
-    comparison="<=", target=1.2,
+    comparison="<=",
+    target=1.2,
   ),
   xp.Claim(
     metric="ppg_mle_max_abs_error",
     statement="Stochastic-approximation learning driven by PPG reaches the exact MLE of the LGSSM (Kalman "
-              "likelihood) to within its Monte Carlo error: max |θ̂ − θ_MLE| ≤ 0.05 over (A, log Q, log R)",
+    "likelihood) to within its Monte Carlo error: max |θ̂ − θ_MLE| ≤ 0.05 over (A, log Q, log R)",
     paper_value="PPG-driven SA converges with a bias that vanishes with the burn-in (non-asymptotic bounds)",
-    comparison="<=", target=0.05,
+    comparison="<=",
+    target=0.05,
   ),
   xp.Claim(
     metric="msc_ppg_max_abs_error",
     statement="Markov score climbing driven by PPG reaches the closed-form KL(p ‖ q_λ) minimiser of a Gaussian "
-              "proposal family: max |λ̂ − λ*| ≤ 0.03 over its six parameters",
+    "proposal family: max |λ̂ − λ*| ≤ 0.03 over its six parameters",
     paper_value="PPG applies to MSC (inclusive-KL variational learning) with the same bias reduction",
-    comparison="<=", target=0.03,
+    comparison="<=",
+    target=0.03,
   ),
   xp.Claim(
     metric="paris_mle_max_abs_error",
     statement="... whereas PaRIS at the same N drives it to a visibly wrong point (max error ≥ 0.2)",
     paper_value="the bias of the PaRIS score enters the SA limit",
-    comparison=">=", target=0.2,
+    comparison=">=",
+    target=0.2,
   ),
 )
 

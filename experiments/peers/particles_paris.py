@@ -24,7 +24,7 @@ from particles import state_space_models as ssms
 def make_model(spec, functional):
 
   class ScalarLinearGauss(ssms.StateSpaceModel):
-    default_params = dict(spec)
+    default_params = dict(spec)  # noqa: RUF012 (the particles library's class-attribute convention)
 
     def PX0(self):
       return dists.Normal(loc=self.m0, scale=np.sqrt(self.P0))
@@ -56,16 +56,27 @@ def main():
   estimates, logliks, seconds = [], [], []
   for _ in range(request.get("num_replicates", 1)):
     fk = ssms.Bootstrap(ssm=model, data=ys)
-    alg = particles.SMC(fk=fk, N=request["num_particles"], resampling=request.get("resampling", "multinomial"),
-                        ESSrmin=request.get("ess_min", 1.0),
-                        collect=[collectors.Paris(Nparis=request.get("num_backward", 2))])
+    alg = particles.SMC(
+      fk=fk,
+      N=request["num_particles"],
+      resampling=request.get("resampling", "multinomial"),
+      ESSrmin=request.get("ess_min", 1.0),
+      collect=[collectors.Paris(Nparis=request.get("num_backward", 2))],
+    )
     start = time.perf_counter()
     alg.run()
     seconds.append(time.perf_counter() - start)
     estimates.append(float(np.asarray(alg.summaries.paris[-1])))
     logliks.append(float(alg.logLt))
-  json.dump({"estimates": estimates, "log_likelihoods": logliks, "seconds": seconds,
-             "particles_version": getattr(particles, "__version__", "unknown")}, sys.stdout)
+  json.dump(
+    {
+      "estimates": estimates,
+      "log_likelihoods": logliks,
+      "seconds": seconds,
+      "particles_version": getattr(particles, "__version__", "unknown"),
+    },
+    sys.stdout,
+  )
 
 
 if __name__ == "__main__":

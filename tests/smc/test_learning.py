@@ -6,12 +6,13 @@ import numpy as np
 import optax
 import pytest
 
-from toolkit.smc import learning
-from toolkit.smc import ssm
+from toolkit.smc import learning, ssm
 
 
 def model_fn(theta):
-  return ssm.linear_gaussian(theta["A"], jnp.exp(theta["log_Q"]), 1.0, jnp.exp(theta["log_R"]), 0.0, 1.0)
+  return ssm.linear_gaussian(
+    theta["A"], jnp.exp(theta["log_Q"]), 1.0, jnp.exp(theta["log_R"]), 0.0, 1.0
+  )
 
 
 def exact_mle(ys, theta0):
@@ -23,21 +24,35 @@ def exact_mle(ys, theta0):
 
 @pytest.mark.slow
 def test_ppg_learning_reaches_the_kalman_mle(x64):
-  _, ys = ssm.simulate(jax.random.key(0), model_fn({"A": 0.9, "log_Q": jnp.log(0.5), "log_R": 0.0}), 201)
+  _, ys = ssm.simulate(
+    jax.random.key(0), model_fn({"A": 0.9, "log_Q": jnp.log(0.5), "log_R": 0.0}), 201
+  )
   theta0 = {"A": jnp.array(0.5), "log_Q": jnp.array(0.0), "log_R": jnp.array(0.5)}
   mle = exact_mle(ys, theta0)
 
   def run(estimator):
     # Robbins–Monro: a step that decays after the transient, so the iterates settle on the fixed point.
     schedule = optax.piecewise_constant_schedule(0.02, {200: 0.25, 350: 0.4})
-    fit = lambda k: learning.fit(k, model_fn, theta0, ys, optimizer=optax.adam(schedule), num_iterations=500,
-                                 num_particles=32, estimator=estimator)[1].theta
+    fit = lambda k: (
+      learning.fit(
+        k,
+        model_fn,
+        theta0,
+        ys,
+        optimizer=optax.adam(schedule),
+        num_iterations=500,
+        num_particles=32,
+        estimator=estimator,
+      )[1].theta
+    )
     trace = jax.jit(jax.vmap(fit))(jax.random.split(jax.random.key(1), 4))
     per_seed = {name: np.asarray(v[:, -150:].mean(1)) for name, v in trace.items()}
     return {name: (v.mean(), v.std(ddof=1) / np.sqrt(len(v))) for name, v in per_seed.items()}
 
   ppg, paris = run(learning.ppg_estimator), run(learning.paris_estimator)
-  for name in mle:  # within the Monte Carlo error over seeds (log Q and log R trade off along a shallow ridge)
+  for name in (
+    mle
+  ):  # within the Monte Carlo error over seeds (log Q and log R trade off along a shallow ridge)
     mean, se = ppg[name]
     assert abs(mean - float(mle[name])) < 4 * se + 0.01, (name, ppg, mle)
   # PaRIS's O(1/N) score bias at N = 32 moves its fixed point visibly away (log Q by ~0.5).
@@ -49,10 +64,20 @@ def test_bad_input_is_rejected(key):
   _, ys = ssm.simulate(key, model_fn({"A": 0.9, "log_Q": 0.0, "log_R": 0.0}), 5)
   theta0 = {"A": jnp.array(0.5), "log_Q": jnp.array(0.0), "log_R": jnp.array(0.5)}
   with pytest.raises(TypeError, match="estimator"):  # an estimator is a function, never a name
-    learning.fit(key, model_fn, theta0, ys, optimizer=optax.adam(0.01), num_iterations=2, num_particles=8,
-                 estimator="smc")
+    learning.fit(
+      key,
+      model_fn,
+      theta0,
+      ys,
+      optimizer=optax.adam(0.01),
+      num_iterations=2,
+      num_particles=8,
+      estimator="smc",
+    )
   with pytest.raises(ValueError, match="num_iterations"):
-    learning.fit(key, model_fn, theta0, ys, optimizer=optax.adam(0.01), num_iterations=0, num_particles=8)
+    learning.fit(
+      key, model_fn, theta0, ys, optimizer=optax.adam(0.01), num_iterations=0, num_particles=8
+    )
 
 
 def test_regression_optimum_maximises_the_expected_log_density(x64):
@@ -66,9 +91,9 @@ def test_regression_optimum_maximises_the_expected_log_density(x64):
   def expected_log_q(lam):
     # E[log N(x_t; a x_{t-1} + b y_t + c, s²)] in closed form from first and second smoothed moments.
     mean_resid = m[1:] - (lam.a * m[:-1] + lam.b * ys[1:, 0] + lam.c)
-    var_resid = P[1:] + lam.a ** 2 * P[:-1] - 2 * lam.a * cross
+    var_resid = P[1:] + lam.a**2 * P[:-1] - 2 * lam.a * cross
     s2 = jnp.exp(2 * lam.log_sd)
-    later = jnp.sum(-0.5 * jnp.log(2 * jnp.pi * s2) - 0.5 * (mean_resid ** 2 + var_resid) / s2)
+    later = jnp.sum(-0.5 * jnp.log(2 * jnp.pi * s2) - 0.5 * (mean_resid**2 + var_resid) / s2)
     s02 = jnp.exp(2 * lam.log_sd0)
     first = -0.5 * jnp.log(2 * jnp.pi * s02) - 0.5 * ((m[0] - lam.mu0) ** 2 + P[0]) / s02
     return first + later
@@ -87,8 +112,11 @@ def test_markov_score_climbing_with_ppg_reaches_the_kl_minimiser(x64):
   optimum = learning.linear_gaussian_regression_optimum(model, ys)
   proposal = learning.linear_gaussian_regression_proposal()
   schedule = optax.piecewise_constant_schedule(0.05, {200: 0.25, 350: 0.4})
-  fit = lambda k: learning.markov_score_climbing(k, model, ys, proposal, optimizer=optax.adam(schedule),
-                                                 num_iterations=500, num_particles=16)[1].theta
+  fit = lambda k: (
+    learning.markov_score_climbing(
+      k, model, ys, proposal, optimizer=optax.adam(schedule), num_iterations=500, num_particles=16
+    )[1].theta
+  )
   trace = jax.jit(jax.vmap(fit))(jax.random.split(jax.random.key(1), 4))
   for name, v in trace._asdict().items():
     per_seed = np.asarray(v[:, -150:].mean(1))

@@ -23,6 +23,7 @@ from toolkit.smc import particle_gibbs as pg
 from toolkit.smc import ssm as ssm_lib
 from toolkit.smc.ssm import StateSpaceModel
 
+
 class LearningState(NamedTuple):
   """Carried between iterations: the parameters, the optimiser's state and PPG's reference path."""
 
@@ -45,41 +46,99 @@ class SmoothedEstimator(Protocol):
   (``reference`` itself for an estimator that does not use one).
   """
 
-  def __call__(self, key: jax.Array, model: StateSpaceModel, ys: jax.Array, additive_fn: paris_lib.AdditiveFn,
-               reference: jax.Array, *, num_particles: int, num_backward: int,
-               proposal: paris_lib.Proposal | None) -> tuple[Any, jax.Array]: ...
+  def __call__(
+    self,
+    key: jax.Array,
+    model: StateSpaceModel,
+    ys: jax.Array,
+    additive_fn: paris_lib.AdditiveFn,
+    reference: jax.Array,
+    *,
+    num_particles: int,
+    num_backward: int,
+    proposal: paris_lib.Proposal | None,
+  ) -> tuple[Any, jax.Array]: ...
 
 
-def ppg_estimator(key: jax.Array, model: StateSpaceModel, ys: jax.Array, additive_fn: paris_lib.AdditiveFn,
-                  reference: jax.Array, *, num_particles: int, num_backward: int = 2,
-                  proposal: paris_lib.Proposal | None = None) -> tuple[Any, jax.Array]:
+def ppg_estimator(
+  key: jax.Array,
+  model: StateSpaceModel,
+  ys: jax.Array,
+  additive_fn: paris_lib.AdditiveFn,
+  reference: jax.Array,
+  *,
+  num_particles: int,
+  num_backward: int = 2,
+  proposal: paris_lib.Proposal | None = None,
+) -> tuple[Any, jax.Array]:
   """One PaRIS particle Gibbs sweep: its estimate and the next reference path (a ``SmoothedEstimator``)."""
-  out = pg.sweep(key, model, ys, additive_fn, reference, num_particles=num_particles, num_backward=num_backward,
-                 proposal=proposal)
+  out = pg.sweep(
+    key,
+    model,
+    ys,
+    additive_fn,
+    reference,
+    num_particles=num_particles,
+    num_backward=num_backward,
+    proposal=proposal,
+  )
   return out.paris.estimate, out.reference
 
 
-def paris_estimator(key: jax.Array, model: StateSpaceModel, ys: jax.Array, additive_fn: paris_lib.AdditiveFn,
-                    reference: jax.Array, *, num_particles: int, num_backward: int = 2,
-                    proposal: paris_lib.Proposal | None = None) -> tuple[Any, jax.Array]:
+def paris_estimator(
+  key: jax.Array,
+  model: StateSpaceModel,
+  ys: jax.Array,
+  additive_fn: paris_lib.AdditiveFn,
+  reference: jax.Array,
+  *,
+  num_particles: int,
+  num_backward: int = 2,
+  proposal: paris_lib.Proposal | None = None,
+) -> tuple[Any, jax.Array]:
   """One PaRIS pass: its estimate, and ``reference`` passed through unchanged (a ``SmoothedEstimator``)."""
-  out = paris_lib.paris(key, model, ys, additive_fn, num_particles=num_particles, num_backward=num_backward,
-                        proposal=proposal)
+  out = paris_lib.paris(
+    key,
+    model,
+    ys,
+    additive_fn,
+    num_particles=num_particles,
+    num_backward=num_backward,
+    proposal=proposal,
+  )
   return out.estimate, reference
 
 
-def score_estimate(key: jax.Array, model_fn: Callable[[Any], StateSpaceModel], theta: Any, ys: jax.Array,
-                   reference: jax.Array, *, num_particles: int, num_backward: int = 2,
-                   estimator: SmoothedEstimator = ppg_estimator) -> tuple[Any, jax.Array]:
+def score_estimate(
+  key: jax.Array,
+  model_fn: Callable[[Any], StateSpaceModel],
+  theta: Any,
+  ys: jax.Array,
+  reference: jax.Array,
+  *,
+  num_particles: int,
+  num_backward: int = 2,
+  estimator: SmoothedEstimator = ppg_estimator,
+) -> tuple[Any, jax.Array]:
   """One estimate of ∇_θ log p_θ(y) (Fisher's identity) by ``estimator``, and the next reference path."""
-  return estimator(key, model_fn(theta), ys, paris_lib.score_functional(model_fn, theta, ys), reference,
-                   num_particles=num_particles, num_backward=num_backward, proposal=None)
+  return estimator(
+    key,
+    model_fn(theta),
+    ys,
+    paris_lib.score_functional(model_fn, theta, ys),
+    reference,
+    num_particles=num_particles,
+    num_backward=num_backward,
+    proposal=None,
+  )
 
 
 def _check_learning_args(estimator, num_iterations) -> None:
   if isinstance(estimator, str) or not callable(estimator):
-    raise TypeError(f"`estimator` must be a SmoothedEstimator function such as toolkit.smc.learning.ppg_estimator "
-                    f"or paris_estimator, got {estimator!r}.")
+    raise TypeError(
+      f"`estimator` must be a SmoothedEstimator function such as toolkit.smc.learning.ppg_estimator "
+      f"or paris_estimator, got {estimator!r}."
+    )
   if not isinstance(num_iterations, int) or num_iterations < 1:
     raise ValueError(f"`num_iterations` must be a positive Python int, got {num_iterations!r}.")
 
@@ -99,9 +158,18 @@ def _climb(key, params0, reference, score_fn, optimizer, num_iterations, num_obs
   return jax.lax.scan(step, state, jax.random.split(key, num_iterations))
 
 
-def fit(key: jax.Array, model_fn: Callable[[Any], StateSpaceModel], theta0: Any, ys: jax.Array, *,
-        optimizer: optax.GradientTransformation, num_iterations: int, num_particles: int, num_backward: int = 2,
-        estimator: SmoothedEstimator = ppg_estimator) -> tuple[LearningState, LearningTrace]:
+def fit(
+  key: jax.Array,
+  model_fn: Callable[[Any], StateSpaceModel],
+  theta0: Any,
+  ys: jax.Array,
+  *,
+  optimizer: optax.GradientTransformation,
+  num_iterations: int,
+  num_particles: int,
+  num_backward: int = 2,
+  estimator: SmoothedEstimator = ppg_estimator,
+) -> tuple[LearningState, LearningTrace]:
   """Stochastic-approximation maximum likelihood: ``num_iterations`` optax steps on −(score estimate)/n.
 
   Args:
@@ -122,17 +190,28 @@ def fit(key: jax.Array, model_fn: Callable[[Any], StateSpaceModel], theta0: Any,
     >>> from toolkit.smc import learning, ssm
     >>> model_fn = lambda theta: ssm.linear_gaussian(theta["A"], 0.5, 1.0, 1.0, 0.0, 1.0)
     >>> _, ys = ssm.simulate(jax.random.key(0), model_fn({"A": 0.9}), 20)
-    >>> state, trace = learning.fit(jax.random.key(1), model_fn, {"A": jnp.array(0.5)}, ys,
-    ...                             optimizer=optax.adam(0.05), num_iterations=5, num_particles=16)
+    >>> run = jax.jit(lambda key: learning.fit(key, model_fn, {"A": jnp.array(0.5)}, ys,
+    ...                                        optimizer=optax.adam(0.05), num_iterations=5, num_particles=16))
+    >>> state, trace = run(jax.random.key(1))
     >>> print(trace.theta["A"].shape, bool(state.theta["A"] > 0.5))
     (5,) True
   """
   _check_learning_args(estimator, num_iterations)
   k_ref, k_loop = jax.random.split(key)
   reference = pg.initial_reference(k_ref, model_fn(theta0), ys, num_particles=num_particles)
-  score_fn = lambda k, theta, ref: score_estimate(k, model_fn, theta, ys, ref, num_particles=num_particles,
-                                                  num_backward=num_backward, estimator=estimator)
-  return _climb(k_loop, theta0, reference, score_fn, optimizer, num_iterations, jnp.shape(ys)[0] - 1)
+  score_fn = lambda k, theta, ref: score_estimate(
+    k,
+    model_fn,
+    theta,
+    ys,
+    ref,
+    num_particles=num_particles,
+    num_backward=num_backward,
+    estimator=estimator,
+  )
+  return _climb(
+    k_loop, theta0, reference, score_fn, optimizer, num_iterations, jnp.shape(ys)[0] - 1
+  )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -156,10 +235,19 @@ def proposal_score_functional(proposal: paris_lib.Proposal, model: StateSpaceMod
   return lambda x_prev, x, t: grad_fn(proposal.params, x_prev, x, t)
 
 
-def markov_score_climbing(key: jax.Array, model: StateSpaceModel, ys: jax.Array, proposal: paris_lib.Proposal, *,
-                          optimizer: optax.GradientTransformation, num_iterations: int, num_particles: int,
-                          num_backward: int = 2, estimator: SmoothedEstimator = ppg_estimator,
-                          guide_with_proposal: bool = True) -> tuple[LearningState, LearningTrace]:
+def markov_score_climbing(
+  key: jax.Array,
+  model: StateSpaceModel,
+  ys: jax.Array,
+  proposal: paris_lib.Proposal,
+  *,
+  optimizer: optax.GradientTransformation,
+  num_iterations: int,
+  num_particles: int,
+  num_backward: int = 2,
+  estimator: SmoothedEstimator = ppg_estimator,
+  guide_with_proposal: bool = True,
+) -> tuple[LearningState, LearningTrace]:
   """Markov score climbing with PaRIS or PPG: fits q_λ (the ``proposal``'s params) by minimising KL(p ‖ q_λ).
 
   Each iteration estimates E_p[∇_λ log q_λ(X_{0:n})] with ``estimator`` (one PPG sweep by default, or one PaRIS
@@ -173,14 +261,26 @@ def markov_score_climbing(key: jax.Array, model: StateSpaceModel, ys: jax.Array,
   _check_learning_args(estimator, num_iterations)
   k_ref, k_loop = jax.random.split(key)
   guide = lambda lam: proposal.replace(params=lam) if guide_with_proposal else None
-  reference = pg.initial_reference(k_ref, model, ys, num_particles=num_particles, proposal=guide(proposal.params))
+  reference = pg.initial_reference(
+    k_ref, model, ys, num_particles=num_particles, proposal=guide(proposal.params)
+  )
 
   def score_fn(k, lam, ref):
     additive_fn = proposal_score_functional(proposal.replace(params=lam), model, ys)
-    return estimator(k, model, ys, additive_fn, ref, num_particles=num_particles, num_backward=num_backward,
-                     proposal=guide(lam))
+    return estimator(
+      k,
+      model,
+      ys,
+      additive_fn,
+      ref,
+      num_particles=num_particles,
+      num_backward=num_backward,
+      proposal=guide(lam),
+    )
 
-  return _climb(k_loop, proposal.params, reference, score_fn, optimizer, num_iterations, jnp.shape(ys)[0])
+  return _climb(
+    k_loop, proposal.params, reference, score_fn, optimizer, num_iterations, jnp.shape(ys)[0]
+  )
 
 
 class LinearGaussianProposalParams(NamedTuple):
@@ -196,7 +296,9 @@ class LinearGaussianProposalParams(NamedTuple):
 
 def _lg_regression_initial(lam, model, y):
   del model, y
-  return dist.Normal(jnp.reshape(lam.mu0, (1,)), jnp.reshape(jnp.exp(lam.log_sd0), (1,))).to_event(1)
+  return dist.Normal(jnp.reshape(lam.mu0, (1,)), jnp.reshape(jnp.exp(lam.log_sd0), (1,))).to_event(
+    1
+  )
 
 
 def _lg_regression_transition(lam, model, x_prev, y, t):
@@ -205,7 +307,9 @@ def _lg_regression_transition(lam, model, x_prev, y, t):
   return dist.Normal(mean, jnp.exp(lam.log_sd)).to_event(1)
 
 
-def linear_gaussian_regression_proposal(params: LinearGaussianProposalParams | None = None) -> paris_lib.Proposal:
+def linear_gaussian_regression_proposal(
+  params: LinearGaussianProposalParams | None = None,
+) -> paris_lib.Proposal:
   """A scalar Gaussian proposal linear in (x_{t−1}, y_t): the family of the Markov-score-climbing example.
 
   For a scalar linear-Gaussian model the KL(p ‖ q_λ) minimiser is a least-squares regression of x_t on
@@ -215,23 +319,36 @@ def linear_gaussian_regression_proposal(params: LinearGaussianProposalParams | N
   if params is None:
     f = lambda v: jnp.asarray(v, dtype=jnp.result_type(float))
     params = LinearGaussianProposalParams(f(0.0), f(0.0), f(0.0), f(0.0), f(0.0), f(0.0))
-  return paris_lib.Proposal(params=params, initial=_lg_regression_initial, transition=_lg_regression_transition)
+  return paris_lib.Proposal(
+    params=params, initial=_lg_regression_initial, transition=_lg_regression_transition
+  )
 
 
-def linear_gaussian_regression_optimum(model: StateSpaceModel, ys: jax.Array) -> LinearGaussianProposalParams:
+def linear_gaussian_regression_optimum(
+  model: StateSpaceModel, ys: jax.Array
+) -> LinearGaussianProposalParams:
   """argmin_λ KL(p(x_{0:n} | y) ‖ q_λ) for ``linear_gaussian_regression_proposal`` on a scalar model (exact)."""
   ko = ssm_lib.kalman_smoother(model, ys)
   m, P, cross = ko.smoothed_means[:, 0], ko.smoothed_covs[:, 0, 0], ko.smoothed_cross_covs[:, 0, 0]
   y = jnp.reshape(ys, (ys.shape[0], -1))[1:, 0]
   mp, mc, Pp, Pc = m[:-1], m[1:], P[:-1], P[1:]
   # E[z zᵀ] and E[z x] summed over t = 1..n, with z = (x_{t−1}, y_t, 1).
-  Ezz = jnp.array([[jnp.sum(mp ** 2 + Pp), jnp.sum(mp * y), jnp.sum(mp)],
-                   [jnp.sum(mp * y), jnp.sum(y ** 2), jnp.sum(y)],
-                   [jnp.sum(mp), jnp.sum(y), y.shape[0]]])
+  Ezz = jnp.array(
+    [
+      [jnp.sum(mp**2 + Pp), jnp.sum(mp * y), jnp.sum(mp)],
+      [jnp.sum(mp * y), jnp.sum(y**2), jnp.sum(y)],
+      [jnp.sum(mp), jnp.sum(y), y.shape[0]],
+    ]
+  )
   Ezx = jnp.array([jnp.sum(mp * mc + cross), jnp.sum(y * mc), jnp.sum(mc)])
   beta = jnp.linalg.solve(Ezz, Ezx)
   # E[Σ (x_t − βᵀz_t)²] = Σ E[x_t²] − 2 βᵀ E[z x] + βᵀ E[z zᵀ] β.
-  resid = jnp.sum(mc ** 2 + Pc) - 2.0 * beta @ Ezx + beta @ Ezz @ beta
+  resid = jnp.sum(mc**2 + Pc) - 2.0 * beta @ Ezx + beta @ Ezz @ beta
   return LinearGaussianProposalParams(
-      mu0=m[0], log_sd0=0.5 * jnp.log(P[0]), a=beta[0], b=beta[1], c=beta[2],
-      log_sd=0.5 * jnp.log(resid / y.shape[0]))
+    mu0=m[0],
+    log_sd0=0.5 * jnp.log(P[0]),
+    a=beta[0],
+    b=beta[1],
+    c=beta[2],
+    log_sd=0.5 * jnp.log(resid / y.shape[0]),
+  )
