@@ -31,28 +31,46 @@ from ml_collections import ConfigDict
 
 from toolkit import experiment as xp
 from toolkit.data import text
-from toolkit.kernels import dispatch
-from toolkit.kernels import kivi
-from toolkit.kernels import kivi_eval
+from toolkit.kernels import dispatch, kivi, kivi_eval
 from toolkit.models import lm_training
 from toolkit.models import transformer as tfm
 
-PAPER = xp.Paper("kivi", "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache", "2402.02750")
+PAPER = xp.Paper(
+  "kivi", "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache", "2402.02750"
+)
 
-VARIANTS = ("fp", "kivi16", "kivi4", "kivi2", "kivi2_token_keys", "kivi2_r128", "fp_outliers", "kivi2_outliers",
-            "kivi2_token_keys_outliers")
+VARIANTS = (
+  "fp",
+  "kivi16",
+  "kivi4",
+  "kivi2",
+  "kivi2_token_keys",
+  "kivi2_r128",
+  "fp_outliers",
+  "kivi2_outliers",
+  "kivi2_token_keys_outliers",
+)
 LABELS = {
-  "fp": "full precision (fp32)", "kivi16": "KIVI machinery, 16-bit (no quantization)", "kivi4": "KIVI-4",
-  "kivi2": "KIVI-2", "kivi2_token_keys": "2-bit, keys per token (naive)", "kivi2_r128": "KIVI-2, R = 128",
-  "fp_outliers": "fp, outlier key channels", "kivi2_outliers": "KIVI-2, outlier key channels",
+  "fp": "full precision (fp32)",
+  "kivi16": "KIVI machinery, 16-bit (no quantization)",
+  "kivi4": "KIVI-4",
+  "kivi2": "KIVI-2",
+  "kivi2_token_keys": "2-bit, keys per token (naive)",
+  "kivi2_r128": "KIVI-2, R = 128",
+  "fp_outliers": "fp, outlier key channels",
+  "kivi2_outliers": "KIVI-2, outlier key channels",
   "kivi2_token_keys_outliers": "2-bit keys per token, outlier key channels",
 }
+
+
 def get_config(scale: str = "full") -> ConfigDict:
   if scale not in ("quick", "full"):
     raise ValueError(f"scale must be 'quick' or 'full', got {scale!r}")
   quick = scale == "quick"
   config = ConfigDict()
-  config.num_sequences = 128 if quick else 384  # validation windows of the 111k-byte split, evenly spaced
+  config.num_sequences = (
+    128 if quick else 384
+  )  # validation windows of the 111k-byte split, evenly spaced
   config.seq_len = 256  # tokens per window (the model's training length)
   config.prompt_len = 32  # prefilled in full precision
   config.batch_size = 64
@@ -61,7 +79,9 @@ def get_config(scale: str = "full") -> ConfigDict:
   # R = 32 (the value of the authors' README example) and kivi2_r128 shows the default.
   config.residual = 32
   config.variants = VARIANTS
-  config.impl = "xla"  # decode attention: "xla" or "pallas" (interpret mode on CPU: slow, same numbers)
+  config.impl = (
+    "xla"  # decode attention: "xla" or "pallas" (interpret mode on CPU: slow, same numbers)
+  )
   config.long_context = 4096 if quick else 32768  # tokens, for the whole-model cache memory
   config.train_steps = 0  # 0: the cached pretrained model; > 0: a fresh tiny model (tests only)
   return config
@@ -70,14 +90,18 @@ def get_config(scale: str = "full") -> ConfigDict:
 def validate_config(config: ConfigDict) -> None:
   unknown = [v for v in config.variants if v not in VARIANTS]
   if unknown or "fp" not in config.variants:
-    raise xp.ConfigError(f"--config.variants must include 'fp' and come from {VARIANTS}, got {config.variants}")
+    raise xp.ConfigError(
+      f"--config.variants must include 'fp' and come from {VARIANTS}, got {config.variants}"
+    )
   if not 1 <= config.prompt_len < config.seq_len:
     raise xp.ConfigError(f"--config.prompt_len must lie in [1, seq_len), got {config.prompt_len}")
   if config.num_sequences < 1 or config.batch_size < 1:
     raise xp.ConfigError("--config.num_sequences and --config.batch_size must be >= 1")
   if config.residual % config.group_size or config.residual < config.group_size:
-    raise xp.ConfigError(f"--config.residual must be a positive multiple of group_size ({config.group_size}), got "
-                         f"{config.residual}")
+    raise xp.ConfigError(
+      f"--config.residual must be a positive multiple of group_size ({config.group_size}), got "
+      f"{config.residual}"
+    )
   if config.impl not in dispatch.IMPLS:
     raise xp.ConfigError(f"--config.impl must be one of {dispatch.IMPLS}, got {config.impl!r}")
 
@@ -88,9 +112,13 @@ def strategy(variant: str, config: ConfigDict):
   if variant == "fp":
     return tfm.FullPrecisionCache()
   bits = {"kivi16": 16, "kivi4": 4}.get(variant, 2)
-  return kivi.KIVI(bits=bits, group_size=config.group_size,
-                   residual=128 if variant == "kivi2_r128" else config.residual,
-                   per_channel_keys=variant != "kivi2_token_keys", impl=config.impl)
+  return kivi.KIVI(
+    bits=bits,
+    group_size=config.group_size,
+    residual=128 if variant == "kivi2_r128" else config.residual,
+    per_channel_keys=variant != "kivi2_token_keys",
+    impl=config.impl,
+  )
 
 
 def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
@@ -105,8 +133,13 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
   def decode(cache):
     log_probs, predictions = [], []
     for start in range(0, len(windows), config.batch_size):
-      out = tfm.decode_log_probs(params, model_config, jnp.asarray(windows[start:start + config.batch_size]),
-                                 cache, config.prompt_len)
+      out = tfm.decode_log_probs(
+        params,
+        model_config,
+        jnp.asarray(windows[start : start + config.batch_size]),
+        cache,
+        config.prompt_len,
+      )
       log_probs.append(np.asarray(out.log_probs))
       predictions.append(np.asarray(out.predictions))
     return np.concatenate(log_probs), np.concatenate(predictions)
@@ -124,7 +157,9 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
     fp_predictions, fp_log_probs = np.load(fp_path), np.load(fp_log_probs_path)
     per_layer = kivi_eval.cache_bytes(cache, model_config, config.seq_len)
     return {
-      "variant": variant, "nll": float(-log_probs.mean()), "perplexity": float(np.exp(-log_probs.mean())),
+      "variant": variant,
+      "nll": float(-log_probs.mean()),
+      "perplexity": float(np.exp(-log_probs.mean())),
       "agreement": float((predictions == fp_predictions).mean()),
       "max_abs_log_prob_diff": float(np.abs(log_probs - fp_log_probs).max()),
       "nll_by_position": (-log_probs.mean(axis=0)).tolist(),
@@ -133,10 +168,18 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
       "seconds": seconds,
     }
 
-  variants = ["fp"] + [v for v in config.variants if v != "fp"]  # fp first: the others compare to it
-  rows = {r["variant"]: r for r in xp.run_cases(
-      ctx, variants, run_one,
-      lambda r: f"{r['variant']}: perplexity {r['perplexity']:.4f}, agreement {r['agreement']:.4f}")}
+  variants = ["fp"] + [
+    v for v in config.variants if v != "fp"
+  ]  # fp first: the others compare to it
+  rows = {
+    r["variant"]: r
+    for r in xp.run_cases(
+      ctx,
+      variants,
+      run_one,
+      lambda r: f"{r['variant']}: perplexity {r['perplexity']:.4f}, agreement {r['agreement']:.4f}",
+    )
+  }
 
   fp_ppl = rows["fp"]["perplexity"]
   for r in rows.values():
@@ -147,23 +190,30 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
   write_table(rows, memory, model_config, model_record, config, ctx)
   plot(rows, outliers, config, ctx)
 
-  measured = {f"{v}_{field}": r[field] for v, r in rows.items()
-              for field in ("perplexity", "perplexity_increase_percent", "agreement", "max_abs_log_prob_diff")}
+  measured = {
+    f"{v}_{field}": r[field]
+    for v, r in rows.items()
+    for field in ("perplexity", "perplexity_increase_percent", "agreement", "max_abs_log_prob_diff")
+  }
   if "kivi2" in rows and "kivi2_token_keys" in rows:
-    measured["token_keys_over_kivi2_increase_ratio"] = (rows["kivi2_token_keys"]["perplexity_increase_percent"]
-                                                        / max(rows["kivi2"]["perplexity_increase_percent"], 1e-3))
+    measured["token_keys_over_kivi2_increase_ratio"] = rows["kivi2_token_keys"][
+      "perplexity_increase_percent"
+    ] / max(rows["kivi2"]["perplexity_increase_percent"], 1e-3)
     # Paired over the same windows: mean NLL of the per-token-key cache minus KIVI-2's, in standard errors.
-    measured["token_keys_minus_kivi2_nll_z"] = kivi_eval.paired_z_score(rows["kivi2_token_keys"]["nll_by_window"],
-                                                                        rows["kivi2"]["nll_by_window"])
+    measured["token_keys_minus_kivi2_nll_z"] = kivi_eval.paired_z_score(
+      rows["kivi2_token_keys"]["nll_by_window"], rows["kivi2"]["nll_by_window"]
+    )
   if "kivi2_outliers" in rows and "kivi2_token_keys_outliers" in rows:
     measured["outliers_token_keys_minus_kivi2_nll_z"] = kivi_eval.paired_z_score(
-        rows["kivi2_token_keys_outliers"]["nll_by_window"], rows["kivi2_outliers"]["nll_by_window"])
+      rows["kivi2_token_keys_outliers"]["nll_by_window"], rows["kivi2_outliers"]["nll_by_window"]
+    )
   for name, m in memory.items():
     measured[f"{name}_bytes_per_token_vs_fp16"] = m["fp16_bytes_per_token"] / m["bytes_per_token"]
     measured[f"{name}_long_context_total_bytes"] = m["total_bytes"]
   measured["fp32_long_context_total_bytes"] = memory["kivi2"]["fp32_total_bytes"]
-  measured["kivi2_long_context_reduction_vs_fp32"] = (memory["kivi2"]["fp32_total_bytes"]
-                                                     / memory["kivi2"]["total_bytes"])
+  measured["kivi2_long_context_reduction_vs_fp32"] = (
+    memory["kivi2"]["fp32_total_bytes"] / memory["kivi2"]["total_bytes"]
+  )
   measured["key_channel_outlier_ratio"] = outliers.key_ratio
   measured["value_channel_outlier_ratio"] = outliers.value_ratio
   if model_record:
@@ -180,38 +230,65 @@ def memory_table(config: ConfigDict, model_config: tfm.TransformerConfig) -> dic
   fp32 = kivi_eval.cache_bytes(tfm.FullPrecisionCache(), model_config, config.long_context)
   table = {}
   for name, bits in (("kivi2", 2), ("kivi4", 4)):
-    b = kivi_eval.cache_bytes(kivi.KIVI(bits=bits, group_size=config.group_size, residual=128), model_config,
-                              config.long_context)
+    b = kivi_eval.cache_bytes(
+      kivi.KIVI(bits=bits, group_size=config.group_size, residual=128),
+      model_config,
+      config.long_context,
+    )
     table[name] = {
-      "bytes_per_token": b.quantized / b.tokens * layers, "fp16_bytes_per_token": float(fp16_per_token),
-      "total_bytes": (b.quantized + b.residual) * layers, "fp32_total_bytes": fp32.residual * layers,
-      "fp16_total_bytes": float(fp16_per_token * config.long_context), "residual_bytes": b.residual * layers,
+      "bytes_per_token": b.quantized / b.tokens * layers,
+      "fp16_bytes_per_token": float(fp16_per_token),
+      "total_bytes": (b.quantized + b.residual) * layers,
+      "fp32_total_bytes": fp32.residual * layers,
+      "fp16_total_bytes": float(fp16_per_token * config.long_context),
+      "residual_bytes": b.residual * layers,
     }
   return table
 
 
 def write_table(rows, memory, model_config, model_record, config, ctx) -> None:
-  lines = [f"Model: {model_config.num_layers} layers, {model_config.num_heads} heads of {model_config.head_dim}, "
-           f"validation perplexity {model_record.get('valid_perplexity', float('nan')):.3f} (unigram "
-           f"{model_record.get('unigram_perplexity', float('nan')):.2f}). {config.num_sequences} windows of "
-           f"{config.seq_len} tokens, prompt {config.prompt_len}, G = {config.group_size}, R = {config.residual} "
-           f"unless stated.", "",
-           "| cache | perplexity | increase vs fp (%) | next-token agreement with fp | max abs Δ log p | "
-           "quantized bytes / token (all layers) | seconds |", "|---|---|---|---|---|---|---|"]
+  lines = [
+    (
+      f"Model: {model_config.num_layers} layers, {model_config.num_heads} heads of {model_config.head_dim}, "
+      f"validation perplexity {model_record.get('valid_perplexity', float('nan')):.3f} (unigram "
+      f"{model_record.get('unigram_perplexity', float('nan')):.2f}). {config.num_sequences} windows of "
+      f"{config.seq_len} tokens, prompt {config.prompt_len}, G = {config.group_size}, R = {config.residual} "
+      f"unless stated."
+    ),
+    "",
+    (
+      "| cache | perplexity | increase vs fp (%) | next-token agreement with fp | max abs Δ log p | "
+      "quantized bytes / token (all layers) | seconds |"
+    ),
+    "|---|---|---|---|---|---|---|",
+  ]
   for v, r in rows.items():
     qbytes = "—" if r["quantized_bytes_per_token"] == 0 else f"{r['quantized_bytes_per_token']:.0f}"
-    lines.append(f"| {LABELS[v]} | {r['perplexity']:.4f} | {r['perplexity_increase_percent']:+.3f} | "
-                 f"{r['agreement']:.4f} | {r['max_abs_log_prob_diff']:.2e} | {qbytes} | {r['seconds']:.1f} |")
-  lines += ["", f"Cache memory at {config.long_context} tokens (batch 1, all layers; R = 128, fp16 scales; the "
-            "residual is stored in the model's float32):", "",
-            "| cache | bytes / token, quantized part | fp16 bytes / token | ratio | total (MiB) | of which residual "
-            "(MiB) | fp16 cache (MiB) | fp32 cache (MiB) |", "|---|---|---|---|---|---|---|---|"]
-  mib = 2.0 ** 20
+    lines.append(
+      f"| {LABELS[v]} | {r['perplexity']:.4f} | {r['perplexity_increase_percent']:+.3f} | "
+      f"{r['agreement']:.4f} | {r['max_abs_log_prob_diff']:.2e} | {qbytes} | {r['seconds']:.1f} |"
+    )
+  lines += [
+    "",
+    (
+      f"Cache memory at {config.long_context} tokens (batch 1, all layers; R = 128, fp16 scales; the "
+      "residual is stored in the model's float32):"
+    ),
+    "",
+    (
+      "| cache | bytes / token, quantized part | fp16 bytes / token | ratio | total (MiB) | of which residual "
+      "(MiB) | fp16 cache (MiB) | fp32 cache (MiB) |"
+    ),
+    "|---|---|---|---|---|---|---|---|",
+  ]
+  mib = 2.0**20
   for name, m in memory.items():
-    lines.append(f"| {LABELS[name]} | {m['bytes_per_token']:.0f} | {m['fp16_bytes_per_token']:.0f} | "
-                 f"{m['fp16_bytes_per_token'] / m['bytes_per_token']:.2f}× | {m['total_bytes'] / mib:.2f} | "
-                 f"{m['residual_bytes'] / mib:.2f} | {m['fp16_total_bytes'] / mib:.2f} | "
-                 f"{m['fp32_total_bytes'] / mib:.2f} |")
+    lines.append(
+      f"| {LABELS[name]} | {m['bytes_per_token']:.0f} | {m['fp16_bytes_per_token']:.0f} | "
+      f"{m['fp16_bytes_per_token'] / m['bytes_per_token']:.2f}× | {m['total_bytes'] / mib:.2f} | "
+      f"{m['residual_bytes'] / mib:.2f} | {m['fp16_total_bytes'] / mib:.2f} | "
+      f"{m['fp32_total_bytes'] / mib:.2f} |"
+    )
   ctx.write_text("table.md", "\n".join(lines) + "\n")
 
 
@@ -229,7 +306,9 @@ def plot(rows, outliers, config, ctx) -> None:
   for v, r in rows.items():
     if v in ("fp", "kivi16", "fp_outliers"):
       continue
-    ax_pos.plot(positions[window - 1:], smooth(np.asarray(r["nll_by_position"]) - fp), label=LABELS[v])
+    ax_pos.plot(
+      positions[window - 1 :], smooth(np.asarray(r["nll_by_position"]) - fp), label=LABELS[v]
+    )
   ax_pos.axhline(0, color="black", lw=0.8)
   ax_pos.set_xlabel("token position")
   ax_pos.set_ylabel(f"NLL − NLL(fp), nats ({window}-token moving mean)")
@@ -237,8 +316,11 @@ def plot(rows, outliers, config, ctx) -> None:
   ax_pos.legend(fontsize=8)
   names = list(rows)
   ax_bar.bar(range(len(names)), [rows[v]["perplexity_increase_percent"] for v in names])
-  ax_bar.set_xticks(range(len(names)), [LABELS[v].replace(", ", ",\n").replace(" (", "\n(") for v in names],
-                    fontsize=7)
+  ax_bar.set_xticks(
+    range(len(names)),
+    [LABELS[v].replace(", ", ",\n").replace(" (", "\n(") for v in names],
+    fontsize=7,
+  )
   ax_bar.axhline(1, color="tab:green", ls=":", label="1% (KIVI-4 target)")
   ax_bar.axhline(5, color="tab:red", ls=":", label="5% (KIVI-2 target)")
   ax_bar.set_ylabel("perplexity increase vs fp (%)")
@@ -260,39 +342,44 @@ CLAIMS = (
   xp.Claim(
     metric="kivi4_perplexity_increase_percent",
     statement="KIVI-4 (per-channel keys, per-token values, G = 32, full-precision residual) keeps perplexity within "
-              "1% of the full-precision cache",
+    "1% of the full-precision cache",
     paper_value="LongBench (docs/long_bench.md): LongChat-7B 38.72 fp16 vs 38.79 KIVI-4; Mistral-7B 43.54 vs 43.53",
-    comparison="<=", target=1.0,
+    comparison="<=",
+    target=1.0,
   ),
   xp.Claim(
     metric="kivi2_perplexity_increase_percent",
     statement="KIVI-2 keeps perplexity within 5% of the full-precision cache",
     paper_value="Llama-2-7B CoQA / TruthfulQA / GSM8K 63.88 / 30.76 / 13.50 (16-bit) vs 63.05 / 33.95 / 12.74 "
-                "(KIVI-2), Table 3",
-    comparison="<=", target=5.0,
+    "(KIVI-2), Table 3",
+    comparison="<=",
+    target=5.0,
   ),
   xp.Claim(
     metric="token_keys_minus_kivi2_nll_z",
     statement="Quantizing keys per token instead of per channel is clearly worse at 2 bits: a higher NLL than "
-              "KIVI-2's on the same windows, by at least 3 standard errors (paired)",
+    "KIVI-2's on the same windows, by at least 3 standard errors (paired)",
     paper_value="naive 2-bit per-token K and V on Llama-2-13B: CoQA 66.37 → 2.88 (fake-quantization study, §3)",
-    comparison=">=", target=3.0,
+    comparison=">=",
+    target=3.0,
   ),
   xp.Claim(
     metric="outliers_token_keys_minus_kivi2_nll_z",
     statement="... and with LLM-like outlier key channels (a constant offset on 4 channels, which leaves the "
-              "full-precision model unchanged), per-token keys are clearly worse than KIVI-2 (paired z >= 3)",
+    "full-precision model unchanged), per-token keys are clearly worse than KIVI-2 (paired z >= 3)",
     paper_value="KIVI Fig. 2: Llama-2 key caches have fixed outlier channels, value caches none; per-channel key "
-                "grouping confines their error (§3.2)",
-    comparison=">=", target=3.0,
+    "grouping confines their error (§3.2)",
+    comparison=">=",
+    target=3.0,
   ),
   xp.Claim(
     metric="kivi2_bytes_per_token_vs_fp16",
     statement="The KIVI-2 cache takes at least 5× fewer bytes per token than an fp16 cache at head dimension 64 "
-              "(residual excluded)",
+    "(residual excluded)",
     paper_value="2.6× less peak memory including the weights, up to 4× larger batch (abstract); 5.33× for the "
-                "cache alone at G = 32 with fp16 scales (2 bits per entry plus an fp16 scale and zero per 32 entries)",
-    comparison=">=", target=5.0,
+    "cache alone at G = 32 with fp16 scales (2 bits per entry plus an fp16 scale and zero per 32 entries)",
+    comparison=">=",
+    target=5.0,
   ),
 )
 

@@ -27,10 +27,8 @@ measured read bandwidth), are reported as they come out. The Pallas kernel is on
 from __future__ import annotations
 
 import os
-import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
@@ -39,9 +37,16 @@ from toolkit.kernels import tmac
 from toolkit.kernels import tmac_benchmark as bench
 from toolkit.kernels.tmac_benchmark import METHODS
 
-PAPER = xp.Paper("tmac", "T-MAC: CPU Renaissance via Table Lookup for Low-Bit LLM Deployment on Edge", "2407.00088")
-LABELS = {"lut": "T-MAC table lookup (XLA gather)", "bitserial": "bit-serial ±1 matmuls",
-          "onehot": "one-hot table contraction", "dequant": "dequantize → matmul", "fp32": "fp32 matmul"}
+PAPER = xp.Paper(
+  "tmac", "T-MAC: CPU Renaissance via Table Lookup for Low-Bit LLM Deployment on Edge", "2407.00088"
+)
+LABELS = {
+  "lut": "T-MAC table lookup (XLA gather)",
+  "bitserial": "bit-serial ±1 matmuls",
+  "onehot": "one-hot table contraction",
+  "dequant": "dequantize → matmul",
+  "fp32": "fp32 matmul",
+}
 
 
 def get_config(scale: str = "full") -> ConfigDict:
@@ -58,10 +63,14 @@ def get_config(scale: str = "full") -> ConfigDict:
   config.group_size = 128
   config.repeats = 11
   config.methods = ("lut", "bitserial", "dequant", "fp32") if quick else METHODS
-  config.onehot_max_n = 1  # the one-hot operand is (M, K/4, 16): 256 MB of float32 at 4096², more work per row
+  config.onehot_max_n = (
+    1  # the one-hot operand is (M, K/4, 16): 256 MB of float32 at 4096², more work per row
+  )
   config.bandwidth_mib = 256  # array read to measure the memory bandwidth
   # Exactness: integer activations, scales and zero points at a small size, every XLA method and Pallas.
-  config.exact = ConfigDict(dict(m=136, k=512, n=3, group_size=64, pallas_bits=(2,) if quick else (1, 2, 3, 4)))
+  config.exact = ConfigDict(
+    {"m": 136, "k": 512, "n": 3, "group_size": 64, "pallas_bits": (2,) if quick else (1, 2, 3, 4)}
+  )
   return config
 
 
@@ -77,12 +86,16 @@ def validate_config(config: ConfigDict) -> None:
   if "lut" not in config.methods:
     raise xp.ConfigError("--config.methods must include 'lut' (the method under test)")
   if config.group_size % 4 or config.k % config.group_size:
-    raise xp.ConfigError(f"--config.group_size ({config.group_size}) must be a multiple of 4 dividing --config.k "
-                         f"({config.k})")
+    raise xp.ConfigError(
+      f"--config.group_size ({config.group_size}) must be a multiple of 4 dividing --config.k "
+      f"({config.k})"
+    )
   if config.m < 8 or min(config.n) < 1 or config.repeats < 1:
     raise xp.ConfigError("--config.m must be >= 8, every --config.n >= 1 and --config.repeats >= 1")
   if config.exact.k % config.exact.group_size or config.exact.group_size % 4:
-    raise xp.ConfigError("--config.exact.group_size must be a multiple of 4 dividing --config.exact.k")
+    raise xp.ConfigError(
+      "--config.exact.group_size must be a multiple of 4 dividing --config.exact.k"
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -98,11 +111,23 @@ def run_case(case: tuple, config: ConfigDict, key: jax.Array) -> dict:
     return {"kind": "bandwidth", "gbs": bench.measure_bandwidth(config.bandwidth_mib)}
   if case[0] == "exact":
     c = config.exact
-    return {"kind": "exact", **bench.exact_check(key, m=c.m, k=c.k, n=c.n, group_size=c.group_size,
-                                                 bits_list=tuple(config.bits), pallas_bits=tuple(c.pallas_bits))}
+    return {
+      "kind": "exact",
+      **bench.exact_check(
+        key,
+        m=c.m,
+        k=c.k,
+        n=c.n,
+        group_size=c.group_size,
+        bits_list=tuple(config.bits),
+        pallas_bits=tuple(c.pallas_bits),
+      ),
+    }
   _, n = case
   methods = [m for m in config.methods if m != "onehot" or n <= config.onehot_max_n]
-  sweep = bench.time_sweep(key, config.m, config.k, n, tuple(config.bits), config.group_size, methods, config.repeats)
+  sweep = bench.time_sweep(
+    key, config.m, config.k, n, tuple(config.bits), config.group_size, methods, config.repeats
+  )
   return {"kind": "time", "n": n, "sweep": sweep}
 
 
@@ -120,23 +145,50 @@ def plot(results: list[dict], ctx: xp.Context) -> None:
     bits = np.array([r["bits"] for r in rows])
     for method in (m for m in METHODS if m in rows[0]["ms"]):
       t = np.array([r["ms"][method] for r in rows])
-      line, = ax.plot(bits, t, "o-" if method != "fp32" else "s:", label=LABELS[method])
+      (line,) = ax.plot(bits, t, "o-" if method != "fp32" else "s:", label=LABELS[method])
       if method == "lut":
         f = all_fits[(n, method)]
-        ax.plot(bits, f["slope_ms_per_bit"] * bits + f["intercept_ms"], "--", color=line.get_color(), lw=1,
-                label=f"linear fit, R² = {f['r2']:.3f}")
-    ax.plot(bits, [r["bandwidth_bound_ms"] for r in rows], "k:", lw=1, label="bandwidth bound (packed weights)")
-    ax.set(xlabel="weight bits", ylabel="ms (median)", yscale="log", xticks=bits,
-           title=f"{'GEMV' if n == 1 else 'GEMM'} N = {n}, {rows[0]['m']}×{rows[0]['k']}, XLA:CPU")
+        ax.plot(
+          bits,
+          f["slope_ms_per_bit"] * bits + f["intercept_ms"],
+          "--",
+          color=line.get_color(),
+          lw=1,
+          label=f"linear fit, R² = {f['r2']:.3f}",
+        )
+    ax.plot(
+      bits,
+      [r["bandwidth_bound_ms"] for r in rows],
+      "k:",
+      lw=1,
+      label="bandwidth bound (packed weights)",
+    )
+    ax.set(
+      xlabel="weight bits",
+      ylabel="ms (median)",
+      yscale="log",
+      xticks=bits,
+      title=f"{'GEMV' if n == 1 else 'GEMM'} N = {n}, {rows[0]['m']}×{rows[0]['k']}, XLA:CPU",
+    )
     ax.legend(fontsize=7)
   ax = axes[-1]
   rows = sorted((r for r in results if r["n"] == ns[0]), key=lambda r: r["bits"])
   bits = np.array([r["bits"] for r in rows])
-  ax.bar(bits - 0.2, [r["index_bytes"] / 2 ** 20 for r in rows], 0.4, label="packed indices")
-  ax.bar(bits + 0.2, [(r["weight_bytes"] - r["index_bytes"]) / 2 ** 20 for r in rows], 0.4,
-         label="fp16 scales + zeros")
-  ax.axhline(rows[0]["fp16_bytes"] / 2 ** 20, color="gray", ls=":", label="fp16 weights")
-  ax.set(xlabel="weight bits", ylabel="MiB", yscale="log", xticks=bits, title="weight bytes read per product")
+  ax.bar(bits - 0.2, [r["index_bytes"] / 2**20 for r in rows], 0.4, label="packed indices")
+  ax.bar(
+    bits + 0.2,
+    [(r["weight_bytes"] - r["index_bytes"]) / 2**20 for r in rows],
+    0.4,
+    label="fp16 scales + zeros",
+  )
+  ax.axhline(rows[0]["fp16_bytes"] / 2**20, color="gray", ls=":", label="fp16 weights")
+  ax.set(
+    xlabel="weight bits",
+    ylabel="MiB",
+    yscale="log",
+    xticks=bits,
+    title="weight bytes read per product",
+  )
   ax.legend(fontsize=7)
   fig.tight_layout()
   ctx.save_figure(fig, "time_vs_bits")
@@ -151,33 +203,52 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
     if r["kind"] == "exact":
       return f"exactness: max |error| {r['max_abs_err']:g}"
     return f"N={r['n']}: " + "; ".join(
-        f"{b['bits']} bits " + " ".join(f"{k}={v:.1f}ms" for k, v in b["ms"].items()) for b in r["sweep"])
+      f"{b['bits']} bits " + " ".join(f"{k}={v:.1f}ms" for k, v in b["ms"].items())
+      for b in r["sweep"]
+    )
 
   # One checkpoint per case: a restarted run skips the cases already measured.
-  all_results = xp.run_cases(ctx, cases(config), lambda i, case: run_case(case, config, jax.random.fold_in(key, i)),
-                             describe)
+  all_results = xp.run_cases(
+    ctx, cases(config), lambda i, case: run_case(case, config, jax.random.fold_in(key, i)), describe
+  )
   bandwidth = next(r["gbs"] for r in all_results if r["kind"] == "bandwidth")
   exact = next(r for r in all_results if r["kind"] == "exact")
-  timed = [bench.with_bounds(b, bandwidth) for r in all_results if r["kind"] == "time" for b in r["sweep"]]
+  timed = [
+    bench.with_bounds(b, bandwidth) for r in all_results if r["kind"] == "time" for b in r["sweep"]
+  ]
 
-  lines = [f"# T-MAC on XLA:CPU ({jax.devices()[0].device_kind}, {os.cpu_count()} cores, shared machine), "
-           f"group size {config.group_size}, fp16 scales and zeros, medians of {config.repeats} interleaved "
-           "repeats", ""] + bench.table_lines(timed, bandwidth)
-  lines += ["", f"Exactness (integer activations, scales, zeros; {config.exact.m}×{config.exact.k}, N = "
-            f"{config.exact.n}): max |error| = {exact['max_abs_err']:g} over " + ", ".join(sorted(exact["errors"]))]
+  lines = [
+    (
+      f"# T-MAC on XLA:CPU ({jax.devices()[0].device_kind}, {os.cpu_count()} cores, shared machine), "
+      f"group size {config.group_size}, fp16 scales and zeros, medians of {config.repeats} interleaved "
+      "repeats"
+    ),
+    "",
+  ] + bench.table_lines(timed, bandwidth)
+  lines += [
+    "",
+    f"Exactness (integer activations, scales, zeros; {config.exact.m}×{config.exact.k}, N = "
+    f"{config.exact.n}): max |error| = {exact['max_abs_err']:g} over "
+    + ", ".join(sorted(exact["errors"])),
+  ]
   ctx.write_text("table.md", "\n".join(lines) + "\n", echo=True)
   plot(timed, ctx)
 
-  measured: dict[str, float] = {"read_bandwidth_gbs": bandwidth, "exact_max_abs_err": exact["max_abs_err"]}
+  measured: dict[str, float] = {
+    "read_bandwidth_gbs": bandwidth,
+    "exact_max_abs_err": exact["max_abs_err"],
+  }
   for r in timed:
     for method, ms in r["ms"].items():
       measured[f"n{r['n']}_w{r['bits']}_{method}_ms"] = ms
     if "fp32" in r["ms"]:
       measured[f"n{r['n']}_w{r['bits']}_lut_vs_fp32_speedup"] = r["ms"]["fp32"] / r["ms"]["lut"]
-    measured[f"n{r['n']}_w{r['bits']}_lut_vs_dequant_speedup"] = r["ms"]["dequant"] / r["ms"]["lut"] \
-        if "dequant" in r["ms"] else float("nan")
-    measured[f"n{r['n']}_w{r['bits']}_max_rel_err"] = max(r["max_rel_err"][m] for m in ("lut", "bitserial", "onehot")
-                                                          if m in r["max_rel_err"])
+    measured[f"n{r['n']}_w{r['bits']}_lut_vs_dequant_speedup"] = (
+      r["ms"]["dequant"] / r["ms"]["lut"] if "dequant" in r["ms"] else float("nan")
+    )
+    measured[f"n{r['n']}_w{r['bits']}_max_rel_err"] = max(
+      r["max_rel_err"][m] for m in ("lut", "bitserial", "onehot") if m in r["max_rel_err"]
+    )
     measured[f"n{r['n']}_w{r['bits']}_bandwidth_bound_ms"] = r["bandwidth_bound_ms"]
   for (n, method), f in bench.fits(timed).items():
     measured[f"n{n}_{method}_time_vs_bits_r2"] = f["r2"]
@@ -186,15 +257,23 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
   measured["gemv_lut_time_vs_bits_r2"] = measured[f"n{gemv[0]['n']}_lut_time_vs_bits_r2"]
   measured["gemm_lut_time_vs_bits_r2"] = measured[f"n{max(config.n)}_lut_time_vs_bits_r2"]
   # The lookup count and the index bytes are exactly proportional to the bit width.
-  measured["lookups_and_index_bytes_exactly_linear"] = float(all(
+  measured["lookups_and_index_bytes_exactly_linear"] = float(
+    all(
       r["lookups"] * gemv[0]["bits"] == gemv[0]["lookups"] * r["bits"]
-      and r["index_bytes"] * 8 == r["bits"] * (-(-r["m"] // 8) * 8) * r["k"] for r in gemv))
+      and r["index_bytes"] * 8 == r["bits"] * (-(-r["m"] // 8) * 8) * r["k"]
+      for r in gemv
+    )
+  )
   by_bits = {r["bits"]: r for r in gemv}
   if 2 in by_bits:
     measured["w2_compression_vs_fp16"] = by_bits[2]["fp16_bytes"] / by_bits[2]["weight_bytes"]
   if 1 in by_bits and "dequant" in by_bits[1]["ms"]:
-    measured["gemv_w1_lut_vs_dequant_speedup"] = by_bits[1]["ms"]["dequant"] / by_bits[1]["ms"]["lut"]
-  measured["max_rel_err_vs_dequant"] = max(measured[f"n{r['n']}_w{r['bits']}_max_rel_err"] for r in timed)
+    measured["gemv_w1_lut_vs_dequant_speedup"] = (
+      by_bits[1]["ms"]["dequant"] / by_bits[1]["ms"]["lut"]
+    )
+  measured["max_rel_err_vs_dequant"] = max(
+    measured[f"n{r['n']}_w{r['bits']}_max_rel_err"] for r in timed
+  )
   return measured
 
 
@@ -205,35 +284,40 @@ CLAIMS = (
   xp.Claim(
     metric="gemm_lut_time_vs_bits_r2",
     statement="The table-lookup kernel's time grows linearly with the weight bit width (R² of time vs bits, 1–4 "
-              "bits, a batch of 32 tokens, medians on a shared CPU)",
+    "bits, a batch of 32 tokens, medians on a shared CPU)",
     paper_value="GEMV kernel figure (Llama-2 shapes, 1 thread): T-MAC latency rises about linearly from 1 to 4 bits "
-                "while dequantization kernels stay flat",
-    comparison=">=", target=0.9,
+    "while dequantization kernels stay flat",
+    comparison=">=",
+    target=0.9,
   ),
   xp.Claim(
     metric="lookups_and_index_bytes_exactly_linear",
     statement="Lookups (b·N·M·K/4) and packed index bytes (b bits per weight) are exactly proportional to b",
     paper_value="the bit-serial LUT does one table pass per bit-plane",
-    comparison="==", target=1,
+    comparison="==",
+    target=1,
   ),
   xp.Claim(
     metric="exact_max_abs_err",
     statement="The table lookup (XLA gather, bit-serial, one-hot and the Pallas kernel) equals "
-              "dequantize-then-matmul exactly in integer arithmetic",
+    "dequantize-then-matmul exactly in integer arithmetic",
     paper_value="T-MAC is exact up to the optional table quantization (reference NMSE check < 5e-4)",
-    comparison="<=", target=0,
+    comparison="<=",
+    target=0,
   ),
   xp.Claim(
     metric="w2_compression_vs_fp16",
     statement="2-bit weights (group 128, fp16 scales and zeros) read ≥ 7× fewer bytes than fp16",
     paper_value="b/16 of the fp16 bytes plus the group scales: 4 MiB + 0.5 MiB vs 32 MiB at 4096²",
-    comparison=">=", target=7.0,
+    comparison=">=",
+    target=7.0,
   ),
   xp.Claim(
     metric="gemv_w1_lut_vs_dequant_speedup",
     statement="At 1 bit the table-lookup GEMV beats dequantize-then-matmul on this CPU (no claim against fp32)",
     paper_value="largest gains at 1–2 bits, where dequantization kernels pay their flat cost",
-    comparison=">=", target=1.5,
+    comparison=">=",
+    target=1.5,
   ),
 )
 

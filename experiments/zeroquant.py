@@ -37,10 +37,19 @@ from toolkit.models import lm_training
 from toolkit.models import transformer as tfm
 from toolkit.quant import zeroquant as zq
 
-PAPER = xp.Paper("zeroquant_v2", "ZeroQuant-V2: Exploring Post-training Quantization in LLMs from Comprehensive "
-                 "Study to Low Rank Compensation", "2303.08302")
+PAPER = xp.Paper(
+  "zeroquant_v2",
+  "ZeroQuant-V2: Exploring Post-training Quantization in LLMs from Comprehensive "
+  "Study to Low Rank Compensation",
+  "2303.08302",
+)
 METHODS = ("rtn", "gptq")
-LABELS = {("rtn", False): "RTN", ("rtn", True): "RTN + LoRC", ("gptq", False): "GPTQ", ("gptq", True): "GPTQ + LoRC"}
+LABELS = {
+  ("rtn", False): "RTN",
+  ("rtn", True): "RTN + LoRC",
+  ("gptq", False): "GPTQ",
+  ("gptq", True): "GPTQ + LoRC",
+}
 
 
 def get_config(scale: str = "full") -> ConfigDict:
@@ -58,8 +67,12 @@ def get_config(scale: str = "full") -> ConfigDict:
   config.block_size = 128
   config.sequential = True  # GPTQ calibration on the outputs of the already-quantized layers
   config.exclude = ()  # names of layers kept in floating point, e.g. ("lm_head",)
-  config.seq_len = 0  # tokens per window; 0: the pretrained model's training length (TrainRecipe().seq_len)
-  config.calibration_tokens = 8192 if quick else 32768  # random training windows of seq_len tokens, in total
+  config.seq_len = (
+    0  # tokens per window; 0: the pretrained model's training length (TrainRecipe().seq_len)
+  )
+  config.calibration_tokens = (
+    8192 if quick else 32768
+  )  # random training windows of seq_len tokens, in total
   config.calibration_batch = 8  # windows per calibration batch
   config.eval_tokens = 65_536 if quick else 0  # first validation tokens scored (0: the whole split)
   config.eval_batch = 32
@@ -70,41 +83,55 @@ def get_config(scale: str = "full") -> ConfigDict:
 def validate_config(config: ConfigDict) -> None:
   bad_bits = [b for b in config.bits if b not in zq.SUPPORTED_BITS]
   if bad_bits or not config.bits:
-    raise xp.ConfigError(f"--config.bits must be a non-empty tuple from {zq.SUPPORTED_BITS}, got {config.bits}")
+    raise xp.ConfigError(
+      f"--config.bits must be a non-empty tuple from {zq.SUPPORTED_BITS}, got {config.bits}"
+    )
   if not config.methods or any(m not in METHODS for m in config.methods):
-    raise xp.ConfigError(f"--config.methods must be a non-empty tuple from {METHODS}, got {config.methods}")
+    raise xp.ConfigError(
+      f"--config.methods must be a non-empty tuple from {METHODS}, got {config.methods}"
+    )
   if config.group_size < 0:
     raise xp.ConfigError(f"--config.group_size must be >= 0 (0: per row), got {config.group_size}")
   if config.lorc_rank < 0 or (config.lorc_bits and config.lorc_bits not in zq.SUPPORTED_BITS):
-    raise xp.ConfigError(f"--config.lorc_rank must be >= 0 and --config.lorc_bits 0 or in {zq.SUPPORTED_BITS}, "
-                         f"got {config.lorc_rank} and {config.lorc_bits}")
+    raise xp.ConfigError(
+      f"--config.lorc_rank must be >= 0 and --config.lorc_bits 0 or in {zq.SUPPORTED_BITS}, "
+      f"got {config.lorc_rank} and {config.lorc_bits}"
+    )
   for name in ("calibration_tokens", "calibration_batch", "eval_batch", "block_size"):
     if config[name] < 1:
       raise xp.ConfigError(f"--config.{name} must be >= 1, got {config[name]}")
   if config.seq_len < 0 or (config.train_steps and not config.seq_len):
-    raise xp.ConfigError(f"--config.seq_len must be >= 0 (0: the pretrained model's), and set with train_steps; "
-                         f"got {config.seq_len}")
+    raise xp.ConfigError(
+      f"--config.seq_len must be >= 0 (0: the pretrained model's), and set with train_steps; "
+      f"got {config.seq_len}"
+    )
   if config.eval_tokens < 0:
-    raise xp.ConfigError(f"--config.eval_tokens must be >= 0 (0: the whole validation split), got "
-                         f"{config.eval_tokens}")
+    raise xp.ConfigError(
+      f"--config.eval_tokens must be >= 0 (0: the whole validation split), got {config.eval_tokens}"
+    )
 
 
 def describe_model(model: lm_training.Pretrained, config: ConfigDict) -> str:
   if model.record is None:
     return f"tiny model trained {config.train_steps} steps"
-  return (f"pretrained {os.path.basename(model.path)} (validation perplexity "
-          f"{model.record.valid_perplexity:.3f})")
+  return (
+    f"pretrained {os.path.basename(model.path)} (validation perplexity "
+    f"{model.record.valid_perplexity:.3f})"
+  )
 
 
 def algorithm(method: str, config: ConfigDict):
   """The weight quantizer that ``config.methods`` names."""
-  return {"rtn": zq.RTNQuantizer(), "gptq": zq.GPTQQuantizer(damp=config.damp, block_size=config.block_size)}[method]
+  return {
+    "rtn": zq.RTNQuantizer(),
+    "gptq": zq.GPTQQuantizer(damp=config.damp, block_size=config.block_size),
+  }[method]
 
 
 def eval_windows(tokens: np.ndarray, config: ConfigDict, seq_len: int) -> np.ndarray:
   """Consecutive non-overlapping windows of seq_len + 1 tokens (as ``lm_training.evaluate``)."""
   if config.eval_tokens:
-    tokens = tokens[:config.eval_tokens + 1]
+    tokens = tokens[: config.eval_tokens + 1]
   windows = text.consecutive_windows(tokens, seq_len)
   if windows.shape[0] < 1:
     raise xp.ConfigError(f"--config.eval_tokens leaves no window of {seq_len} tokens")
@@ -115,8 +142,10 @@ def cases(config: ConfigDict) -> list[dict]:
   out = [{"method": "fp32", "bits": 32, "lorc": False}]
   for bits in config.bits:
     for method in config.methods:
-      out += [{"method": method, "bits": bits, "lorc": lorc} for lorc in ((False, True) if config.lorc_rank else
-                                                                         (False,))]
+      out += [
+        {"method": method, "bits": bits, "lorc": lorc}
+        for lorc in ((False, True) if config.lorc_rank else (False,))
+      ]
   return out
 
 
@@ -129,10 +158,16 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
   model = tfm.Transformer(model_config)
   seq_len = config.seq_len or lm_training.TrainRecipe().seq_len
   windows = eval_windows(corpus.valid, config, seq_len)
-  evaluate = lm_training.make_evaluator(model_config, windows, batch_size=config.eval_batch, reference_params=params)
+  evaluate = lm_training.make_evaluator(
+    model_config, windows, batch_size=config.eval_batch, reference_params=params
+  )
   n_calib = max(1, config.calibration_tokens // seq_len)
-  calib = np.asarray(text.batches(jax.random.fold_in(ctx.key(), 1), corpus.train, n_calib, seq_len))[:, :-1]
-  calibration = [calib[i:i + config.calibration_batch] for i in range(0, len(calib), config.calibration_batch)]
+  calib = np.asarray(
+    text.batches(jax.random.fold_in(ctx.key(), 1), corpus.train, n_calib, seq_len)
+  )[:, :-1]
+  calibration = [
+    calib[i : i + config.calibration_batch] for i in range(0, len(calib), config.calibration_batch)
+  ]
   group_size = config.group_size or None
   fp_bytes = sum(int(np.size(x)) for x in jax.tree.leaves(params))
 
@@ -141,11 +176,19 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
     if case["method"] == "fp32":
       quantized, size = params, None
     else:
-      out = zq.quantize_model(model.apply, params, calibration, algorithm=algorithm(case["method"], config),
-                              bits=case["bits"], group_size=group_size, symmetric=config.symmetric,
-                              lorc_rank=config.lorc_rank if case["lorc"] else None,
-                              lorc_bits=config.lorc_bits or None, exclude=tuple(config.exclude),
-                              sequential=config.sequential)
+      out = zq.quantize_model(
+        model.apply,
+        params,
+        calibration,
+        algorithm=algorithm(case["method"], config),
+        bits=case["bits"],
+        group_size=group_size,
+        symmetric=config.symmetric,
+        lorc_rank=config.lorc_rank if case["lorc"] else None,
+        lorc_bits=config.lorc_bits or None,
+        exclude=tuple(config.exclude),
+        sequential=config.sequential,
+      )
       quantized, size = out.params, out.size
     evaluation = evaluate(quantized)
     ppl, kl = evaluation.perplexity, evaluation.kl
@@ -153,14 +196,22 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
     if size is None:
       result.update(bytes=4.0 * fp_bytes, lorc_fraction=0.0)
     else:
-      result.update(bytes=size.total_bytes, weight_bytes=size.weight_bytes, scale_bytes=size.scale_bytes,
-                    lorc_bytes=size.lorc_bytes, lorc_fraction=size.lorc_fraction, fp16_bytes=size.fp16_bytes,
-                    quantized_params=size.quantized_params)
+      result.update(
+        bytes=size.total_bytes,
+        weight_bytes=size.weight_bytes,
+        scale_bytes=size.scale_bytes,
+        lorc_bytes=size.lorc_bytes,
+        lorc_fraction=size.lorc_fraction,
+        fp16_bytes=size.fp16_bytes,
+        quantized_params=size.quantized_params,
+      )
     return result
 
   def describe(r):
-    return (f"{label(r)} W{r['bits']}: perplexity {r['perplexity']:.4f}, KL to fp32 {r['kl']:.2e}, "
-            f"{r['bytes'] / 1e6:.3f} MB, {r['seconds']:.1f} s")
+    return (
+      f"{label(r)} W{r['bits']}: perplexity {r['perplexity']:.4f}, KL to fp32 {r['kl']:.2e}, "
+      f"{r['bytes'] / 1e6:.3f} MB, {r['seconds']:.1f} s"
+    )
 
   results = xp.run_cases(ctx, cases(config), run_case, describe)
   write_table(results, config, description, len(windows), seq_len, n_calib, ctx)
@@ -173,7 +224,9 @@ def label(r: dict) -> str:
 
 
 def find(results, method, bits, lorc=False):
-  return next((r for r in results if r["method"] == method and r["bits"] == bits and r["lorc"] == lorc), None)
+  return next(
+    (r for r in results if r["method"] == method and r["bits"] == bits and r["lorc"] == lorc), None
+  )
 
 
 def measure(results: list[dict], config: ConfigDict) -> dict[str, float]:
@@ -199,25 +252,40 @@ def measure(results: list[dict], config: ConfigDict) -> dict[str, float]:
   return measured
 
 
-def write_table(results: list[dict], config: ConfigDict, description: str, n_windows: int, seq_len: int,
-                n_calib: int, ctx: xp.Context):
+def write_table(
+  results: list[dict],
+  config: ConfigDict,
+  description: str,
+  n_windows: int,
+  seq_len: int,
+  n_calib: int,
+  ctx: xp.Context,
+):
   fp = find(results, "fp32", 32)
   fp16 = next((r["fp16_bytes"] for r in results if "fp16_bytes" in r), fp["bytes"] / 2)
   granularity = f"group {config.group_size}" if config.group_size else "per row"
-  lorc = (f"rank {config.lorc_rank}, factors at {config.lorc_bits or 16} bits" if config.lorc_rank else "off")
+  lorc = (
+    f"rank {config.lorc_rank}, factors at {config.lorc_bits or 16} bits"
+    if config.lorc_rank
+    else "off"
+  )
   lines = [
-    f"Model: {description}. Perplexity per byte on {n_windows * seq_len} validation tokens ({n_windows} windows of "
-    f"{seq_len}). Weights: {'symmetric' if config.symmetric else 'asymmetric'}, {granularity}; GPTQ calibrated "
-    f"{'sequentially' if config.sequential else 'on the fp32 activations'} on {n_calib} random training windows; "
-    f"LoRC {lorc}. Sizes: codes + fp16 scales + zero points + LoRC, other parameters at fp16.",
+    (
+      f"Model: {description}. Perplexity per byte on {n_windows * seq_len} validation tokens ({n_windows} windows of "
+      f"{seq_len}). Weights: {'symmetric' if config.symmetric else 'asymmetric'}, {granularity}; GPTQ calibrated "
+      f"{'sequentially' if config.sequential else 'on the fp32 activations'} on {n_calib} random training windows; "
+      f"LoRC {lorc}. Sizes: codes + fp16 scales + zero points + LoRC, other parameters at fp16."
+    ),
     "",
     "| method | bits | perplexity | Δ vs fp32 | KL to fp32 (nats/byte) | model bytes | vs fp16 | LoRC extra params |",
     "|---|---|---|---|---|---|---|---|",
   ]
   for r in results:
     extra = f"{100 * r['lorc_fraction']:.2f}%" if r["lorc"] else "—"
-    lines.append(f"| {label(r)} | {r['bits']} | {r['perplexity']:.4f} | {r['perplexity'] - fp['perplexity']:+.4f} | "
-                 f"{r['kl']:.2e} | {r['bytes']:,.0f} | {r['bytes'] / fp16:.3f} | {extra} |")
+    lines.append(
+      f"| {label(r)} | {r['bits']} | {r['perplexity']:.4f} | {r['perplexity'] - fp['perplexity']:+.4f} | "
+      f"{r['kl']:.2e} | {r['bytes']:,.0f} | {r['bytes'] / fp16:.3f} | {extra} |"
+    )
   ctx.write_text("table.md", "\n".join(lines) + "\n", echo=True)
 
 
@@ -229,16 +297,27 @@ def plot(results: list[dict], config: ConfigDict, ctx: xp.Context) -> None:
 
   fp = find(results, "fp32", 32)
   fig, axes = plt.subplots(1, 3, figsize=(16, 4))
-  styles = {("rtn", False): "C0o-", ("rtn", True): "C0s--", ("gptq", False): "C1o-", ("gptq", True): "C1s--"}
+  styles = {
+    ("rtn", False): "C0o-",
+    ("rtn", True): "C0s--",
+    ("gptq", False): "C1o-",
+    ("gptq", True): "C1s--",
+  }
   for (method, lorc), style in styles.items():
-    rows = sorted((r for r in results if r["method"] == method and r["lorc"] == lorc), key=lambda r: r["bits"])
+    rows = sorted(
+      (r for r in results if r["method"] == method and r["lorc"] == lorc), key=lambda r: r["bits"]
+    )
     if not rows:
       continue
     bits = [r["bits"] for r in rows]
     axes[0].plot(bits, [r["perplexity"] for r in rows], style, label=LABELS[(method, lorc)])
     axes[1].plot(bits, [r["kl"] for r in rows], style, label=LABELS[(method, lorc)])
-    axes[2].plot([r["bytes"] / 1e6 for r in rows], [r["perplexity"] for r in rows], style,
-                 label=LABELS[(method, lorc)])
+    axes[2].plot(
+      [r["bytes"] / 1e6 for r in rows],
+      [r["perplexity"] for r in rows],
+      style,
+      label=LABELS[(method, lorc)],
+    )
   granularity = f"group {config.group_size}" if config.group_size else "per row"
   for ax in (axes[0], axes[2]):
     ax.axhline(fp["perplexity"], color="gray", ls=":", label="fp32")
@@ -264,14 +343,16 @@ CLAIMS = (
     metric="gptq_over_rtn_ppl_w4",
     statement="GPTQ's perplexity is at most RTN's at 4 bits (same groups)",
     paper_value="GPTQ README, LLaMA-7B WikiText-2: 4-bit RTN 6.29, GPTQ 6.09 (ZeroQuant-V2: GPTQ is the stronger "
-                "weight-only PTQ)",
-    comparison="<=", target=1.0,
+    "weight-only PTQ)",
+    comparison="<=",
+    target=1.0,
   ),
   xp.Claim(
     metric="gptq_over_rtn_ppl_w3",
     statement="... and at 3 bits",
     paper_value="GPTQ README, LLaMA-7B WikiText-2: 3-bit RTN 25.54, GPTQ 8.07",
-    comparison="<=", target=1.0,
+    comparison="<=",
+    target=1.0,
   ),
   # LoRC is judged on the KL divergence from the fp32 model's next-byte distributions: on this small model W4 moves
   # perplexity by < 0.3%, and LoRC's share of that (≤ 0.05%, ``lorc_ppl_ratio_*`` in the metrics) is at the level
@@ -280,37 +361,43 @@ CLAIMS = (
     metric="lorc_kl_ratio_rtn_w4",
     statement="LoRC (rank 8) brings RTN W4 closer to the fp32 model (lower KL per byte to its predictions)",
     paper_value="ZeroQuant-V2 abstract: LoRC improves the quantized models at a small increase in model size",
-    comparison="<", target=1.0,
+    comparison="<",
+    target=1.0,
   ),
   xp.Claim(
     metric="lorc_kl_ratio_rtn_w3",
     statement="... and RTN W3",
     paper_value="ZeroQuant-V2, LoRC (rank m = 8 default)",
-    comparison="<", target=1.0,
+    comparison="<",
+    target=1.0,
   ),
   xp.Claim(
     metric="lorc_kl_ratio_gptq_w4",
     statement="... and GPTQ W4",
     paper_value="ZeroQuant-V2, LoRC (rank m = 8 default)",
-    comparison="<", target=1.0,
+    comparison="<",
+    target=1.0,
   ),
   xp.Claim(
     metric="lorc_kl_ratio_gptq_w3",
     statement="... and GPTQ W3",
     paper_value="ZeroQuant-V2, LoRC (rank m = 8 default)",
-    comparison="<", target=1.0,
+    comparison="<",
+    target=1.0,
   ),
   xp.Claim(
     metric="lorc_extra_param_fraction",
     statement="LoRC adds under 5% parameters to the quantized layers",
     paper_value="LoRC adds m(d_in + d_out) per layer, small next to d_in·d_out (6.25% at 4096², m = 8, fp16 factors)",
-    comparison="<", target=0.05,
+    comparison="<",
+    target=0.05,
   ),
   xp.Claim(
     metric="rtn_w8_ppl_increase",
     statement="8-bit weights are close to lossless (relative perplexity increase of RTN W8)",
     paper_value="ZeroQuant-V2 study: INT8 weight-only quantization (W8A16) keeps the fp16 quality",
-    comparison="<", target=0.01,
+    comparison="<",
+    target=0.01,
   ),
 )
 

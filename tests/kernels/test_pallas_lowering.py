@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 from jax.experimental.pallas import triton as pltriton
 
-from toolkit.kernels import dispatch
-from toolkit.kernels import kivi
-from toolkit.kernels import tmac
+from toolkit.kernels import dispatch, kivi, tmac
 
 
 @pytest.fixture
 def triton_params(monkeypatch):
   # jax.default_backend() is "cpu" here; take the GPU branch to lower as a GPU run would.
-  monkeypatch.setattr(dispatch, "compiler_params",
-                      lambda interpret: pltriton.CompilerParams(num_warps=4, num_stages=1))
+  monkeypatch.setattr(
+    dispatch,
+    "compiler_params",
+    lambda interpret: pltriton.CompilerParams(num_warps=4, num_stages=1),
+  )
 
 
 def lower_for_cuda(fn, *args) -> str:
@@ -33,18 +34,24 @@ def test_default_is_triton_on_gpu_only():
 
 @pytest.mark.parametrize("bits", [2, 4, 16])
 def test_kivi_decode_attention_lowers_to_triton(triton_params, bits):
-  cache = kivi.init_cache((2, 4), capacity=256, channels=128, bits=bits, group_size=32, residual=64,
-                          scale_dtype="float16")
-  text = lower_for_cuda(lambda q, c: kivi.decode_attention_pallas(q, c, interpret=False), jnp.zeros((2, 4, 128)),
-                        cache)
+  cache = kivi.init_cache(
+    (2, 4), capacity=256, channels=128, bits=bits, group_size=32, residual=64, scale_dtype="float16"
+  )
+  text = lower_for_cuda(
+    lambda q, c: kivi.decode_attention_pallas(q, c, interpret=False), jnp.zeros((2, 4, 128)), cache
+  )
   assert "kivi_decode_attention" in text
 
 
 @pytest.mark.parametrize("bits,n,int8_tables", [(1, 1, False), (3, 32, False), (4, 1, True)])
 def test_tmac_matmul_lowers_to_triton(triton_params, bits, n, int8_tables):
-  codes = jnp.asarray(np.random.default_rng(0).integers(0, 2 ** bits, (256, 512)), jnp.int32)
-  packed = tmac.preprocess(codes, jnp.ones((256, 4)), jnp.zeros((256, 4)), bits=bits, group_size=128)
-  assert lower_for_cuda(lambda x, p: tmac._matmul_pallas(x, p, int8_tables, False), jnp.zeros((n, 512)), packed)
+  codes = jnp.asarray(np.random.default_rng(0).integers(0, 2**bits, (256, 512)), jnp.int32)
+  packed = tmac.preprocess(
+    codes, jnp.ones((256, 4)), jnp.zeros((256, 4)), bits=bits, group_size=128
+  )
+  assert lower_for_cuda(
+    lambda x, p: tmac._matmul_pallas(x, p, int8_tables, False), jnp.zeros((n, 512)), packed
+  )
 
 
 def test_one_dispatch_rule():

@@ -29,7 +29,7 @@ def np_params(g, bits, symmetric):
     zero = np.zeros_like(scale)
   else:
     lo, hi = np.minimum(g.min(-1), 0), np.maximum(g.max(-1), 0)
-    scale = (hi - lo) / (2 ** bits - 1)
+    scale = (hi - lo) / (2**bits - 1)
   scale = np.where(scale > 0, scale, 1.0)
   if not symmetric:
     zero = np.round(-lo / scale)
@@ -37,7 +37,7 @@ def np_params(g, bits, symmetric):
 
 
 def np_codes(bits, symmetric):
-  return np.arange(-2 ** (bits - 1), 2 ** (bits - 1)) if symmetric else np.arange(2 ** bits)
+  return np.arange(-(2 ** (bits - 1)), 2 ** (bits - 1)) if symmetric else np.arange(2**bits)
 
 
 def np_quant(col, scale, zero, bits, symmetric):
@@ -50,7 +50,7 @@ def np_gptq_obs(w, x, bits, group_size=None, damp=0.01, symmetric=False):
   Sec. 3): δ = −(w_q − q)/[H⁻¹]_qq · H⁻¹[q, :], then q is eliminated from H⁻¹ (Gaussian elimination)."""
   w = np.array(w, np.float64)
   x = np.array(x, np.float64).reshape(-1, w.shape[1])
-  out, cols = w.shape
+  _, cols = w.shape
   h = 2 * x.T @ x / x.shape[0]
   if group_size is None:
     scale, zero = np_params(w, bits, symmetric)
@@ -62,10 +62,10 @@ def np_gptq_obs(w, x, bits, group_size=None, damp=0.01, symmetric=False):
   q = np.zeros_like(w)
   for c in range(cols):
     if group_size is not None and c % group_size == 0:
-      scale, zero = np_params(w[:, c:c + group_size], bits, symmetric)
+      scale, zero = np_params(w[:, c : c + group_size], bits, symmetric)
     q[:, c] = np_quant(w[:, c], scale, zero, bits, symmetric)
     d = h_inv[c, c]
-    w[:, c + 1:] -= np.outer((w[:, c] - q[:, c]) / d, h_inv[c, c + 1:])
+    w[:, c + 1 :] -= np.outer((w[:, c] - q[:, c]) / d, h_inv[c, c + 1 :])
     h_inv = h_inv - np.outer(h_inv[:, c], h_inv[c, :]) / d
   return q
 
@@ -86,15 +86,20 @@ def output_error(w, w_hat, x):
 # RTN
 
 
-@pytest.mark.parametrize("bits,symmetric", [(2, False), (3, False), (4, True), (3, True), (8, False)])
+@pytest.mark.parametrize(
+  "bits,symmetric", [(2, False), (3, False), (4, True), (3, True), (8, False)]
+)
 def test_rtn_is_the_nearest_point_of_the_brute_force_grid(bits, symmetric):
-  w = np.asarray(jax.random.normal(jax.random.key(bits), (4, 12))) + np.array([0, 0, 2, -1.5], np.float32)[:, None]
+  w = (
+    np.asarray(jax.random.normal(jax.random.key(bits), (4, 12)))
+    + np.array([0, 0, 2, -1.5], np.float32)[:, None]
+  )
   params = zq.rtn_params(w, bits=bits, group_size=4, symmetric=symmetric)
   scale, zero = np_params(w.reshape(4, 3, 4), bits, symmetric)
   np.testing.assert_allclose(np.asarray(params.scale), scale, rtol=1e-6)
   np.testing.assert_array_equal(np.asarray(params.zero), zero)
   if not symmetric:
-    assert zero.min() >= 0 and zero.max() <= 2 ** bits - 1  # the zero point fits in b bits
+    assert zero.min() >= 0 and zero.max() <= 2**bits - 1  # the zero point fits in b bits
   w_hat = np.asarray(zq.rtn(w, bits=bits, group_size=4, symmetric=symmetric))
   for i, j in itertools.product(range(4), range(12)):
     s, z = scale[i, j // 4], zero[i, j // 4]
@@ -103,13 +108,19 @@ def test_rtn_is_the_nearest_point_of_the_brute_force_grid(bits, symmetric):
     assert abs(w_hat[i, j] - grid[np.argmin(np.abs(grid - w[i, j]))]) <= 1e-3 * s
   # The grid's extremes: symmetric reaches ±max|g| (−2^{b−1} s is unused headroom); asymmetric spans [min, max].
   if symmetric:
-    np.testing.assert_allclose(np.abs(w_hat.reshape(4, 3, 4)).max(-1), np.abs(w.reshape(4, 3, 4)).max(-1),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+      np.abs(w_hat.reshape(4, 3, 4)).max(-1), np.abs(w.reshape(4, 3, 4)).max(-1), rtol=1e-6
+    )
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(0, 2 ** 31 - 1), st.sampled_from(zq.SUPPORTED_BITS), st.booleans(), st.floats(1e-3, 1e3),
-       st.floats(-3.0, 3.0))
+@given(
+  st.integers(0, 2**31 - 1),
+  st.sampled_from(zq.SUPPORTED_BITS),
+  st.booleans(),
+  st.floats(1e-3, 1e3),
+  st.floats(-3.0, 3.0),
+)
 def test_rtn_error_is_at_most_half_a_step(seed, bits, symmetric, spread, offset):
   # The offset makes all-positive or all-negative groups, where the asymmetric range is widened to contain 0.
   w = spread * (jax.random.normal(jax.random.key(seed), (8, 32)) + offset)
@@ -130,8 +141,11 @@ def test_rtn_all_zero_group_and_exact_zero():
 def test_per_group_beats_per_row_and_more_bits_beat_fewer():
   w = jax.random.normal(jax.random.key(1), (64, 128))
   w = w.at[:, ::37].mul(8.0)  # a few outlier input channels per row, as in LLM weights
-  err = {(b, g): float(jnp.sum((zq.rtn(w, bits=b, group_size=g) - w) ** 2))
-         for b in (3, 4, 8) for g in (None, 64, 16)}
+  err = {
+    (b, g): float(jnp.sum((zq.rtn(w, bits=b, group_size=g) - w) ** 2))
+    for b in (3, 4, 8)
+    for g in (None, 64, 16)
+  }
   for b in (3, 4, 8):
     assert err[(b, 16)] < err[(b, 64)] < err[(b, None)]
   for g in (None, 64, 16):
@@ -142,7 +156,9 @@ def test_rtn_jit_and_vmap_agree():
   ws = jax.random.normal(jax.random.key(2), (3, 16, 32))
   loop = jnp.stack([zq.rtn(w, bits=4, group_size=8) for w in ws])
   vmapped = jax.vmap(lambda w: zq.rtn(w, bits=4, group_size=8))(ws)
-  jitted = jax.jit(zq.rtn, static_argnames=("bits", "group_size", "symmetric"))(ws[0], bits=4, group_size=8)
+  jitted = jax.jit(zq.rtn, static_argnames=("bits", "group_size", "symmetric"))(
+    ws[0], bits=4, group_size=8
+  )
   np.testing.assert_allclose(np.asarray(vmapped), np.asarray(loop), rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(np.asarray(jitted), np.asarray(loop[0]), rtol=1e-6, atol=1e-6)
 
@@ -193,14 +209,19 @@ def test_bad_shapes_and_arguments_raise():
 # GPTQ
 
 
-@pytest.mark.parametrize("bits,group_size,block_size,symmetric", [
-  (3, None, 8, False),   # several lazy blocks, per-row grid
-  (4, 8, 8, True),       # one group per block
-  (2, 8, 16, False),     # two groups per block
-  (3, 8, 12, False),     # block rounded up to a multiple of the group
-  (4, None, 20, False),  # 32 columns padded to 40
-])
-def test_gptq_matches_the_independent_numpy_obs_formulation(x64, bits, group_size, block_size, symmetric):
+@pytest.mark.parametrize(
+  "bits,group_size,block_size,symmetric",
+  [
+    (3, None, 8, False),  # several lazy blocks, per-row grid
+    (4, 8, 8, True),  # one group per block
+    (2, 8, 16, False),  # two groups per block
+    (3, 8, 12, False),  # block rounded up to a multiple of the group
+    (4, None, 20, False),  # 32 columns padded to 40
+  ],
+)
+def test_gptq_matches_the_independent_numpy_obs_formulation(
+  x64, bits, group_size, block_size, symmetric
+):
   k1, k2 = jax.random.split(jax.random.key(bits))
   w = jax.random.normal(k1, (16, 32), jnp.float64)
   x = correlated_inputs(k2, 96, 32).astype(jnp.float64)
@@ -218,8 +239,12 @@ def test_gptq_does_not_depend_on_block_size(x64):
   x = correlated_inputs(k2, 128, 48).astype(jnp.float64)
   ref = gptq(w, x, bits=3, group_size=16, block_size=128)
   for block_size in (1, 24, 40):
-    np.testing.assert_allclose(np.asarray(gptq(w, x, bits=3, group_size=16, block_size=block_size)),
-                               np.asarray(ref), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+      np.asarray(gptq(w, x, bits=3, group_size=16, block_size=block_size)),
+      np.asarray(ref),
+      rtol=1e-10,
+      atol=1e-10,
+    )
 
 
 @pytest.mark.parametrize("bits,group_size", [(4, None), (3, None), (4, 32), (3, 32)])
@@ -238,8 +263,11 @@ def test_gptq_is_rtn_when_the_hessian_is_a_multiple_of_identity(group_size, symm
   q, _ = np.linalg.qr(np.asarray(jax.random.normal(jax.random.key(5), (256, 128)), np.float64))
   x = jnp.asarray(np.sqrt(256) * q, jnp.float32)
   w = jax.random.normal(jax.random.key(6), (64, 128))
-  np.testing.assert_allclose(np.asarray(gptq(w, x, bits=3, group_size=group_size, symmetric=symmetric)),
-                             np.asarray(zq.rtn(w, bits=3, group_size=group_size, symmetric=symmetric)), atol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(gptq(w, x, bits=3, group_size=group_size, symmetric=symmetric)),
+    np.asarray(zq.rtn(w, bits=3, group_size=group_size, symmetric=symmetric)),
+    atol=1e-6,
+  )
 
 
 def test_gptq_float32_jit_no_jit_and_float64_agree():
@@ -283,7 +311,8 @@ def test_lorc_with_8_bit_factors_stays_close_to_float_factors():
   w = jax.random.normal(jax.random.key(9), (64, 128))
   w_hat = zq.rtn(w, bits=3)
   e = w - w_hat
-  float_err = float(jnp.linalg.norm(e - (lambda f: f.u @ f.v)(zq.lorc(w, w_hat, rank=8))))
+  f = zq.lorc(w, w_hat, rank=8)
+  float_err = float(jnp.linalg.norm(e - f.u @ f.v))
   f8 = zq.lorc(w, w_hat, rank=8, factor_bits=8)
   q_err = float(jnp.linalg.norm(e - f8.u @ f8.v))
   assert float_err <= q_err < float_err * 1.01 < float(jnp.linalg.norm(e))
@@ -322,33 +351,51 @@ def test_dense_input_hessians_match_the_recorded_inputs(small_model):
   hs = zq.dense_input_hessians(model.apply, params, batches)
   assert list(hs) == [("a",), ("b",), ("c",), ("head",)]  # call order
   x = jnp.concatenate(batches)
-  np.testing.assert_allclose(np.asarray(hs[("a",)]), np.asarray(zq.hessian(x)), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+    np.asarray(hs[("a",)]), np.asarray(zq.hessian(x)), rtol=1e-4, atol=1e-4
+  )
   p = params["params"]
   hidden = nn.gelu((x @ p["a"]["kernel"] + p["a"]["bias"]) * (x @ p["b"]["kernel"]))
-  np.testing.assert_allclose(np.asarray(hs[("c",)]), np.asarray(zq.hessian(hidden)), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+    np.asarray(hs[("c",)]), np.asarray(zq.hessian(hidden)), rtol=1e-4, atol=1e-4
+  )
 
 
 def test_quantize_model_rtn_is_per_layer_rtn_and_the_size_report_adds_up(small_model):
   model, params, _ = small_model
-  out = zq.quantize_model(model.apply, params, algorithm=zq.RTNQuantizer(), bits=4, group_size=8, lorc_rank=2, lorc_bits=8,
-                          exclude=("head",))
+  out = zq.quantize_model(
+    model.apply,
+    params,
+    algorithm=zq.RTNQuantizer(),
+    bits=4,
+    group_size=8,
+    lorc_rank=2,
+    lorc_bits=8,
+    exclude=("head",),
+  )
   assert out.layers == (("a",), ("b",), ("c",))
   for name in ("a", "b", "c"):
     kernel = params["params"][name]["kernel"]
     w_hat = zq.rtn(kernel.T, bits=4, group_size=8)
     f = zq.lorc(kernel.T, w_hat, rank=2, factor_bits=8)
-    np.testing.assert_allclose(np.asarray(out.params["params"][name]["kernel"]), np.asarray((w_hat + f.u @ f.v).T),
-                               atol=1e-6)
-  np.testing.assert_array_equal(np.asarray(out.params["params"]["head"]["kernel"]),
-                                np.asarray(params["params"]["head"]["kernel"]))
-  np.testing.assert_array_equal(np.asarray(out.params["params"]["a"]["bias"]),
-                                np.asarray(params["params"]["a"]["bias"]))
+    np.testing.assert_allclose(
+      np.asarray(out.params["params"][name]["kernel"]), np.asarray((w_hat + f.u @ f.v).T), atol=1e-6
+    )
+  np.testing.assert_array_equal(
+    np.asarray(out.params["params"]["head"]["kernel"]),
+    np.asarray(params["params"]["head"]["kernel"]),
+  )
+  np.testing.assert_array_equal(
+    np.asarray(out.params["params"]["a"]["bias"]), np.asarray(params["params"]["a"]["bias"])
+  )
   s = out.size
   quantized = 3 * 16 * 32
   total = quantized + 32 + 16 + (16 * 8 + 8)  # + the biases of a and c, and the whole head
   assert (s.quantized_params, s.other_params) == (quantized, total - quantized)
   assert s.weight_bytes == 4 * quantized / 8
-  assert s.scale_bytes == (32 * 2 + 32 * 2 + 16 * 4) * (16 + 4) / 8  # groups × (fp16 scale + 4-bit zero)
+  assert (
+    s.scale_bytes == (32 * 2 + 32 * 2 + 16 * 4) * (16 + 4) / 8
+  )  # groups × (fp16 scale + 4-bit zero)
   assert s.lorc_params == 2 * (32 + 16) * 2 + 2 * (16 + 32)
   assert s.lorc_bytes == (s.lorc_params * 8 + 3 * 2 * 2 * 16) / 8
   assert s.fp32_bytes == 4 * total and s.fp16_bytes == 2 * total
@@ -358,26 +405,40 @@ def test_quantize_model_rtn_is_per_layer_rtn_and_the_size_report_adds_up(small_m
 
 def test_quantize_model_gptq_is_sequential(small_model):
   model, params, batches = small_model
-  out = zq.quantize_model(model.apply, params, batches, algorithm=zq.GPTQQuantizer(block_size=8), bits=3)
+  out = zq.quantize_model(
+    model.apply, params, batches, algorithm=zq.GPTQQuantizer(block_size=8), bits=3
+  )
   p, q = params["params"], out.params["params"]
   x = jnp.concatenate(batches)
-  quantize = lambda k, inputs: gptq(k.T, inputs, bits=3, block_size=8).T  # noqa: E731
+  quantize = lambda k, inputs: gptq(k.T, inputs, bits=3, block_size=8).T
   # a and b read the model input, the same before and after quantization.
   for name in ("a", "b"):
-    np.testing.assert_allclose(np.asarray(q[name]["kernel"]), np.asarray(quantize(p[name]["kernel"], x)), atol=1e-5)
+    np.testing.assert_allclose(
+      np.asarray(q[name]["kernel"]), np.asarray(quantize(p[name]["kernel"], x)), atol=1e-5
+    )
   # c is calibrated on the output of the already-quantized a and b, not on the full-precision one.
   hidden_q = nn.gelu((x @ q["a"]["kernel"] + p["a"]["bias"]) * (x @ q["b"]["kernel"]))
-  np.testing.assert_allclose(np.asarray(q["c"]["kernel"]), np.asarray(quantize(p["c"]["kernel"], hidden_q)), atol=1e-4)
-  one_shot = zq.quantize_model(model.apply, params, batches, algorithm=zq.GPTQQuantizer(block_size=8), bits=3, sequential=False)
+  np.testing.assert_allclose(
+    np.asarray(q["c"]["kernel"]), np.asarray(quantize(p["c"]["kernel"], hidden_q)), atol=1e-4
+  )
+  one_shot = zq.quantize_model(
+    model.apply, params, batches, algorithm=zq.GPTQQuantizer(block_size=8), bits=3, sequential=False
+  )
   hidden = nn.gelu((x @ p["a"]["kernel"] + p["a"]["bias"]) * (x @ p["b"]["kernel"]))
-  np.testing.assert_allclose(np.asarray(one_shot.params["params"]["c"]["kernel"]),
-                             np.asarray(quantize(p["c"]["kernel"], hidden)), atol=1e-4)
-  assert not np.allclose(np.asarray(one_shot.params["params"]["c"]["kernel"]), np.asarray(q["c"]["kernel"]))
+  np.testing.assert_allclose(
+    np.asarray(one_shot.params["params"]["c"]["kernel"]),
+    np.asarray(quantize(p["c"]["kernel"], hidden)),
+    atol=1e-4,
+  )
+  assert not np.allclose(
+    np.asarray(one_shot.params["params"]["c"]["kernel"]), np.asarray(q["c"]["kernel"])
+  )
   # The quantized model is closer to the full-precision one than RTN's.
   ref = model.apply(params, x)
   rtn_params = zq.quantize_model(model.apply, params, algorithm=zq.RTNQuantizer(), bits=3).params
   assert float(jnp.linalg.norm(model.apply(out.params, x) - ref)) < float(
-    jnp.linalg.norm(model.apply(rtn_params, x) - ref))
+    jnp.linalg.norm(model.apply(rtn_params, x) - ref)
+  )
 
 
 def rtn_as_plain_function(w, h, *, bits, group_size, symmetric):
@@ -392,7 +453,9 @@ def test_a_plain_function_is_a_weight_quantizer():
   kernel = jax.random.normal(jax.random.key(3), (32, 8))
   params = {"params": {"a": {"kernel": kernel}, "b": {"kernel": kernel[:8]}}}
   by_object = zq.quantize_dense_layers(params, algorithm=zq.RTNQuantizer(), bits=3, group_size=8)
-  by_function = zq.quantize_dense_layers(params, algorithm=rtn_as_plain_function, bits=3, group_size=8)
+  by_function = zq.quantize_dense_layers(
+    params, algorithm=rtn_as_plain_function, bits=3, group_size=8
+  )
   jax.tree.map(np.testing.assert_array_equal, by_object.params, by_function.params)
   # A quantizer that does not say whether it needs the Hessians is given them.
   with pytest.raises(ValueError, match="needs `hessians`"):

@@ -43,7 +43,9 @@ def default_interpret(interpret: bool | None) -> bool:
 
 def check_bits(bits, supported: tuple[int, ...], name: str = "bits") -> int:
   """``bits`` as an int if it is an integer (not a bool) among ``supported``; else a ValueError naming ``name``."""
-  if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or int(bits) not in supported:
+  if (
+    isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or int(bits) not in supported
+  ):
     raise ValueError(f"`{name}` must be one of {supported}, got {bits!r}.")
   return int(bits)
 
@@ -61,4 +63,11 @@ def compiler_params(interpret: bool):
   return pltriton.CompilerParams(num_warps=4, num_stages=1)
 
 
-__all__ = ["IMPLS", "check_bits", "check_impl", "compiler_params", "default_impl", "default_interpret"]
+__all__ = [
+  "IMPLS",
+  "check_bits",
+  "check_impl",
+  "compiler_params",
+  "default_impl",
+  "default_interpret",
+]

@@ -46,10 +46,12 @@ def pack(codes: jax.Array, bits: int) -> jax.Array:
   _check_bits(bits)
   per_word = 32 // bits
   if codes.shape[-1] % per_word:
-    raise ValueError(f"the last axis of `codes` ({codes.shape[-1]}) must be a multiple of {per_word} for "
-                     f"{bits}-bit packing.")
+    raise ValueError(
+      f"the last axis of `codes` ({codes.shape[-1]}) must be a multiple of {per_word} for "
+      f"{bits}-bit packing."
+    )
   fields = codes.astype(jnp.uint32).reshape(*codes.shape[:-1], -1, per_word)
-  shifts = (jnp.arange(per_word, dtype=jnp.uint32) * bits)
+  shifts = jnp.arange(per_word, dtype=jnp.uint32) * bits
   # OR of disjoint bit fields == their sum; done in uint32 so the top field may use the sign bit.
   words = jnp.sum(fields << shifts, axis=-1, dtype=jnp.uint32)
   return jax.lax.bitcast_convert_type(words, jnp.int32)
@@ -99,7 +101,9 @@ class QuantizedTensor:
     return sum(int(a.size) * a.dtype.itemsize for a in arrays)
 
 
-def _quantize(x: jax.Array, bits: int, group_size: int, axis: int, name: str, scale_dtype) -> QuantizedTensor:
+def _quantize(
+  x: jax.Array, bits: int, group_size: int, axis: int, name: str, scale_dtype
+) -> QuantizedTensor:
   _check_bits(bits, CACHE_BITS)
   if jnp.ndim(x) < 2:
     raise ValueError(f"`{name}` must have shape (..., tokens, channels), got {jnp.shape(x)}.")
@@ -107,15 +111,24 @@ def _quantize(x: jax.Array, bits: int, group_size: int, axis: int, name: str, sc
     raise TypeError(f"`{name}` must be a floating array, got dtype {jnp.result_type(x)}.")
   per_word = _per_word(bits)
   length = x.shape[axis]
-  if not isinstance(group_size, int) or group_size < 1 or length % group_size or group_size % per_word:
-    raise ValueError(f"`group_size` must divide the grouped axis of `{name}` ({length}) and be a multiple of "
-                     f"{per_word} (codes per int32 at {bits} bits), got {group_size!r}.")
+  if (
+    not isinstance(group_size, int)
+    or group_size < 1
+    or length % group_size
+    or group_size % per_word
+  ):
+    raise ValueError(
+      f"`group_size` must divide the grouped axis of `{name}` ({length}) and be a multiple of "
+      f"{per_word} (codes per int32 at {bits} bits), got {group_size!r}."
+    )
   scale_dtype = jnp.dtype(x.dtype if scale_dtype is None else scale_dtype)
   moved = jnp.moveaxis(x, axis, -1)
   groups = moved.reshape(*moved.shape[:-1], length // group_size, group_size)
   if bits == 16:
     ones = jnp.ones(groups.shape[:-1], scale_dtype)
-    return QuantizedTensor(moved, ones, jnp.zeros_like(ones), bits, group_size, axis, tuple(x.shape))
+    return QuantizedTensor(
+      moved, ones, jnp.zeros_like(ones), bits, group_size, axis, tuple(x.shape)
+    )
   lo = jnp.min(groups, axis=-1)
   hi = jnp.max(groups, axis=-1)
   levels = (1 << bits) - 1
@@ -127,10 +140,14 @@ def _quantize(x: jax.Array, bits: int, group_size: int, axis: int, name: str, sc
   safe = jnp.where(scale > 0, scale, jnp.ones_like(scale))
   shifted = (groups - zero[..., None].astype(x.dtype)) / safe[..., None].astype(x.dtype)
   codes = jnp.clip(jnp.round(shifted), 0, levels).astype(jnp.int32)
-  return QuantizedTensor(pack(codes.reshape(moved.shape), bits), safe, zero, bits, group_size, axis, tuple(x.shape))
+  return QuantizedTensor(
+    pack(codes.reshape(moved.shape), bits), safe, zero, bits, group_size, axis, tuple(x.shape)
+  )
 
 
-def quantize_keys(k: jax.Array, *, bits: int = 2, group_size: int = 32, scale_dtype=None) -> QuantizedTensor:
+def quantize_keys(
+  k: jax.Array, *, bits: int = 2, group_size: int = 32, scale_dtype=None
+) -> QuantizedTensor:
   """Per-channel key quantization (KIVI §3.2): each group is ``group_size`` consecutive tokens of one channel.
 
   Args:
@@ -152,7 +169,9 @@ def quantize_keys(k: jax.Array, *, bits: int = 2, group_size: int = 32, scale_dt
   return _quantize(k, bits, group_size, -2, "k", scale_dtype)
 
 
-def quantize_values(v: jax.Array, *, bits: int = 2, group_size: int = 32, scale_dtype=None) -> QuantizedTensor:
+def quantize_values(
+  v: jax.Array, *, bits: int = 2, group_size: int = 32, scale_dtype=None
+) -> QuantizedTensor:
   """Per-token value quantization (KIVI §3.2): each group is ``group_size`` consecutive channels of one token."""
   return _quantize(v, bits, group_size, -1, "v", scale_dtype)
 
@@ -160,8 +179,9 @@ def quantize_values(v: jax.Array, *, bits: int = 2, group_size: int = 32, scale_
 def dequantize(q: QuantizedTensor) -> jax.Array:
   """The float array of the original shape: x̂ = code · scale + zero (computed in at least float32)."""
   codes = _codes(q.codes, q.bits)
-  dtype = jnp.promote_types(jnp.promote_types(q.scale.dtype, jnp.float32),
-                            codes.dtype if q.bits == 16 else jnp.float32)
+  dtype = jnp.promote_types(
+    jnp.promote_types(q.scale.dtype, jnp.float32), codes.dtype if q.bits == 16 else jnp.float32
+  )
   groups = codes.reshape(*codes.shape[:-1], -1, q.group_size).astype(dtype)
   values = groups * q.scale[..., None].astype(dtype) + q.zero[..., None].astype(dtype)
   return jnp.moveaxis(values.reshape(codes.shape), -1, q.axis)
@@ -211,28 +231,48 @@ class KIVICache:
     return sum(int(a.size) * a.dtype.itemsize for a in (self.k_residual, self.v_residual))
 
 
-def init_cache(batch_shape: tuple[int, ...], capacity: int, channels: int, *, bits: int = 2, group_size: int = 32,
-               residual: int = 128, dtype=jnp.float32, scale_dtype=None, per_channel_keys: bool = True) -> KIVICache:
+def init_cache(
+  batch_shape: tuple[int, ...],
+  capacity: int,
+  channels: int,
+  *,
+  bits: int = 2,
+  group_size: int = 32,
+  residual: int = 128,
+  dtype=jnp.float32,
+  scale_dtype=None,
+  per_channel_keys: bool = True,
+) -> KIVICache:
   """An empty cache. ``residual`` (R, paper default 128) must be a multiple of ``group_size`` (G, default 32);
   ``capacity`` (quantized tokens) and ``channels`` must be multiples of G."""
   _check_bits(bits, CACHE_BITS)
   per_word = _per_word(bits)
   if group_size % per_word or channels % group_size or capacity % group_size:
-    raise ValueError(f"`group_size` ({group_size}) must be a multiple of {per_word} and divide `channels` "
-                     f"({channels}) and `capacity` ({capacity}).")
+    raise ValueError(
+      f"`group_size` ({group_size}) must be a multiple of {per_word} and divide `channels` "
+      f"({channels}) and `capacity` ({capacity})."
+    )
   if residual < group_size or residual % group_size:
-    raise ValueError(f"`residual` must be a positive multiple of `group_size` ({group_size}), got {residual}.")
+    raise ValueError(
+      f"`residual` must be a positive multiple of `group_size` ({group_size}), got {residual}."
+    )
   b = tuple(batch_shape)
   empty = jax.ShapeDtypeStruct(b + (capacity, channels), dtype)
   key_axis = -2 if per_channel_keys else -1
   # Zero-filled buffers of the quantizer's output structure; quantizing a constant array instead would have XLA
   # constant-fold a reduction over the whole capacity at every compile.
-  zeros = lambda axis, name: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(
-      lambda x: _quantize(x, bits, group_size, axis, name, scale_dtype), empty))
+  zeros = lambda axis, name: jax.tree.map(
+    lambda a: jnp.zeros(a.shape, a.dtype),
+    jax.eval_shape(lambda x: _quantize(x, bits, group_size, axis, name, scale_dtype), empty),
+  )
   return KIVICache(
-      keys=zeros(key_axis, "k"), values=zeros(-1, "v"),
-      k_residual=jnp.zeros(b + (residual, channels), dtype), v_residual=jnp.zeros(b + (residual, channels), dtype),
-      n_quantized=jnp.zeros((), jnp.int32), n_residual=jnp.zeros((), jnp.int32))
+    keys=zeros(key_axis, "k"),
+    values=zeros(-1, "v"),
+    k_residual=jnp.zeros(b + (residual, channels), dtype),
+    v_residual=jnp.zeros(b + (residual, channels), dtype),
+    n_quantized=jnp.zeros((), jnp.int32),
+    n_residual=jnp.zeros((), jnp.int32),
+  )
 
 
 def _write(buffer: jax.Array, update: jax.Array, start: jax.Array, axis: int) -> jax.Array:
@@ -245,12 +285,16 @@ def _store(buffer: QuantizedTensor, group: QuantizedTensor, start: jax.Array) ->
   """Writes the quantized tokens ``group`` into ``buffer`` from token ``start`` (a multiple of G)."""
   if buffer.axis == -2:  # tokens are the grouped, packed (last) axis of the stored layout
     per_word = _per_word(buffer.bits)
-    return buffer.replace(codes=_write(buffer.codes, group.codes, start // per_word, -1),
-                          scale=_write(buffer.scale, group.scale, start // buffer.group_size, -1),
-                          zero=_write(buffer.zero, group.zero, start // buffer.group_size, -1))
-  return buffer.replace(codes=_write(buffer.codes, group.codes, start, -2),
-                        scale=_write(buffer.scale, group.scale, start, -2),
-                        zero=_write(buffer.zero, group.zero, start, -2))
+    return buffer.replace(
+      codes=_write(buffer.codes, group.codes, start // per_word, -1),
+      scale=_write(buffer.scale, group.scale, start // buffer.group_size, -1),
+      zero=_write(buffer.zero, group.zero, start // buffer.group_size, -1),
+    )
+  return buffer.replace(
+    codes=_write(buffer.codes, group.codes, start, -2),
+    scale=_write(buffer.scale, group.scale, start, -2),
+    zero=_write(buffer.zero, group.zero, start, -2),
+  )
 
 
 def append(cache: KIVICache, k: jax.Array, v: jax.Array) -> KIVICache:
@@ -267,18 +311,28 @@ def append(cache: KIVICache, k: jax.Array, v: jax.Array) -> KIVICache:
   qk = _quantize(k_res[..., :g, :], cache.bits, g, cache.keys.axis, "k", scale_dtype)
   qv = quantize_values(v_res[..., :g, :], bits=cache.bits, group_size=g, scale_dtype=scale_dtype)
   flushed = cache.replace(
-      keys=_store(cache.keys, qk, cache.n_quantized), values=_store(cache.values, qv, cache.n_quantized),
-      k_residual=jnp.roll(k_res, -g, axis=-2), v_residual=jnp.roll(v_res, -g, axis=-2),
-      n_quantized=cache.n_quantized + g, n_residual=count - g)
+    keys=_store(cache.keys, qk, cache.n_quantized),
+    values=_store(cache.values, qv, cache.n_quantized),
+    k_residual=jnp.roll(k_res, -g, axis=-2),
+    v_residual=jnp.roll(v_res, -g, axis=-2),
+    n_quantized=cache.n_quantized + g,
+    n_residual=count - g,
+  )
   kept = cache.replace(k_residual=k_res, v_residual=v_res, n_residual=count)
   return jax.tree.map(lambda a, b: jnp.where(full, a, b), flushed, kept)
 
 
 def extend(cache: KIVICache, k: jax.Array, v: jax.Array) -> KIVICache:
   """Appends tokens (..., T, C) one at a time, so a prefilled cache is the one decoding would have built."""
-  if k.shape != v.shape or k.shape[:-2] != cache.k_residual.shape[:-2] or k.shape[-1] != cache.k_residual.shape[-1]:
-    raise ValueError(f"`k` and `v` must both have shape {cache.k_residual.shape[:-2]} + (tokens, "
-                     f"{cache.k_residual.shape[-1]}), got {k.shape} and {v.shape}.")
+  if (
+    k.shape != v.shape
+    or k.shape[:-2] != cache.k_residual.shape[:-2]
+    or k.shape[-1] != cache.k_residual.shape[-1]
+  ):
+    raise ValueError(
+      f"`k` and `v` must both have shape {cache.k_residual.shape[:-2]} + (tokens, "
+      f"{cache.k_residual.shape[-1]}), got {k.shape} and {v.shape}."
+    )
   step = lambda c, kv: (append(c, *kv), None)
   cache, _ = jax.lax.scan(step, cache, (jnp.moveaxis(k, -2, 0), jnp.moveaxis(v, -2, 0)))
   return cache
@@ -288,14 +342,21 @@ def dequantize_cache(cache: KIVICache) -> tuple[jax.Array, jax.Array, jax.Array]
   """Keys and values of the whole capacity (..., T + R, C) in token order, and a validity mask (T + R,)."""
   keys, values = dequantize(cache.keys), dequantize(cache.values)
   k_res, v_res = cache.k_residual.astype(keys.dtype), cache.v_residual.astype(values.dtype)
-  return (jnp.concatenate([keys, k_res], axis=-2), jnp.concatenate([values, v_res], axis=-2), valid_tokens(cache))
+  return (
+    jnp.concatenate([keys, k_res], axis=-2),
+    jnp.concatenate([values, v_res], axis=-2),
+    valid_tokens(cache),
+  )
 
 
 def valid_tokens(cache: KIVICache) -> jax.Array:
   """(T + R,) mask of the filled slots: the first ``n_quantized`` of the quantized part, then ``n_residual``."""
   position = jnp.arange(cache.capacity + cache.k_residual.shape[-2])
-  return jnp.where(position < cache.capacity, position < cache.n_quantized,
-                   position - cache.capacity < cache.n_residual)
+  return jnp.where(
+    position < cache.capacity,
+    position < cache.n_quantized,
+    position - cache.capacity < cache.n_residual,
+  )
 
 
 def decode_attention_reference(q: jax.Array, cache: KIVICache) -> jax.Array:
@@ -331,15 +392,34 @@ def decode_attention_xla(q: jax.Array, cache: KIVICache) -> jax.Array:
   v_groups = v_codes.reshape(*v_codes.shape[:-1], -1, g)  # (..., T, C/G, G)
   out_q = jnp.einsum("...tg,...tgc->...gc", p_q[..., None] * cache.values.scale, v_groups)
   out_q = out_q + jnp.einsum("...t,...tg->...g", p_q, cache.values.zero.astype(qf.dtype))[..., None]
-  out = out_q.reshape(*q.shape[:-1], channels) + jnp.einsum("...r,...rc->...c", p_r, cache.v_residual)
+  out = out_q.reshape(*q.shape[:-1], channels) + jnp.einsum(
+    "...r,...rc->...c", p_r, cache.v_residual
+  )
   return out.astype(q.dtype)
 
 
-_NEG = -1e30  # a finite "minus infinity": a fully masked block then gives weights 0, not exp(-inf + inf) = NaN
+_NEG = (
+  -1e30
+)  # a finite "minus infinity": a fully masked block then gives weights 0, not exp(-inf + inf) = NaN
 
 
-def _attention_kernel(counts_ref, q_ref, kc_ref, ks_ref, kz_ref, vc_ref, vs_ref, vz_ref, kr_ref, vr_ref, o_ref, *,
-                      bits: int, group_size: int, block_tokens: int):
+def _attention_kernel(
+  counts_ref,
+  q_ref,
+  kc_ref,
+  ks_ref,
+  kz_ref,
+  vc_ref,
+  vs_ref,
+  vz_ref,
+  kr_ref,
+  vr_ref,
+  o_ref,
+  *,
+  bits: int,
+  group_size: int,
+  block_tokens: int,
+):
   """One (batch, head) row: online softmax over blocks of quantized tokens, then the residual (flash-decoding
   with one split). The codes are unpacked in registers and contracted by multiply-and-sum (one query row is too
   few for a matrix unit); the scales are folded as in ``decode_attention_xla``."""
@@ -358,10 +438,14 @@ def _attention_kernel(counts_ref, q_ref, kc_ref, ks_ref, kz_ref, vc_ref, vs_ref,
 
   def block(i, carry):
     t0 = i * bt
-    k_codes = _codes(kc_ref[:, pl.ds(t0 // per_word, bt // per_word)], bits).astype(jnp.float32)  # (C, bt)
+    k_codes = _codes(kc_ref[:, pl.ds(t0 // per_word, bt // per_word)], bits).astype(
+      jnp.float32
+    )  # (C, bt)
     k_scale = ks_ref[:, pl.ds(t0 // g, bt // g)].astype(jnp.float32)  # (C, bt/G)
     k_zero = kz_ref[:, pl.ds(t0 // g, bt // g)].astype(jnp.float32)
-    scores = jnp.sum(k_codes.reshape(channels, bt // g, g) * (q[:, None] * k_scale)[:, :, None], axis=0)
+    scores = jnp.sum(
+      k_codes.reshape(channels, bt // g, g) * (q[:, None] * k_scale)[:, :, None], axis=0
+    )
     scores = (scores + jnp.sum(q[:, None] * k_zero, axis=0)[:, None]).reshape(bt) * inv_sqrt
     valid = t0 + jnp.arange(bt) < n_quantized
 
@@ -369,7 +453,9 @@ def _attention_kernel(counts_ref, q_ref, kc_ref, ks_ref, kz_ref, vc_ref, vs_ref,
       v_codes = _codes(vc_ref[pl.ds(t0, bt), :], bits).astype(jnp.float32)  # (bt, C)
       v_scale = vs_ref[pl.ds(t0, bt), :].astype(jnp.float32)  # (bt, C/G)
       v_zero = vz_ref[pl.ds(t0, bt), :].astype(jnp.float32)
-      out = jnp.sum(v_codes.reshape(bt, channels // g, g) * (p[:, None] * v_scale)[:, :, None], axis=0)
+      out = jnp.sum(
+        v_codes.reshape(bt, channels // g, g) * (p[:, None] * v_scale)[:, :, None], axis=0
+      )
       return (out + jnp.sum(p[:, None] * v_zero, axis=0)[:, None]).reshape(channels)
 
     return update(carry, scores, valid, weighted_values)
@@ -396,39 +482,68 @@ def _block_tokens(capacity: int, group_size: int, limit: int = 512) -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("block_tokens", "interpret"))
-def decode_attention_pallas(q: jax.Array, cache: KIVICache, *, block_tokens: int | None = None,
-                            interpret: bool | None = None) -> jax.Array:
+def decode_attention_pallas(
+  q: jax.Array, cache: KIVICache, *, block_tokens: int | None = None, interpret: bool | None = None
+) -> jax.Array:
   """The Pallas kernel: one program per (batch, head) row, the quantized cache read in blocks of
   ``block_tokens`` tokens (static; a multiple of G dividing the capacity, ``None``: the largest such block of at
   most 512 tokens). ``interpret`` (static) defaults to True on CPU, where Pallas does not compile."""
   if cache.keys.axis != -2:
-    raise ValueError("the Pallas kernel takes KIVI's per-channel keys; the per-token key ablation runs on 'xla'.")
+    raise ValueError(
+      "the Pallas kernel takes KIVI's per-channel keys; the per-token key ablation runs on 'xla'."
+    )
   g = cache.group_size
   bt = _block_tokens(cache.capacity, g) if block_tokens is None else block_tokens
   if not isinstance(bt, int) or bt < 1 or bt % g or cache.capacity % bt:
-    raise ValueError(f"`block_tokens` must be a multiple of group_size ({g}) dividing the capacity "
-                     f"({cache.capacity}), got {block_tokens!r}.")
+    raise ValueError(
+      f"`block_tokens` must be a multiple of group_size ({g}) dividing the capacity "
+      f"({cache.capacity}), got {block_tokens!r}."
+    )
   interpret = dispatch.default_interpret(interpret)
   batch, channels = q.shape[:-1], q.shape[-1]
   rows = math.prod(batch)
-  flat = lambda a: a.reshape((rows,) + a.shape[len(batch):])
-  operands = [flat(q), *(flat(a) for a in (cache.keys.codes, cache.keys.scale, cache.keys.zero, cache.values.codes,
-                                           cache.values.scale, cache.values.zero, cache.k_residual,
-                                           cache.v_residual))]
+  flat = lambda a: a.reshape((rows,) + a.shape[len(batch) :])
+  operands = [
+    flat(q),
+    *(
+      flat(a)
+      for a in (
+        cache.keys.codes,
+        cache.keys.scale,
+        cache.keys.zero,
+        cache.values.codes,
+        cache.values.scale,
+        cache.values.zero,
+        cache.k_residual,
+        cache.v_residual,
+      )
+    ),
+  ]
   row_spec = lambda a: pl.BlockSpec((None,) + a.shape[1:], lambda i, n=a.ndim - 1: (i,) + (0,) * n)
   counts = jnp.stack([cache.n_quantized, cache.n_residual]).astype(jnp.int32)
   kernel = lambda *refs: _attention_kernel(*refs, bits=cache.bits, group_size=g, block_tokens=bt)
   out = pl.pallas_call(
-      kernel, out_shape=jax.ShapeDtypeStruct((rows, channels), q.dtype), grid=(rows,),
-      in_specs=[pl.BlockSpec((2,), lambda i: (0,))] + [row_spec(a) for a in operands],
-      out_specs=pl.BlockSpec((None, channels), lambda i: (i, 0)), interpret=interpret,
-      compiler_params=dispatch.compiler_params(interpret), name="kivi_decode_attention")(counts, *operands)
+    kernel,
+    out_shape=jax.ShapeDtypeStruct((rows, channels), q.dtype),
+    grid=(rows,),
+    in_specs=[pl.BlockSpec((2,), lambda i: (0,))] + [row_spec(a) for a in operands],
+    out_specs=pl.BlockSpec((None, channels), lambda i: (i, 0)),
+    interpret=interpret,
+    compiler_params=dispatch.compiler_params(interpret),
+    name="kivi_decode_attention",
+  )(counts, *operands)
   return out.reshape(q.shape)
 
 
 @functools.partial(jax.jit, static_argnames=("impl", "block_tokens", "interpret"))
-def decode_attention(q: jax.Array, cache: KIVICache, *, impl: str | None = None, block_tokens: int | None = None,
-                     interpret: bool | None = None) -> jax.Array:
+def decode_attention(
+  q: jax.Array,
+  cache: KIVICache,
+  *,
+  impl: str | None = None,
+  block_tokens: int | None = None,
+  interpret: bool | None = None,
+) -> jax.Array:
   """softmax(q·K̂ᵀ/√C)·V̂ over the filled slots of the cache, for one decode step: q (..., C) -> (..., C).
 
   Args:
@@ -456,7 +571,9 @@ def decode_attention(q: jax.Array, cache: KIVICache, *, impl: str | None = None,
   """
   expected = cache.k_residual.shape[:-2] + cache.k_residual.shape[-1:]
   if q.shape != expected:
-    raise ValueError(f"`q` must have shape {expected} (the cache's batch axes, then channels), got {q.shape}.")
+    raise ValueError(
+      f"`q` must have shape {expected} (the cache's batch axes, then channels), got {q.shape}."
+    )
   if dispatch.check_impl(impl) == "pallas":
     return decode_attention_pallas(q, cache, block_tokens=block_tokens, interpret=interpret)
   return decode_attention_xla(q, cache)
@@ -501,20 +618,46 @@ class KIVI:
 
   def init(self, batch_shape: tuple[int, ...], capacity: int, head_dim: int, dtype) -> KIVICache:
     capacity = -(-capacity // self.group_size) * self.group_size
-    return init_cache(batch_shape, capacity, head_dim, bits=self.bits, group_size=self.group_size,
-                      residual=self.residual, dtype=dtype, scale_dtype=self.scale_dtype,
-                      per_channel_keys=self.per_channel_keys)
+    return init_cache(
+      batch_shape,
+      capacity,
+      head_dim,
+      bits=self.bits,
+      group_size=self.group_size,
+      residual=self.residual,
+      dtype=dtype,
+      scale_dtype=self.scale_dtype,
+      per_channel_keys=self.per_channel_keys,
+    )
 
   def prefill(self, state: KIVICache, k: jax.Array, v: jax.Array) -> KIVICache:
     return extend(state, k, v)
 
-  def attend(self, state: KIVICache, q: jax.Array, k: jax.Array, v: jax.Array) -> tuple[jax.Array, KIVICache]:
+  def attend(
+    self, state: KIVICache, q: jax.Array, k: jax.Array, v: jax.Array
+  ) -> tuple[jax.Array, KIVICache]:
     state = append(state, k, v)
     return decode_attention(q, state, impl=self.impl), state
 
 
 __all__ = [
-  "CACHE_BITS", "KIVI", "KIVICache", "QuantizedTensor", "SUPPORTED_BITS", "append", "decode_attention",
-  "decode_attention_pallas", "decode_attention_reference", "decode_attention_xla", "dequantize", "dequantize_cache",
-  "extend", "init_cache", "pack", "quantize_keys", "quantize_values", "unpack", "valid_tokens",
+  "CACHE_BITS",
+  "KIVI",
+  "SUPPORTED_BITS",
+  "KIVICache",
+  "QuantizedTensor",
+  "append",
+  "decode_attention",
+  "decode_attention_pallas",
+  "decode_attention_reference",
+  "decode_attention_xla",
+  "dequantize",
+  "dequantize_cache",
+  "extend",
+  "init_cache",
+  "pack",
+  "quantize_keys",
+  "quantize_values",
+  "unpack",
+  "valid_tokens",
 ]

@@ -73,7 +73,9 @@ def cache_bytes(cache: Any, config: transformer.TransformerConfig, context: int)
   """
   state = cache.init((1, config.num_heads), context, config.head_dim, jnp.float32)
   if isinstance(state, kivi.KIVICache):
-    return CacheBytes(float(state.quantized_nbytes), float(state.residual_nbytes), float(state.capacity))
+    return CacheBytes(
+      float(state.quantized_nbytes), float(state.residual_nbytes), float(state.capacity)
+    )
   total = float(sum(leaf.nbytes for leaf in jax.tree.leaves(state)))
   return CacheBytes(0.0, total, float(context))
 
@@ -88,13 +90,20 @@ class ChannelMagnitudes(NamedTuple):
   value_ratio: float
 
 
-def channel_magnitudes(params: Any, config: transformer.TransformerConfig, tokens) -> ChannelMagnitudes:
+def channel_magnitudes(
+  params: Any, config: transformer.TransformerConfig, tokens
+) -> ChannelMagnitudes:
   """Per-channel key and value magnitudes of every layer on ``tokens`` (B, T), from a prefill through the exact
   cache: KIVI's evidence for per-channel key quantization (outlier channels in keys, none in values)."""
   tokens = jnp.asarray(tokens)
   model = transformer.Transformer(config)
-  _, state = model.apply(params, tokens, transformer.FullPrecisionCache(), tokens.shape[1],
-                         method=transformer.Transformer.prefill)
+  _, state = model.apply(
+    params,
+    tokens,
+    transformer.FullPrecisionCache(),
+    tokens.shape[1],
+    method=transformer.Transformer.prefill,
+  )
   keys = np.stack([np.abs(np.asarray(c.k)).mean(axis=(0, 2)) for c in state.caches])  # (L, H, D)
   values = np.stack([np.abs(np.asarray(c.v)).mean(axis=(0, 2)) for c in state.caches])
   ratio = lambda m: float((m.max(axis=-1) / np.median(m, axis=-1)).max())
@@ -112,5 +121,13 @@ def paired_z_score(worse, better) -> float:
   return float(diff.mean() / (diff.std(ddof=1) / np.sqrt(diff.size)))
 
 
-__all__ = ["CacheBytes", "ChannelMagnitudes", "OUTLIER_CHANNELS", "OUTLIER_OFFSET", "OffsetKeys", "cache_bytes",
-           "channel_magnitudes", "paired_z_score"]
+__all__ = [
+  "OUTLIER_CHANNELS",
+  "OUTLIER_OFFSET",
+  "CacheBytes",
+  "ChannelMagnitudes",
+  "OffsetKeys",
+  "cache_bytes",
+  "channel_magnitudes",
+  "paired_z_score",
+]

@@ -120,13 +120,19 @@ def _check_bits(bits) -> int:
 
 
 def _check_group_size(group_size, k: int) -> int:
-  if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
+  if (
+    isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1
+  ):
     raise ValueError(f"`group_size` must be a positive int, got {group_size!r}.")
   if group_size % ACTIVATION_GROUP:
-    raise ValueError(f"`group_size` must be a multiple of {ACTIVATION_GROUP} (T-MAC's activation group g), got "
-                     f"{group_size}.")
+    raise ValueError(
+      f"`group_size` must be a multiple of {ACTIVATION_GROUP} (T-MAC's activation group g), got "
+      f"{group_size}."
+    )
   if k % group_size:
-    raise ValueError(f"K (the last axis of `codes`, {k}) must be a multiple of `group_size` ({group_size}).")
+    raise ValueError(
+      f"K (the last axis of `codes`, {k}) must be a multiple of `group_size` ({group_size})."
+    )
   return int(group_size)
 
 
@@ -137,9 +143,13 @@ def _check_activations(x, k: int | None = None, name: str = "x") -> jax.Array:
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise TypeError(f"`{name}` must be a floating array, got dtype {x.dtype}.")
   if k is not None and x.shape[-1] != k:
-    raise ValueError(f"the last axis of `{name}` ({x.shape[-1]}) must equal K = {k}, the weights' input size.")
+    raise ValueError(
+      f"the last axis of `{name}` ({x.shape[-1]}) must equal K = {k}, the weights' input size."
+    )
   if x.shape[-1] % ACTIVATION_GROUP:
-    raise ValueError(f"the last axis of `{name}` ({x.shape[-1]}) must be a multiple of {ACTIVATION_GROUP}.")
+    raise ValueError(
+      f"the last axis of `{name}` ({x.shape[-1]}) must be a multiple of {ACTIVATION_GROUP}."
+    )
   return x
 
 
@@ -151,7 +161,9 @@ def _is_concrete(a) -> bool:
 # Weight preprocessing (run once).
 
 
-def preprocess(codes: jax.Array, scales: jax.Array, zeros: jax.Array, *, bits: int, group_size: int) -> TMACWeights:
+def preprocess(
+  codes: jax.Array, scales: jax.Array, zeros: jax.Array, *, bits: int, group_size: int
+) -> TMACWeights:
   """Bit-planes, 4-bit indices and packing of low-bit weights (T-MAC's offline weight transform).
 
   ``Ŵ[m, k] = scales[m, k // group_size]·(codes[m, k] − zeros[m, k // group_size])``. The codes are split into
@@ -175,20 +187,26 @@ def preprocess(codes: jax.Array, scales: jax.Array, zeros: jax.Array, *, bits: i
     raise TypeError(f"`codes` must be an integer array, got dtype {jnp.result_type(codes)}.")
   m, k = codes_shape
   if k % ACTIVATION_GROUP:
-    raise ValueError(f"K (the last axis of `codes`, {k}) must be a multiple of {ACTIVATION_GROUP} (T-MAC's "
-                     "activation group g).")
+    raise ValueError(
+      f"K (the last axis of `codes`, {k}) must be a multiple of {ACTIVATION_GROUP} (T-MAC's "
+      "activation group g)."
+    )
   group_size = _check_group_size(group_size, k)
   for name, arr in (("scales", scales), ("zeros", zeros)):
     if jnp.shape(arr) != (m, k // group_size):
-      raise ValueError(f"`{name}` must have shape (M, K / group_size) = {(m, k // group_size)}, got "
-                       f"{jnp.shape(arr)}.")
+      raise ValueError(
+        f"`{name}` must have shape (M, K / group_size) = {(m, k // group_size)}, got "
+        f"{jnp.shape(arr)}."
+      )
     if not jnp.issubdtype(jnp.result_type(arr), jnp.floating):
       raise TypeError(f"`{name}` must be a floating array, got dtype {jnp.result_type(arr)}.")
   if _is_concrete(codes):
     values = np.asarray(codes)
     if values.size and (values.min() < 0 or values.max() >= 1 << bits):
-      raise ValueError(f"`codes` must lie in [0, {1 << bits}) for {bits}-bit weights, got values in "
-                       f"[{values.min()}, {values.max()}].")
+      raise ValueError(
+        f"`codes` must lie in [0, {1 << bits}) for {bits}-bit weights, got values in "
+        f"[{values.min()}, {values.max()}]."
+      )
   return _pack(jnp.asarray(codes), jnp.asarray(scales), jnp.asarray(zeros), bits, group_size)
 
 
@@ -200,10 +218,14 @@ def _pack(codes, scales, zeros, bits, group_size) -> TMACWeights:
   planes = (c[None] >> jnp.arange(bits, dtype=jnp.int32)[:, None, None]) & 1  # (b, M', K)
   quads = planes.reshape(bits, rows, k // ACTIVATION_GROUP, ACTIVATION_GROUP)
   idx = functools.reduce(jnp.bitwise_or, [quads[..., t] << t for t in range(ACTIVATION_GROUP)])
-  slots = idx.reshape(bits, ROWS_PER_WORD, rows // ROWS_PER_WORD, k // ACTIVATION_GROUP).astype(jnp.uint32)
+  slots = idx.reshape(bits, ROWS_PER_WORD, rows // ROWS_PER_WORD, k // ACTIVATION_GROUP).astype(
+    jnp.uint32
+  )
   # uint32, so the top field may use the sign bit.
   words = functools.reduce(jnp.bitwise_or, [slots[:, t] << (4 * t) for t in range(ROWS_PER_WORD)])
-  return TMACWeights(jax.lax.bitcast_convert_type(words, jnp.int32), scales, zeros, bits, group_size, (m, k))
+  return TMACWeights(
+    jax.lax.bitcast_convert_type(words, jnp.int32), scales, zeros, bits, group_size, (m, k)
+  )
 
 
 def unpack_indices(packed: TMACWeights) -> jax.Array:
@@ -262,21 +284,27 @@ def build_tables(x: jax.Array, *, signed: bool = True, mirrored: bool = False) -
   """
   x = _check_activations(x)
   if mirrored and not signed:
-    raise ValueError("`mirrored=True` needs the ±1 form (`signed=True`): the {0, 1} table is not antisymmetric.")
+    raise ValueError(
+      "`mirrored=True` needs the ±1 form (`signed=True`): the {0, 1} table is not antisymmetric."
+    )
   groups = x.reshape(*x.shape[:-1], -1, ACTIVATION_GROUP)
   pattern = _sign_patterns(signed)
   if mirrored:
     pattern = pattern[1::2]
   # A contraction with the 0/±1 patterns, not a broadcast-multiply-sum: jaxlib 0.10.2's XLA:CPU "ynn" fusion
   # miscompiles the latter for (1, ≥ 64, 4) inputs. Sums of four ±x_t, so integer-valued x gives exact tables.
-  return jnp.einsum("...jt,pt->...jp", groups, jnp.asarray(pattern, x.dtype), precision=jax.lax.Precision.HIGHEST)
+  return jnp.einsum(
+    "...jt,pt->...jp", groups, jnp.asarray(pattern, x.dtype), precision=jax.lax.Precision.HIGHEST
+  )
 
 
 def expand_mirrored(half: jax.Array) -> jax.Array:
   """The 16-entry ±1 table from its 8 odd entries: ``T'[p] = half[p // 2]`` for odd p, ``−half[(15 − p) // 2]``
   for even p (T-MAC's mirror consolidation)."""
   if half.shape[-1] != MIRRORED_ENTRIES:
-    raise ValueError(f"the last axis of `half` must hold {MIRRORED_ENTRIES} entries, got {half.shape[-1]}.")
+    raise ValueError(
+      f"the last axis of `half` must hold {MIRRORED_ENTRIES} entries, got {half.shape[-1]}."
+    )
   p = np.arange(TABLE_ENTRIES)
   odd = p % 2 == 1
   source = np.where(odd, p // 2, (15 - p) // 2)
@@ -298,8 +326,10 @@ def quantize_tables(tables: jax.Array, group_size: int) -> tuple[jax.Array, jax.
     ``(q, lut_scale)``: int8 (..., K/4, E) and float (..., K / group_size).
   """
   if group_size % ACTIVATION_GROUP or tables.shape[-2] % (group_size // ACTIVATION_GROUP):
-    raise ValueError(f"`group_size` ({group_size}) must be a multiple of 4 whose quarter divides the "
-                     f"{tables.shape[-2]} tables.")
+    raise ValueError(
+      f"`group_size` ({group_size}) must be a multiple of 4 whose quarter divides the "
+      f"{tables.shape[-2]} tables."
+    )
   per_group = group_size // ACTIVATION_GROUP
   grouped = tables.reshape(*tables.shape[:-2], -1, per_group, tables.shape[-1])
   lut_scale = jnp.max(jnp.abs(grouped), axis=(-2, -1)) / 127.0
@@ -314,8 +344,15 @@ def quantize_tables(tables: jax.Array, group_size: int) -> tuple[jax.Array, jax.
 
 
 @functools.partial(jax.jit, static_argnames=("impl", "int8_tables", "algorithm", "interpret"))
-def matmul(x: jax.Array, packed: TMACWeights, *, impl: str | None = None, int8_tables: bool = False,
-           algorithm: Callable[..., jax.Array] | None = None, interpret: bool | None = None) -> jax.Array:
+def matmul(
+  x: jax.Array,
+  packed: TMACWeights,
+  *,
+  impl: str | None = None,
+  int8_tables: bool = False,
+  algorithm: Callable[..., jax.Array] | None = None,
+  interpret: bool | None = None,
+) -> jax.Array:
   """``x @ Ŵᵀ`` with low-bit weights by table lookup (T-MAC's LUT-based mpGEMM).
 
   Args:
@@ -343,10 +380,14 @@ def matmul(x: jax.Array, packed: TMACWeights, *, impl: str | None = None, int8_t
   """
   impl = dispatch.check_impl(impl)
   if algorithm is not None and not callable(algorithm):
-    raise TypeError(f"`algorithm` must be None or a function (x, packed, *, int8_tables) -> y such as "
-                    f"tmac.lut_gather, tmac.bitserial_matmul or tmac.onehot_lut, got {algorithm!r}.")
+    raise TypeError(
+      f"`algorithm` must be None or a function (x, packed, *, int8_tables) -> y such as "
+      f"tmac.lut_gather, tmac.bitserial_matmul or tmac.onehot_lut, got {algorithm!r}."
+    )
   if not isinstance(packed, TMACWeights):
-    raise TypeError(f"`packed` must be the TMACWeights of `preprocess`, got {type(packed).__name__}.")
+    raise TypeError(
+      f"`packed` must be the TMACWeights of `preprocess`, got {type(packed).__name__}."
+    )
   m, k = packed.shape
   x = _check_activations(x, k)
   lead = x.shape[:-1]
@@ -354,9 +395,13 @@ def matmul(x: jax.Array, packed: TMACWeights, *, impl: str | None = None, int8_t
   n = x2.shape[0]
   if impl == "pallas":
     if algorithm is not None:
-      raise ValueError(f"`algorithm` selects an XLA formulation; it must be None with impl='pallas', got "
-                       f"{algorithm!r}.")
-    y = _matmul_pallas(x2, packed, int8_tables, interpret=dispatch.default_interpret(interpret))[:, :m]
+      raise ValueError(
+        f"`algorithm` selects an XLA formulation; it must be None with impl='pallas', got "
+        f"{algorithm!r}."
+      )
+    y = _matmul_pallas(x2, packed, int8_tables, interpret=dispatch.default_interpret(interpret))[
+      :, :m
+    ]
   else:
     if algorithm is None:
       algorithm = lut_gather if int8_tables or n <= _LUT_MAX_ROWS else bitserial_matmul
@@ -366,7 +411,9 @@ def matmul(x: jax.Array, packed: TMACWeights, *, impl: str | None = None, int8_t
 
 def _needs_float_tables(int8_tables: bool, name: str) -> None:
   if int8_tables:
-    raise ValueError(f"`int8_tables=True` quantizes the lookup tables; it needs algorithm=lut_gather, not {name}.")
+    raise ValueError(
+      f"`int8_tables=True` quantizes the lookup tables; it needs algorithm=lut_gather, not {name}."
+    )
 
 
 def _group_terms(x2: jax.Array, packed: TMACWeights) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -375,7 +422,7 @@ def _group_terms(x2: jax.Array, packed: TMACWeights) -> tuple[jax.Array, jax.Arr
   rows = packed.indices.shape[1] * ROWS_PER_WORD
   sums = x2.reshape(x2.shape[0], -1, packed.group_size).sum(-1)
   scales = packed.scales.astype(jnp.float32)
-  bias = scales * ((2 ** packed.bits - 1) / 2 - packed.zeros.astype(jnp.float32))
+  bias = scales * ((2**packed.bits - 1) / 2 - packed.zeros.astype(jnp.float32))
   pad = ((0, rows - m), (0, 0))
   return sums, jnp.pad(scales, pad), jnp.pad(bias, pad)
 
@@ -424,14 +471,15 @@ def lut_gather(x2: jax.Array, packed: TMACWeights, *, int8_tables: bool = False)
   acc = acc * 0.5
   if int8_tables:
     acc = acc * lut_scale[:, None, :]
-  return _combine(acc, x2, packed)[:, :packed.shape[0]]
+  return _combine(acc, x2, packed)[:, : packed.shape[0]]
 
 
 def _combine(acc: jax.Array, x2: jax.Array, packed: TMACWeights) -> jax.Array:
   """``y = Σ_γ s[m, γ]·acc[n, m, γ] + Σ_γ s[m, γ]((2^b − 1)/2 − z[m, γ])·Σ_{k∈γ} x[n, k]`` (the ±1 form + bias)."""
   sums, scales, bias = _group_terms(x2, packed)
-  return (jnp.einsum("nmg,mg->nm", acc, scales, precision=_HIGHEST)
-          + jnp.einsum("ng,mg->nm", sums, bias, precision=_HIGHEST))
+  return jnp.einsum("nmg,mg->nm", acc, scales, precision=_HIGHEST) + jnp.einsum(
+    "ng,mg->nm", sums, bias, precision=_HIGHEST
+  )
 
 
 def bitserial_matmul(x2: jax.Array, packed: TMACWeights, *, int8_tables: bool = False) -> jax.Array:
@@ -446,7 +494,7 @@ def bitserial_matmul(x2: jax.Array, packed: TMACWeights, *, int8_tables: bool = 
     signs = (2 * _index_bits(idx[i]) - 1).astype(jnp.float32)  # (M', K)
     # (M', K) @ (K, N): on XLA:CPU this layout is many times faster than x @ Wᵀ.
     y = y + (2.0 ** (i - 1)) * jnp.dot(signs * expanded, x2.T, precision=_HIGHEST).T
-  return y[:, :packed.shape[0]]
+  return y[:, : packed.shape[0]]
 
 
 def onehot_lut(x2: jax.Array, packed: TMACWeights, *, int8_tables: bool = False) -> jax.Array:
@@ -457,12 +505,18 @@ def onehot_lut(x2: jax.Array, packed: TMACWeights, *, int8_tables: bool = False)
   per_group = packed.group_size // ACTIVATION_GROUP
   tables = build_tables(x2)  # (N, K/4, 16)
   idx = unpack_indices(packed)  # (b, M', K/4)
-  onehot = sum((2.0 ** (i - 1)) * jax.nn.one_hot(idx[i], TABLE_ENTRIES, dtype=jnp.float32)
-               for i in range(packed.bits))  # (M', K/4, 16)
+  onehot = sum(
+    (2.0 ** (i - 1)) * jax.nn.one_hot(idx[i], TABLE_ENTRIES, dtype=jnp.float32)
+    for i in range(packed.bits)
+  )  # (M', K/4, 16)
   g = tables.shape[1] // per_group
-  acc = jnp.einsum("ngjp,mgjp->nmg", tables.reshape(n, g, per_group, TABLE_ENTRIES),
-                   onehot.reshape(-1, g, per_group, TABLE_ENTRIES), precision=_HIGHEST)
-  return _combine(acc, x2, packed)[:, :packed.shape[0]]
+  acc = jnp.einsum(
+    "ngjp,mgjp->nmg",
+    tables.reshape(n, g, per_group, TABLE_ENTRIES),
+    onehot.reshape(-1, g, per_group, TABLE_ENTRIES),
+    precision=_HIGHEST,
+  )
+  return _combine(acc, x2, packed)[:, : packed.shape[0]]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -476,8 +530,20 @@ def _next_pow2(v: int) -> int:
   return 1 << max(v - 1, 0).bit_length()
 
 
-def _tmac_kernel(tables_ref, words_ref, scales_ref, bias_ref, sums_ref, lut_scale_ref, out_ref, *, bits: int,
-                 per_group: int, num_groups: int, int8_tables: bool):
+def _tmac_kernel(
+  tables_ref,
+  words_ref,
+  scales_ref,
+  bias_ref,
+  sums_ref,
+  lut_scale_ref,
+  out_ref,
+  *,
+  bits: int,
+  per_group: int,
+  num_groups: int,
+  int8_tables: bool,
+):
   """One (activation-row block, weight-row block) of y; loops over the K/group_size weight groups.
 
   Refs: tables (8, bn, K/4) odd ±1 entries; words (b, br, K/4); scales and bias (G, 8, br); sums and lut_scale
@@ -502,14 +568,23 @@ def _tmac_kernel(tables_ref, words_ref, scales_ref, bias_ref, sums_ref, lut_scal
       for q in range(MIRRORED_ENTRIES):
         p = 2 * q + 1
         # Σ_i 2^i ([idx_i = p] − [idx_i = 15 − p]): the mirrored lookup of entry p over all planes, |·| ≤ 15.
-        e = sum((1 << i) * ((ix == p).astype(jnp.int32) - (ix == 15 - p).astype(jnp.int32))
-                for i, ix in enumerate(idx))
-        part = part + jax.lax.dot_general(tables[q], e.astype(lane_dtype), (((1,), (1,)), ((), ())),
-                                          precision=precision, preferred_element_type=acc_dtype)
+        e = sum(
+          (1 << i) * ((ix == p).astype(jnp.int32) - (ix == 15 - p).astype(jnp.int32))
+          for i, ix in enumerate(idx)
+        )
+        part = part + jax.lax.dot_general(
+          tables[q],
+          e.astype(lane_dtype),
+          (((1,), (1,)), ((), ())),
+          precision=precision,
+          preferred_element_type=acc_dtype,
+        )
       value = 0.5 * part.astype(jnp.float32)
       if int8_tables:
         value = value * level[:, None]
-      new.append(accs[t] + value * scales_ref[g, t, :][None, :] + sums[:, None] * bias_ref[g, t, :][None, :])
+      new.append(
+        accs[t] + value * scales_ref[g, t, :][None, :] + sums[:, None] * bias_ref[g, t, :][None, :]
+      )
     return tuple(new)
 
   init = tuple(jnp.zeros((bn, br), jnp.float32) for _ in range(ROWS_PER_WORD))
@@ -518,7 +593,9 @@ def _tmac_kernel(tables_ref, words_ref, scales_ref, bias_ref, sums_ref, lut_scal
     out_ref[t] = accs[t]
 
 
-def _matmul_pallas(x2: jax.Array, packed: TMACWeights, int8_tables: bool, interpret: bool) -> jax.Array:
+def _matmul_pallas(
+  x2: jax.Array, packed: TMACWeights, int8_tables: bool, interpret: bool
+) -> jax.Array:
   """(N, K) @ Ŵᵀ by :func:`_tmac_kernel`: grid (activation-row blocks, weight-row blocks), K looped inside."""
   n, k = x2.shape
   bits, word_rows, groups = packed.indices.shape
@@ -543,22 +620,24 @@ def _matmul_pallas(x2: jax.Array, packed: TMACWeights, int8_tables: bool, interp
     a = a.reshape(ROWS_PER_WORD, word_rows, num_groups).transpose(2, 0, 1)
     return jnp.pad(a, ((0, 0), (0, 0), (0, wr_pad - word_rows)))
 
-  kernel = functools.partial(_tmac_kernel, bits=bits, per_group=per_group, num_groups=num_groups,
-                             int8_tables=int8_tables)
+  kernel = functools.partial(
+    _tmac_kernel, bits=bits, per_group=per_group, num_groups=num_groups, int8_tables=int8_tables
+  )
   out = pl.pallas_call(
-      kernel,
-      out_shape=jax.ShapeDtypeStruct((ROWS_PER_WORD, n_pad, wr_pad), jnp.float32),
-      grid=(n_pad // bn, wr_pad // br),
-      in_specs=[
-          pl.BlockSpec((MIRRORED_ENTRIES, bn, groups), lambda i, j: (0, i, 0)),
-          pl.BlockSpec((bits, br, groups), lambda i, j: (0, j, 0)),
-          pl.BlockSpec((num_groups, ROWS_PER_WORD, br), lambda i, j: (0, 0, j)),
-          pl.BlockSpec((num_groups, ROWS_PER_WORD, br), lambda i, j: (0, 0, j)),
-          pl.BlockSpec((num_groups, bn), lambda i, j: (0, i)),
-          pl.BlockSpec((num_groups, bn), lambda i, j: (0, i)),
-      ],
-      out_specs=pl.BlockSpec((ROWS_PER_WORD, bn, br), lambda i, j: (0, i, j)),
-      interpret=interpret, compiler_params=dispatch.compiler_params(interpret),
+    kernel,
+    out_shape=jax.ShapeDtypeStruct((ROWS_PER_WORD, n_pad, wr_pad), jnp.float32),
+    grid=(n_pad // bn, wr_pad // br),
+    in_specs=[
+      pl.BlockSpec((MIRRORED_ENTRIES, bn, groups), lambda i, j: (0, i, 0)),
+      pl.BlockSpec((bits, br, groups), lambda i, j: (0, j, 0)),
+      pl.BlockSpec((num_groups, ROWS_PER_WORD, br), lambda i, j: (0, 0, j)),
+      pl.BlockSpec((num_groups, ROWS_PER_WORD, br), lambda i, j: (0, 0, j)),
+      pl.BlockSpec((num_groups, bn), lambda i, j: (0, i)),
+      pl.BlockSpec((num_groups, bn), lambda i, j: (0, i)),
+    ],
+    out_specs=pl.BlockSpec((ROWS_PER_WORD, bn, br), lambda i, j: (0, i, j)),
+    interpret=interpret,
+    compiler_params=dispatch.compiler_params(interpret),
   )(tables, words, slot_major(scales), slot_major(bias), sums.T, lut_scale.T.astype(jnp.float32))
   # out[t, n, r] is weight row t·M'/8 + r.
   out = out[:, :n, :word_rows].transpose(1, 0, 2).reshape(n, word_rows * ROWS_PER_WORD)
@@ -566,7 +645,21 @@ def _matmul_pallas(x2: jax.Array, packed: TMACWeights, int8_tables: bool, interp
 
 
 __all__ = [
-  "ACTIVATION_GROUP", "MIRRORED_ENTRIES", "ROWS_PER_WORD", "SUPPORTED_BITS", "TABLE_ENTRIES", "TMACWeights",
-  "bitserial_matmul", "build_tables", "dequantize", "expand_mirrored", "lookup_count", "lut_gather", "matmul",
-  "onehot_lut", "preprocess", "quantize_tables", "unpack_indices",
+  "ACTIVATION_GROUP",
+  "MIRRORED_ENTRIES",
+  "ROWS_PER_WORD",
+  "SUPPORTED_BITS",
+  "TABLE_ENTRIES",
+  "TMACWeights",
+  "bitserial_matmul",
+  "build_tables",
+  "dequantize",
+  "expand_mirrored",
+  "lookup_count",
+  "lut_gather",
+  "matmul",
+  "onehot_lut",
+  "preprocess",
+  "quantize_tables",
+  "unpack_indices",
 ]

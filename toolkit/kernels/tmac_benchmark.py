@@ -23,17 +23,19 @@ METHODS = ("lut", "bitserial", "onehot", "dequant", "fp32")
 ALGORITHMS = {"lut": tmac.lut_gather, "bitserial": tmac.bitserial_matmul, "onehot": tmac.onehot_lut}
 
 
-def random_weights(key: jax.Array, m: int, k: int, bits: int, group_size: int, integer: bool = False):
+def random_weights(
+  key: jax.Array, m: int, k: int, bits: int, group_size: int, integer: bool = False
+):
   """Uniform codes with fp16 scales and zeros (integer-valued ones when ``integer``)."""
   kc, ks, kz = jax.random.split(key, 3)
-  codes = jax.random.randint(kc, (m, k), 0, 2 ** bits, dtype=jnp.int32)
+  codes = jax.random.randint(kc, (m, k), 0, 2**bits, dtype=jnp.int32)
   g = k // group_size
   if integer:
     scales = jax.random.randint(ks, (m, g), 1, 4).astype(jnp.float16)
-    zeros = jax.random.randint(kz, (m, g), 0, 2 ** bits).astype(jnp.float16)
+    zeros = jax.random.randint(kz, (m, g), 0, 2**bits).astype(jnp.float16)
   else:
     scales = jax.random.uniform(ks, (m, g), minval=0.005, maxval=0.02).astype(jnp.float16)
-    zeros = jax.random.uniform(kz, (m, g), maxval=2 ** bits - 1).astype(jnp.float16)
+    zeros = jax.random.uniform(kz, (m, g), maxval=2**bits - 1).astype(jnp.float16)
   return codes, scales, zeros
 
 
@@ -53,7 +55,9 @@ def measure_bandwidth(mib: int = 256, repeats: int = 5) -> float:
 def method_fn(method: str):
   """``f(x, packed, w)`` for each method of ``METHODS``; ``w`` is the dense float32 matrix, read by ``fp32`` only."""
   if method in ALGORITHMS:
-    return jax.jit(lambda x, packed, w: tmac.matmul(x, packed, impl="xla", algorithm=ALGORITHMS[method]))
+    return jax.jit(
+      lambda x, packed, w: tmac.matmul(x, packed, impl="xla", algorithm=ALGORITHMS[method])
+    )
   if method == "dequant":
     return jax.jit(lambda x, packed, w: jnp.dot(tmac.dequantize(packed), x.T).T)
   if method == "fp32":
@@ -61,7 +65,9 @@ def method_fn(method: str):
   raise ValueError(f"unknown method {method!r}")
 
 
-def time_sweep(key: jax.Array, m: int, k: int, n: int, bits_list, group_size: int, methods, repeats: int) -> list:
+def time_sweep(
+  key: jax.Array, m: int, k: int, n: int, bits_list, group_size: int, methods, repeats: int
+) -> list:
   """Times every method at every bit width on the same activations, all interleaved in each repeat (so a change
   of load on the shared machine hits every bit width alike), and returns one dict of medians (ms) per bit width."""
   kx, kw = jax.random.split(key)
@@ -95,26 +101,36 @@ def time_sweep(key: jax.Array, m: int, k: int, n: int, bits_list, group_size: in
   results = []
   for bits in bits_list:
     packed = setups[bits][0]
-    results.append({
-      "n": n, "bits": bits, "m": m, "k": k,
-      "ms": {name: medians[bits, name] for name in fns},
-      "ms_all": {name: [1e3 * v for v in times[bits, name]] for name in fns},
-      "max_rel_err": rel_err[bits],
-      "weight_bytes": packed.nbytes,
-      "index_bytes": int(packed.indices.size) * 4,
-      "fp16_bytes": 2 * m * k,
-      "lookups": tmac.lookup_count(packed, n),
-    })
+    results.append(
+      {
+        "n": n,
+        "bits": bits,
+        "m": m,
+        "k": k,
+        "ms": {name: medians[bits, name] for name in fns},
+        "ms_all": {name: [1e3 * v for v in times[bits, name]] for name in fns},
+        "max_rel_err": rel_err[bits],
+        "weight_bytes": packed.nbytes,
+        "index_bytes": int(packed.indices.size) * 4,
+        "fp16_bytes": 2 * m * k,
+        "lookups": tmac.lookup_count(packed, n),
+      }
+    )
   return results
 
 
 def with_bounds(result: dict, bandwidth_gbs: float) -> dict:
   """Adds the time to read the packed weights (and the fp32 matrix) once at the measured bandwidth."""
-  return {**result, "bandwidth_bound_ms": 1e3 * result["weight_bytes"] / (bandwidth_gbs * 1e9),
-          "fp32_bandwidth_bound_ms": 1e3 * 4 * result["m"] * result["k"] / (bandwidth_gbs * 1e9)}
+  return {
+    **result,
+    "bandwidth_bound_ms": 1e3 * result["weight_bytes"] / (bandwidth_gbs * 1e9),
+    "fp32_bandwidth_bound_ms": 1e3 * 4 * result["m"] * result["k"] / (bandwidth_gbs * 1e9),
+  }
 
 
-def exact_check(key: jax.Array, *, m: int, k: int, n: int, group_size: int, bits_list, pallas_bits) -> dict:
+def exact_check(
+  key: jax.Array, *, m: int, k: int, n: int, group_size: int, bits_list, pallas_bits
+) -> dict:
   """Max |y − x·Ŵᵀ| with integer activations, scales and zeros (every sum exact in float32) for every XLA
   algorithm and bit width, and for Pallas (interpret mode on CPU) at ``pallas_bits``: ``{"errors": {name: max
   error}, "max_abs_err": the largest}``."""
@@ -124,16 +140,19 @@ def exact_check(key: jax.Array, *, m: int, k: int, n: int, group_size: int, bits
     codes, scales, zeros = random_weights(kw, m, k, bits, group_size, integer=True)
     x = jax.random.randint(kx, (n, k), -8, 9).astype(jnp.float32)
     w = np.repeat(np.asarray(scales, np.int64), group_size, 1) * (
-        np.asarray(codes, np.int64) - np.repeat(np.asarray(zeros, np.int64), group_size, 1))
+      np.asarray(codes, np.int64) - np.repeat(np.asarray(zeros, np.int64), group_size, 1)
+    )
     expected = np.asarray(x, np.int64) @ w.T
     packed = tmac.preprocess(codes, scales, zeros, bits=bits, group_size=group_size)
-    runs = {name: dict(impl="xla", algorithm=algorithm) for name, algorithm in ALGORITHMS.items()}
+    runs = {name: {"impl": "xla", "algorithm": algorithm} for name, algorithm in ALGORITHMS.items()}
     if bits in pallas_bits:
-      runs["pallas"] = dict(impl="pallas")
+      runs["pallas"] = {"impl": "pallas"}
     for name, kwargs in runs.items():
       y = np.asarray(tmac.matmul(x, packed, **kwargs), np.float64)
       errors[f"{name}_w{bits}"] = float(np.max(np.abs(y - expected)))
-    errors[f"dequantize_w{bits}"] = float(np.max(np.abs(np.asarray(tmac.dequantize(packed), np.float64) - w)))
+    errors[f"dequantize_w{bits}"] = float(
+      np.max(np.abs(np.asarray(tmac.dequantize(packed), np.float64) - w))
+    )
   return {"errors": errors, "max_abs_err": max(errors.values())}
 
 
@@ -143,7 +162,7 @@ def linear_fit(bits, times) -> dict:
   slope, intercept = np.polyfit(b, t, 1)
   residual = t - (slope * b + intercept)
   total = np.sum((t - t.mean()) ** 2)
-  r2 = 1.0 - float(np.sum(residual ** 2) / total) if total > 0 else 1.0
+  r2 = 1.0 - float(np.sum(residual**2) / total) if total > 0 else 1.0
   return {"slope_ms_per_bit": float(slope), "intercept_ms": float(intercept), "r2": r2}
 
 
@@ -161,26 +180,52 @@ def fits(results: list[dict]) -> dict:
 def table_lines(results: list[dict], bandwidth_gbs: float) -> list[str]:
   methods = [m for m in METHODS if any(m in r["ms"] for r in results)]
   head = " | ".join(f"{m} ms" for m in methods)
-  lines = [f"| N | bits | {head} | lut speed-up vs dequant | vs fp32 | weight MiB | fp16 / weight bytes | "
-           f"bandwidth bound ms | lookups |",
-           "|---" * (len(methods) + 8) + "|"]
+  lines = [
+    (
+      f"| N | bits | {head} | lut speed-up vs dequant | vs fp32 | weight MiB | fp16 / weight bytes | "
+      f"bandwidth bound ms | lookups |"
+    ),
+    "|---" * (len(methods) + 8) + "|",
+  ]
   for r in results:
     ms = r["ms"]
     cells = " | ".join(f"{ms[m]:.2f}" if m in ms else "—" for m in methods)
-    ratio = lambda base: f"{ms[base] / ms['lut']:.2f}×" if base in ms else "—"
-    lines.append(f"| {r['n']} | {r['bits']} | {cells} | {ratio('dequant')} | {ratio('fp32')} | "
-                 f"{r['weight_bytes'] / 2 ** 20:.2f} | {r['fp16_bytes'] / r['weight_bytes']:.2f} | "
-                 f"{r['bandwidth_bound_ms']:.3f} | {r['lookups']:,} |")
+    ratio = lambda base, ms=ms: f"{ms[base] / ms['lut']:.2f}×" if base in ms else "—"
+    lines.append(
+      f"| {r['n']} | {r['bits']} | {cells} | {ratio('dequant')} | {ratio('fp32')} | "
+      f"{r['weight_bytes'] / 2**20:.2f} | {r['fp16_bytes'] / r['weight_bytes']:.2f} | "
+      f"{r['bandwidth_bound_ms']:.3f} | {r['lookups']:,} |"
+    )
   fp32_bound = results[0]["fp32_bandwidth_bound_ms"]
-  lines += ["", f"fp32: one median pooled over the bit widths (the same product). Read bandwidth {bandwidth_gbs:.1f} "
-            f"GB/s (sum of a float32 array larger than the caches); at that rate the fp32 matrix takes "
-            f"{fp32_bound:.2f} ms, which the fp32 product can beat when part of the matrix stays in the last-level "
-            "cache.",
-            "", "| N | method | slope ms/bit | intercept ms | R² |", "|---|---|---|---|---|"]
+  lines += [
+    "",
+    (
+      f"fp32: one median pooled over the bit widths (the same product). Read bandwidth {bandwidth_gbs:.1f} "
+      f"GB/s (sum of a float32 array larger than the caches); at that rate the fp32 matrix takes "
+      f"{fp32_bound:.2f} ms, which the fp32 product can beat when part of the matrix stays in the last-level "
+      "cache."
+    ),
+    "",
+    "| N | method | slope ms/bit | intercept ms | R² |",
+    "|---|---|---|---|---|",
+  ]
   for (n, method), f in fits(results).items():
-    lines.append(f"| {n} | {method} | {f['slope_ms_per_bit']:.2f} | {f['intercept_ms']:.2f} | {f['r2']:.3f} |")
+    lines.append(
+      f"| {n} | {method} | {f['slope_ms_per_bit']:.2f} | {f['intercept_ms']:.2f} | {f['r2']:.3f} |"
+    )
   return lines
 
 
-__all__ = ["ALGORITHMS", "METHODS", "exact_check", "fits", "linear_fit", "measure_bandwidth", "method_fn",
-           "random_weights", "table_lines", "time_sweep", "with_bounds"]
+__all__ = [
+  "ALGORITHMS",
+  "METHODS",
+  "exact_check",
+  "fits",
+  "linear_fit",
+  "measure_bandwidth",
+  "method_fn",
+  "random_weights",
+  "table_lines",
+  "time_sweep",
+  "with_bounds",
+]

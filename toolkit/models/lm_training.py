@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import hashlib
+import json
 import math
 import os
 import pathlib
@@ -36,10 +36,12 @@ from flax import serialization
 
 from toolkit import cache
 from toolkit.data import text
-from toolkit.models.transformer import Transformer
-from toolkit.models.transformer import TransformerConfig
-from toolkit.models.transformer import init_params
-from toolkit.models.transformer import sequence_log_probs
+from toolkit.models.transformer import (
+  Transformer,
+  TransformerConfig,
+  init_params,
+  sequence_log_probs,
+)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Training
@@ -50,8 +52,19 @@ def next_token_loss(params: Any, config: TransformerConfig, windows: jax.Array) 
   return -jnp.mean(sequence_log_probs(params, config, windows))
 
 
-def train(config: TransformerConfig, tokens, *, num_steps: int, batch_size: int, seq_len: int, learning_rate: float,
-          seed: int = 0, num_warmup_steps: int | None = None, weight_decay: float = 0.1, log_every: int = 50) -> Any:
+def train(
+  config: TransformerConfig,
+  tokens,
+  *,
+  num_steps: int,
+  batch_size: int,
+  seq_len: int,
+  learning_rate: float,
+  seed: int = 0,
+  num_warmup_steps: int | None = None,
+  weight_decay: float = 0.1,
+  log_every: int = 50,
+) -> Any:
   """Trains from scratch on random windows of ``tokens`` with AdamW (β₂ = 0.95, gradient norm clipped at 1) and a
   linear-warmup cosine schedule down to 10 % of ``learning_rate``; norm scales are not decayed.
 
@@ -71,13 +84,22 @@ def train(config: TransformerConfig, tokens, *, num_steps: int, batch_size: int,
   if not isinstance(num_steps, int) or num_steps < 1:
     raise ValueError(f"`num_steps` must be a positive integer, got {num_steps!r}.")
   if seq_len > config.max_len:
-    raise ValueError(f"`seq_len` ({seq_len}) must not exceed the config's max_len ({config.max_len}).")
+    raise ValueError(
+      f"`seq_len` ({seq_len}) must not exceed the config's max_len ({config.max_len})."
+    )
   num_warmup_steps = max(1, num_steps // 10) if num_warmup_steps is None else num_warmup_steps
-  schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, num_warmup_steps,
-                                                max(num_steps, num_warmup_steps + 1), end_value=0.1 * learning_rate)
+  schedule = optax.warmup_cosine_decay_schedule(
+    0.0,
+    learning_rate,
+    num_warmup_steps,
+    max(num_steps, num_warmup_steps + 1),
+    end_value=0.1 * learning_rate,
+  )
   decay_mask = lambda p: jax.tree.map(lambda w: w.ndim > 1, p)
-  optimizer = optax.chain(optax.clip_by_global_norm(1.0),
-                          optax.adamw(schedule, b1=0.9, b2=0.95, weight_decay=weight_decay, mask=decay_mask))
+  optimizer = optax.chain(
+    optax.clip_by_global_norm(1.0),
+    optax.adamw(schedule, b1=0.9, b2=0.95, weight_decay=weight_decay, mask=decay_mask),
+  )
   init_key, data_key = jax.random.split(jax.random.key(seed))
   params = init_params(init_key, config)
   opt_state = optimizer.init(params)
@@ -96,21 +118,35 @@ def train(config: TransformerConfig, tokens, *, num_steps: int, batch_size: int,
     total += float(loss)
     if (step + 1) % log_every == 0 or step + 1 == num_steps:
       count = (step % log_every) + 1
-      logging.info("train step %d/%d: loss %.4f (%.1f s)", step + 1, num_steps, total / count,
-                   time.perf_counter() - start)
+      logging.info(
+        "train step %d/%d: loss %.4f (%.1f s)",
+        step + 1,
+        num_steps,
+        total / count,
+        time.perf_counter() - start,
+      )
       total = 0.0
   return params
 
 
-def train_tiny(num_steps: int, *, max_len: int, seq_len: int = 64, seed: int = 0, log_every: int = 50
-               ) -> tuple[TransformerConfig, Any]:
+def train_tiny(
+  num_steps: int, *, max_len: int, seq_len: int = 64, seed: int = 0, log_every: int = 50
+) -> tuple[TransformerConfig, Any]:
   """A one-layer, one-head model (d_model 64) trained for ``num_steps`` steps on the default corpus's training
   split: a stand-in for ``pretrained`` that takes seconds, for tests, smoke runs and notebooks. Returns
   (config, params)."""
   config = TransformerConfig(d_model=64, num_heads=1, num_layers=1, max_len=max_len)
   corpus = text.split(text.encode(text.load_corpus()))
-  return config, train(config, corpus.train, num_steps=num_steps, batch_size=8, seq_len=seq_len,
-                       learning_rate=3e-3, seed=seed, log_every=log_every)
+  return config, train(
+    config,
+    corpus.train,
+    num_steps=num_steps,
+    batch_size=8,
+    seq_len=seq_len,
+    learning_rate=3e-3,
+    seed=seed,
+    log_every=log_every,
+  )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -139,13 +175,20 @@ def _log_probs(params: Any, config: TransformerConfig, windows: jax.Array) -> ja
 
 
 @functools.partial(jax.jit, static_argnames="config")
-def _weighted_nll(params: Any, config: TransformerConfig, windows: jax.Array, weights: jax.Array) -> jax.Array:
+def _weighted_nll(
+  params: Any, config: TransformerConfig, windows: jax.Array, weights: jax.Array
+) -> jax.Array:
   return -jnp.sum(sequence_log_probs(params, config, windows).sum(-1) * weights)
 
 
 @functools.partial(jax.jit, static_argnames="config")
-def _weighted_nll_and_kl(params: Any, config: TransformerConfig, windows: jax.Array, weights: jax.Array,
-                         reference_log_probs: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _weighted_nll_and_kl(
+  params: Any,
+  config: TransformerConfig,
+  windows: jax.Array,
+  weights: jax.Array,
+  reference_log_probs: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
   # The KL needs the whole next-token distribution, so the NLL is read from it too (the same value as
   # ``_weighted_nll``'s, up to float rounding).
   log_probs = _log_probs(params, config, windows)
@@ -154,8 +197,9 @@ def _weighted_nll_and_kl(params: Any, config: TransformerConfig, windows: jax.Ar
   return jnp.sum(nll.sum(-1) * weights), jnp.sum(kl.sum(-1) * weights)
 
 
-def make_evaluator(config: TransformerConfig, windows, *, batch_size: int, reference_params: Any = None
-                   ) -> Callable[[Any], Evaluation]:
+def make_evaluator(
+  config: TransformerConfig, windows, *, batch_size: int, reference_params: Any = None
+) -> Callable[[Any], Evaluation]:
   """``params -> Evaluation`` over ``windows`` (n, T + 1), scored ``batch_size`` at a time and compiled once.
 
   The windows are padded to a multiple of ``batch_size`` with copies of window 0 weighted out, so every batch has
@@ -173,7 +217,9 @@ def make_evaluator(config: TransformerConfig, windows, *, batch_size: int, refer
   """
   windows = np.asarray(windows)
   if windows.ndim != 2 or windows.shape[0] < 1 or windows.shape[1] < 2:
-    raise ValueError(f"`windows` must have shape (n, T + 1) with n >= 1 and T >= 1, got {windows.shape}.")
+    raise ValueError(
+      f"`windows` must have shape (n, T + 1) with n >= 1 and T >= 1, got {windows.shape}."
+    )
   if not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
   n, seq_len = windows.shape[0], windows.shape[1] - 1
@@ -181,7 +227,9 @@ def make_evaluator(config: TransformerConfig, windows, *, batch_size: int, refer
   # One compiled shape: pad with copies of window 0 and weigh them out.
   windows = np.concatenate([windows, np.repeat(windows[:1], padded - n, axis=0)])
   weights = (np.arange(padded) < n).astype(np.float32)
-  chunks = [(windows[i:i + batch_size], weights[i:i + batch_size]) for i in range(0, padded, batch_size)]
+  chunks = [
+    (windows[i : i + batch_size], weights[i : i + batch_size]) for i in range(0, padded, batch_size)
+  ]
   references = None
   if reference_params is not None:
     references = [np.asarray(_log_probs(reference_params, config, w)) for w, _ in chunks]
@@ -195,12 +243,16 @@ def make_evaluator(config: TransformerConfig, windows, *, batch_size: int, refer
         nll, kl = jax.device_get(_weighted_nll_and_kl(params, config, w, wt, references[i]))
         nll_total, kl_total = nll_total + float(nll), kl_total + float(kl)
     loss = nll_total / (n * seq_len)
-    return Evaluation(loss, math.exp(loss), kl_total / (n * seq_len) if references is not None else math.nan)
+    return Evaluation(
+      loss, math.exp(loss), kl_total / (n * seq_len) if references is not None else math.nan
+    )
 
   return evaluator
 
 
-def evaluate(params: Any, config: TransformerConfig, tokens, *, seq_len: int, batch_size: int | None = None) -> float:
+def evaluate(
+  params: Any, config: TransformerConfig, tokens, *, seq_len: int, batch_size: int | None = None
+) -> float:
   """Mean next-token cross-entropy (nats per token) over consecutive non-overlapping windows of ``tokens``.
 
   Window i holds tokens [i·seq_len, (i + 1)·seq_len] and scores its last seq_len tokens, so every token after the
@@ -210,7 +262,9 @@ def evaluate(params: Any, config: TransformerConfig, tokens, *, seq_len: int, ba
   tokens = np.asarray(tokens, np.int32)
   windows = text.consecutive_windows(tokens, seq_len)
   if windows.shape[0] < 1:
-    raise ValueError(f"`tokens` ({tokens.size}) must hold at least seq_len + 1 = {seq_len + 1} tokens.")
+    raise ValueError(
+      f"`tokens` ({tokens.size}) must hold at least seq_len + 1 = {seq_len + 1} tokens."
+    )
   batch_size = max(1, 8192 // seq_len) if batch_size is None else batch_size
   return make_evaluator(config, windows, batch_size=batch_size)(params).loss
 
@@ -247,7 +301,9 @@ class TrainRecord(NamedTuple):
 
   valid_loss: float  # nats per byte on the validation split, windows of recipe.seq_len
   valid_perplexity: float
-  unigram_perplexity: float  # add-one smoothed unigram of the training split, on the validation split
+  unigram_perplexity: (
+    float  # add-one smoothed unigram of the training split, on the validation split
+  )
   train_seconds: float
   fingerprint: str
 
@@ -269,8 +325,10 @@ _CHECKPOINT_VERSION = 1
 def fingerprint(config: TransformerConfig, recipe: TrainRecipe) -> str:
   """A 16-hex-digit hash of the config, the recipe and the checkpoint format version."""
   fields = dataclasses.asdict(config) | {"dtype": np.dtype(config.dtype).name}
-  blob = json.dumps({"version": _CHECKPOINT_VERSION, "config": fields, "recipe": dataclasses.asdict(recipe)},
-                    sort_keys=True)
+  blob = json.dumps(
+    {"version": _CHECKPOINT_VERSION, "config": fields, "recipe": dataclasses.asdict(recipe)},
+    sort_keys=True,
+  )
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -280,8 +338,12 @@ def default_cache_dir() -> pathlib.Path:
   return cache.cache_dir("models")
 
 
-def pretrained(config: TransformerConfig | None = None, recipe: TrainRecipe | None = None, *,
-               cache_dir: str | os.PathLike | None = None) -> Pretrained:
+def pretrained(
+  config: TransformerConfig | None = None,
+  recipe: TrainRecipe | None = None,
+  *,
+  cache_dir: str | os.PathLike | None = None,
+) -> Pretrained:
   """The quick-trained default language model, trained once per (config, recipe) and cached on disk.
 
   If ``<cache_dir>/transformer_<fingerprint>.msgpack`` exists it is loaded; otherwise the model is trained on the
@@ -297,35 +359,64 @@ def pretrained(config: TransformerConfig | None = None, recipe: TrainRecipe | No
   recipe = TrainRecipe() if recipe is None else recipe
   directory = default_cache_dir() if cache_dir is None else pathlib.Path(cache_dir)
   key = fingerprint(config, recipe)
-  params_path, record_path = directory / f"transformer_{key}.msgpack", directory / f"transformer_{key}.json"
+  params_path, record_path = (
+    directory / f"transformer_{key}.msgpack",
+    directory / f"transformer_{key}.json",
+  )
   template = jax.eval_shape(functools.partial(init_params, config=config), jax.random.key(0))
   if params_path.exists() and record_path.exists():
     restored = serialization.msgpack_restore(params_path.read_bytes())
     if jax.tree.structure(restored) != jax.tree.structure(template) or any(
-        a.shape != b.shape for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(template))):
+      a.shape != b.shape for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(template))
+    ):
       raise ValueError(f"checkpoint {params_path} does not match the parameters of {config}.")
     record = json.loads(record_path.read_text())["record"]
     logging.info("loaded the pretrained transformer %s", params_path)
-    return Pretrained(jax.tree.map(jnp.asarray, restored), TrainRecord(**record), config, str(params_path))
+    return Pretrained(
+      jax.tree.map(jnp.asarray, restored), TrainRecord(**record), config, str(params_path)
+    )
 
   corpus = text.split(text.encode(text.load_corpus(recipe.corpus)), recipe.valid_fraction)
-  logging.info("training the transformer %s on %s (%d train tokens) into %s", key, recipe.corpus,
-               corpus.train.size, params_path)
+  logging.info(
+    "training the transformer %s on %s (%d train tokens) into %s",
+    key,
+    recipe.corpus,
+    corpus.train.size,
+    params_path,
+  )
   start = time.perf_counter()
-  params = train(config, corpus.train, num_steps=recipe.steps, batch_size=recipe.batch_size, seq_len=recipe.seq_len,
-                 learning_rate=recipe.learning_rate, seed=recipe.seed, num_warmup_steps=recipe.warmup_steps,
-                 weight_decay=recipe.weight_decay)
+  params = train(
+    config,
+    corpus.train,
+    num_steps=recipe.steps,
+    batch_size=recipe.batch_size,
+    seq_len=recipe.seq_len,
+    learning_rate=recipe.learning_rate,
+    seed=recipe.seed,
+    num_warmup_steps=recipe.warmup_steps,
+    weight_decay=recipe.weight_decay,
+  )
   jax.block_until_ready(params)
   seconds = time.perf_counter() - start
   valid_loss = evaluate(params, config, corpus.valid, seq_len=recipe.seq_len)
   unigram = float(text.unigram_log_prob(corpus.train, corpus.valid, config.vocab_size))
   record = TrainRecord(valid_loss, math.exp(valid_loss), math.exp(-unigram), seconds, key)
-  logging.info("validation perplexity %.3f per byte (unigram %.3f), trained in %.0f s", record.valid_perplexity,
-               record.unigram_perplexity, seconds)
-  meta = {"record": record._asdict(), "config": dataclasses.asdict(config) | {"dtype": np.dtype(config.dtype).name},
-          "recipe": dataclasses.asdict(recipe), "jax": jax.__version__}
+  logging.info(
+    "validation perplexity %.3f per byte (unigram %.3f), trained in %.0f s",
+    record.valid_perplexity,
+    record.unigram_perplexity,
+    seconds,
+  )
+  meta = {
+    "record": record._asdict(),
+    "config": dataclasses.asdict(config) | {"dtype": np.dtype(config.dtype).name},
+    "recipe": dataclasses.asdict(recipe),
+    "jax": jax.__version__,
+  }
   cache.write_atomically(record_path, json.dumps(meta, indent=2).encode())
-  cache.write_atomically(params_path, serialization.msgpack_serialize(jax.tree.map(np.asarray, params)))
+  cache.write_atomically(
+    params_path, serialization.msgpack_serialize(jax.tree.map(np.asarray, params))
+  )
   return Pretrained(params, record, config, str(params_path))
 
 
@@ -342,6 +433,17 @@ def load_model(num_train_steps: int = 0, *, max_len: int = 512) -> Pretrained:
 
 
 __all__ = [
-  "Evaluation", "Pretrained", "TrainRecipe", "TrainRecord", "default_cache_dir", "evaluate", "fingerprint",
-  "load_model", "make_evaluator", "next_token_loss", "pretrained", "train", "train_tiny",
+  "Evaluation",
+  "Pretrained",
+  "TrainRecipe",
+  "TrainRecord",
+  "default_cache_dir",
+  "evaluate",
+  "fingerprint",
+  "load_model",
+  "make_evaluator",
+  "next_token_loss",
+  "pretrained",
+  "train",
+  "train_tiny",
 ]

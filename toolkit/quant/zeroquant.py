@@ -148,10 +148,16 @@ def _check_group_size(group_size, columns: int) -> int:
   """The group length along the input channels; ``None`` means the whole row."""
   if group_size is None:
     return columns
-  if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1 \
-      or columns % group_size:
-    raise ValueError(f"`group_size` must be None or a positive integer dividing the input dimension of `w` "
-                     f"({columns}), got {group_size!r}.")
+  if (
+    isinstance(group_size, bool)
+    or not isinstance(group_size, (int, np.integer))
+    or group_size < 1
+    or columns % group_size
+  ):
+    raise ValueError(
+      f"`group_size` must be None or a positive integer dividing the input dimension of `w` "
+      f"({columns}), got {group_size!r}."
+    )
   return int(group_size)
 
 
@@ -189,13 +195,17 @@ def _group_params(g: jax.Array, bits: int, symmetric: bool) -> tuple[jax.Array, 
   return scale, zero
 
 
-def _fake_quant(w: jax.Array, scale: jax.Array, zero: jax.Array, bits: int, symmetric: bool) -> jax.Array:
+def _fake_quant(
+  w: jax.Array, scale: jax.Array, zero: jax.Array, bits: int, symmetric: bool
+) -> jax.Array:
   """ŵ = s (clamp(round(w / s) + z, lo, hi) − z), elementwise with broadcast scale and zero."""
   lo, hi = _grid(bits, symmetric)
   return scale * (jnp.clip(jnp.round(w / scale) + zero, lo, hi) - zero)
 
 
-def rtn_params(w: jax.Array, *, bits: int, group_size: int | None = None, symmetric: bool = False) -> QuantParams:
+def rtn_params(
+  w: jax.Array, *, bits: int, group_size: int | None = None, symmetric: bool = False
+) -> QuantParams:
   """The round-to-nearest grid of each group of ``w`` (the module docstring's formulas).
 
   Args:
@@ -214,7 +224,9 @@ def rtn_params(w: jax.Array, *, bits: int, group_size: int | None = None, symmet
   return QuantParams(*_group_params(groups, bits, bool(symmetric)))
 
 
-def rtn(w: jax.Array, *, bits: int, group_size: int | None = None, symmetric: bool = False) -> jax.Array:
+def rtn(
+  w: jax.Array, *, bits: int, group_size: int | None = None, symmetric: bool = False
+) -> jax.Array:
   """Round-to-nearest weight quantization, per row or per group of input channels (ZeroQuant-V2's "RTN").
 
   Each entry moves to the nearest point of its group's grid, so ``|w − ŵ| ≤ scale / 2``.
@@ -237,7 +249,9 @@ def rtn(w: jax.Array, *, bits: int, group_size: int | None = None, symmetric: bo
   out, columns = w.shape
   g = columns // params.scale.shape[1]
   groups = w.astype(params.scale.dtype).reshape(out, columns // g, g)
-  w_hat = _fake_quant(groups, params.scale[..., None], params.zero[..., None], bits, bool(symmetric))
+  w_hat = _fake_quant(
+    groups, params.scale[..., None], params.zero[..., None], bits, bool(symmetric)
+  )
   return w_hat.reshape(out, columns).astype(w.dtype)
 
 
@@ -259,8 +273,16 @@ def hessian(x: jax.Array) -> jax.Array:
   return 2.0 * (x.T @ x) / x.shape[0]
 
 
-def gptq(w: jax.Array, x: jax.Array, *, bits: int, group_size: int | None = None, damp: float = 0.01,
-         block_size: int = 128, symmetric: bool = False) -> jax.Array:
+def gptq(
+  w: jax.Array,
+  x: jax.Array,
+  *,
+  bits: int,
+  group_size: int | None = None,
+  damp: float = 0.01,
+  block_size: int = 128,
+  symmetric: bool = False,
+) -> jax.Array:
   """GPTQ quantization of ``w`` calibrated on the layer inputs ``x`` (arXiv 2210.17323, Algorithm 1).
 
   Args:
@@ -277,14 +299,31 @@ def gptq(w: jax.Array, x: jax.Array, *, bits: int, group_size: int | None = None
   w = _check_weight(w)
   x = jnp.asarray(x)
   if x.ndim < 2 or x.shape[-1] != w.shape[1]:
-    raise ValueError(f"`x` must have shape (samples, in) with in = {w.shape[1]} (the input dimension of `w`), "
-                     f"got shape {x.shape}.")
-  return gptq_from_hessian(w, hessian(x), bits=bits, group_size=group_size, damp=damp, block_size=block_size,
-                           symmetric=symmetric)
+    raise ValueError(
+      f"`x` must have shape (samples, in) with in = {w.shape[1]} (the input dimension of `w`), "
+      f"got shape {x.shape}."
+    )
+  return gptq_from_hessian(
+    w,
+    hessian(x),
+    bits=bits,
+    group_size=group_size,
+    damp=damp,
+    block_size=block_size,
+    symmetric=symmetric,
+  )
 
 
-def gptq_from_hessian(w: jax.Array, h: jax.Array, *, bits: int, group_size: int | None = None, damp: float = 0.01,
-                      block_size: int = 128, symmetric: bool = False) -> jax.Array:
+def gptq_from_hessian(
+  w: jax.Array,
+  h: jax.Array,
+  *,
+  bits: int,
+  group_size: int | None = None,
+  damp: float = 0.01,
+  block_size: int = 128,
+  symmetric: bool = False,
+) -> jax.Array:
   """GPTQ from a precomputed Hessian ``h = 2XᵀX/n`` (in, in), e.g. accumulated over calibration batches.
 
   Steps (arXiv 2210.17323, Algorithm 1 and Sec. 4): dead inputs (H_jj = 0) get H_jj = 1 and a zero weight column;
@@ -300,10 +339,14 @@ def gptq_from_hessian(w: jax.Array, h: jax.Array, *, bits: int, group_size: int 
   h = jnp.asarray(h)
   out, columns = w.shape
   if h.shape != (columns, columns):
-    raise ValueError(f"`h` must be the ({columns}, {columns}) input Hessian of `w` (out, in) = {w.shape}, "
-                     f"got shape {h.shape}.")
+    raise ValueError(
+      f"`h` must be the ({columns}, {columns}) input Hessian of `w` (out, in) = {w.shape}, "
+      f"got shape {h.shape}."
+    )
   g = _check_group_size(group_size, columns)
-  if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+  if (
+    isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1
+  ):
     raise ValueError(f"`block_size` must be a positive integer, got {block_size!r}.")
   if isinstance(damp, (int, float)) and not damp >= 0:
     raise ValueError(f"`damp` must be >= 0, got {damp!r}.")
@@ -339,16 +382,20 @@ def gptq_from_hessian(w: jax.Array, h: jax.Array, *, bits: int, group_size: int 
     i1 = b * block
     w1 = jax.lax.dynamic_slice_in_dim(w_cur, i1, block, axis=1)
     u_rows = jax.lax.dynamic_slice_in_dim(u, i1, block, axis=0)  # (block, padded)
-    u_blk = jax.lax.dynamic_slice_in_dim(u_rows, i1, block, axis=1)  # (block, block), upper triangular
+    u_blk = jax.lax.dynamic_slice_in_dim(
+      u_rows, i1, block, axis=1
+    )  # (block, block), upper triangular
 
     def column_step(j, inner):
       w1, q1, err1, scale, zero = inner
       if per_group:
         scale, zero = jax.lax.cond(
           j % g == 0,
-          lambda: _group_params(jax.lax.dynamic_slice_in_dim(w1, j, g, axis=1).reshape(out, 1, g), bits,
-                                symmetric),
-          lambda: (scale, zero))
+          lambda: _group_params(
+            jax.lax.dynamic_slice_in_dim(w1, j, g, axis=1).reshape(out, 1, g), bits, symmetric
+          ),
+          lambda: (scale, zero),
+        )
       col = jax.lax.dynamic_index_in_dim(w1, j, axis=1, keepdims=False)
       qc = _fake_quant(col, scale[:, 0], zero[:, 0], bits, symmetric)
       err = (col - qc) / u_blk[j, j]
@@ -378,7 +425,9 @@ def gptq_from_hessian(w: jax.Array, h: jax.Array, *, bits: int, group_size: int 
 # Low-rank compensation.
 
 
-def lorc(w: jax.Array, w_hat: jax.Array, *, rank: int, factor_bits: int | None = None) -> LoRCFactors:
+def lorc(
+  w: jax.Array, w_hat: jax.Array, *, rank: int, factor_bits: int | None = None
+) -> LoRCFactors:
   """Low-rank compensation of the quantization error E = W − Ŵ (ZeroQuant-V2, LoRC).
 
   With the SVD E = U Σ Vᵀ, returns Û = U_m Σ_m^½ and V̂ = Σ_m^½ V_mᵀ, the best rank-m approximation of E in
@@ -400,8 +449,14 @@ def lorc(w: jax.Array, w_hat: jax.Array, *, rank: int, factor_bits: int | None =
   w_hat = _check_weight(w_hat, "w_hat")
   if w_hat.shape != w.shape:
     raise ValueError(f"`w_hat` must have the shape of `w` {w.shape}, got {w_hat.shape}.")
-  if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 1 <= rank <= min(w.shape):
-    raise ValueError(f"`rank` must be an integer in [1, {min(w.shape)}] for `w` of shape {w.shape}, got {rank!r}.")
+  if (
+    isinstance(rank, bool)
+    or not isinstance(rank, (int, np.integer))
+    or not 1 <= rank <= min(w.shape)
+  ):
+    raise ValueError(
+      f"`rank` must be an integer in [1, {min(w.shape)}] for `w` of shape {w.shape}, got {rank!r}."
+    )
   if factor_bits is not None:
     _check_bits(factor_bits)
   dtype = _compute_dtype(w, w_hat)
@@ -433,7 +488,9 @@ Path = tuple[str, ...]
 
 
 def _is_kernel_holder(node) -> bool:
-  return isinstance(node, Mapping) and "kernel" in node and getattr(node["kernel"], "ndim", None) == 2
+  return (
+    isinstance(node, Mapping) and "kernel" in node and getattr(node["kernel"], "ndim", None) == 2
+  )
 
 
 def dense_kernels(params) -> dict[Path, jax.Array]:
@@ -524,11 +581,18 @@ def _accumulate(moments: Callable, params, batches: Iterable[Any]) -> dict[Path,
       else:
         totals[name] = [xtx, n]
   if not totals:
-    raise ValueError("`apply_fn` called no nn.Dense layer (or `batches` was empty): nothing to calibrate.")
-  return {tuple(name.split(":", 1)[1].split("/")): 2.0 * xtx / n for name, (xtx, n) in sorted(totals.items())}
+    raise ValueError(
+      "`apply_fn` called no nn.Dense layer (or `batches` was empty): nothing to calibrate."
+    )
+  return {
+    tuple(name.split(":", 1)[1].split("/")): 2.0 * xtx / n
+    for name, (xtx, n) in sorted(totals.items())
+  }
 
 
-def dense_input_hessians(apply_fn: Callable, params, batches: Iterable[Any]) -> dict[Path, jax.Array]:
+def dense_input_hessians(
+  apply_fn: Callable, params, batches: Iterable[Any]
+) -> dict[Path, jax.Array]:
   """H = 2XᵀX/n of the inputs of every ``nn.Dense`` call of ``apply_fn(params, batch)`` over all ``batches``.
 
   The inputs are recorded with ``flax.linen.intercept_methods`` (every ``nn.Dense.__call__``) inside one jitted
@@ -555,8 +619,9 @@ class RTNQuantizer(struct.PyTreeNode):
 
   uses_hessian: ClassVar[bool] = False
 
-  def __call__(self, w: jax.Array, h: jax.Array | None, *, bits: int, group_size: int | None,
-               symmetric: bool) -> jax.Array:
+  def __call__(
+    self, w: jax.Array, h: jax.Array | None, *, bits: int, group_size: int | None, symmetric: bool
+  ) -> jax.Array:
     del h
     return rtn(w, bits=bits, group_size=group_size, symmetric=symmetric)
 
@@ -574,16 +639,26 @@ class GPTQQuantizer(struct.PyTreeNode):
   block_size: int = struct.field(pytree_node=False, default=128)
   uses_hessian: ClassVar[bool] = True
 
-  def __call__(self, w: jax.Array, h: jax.Array | None, *, bits: int, group_size: int | None,
-               symmetric: bool) -> jax.Array:
-    return gptq_from_hessian(w, h, bits=bits, group_size=group_size, damp=self.damp, block_size=self.block_size,
-                             symmetric=symmetric)
+  def __call__(
+    self, w: jax.Array, h: jax.Array | None, *, bits: int, group_size: int | None, symmetric: bool
+  ) -> jax.Array:
+    return gptq_from_hessian(
+      w,
+      h,
+      bits=bits,
+      group_size=group_size,
+      damp=self.damp,
+      block_size=self.block_size,
+      symmetric=symmetric,
+    )
 
 
 def _check_algorithm(algorithm) -> Callable:
   if isinstance(algorithm, str) or not callable(algorithm):
-    raise TypeError(f"`algorithm` must be a weight quantizer (w, h, *, bits, group_size, symmetric) -> w_hat, such "
-                    f"as zeroquant.RTNQuantizer() or zeroquant.GPTQQuantizer(), got {algorithm!r}.")
+    raise TypeError(
+      f"`algorithm` must be a weight quantizer (w, h, *, bits, group_size, symmetric) -> w_hat, such "
+      f"as zeroquant.RTNQuantizer() or zeroquant.GPTQQuantizer(), got {algorithm!r}."
+    )
   return algorithm
 
 
@@ -599,7 +674,9 @@ def _call_quantizer(algorithm, w, h, *, bits, group_size, symmetric):
 # A quantizer that is a pytree with leaves (GPTQQuantizer's damp) is traced; any other (a plain function,
 # RTNQuantizer) is a static argument, so it must be hashable.
 _quantize_traced = jax.jit(_call_quantizer, static_argnames=("bits", "group_size", "symmetric"))
-_quantize_static = jax.jit(_call_quantizer, static_argnames=("algorithm", "bits", "group_size", "symmetric"))
+_quantize_static = jax.jit(
+  _call_quantizer, static_argnames=("algorithm", "bits", "group_size", "symmetric")
+)
 _lorc_jit = jax.jit(lorc, static_argnames=("rank", "factor_bits"))
 
 
@@ -610,7 +687,9 @@ def _quantize_kernel(kernel, h, *, algorithm, bits, group_size, symmetric, lorc_
   if leaves and not (len(leaves) == 1 and leaves[0] is algorithm):
     w_hat = _quantize_traced(algorithm, w, h, bits=bits, group_size=group_size, symmetric=symmetric)
   else:
-    w_hat = _quantize_static(w=w, h=h, algorithm=algorithm, bits=bits, group_size=group_size, symmetric=symmetric)
+    w_hat = _quantize_static(
+      w=w, h=h, algorithm=algorithm, bits=bits, group_size=group_size, symmetric=symmetric
+    )
   factors = None
   if lorc_rank:
     factors = _lorc_jit(w, w_hat, rank=lorc_rank, factor_bits=lorc_bits)
@@ -618,8 +697,16 @@ def _quantize_kernel(kernel, h, *, algorithm, bits, group_size, symmetric, lorc_
   return w_hat.T.astype(kernel.dtype), factors
 
 
-def size_report(params, layers: Sequence[Path], *, bits: int, group_size: int | None = None,
-                symmetric: bool = False, lorc_rank: int | None = None, lorc_bits: int | None = None) -> SizeReport:
+def size_report(
+  params,
+  layers: Sequence[Path],
+  *,
+  bits: int,
+  group_size: int | None = None,
+  symmetric: bool = False,
+  lorc_rank: int | None = None,
+  lorc_bits: int | None = None,
+) -> SizeReport:
   """Bytes of a model whose ``layers`` (paths of ``nn.Dense`` kernels) are stored at ``bits``.
 
   Codes take ``bits`` each; every group adds an fp16 scale and, when asymmetric, a ``bits``-bit zero point. LoRC
@@ -642,24 +729,46 @@ def size_report(params, layers: Sequence[Path], *, bits: int, group_size: int | 
     if lorc_rank:
       entries = lorc_rank * (d_in + d_out)
       lorc_params += entries
-      lorc_bits_total += entries * SCALE_BITS if lorc_bits is None else entries * lorc_bits + 2 * lorc_rank * SCALE_BITS
+      lorc_bits_total += (
+        entries * SCALE_BITS
+        if lorc_bits is None
+        else entries * lorc_bits + 2 * lorc_rank * SCALE_BITS
+      )
   other = total - quantized
-  return SizeReport(quantized_params=quantized, other_params=other, lorc_params=lorc_params,
-                    weight_bytes=weight_bits / 8, scale_bytes=scale_bits / 8, lorc_bytes=lorc_bits_total / 8,
-                    other_bytes=2.0 * other, fp32_bytes=4.0 * total, fp16_bytes=2.0 * total)
+  return SizeReport(
+    quantized_params=quantized,
+    other_params=other,
+    lorc_params=lorc_params,
+    weight_bytes=weight_bits / 8,
+    scale_bytes=scale_bits / 8,
+    lorc_bytes=lorc_bits_total / 8,
+    other_bytes=2.0 * other,
+    fp32_bytes=4.0 * total,
+    fp16_bytes=2.0 * total,
+  )
 
 
 def _check_layers(kernels, exclude):
   layers = tuple(p for p in kernels if not any(name in p for name in exclude))
   if not layers:
-    raise ValueError(f"no nn.Dense kernel left to quantize (found {list(kernels)}, exclude={tuple(exclude)}).")
+    raise ValueError(
+      f"no nn.Dense kernel left to quantize (found {list(kernels)}, exclude={tuple(exclude)})."
+    )
   return layers
 
 
-def quantize_dense_layers(params, *, algorithm: Callable, bits: int, group_size: int | None = None,
-                          symmetric: bool = False, hessians: Mapping[Path, jax.Array] | None = None,
-                          lorc_rank: int | None = None, lorc_bits: int | None = None,
-                          exclude: Sequence[str] = ()) -> QuantizedModel:
+def quantize_dense_layers(
+  params,
+  *,
+  algorithm: Callable,
+  bits: int,
+  group_size: int | None = None,
+  symmetric: bool = False,
+  hessians: Mapping[Path, jax.Array] | None = None,
+  lorc_rank: int | None = None,
+  lorc_bits: int | None = None,
+  exclude: Sequence[str] = (),
+) -> QuantizedModel:
   """Quantizes every ``nn.Dense`` kernel of ``params`` at once (all GPTQ Hessians given up front).
 
   This is the one-shot variant: with GPTQ, ``hessians`` usually come from the full-precision model
@@ -693,23 +802,50 @@ def quantize_dense_layers(params, *, algorithm: Callable, bits: int, group_size:
   if uses_hessian:
     missing = [p for p in layers if hessians is None or p not in hessians]
     if missing:
-      raise ValueError(f"{algorithm!r} needs `hessians` for every quantized layer; missing {missing}.")
+      raise ValueError(
+        f"{algorithm!r} needs `hessians` for every quantized layer; missing {missing}."
+      )
   new, factors = {}, {}
   for path in layers:
     h = hessians[path] if uses_hessian else None
-    new[path], f = _quantize_kernel(kernels[path], h, algorithm=algorithm, bits=bits, group_size=group_size,
-                                    symmetric=symmetric, lorc_rank=lorc_rank, lorc_bits=lorc_bits)
+    new[path], f = _quantize_kernel(
+      kernels[path],
+      h,
+      algorithm=algorithm,
+      bits=bits,
+      group_size=group_size,
+      symmetric=symmetric,
+      lorc_rank=lorc_rank,
+      lorc_bits=lorc_bits,
+    )
     if f is not None:
       factors[path] = f
-  size = size_report(params, layers, bits=bits, group_size=group_size, symmetric=symmetric, lorc_rank=lorc_rank,
-                     lorc_bits=lorc_bits)
+  size = size_report(
+    params,
+    layers,
+    bits=bits,
+    group_size=group_size,
+    symmetric=symmetric,
+    lorc_rank=lorc_rank,
+    lorc_bits=lorc_bits,
+  )
   return QuantizedModel(_replace_kernels(params, new), factors, size, layers)
 
 
-def quantize_model(apply_fn: Callable, params, calibration: Sequence[Any] | None = None, *, algorithm: Callable,
-                   bits: int, group_size: int | None = None, symmetric: bool = False, lorc_rank: int | None = None,
-                   lorc_bits: int | None = None, exclude: Sequence[str] = (), sequential: bool = True
-                   ) -> QuantizedModel:
+def quantize_model(
+  apply_fn: Callable,
+  params,
+  calibration: Sequence[Any] | None = None,
+  *,
+  algorithm: Callable,
+  bits: int,
+  group_size: int | None = None,
+  symmetric: bool = False,
+  lorc_rank: int | None = None,
+  lorc_bits: int | None = None,
+  exclude: Sequence[str] = (),
+  sequential: bool = True,
+) -> QuantizedModel:
   """Quantizes every ``nn.Dense`` layer of a flax model, with GPTQ calibrated layer by layer.
 
   With a quantizer that uses the Hessian (GPTQ) and ``sequential=True``, layers are taken in the order the model
@@ -741,8 +877,16 @@ def quantize_model(apply_fn: Callable, params, calibration: Sequence[Any] | None
   """
   algorithm = _check_algorithm(algorithm)
   if not _uses_hessian(algorithm):
-    return quantize_dense_layers(params, algorithm=algorithm, bits=bits, group_size=group_size, symmetric=symmetric,
-                                 lorc_rank=lorc_rank, lorc_bits=lorc_bits, exclude=exclude)
+    return quantize_dense_layers(
+      params,
+      algorithm=algorithm,
+      bits=bits,
+      group_size=group_size,
+      symmetric=symmetric,
+      lorc_rank=lorc_rank,
+      lorc_bits=lorc_bits,
+      exclude=exclude,
+    )
   bits = _check_bits(bits)
   if not calibration:
     raise ValueError(f"{algorithm!r} needs `calibration`, a non-empty sequence of model inputs.")
@@ -751,14 +895,30 @@ def quantize_model(apply_fn: Callable, params, calibration: Sequence[Any] | None
   order = [p for p in hessians if p in kernels]  # call order of the model
   layers = _check_layers({p: kernels[p] for p in order}, exclude)
   if not sequential:
-    return quantize_dense_layers(params, algorithm=algorithm, bits=bits, group_size=group_size, symmetric=symmetric,
-                                 hessians=hessians, lorc_rank=lorc_rank, lorc_bits=lorc_bits, exclude=exclude)
+    return quantize_dense_layers(
+      params,
+      algorithm=algorithm,
+      bits=bits,
+      group_size=group_size,
+      symmetric=symmetric,
+      hessians=hessians,
+      lorc_rank=lorc_rank,
+      lorc_bits=lorc_bits,
+      exclude=exclude,
+    )
   # Layers fed the same tensor (q/k/v projections) have bitwise-equal Hessians: they form one stage, quantized
   # together on one measurement, as the GPTQ reference does.
   stages: list[list[Path]] = []
   for path in layers:
-    stage = next((st for st in stages if hessians[st[0]].shape == hessians[path].shape
-                  and bool(jnp.array_equal(hessians[st[0]], hessians[path]))), None)
+    stage = next(
+      (
+        st
+        for st in stages
+        if hessians[st[0]].shape == hessians[path].shape
+        and bool(jnp.array_equal(hessians[st[0]], hessians[path]))
+      ),
+      None,
+    )
     if stage is None:
       stages.append([path])
     else:
@@ -771,18 +931,48 @@ def quantize_model(apply_fn: Callable, params, calibration: Sequence[Any] | None
       h = hessians[stage[0]]
     new = {}
     for p in stage:
-      new[p], f = _quantize_kernel(kernels[p], h, algorithm=algorithm, bits=bits, group_size=group_size,
-                                   symmetric=symmetric, lorc_rank=lorc_rank, lorc_bits=lorc_bits)
+      new[p], f = _quantize_kernel(
+        kernels[p],
+        h,
+        algorithm=algorithm,
+        bits=bits,
+        group_size=group_size,
+        symmetric=symmetric,
+        lorc_rank=lorc_rank,
+        lorc_bits=lorc_bits,
+      )
       if f is not None:
         factors[p] = f
     current = _replace_kernels(current, new)
-  size = size_report(params, layers, bits=bits, group_size=group_size, symmetric=symmetric, lorc_rank=lorc_rank,
-                     lorc_bits=lorc_bits)
+  size = size_report(
+    params,
+    layers,
+    bits=bits,
+    group_size=group_size,
+    symmetric=symmetric,
+    lorc_rank=lorc_rank,
+    lorc_bits=lorc_bits,
+  )
   return QuantizedModel(current, factors, size, layers)
 
 
 __all__ = [
-  "GPTQQuantizer", "LoRCFactors", "QuantParams", "QuantizedModel", "RTNQuantizer", "SUPPORTED_BITS", "SizeReport",
-  "dense_input_hessians", "dense_kernels", "gptq", "gptq_from_hessian", "hessian", "lorc", "quantize_dense_layers",
-  "quantize_model", "rtn", "rtn_params", "size_report",
+  "SUPPORTED_BITS",
+  "GPTQQuantizer",
+  "LoRCFactors",
+  "QuantParams",
+  "QuantizedModel",
+  "RTNQuantizer",
+  "SizeReport",
+  "dense_input_hessians",
+  "dense_kernels",
+  "gptq",
+  "gptq_from_hessian",
+  "hessian",
+  "lorc",
+  "quantize_dense_layers",
+  "quantize_model",
+  "rtn",
+  "rtn_params",
+  "size_report",
 ]
