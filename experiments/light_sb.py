@@ -1,7 +1,7 @@
 r"""Light Schrödinger Bridge (Korotin, Gushchin, Burnaev, ICLR 2024, arXiv 2310.01174) on the EOT benchmark.
 
 Rebuilds the Gaussian-mixture entropic OT benchmark of Gushchin et al. 2023 ("Building the Bridge of
-Schrödinger", NeurIPS D&B) from its construction, in JAX (no download; ``toolkit.ot.light_sb.mixture_benchmark``):
+Schrödinger", NeurIPS D&B) from its construction, in JAX (no download; ``toolkit.ot.benchmarks.mixture_benchmark``):
 a 3-component Gaussian-mixture source p0 and a target p1 defined by a known Gaussian-mixture conditional plan
 π*(y|x). LightSB (K = 50, diagonal S initialised at 1.0, Adam with the paper's ε-dependent learning rate,
 batch 128, 10,000 steps) is trained on samples of p0 and p1 only, and scored by cBW-UVP (%): the Bures-
@@ -20,20 +20,24 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from ml_collections import ConfigDict
 
 from toolkit import experiment as xp
+from toolkit.ot import benchmarks
 from toolkit.ot import light_sb as lsb
+from toolkit.ot import metrics
 
 PAPER = xp.Paper("light_sb", "Light Schrödinger Bridge", "2310.01174")
 
-# LightSB's cBW-UVP (%) on the benchmark (LightSB poster table; ot.md §3.2), keyed by (ε, d).
+# LightSB's cBW-UVP (%) on the benchmark (the LightSB poster's table, ICLR 2024), keyed by (ε, d).
 PAPER_CBW_UVP = {
   (0.1, 2): 0.03, (0.1, 16): 0.08, (0.1, 64): 0.28, (0.1, 128): 0.60,
   (1.0, 2): 0.05, (1.0, 16): 0.09, (1.0, 64): 0.24, (1.0, 128): 0.62,
   (10.0, 2): 0.07, (10.0, 16): 0.11, (10.0, 64): 0.21, (10.0, 128): 0.37,
 }
-# The authors' Adam learning rate on the benchmark, by ε (notebooks/LightSB_EOT_benchmark.ipynb).
+# The authors' Adam learning rate on the benchmark, by ε (their repository ngushchin/LightSB,
+# notebooks/LightSB_EOT_benchmark.ipynb).
 PAPER_LEARNING_RATE = {0.1: 1e-3, 1.0: 3e-3, 10.0: 6e-2}
 BENCHMARK_DIMS = (2, 4, 8, 16, 32, 64, 128)
 
@@ -44,7 +48,7 @@ def get_config(scale: str = "full") -> ConfigDict:
   config = ConfigDict()
   config.dims = (2, 16) if scale == "quick" else (2, 16, 64)
   config.epsilons = (1.0,) if scale == "quick" else (0.1, 1.0, 10.0)
-  config.n_components = 50
+  config.num_components = 50
   config.diagonal = True
   config.s_init = 1.0
   config.batch_size = 128
@@ -66,8 +70,8 @@ def validate_config(config: ConfigDict) -> None:
   for eps in config.epsilons:
     if float(eps) not in PAPER_LEARNING_RATE:
       raise xp.ConfigError(f"--config.epsilons: {eps} is not a benchmark ε; known: {tuple(PAPER_LEARNING_RATE)}")
-  if config.n_components < 1:
-    raise xp.ConfigError(f"--config.n_components must be >= 1, got {config.n_components}")
+  if config.num_components < 1:
+    raise xp.ConfigError(f"--config.num_components must be >= 1, got {config.num_components}")
   for name in ("batch_size", "num_steps", "num_test", "num_cond_samples", "num_target_samples", "sde_steps"):
     if config[name] < 2:
       raise xp.ConfigError(f"--config.{name} must be >= 2, got {config[name]}")
@@ -82,22 +86,22 @@ def case_name(eps: float, dim: int) -> str:
 
 def run_case(eps: float, dim: int, config: ConfigDict, key: jax.Array) -> tuple[dict, lsb.LightSBParams]:
   k_bench, k_fit, k_var, k_test, k_eval, k_target = jax.random.split(key, 6)
-  bench = lsb.mixture_benchmark(k_bench, dim, eps)
-  sample_x0, sample_x1, sample_true_plan = lsb.benchmark_samplers(bench)
+  bench = benchmarks.mixture_benchmark(k_bench, dim, eps)
+  sample_x0, sample_x1, sample_true_plan = benchmarks.benchmark_samplers(bench)
   lr = config.learning_rate or PAPER_LEARNING_RATE[float(eps)]
 
   start = time.perf_counter()  # compilation included
-  out = lsb.fit(k_fit, sample_x0, sample_x1, epsilon=eps, n_components=config.n_components,
-                diagonal=config.diagonal, learning_rate=lr, batch_size=config.batch_size,
+  out = lsb.fit(k_fit, sample_x0, sample_x1, epsilon=eps, num_components=config.num_components,
+                diagonal=config.diagonal, optimizer=optax.adam(lr), batch_size=config.batch_size,
                 num_steps=config.num_steps, s_init=config.s_init)
   jax.block_until_ready(out)
   train_seconds = time.perf_counter() - start
   params = out.params
 
   start = time.perf_counter()
-  var_y = lsb.benchmark_target_variance(k_var, bench, config.num_target_samples)
+  var_y = benchmarks.benchmark_target_variance(k_var, bench, config.num_target_samples)
   x_test = sample_x0(k_test, config.num_test)
-  true_mean, true_cov = lsb.benchmark_conditional_moments(bench, x_test)
+  true_mean, true_cov = benchmarks.benchmark_conditional_moments(bench, x_test)
   n = config.num_cond_samples
 
   def model(k, x, m):
@@ -106,14 +110,14 @@ def run_case(eps: float, dim: int, config: ConfigDict, key: jax.Array) -> tuple[
   def truth(k, x, m):
     return sample_true_plan(k, jnp.broadcast_to(x, (m, dim)))
 
-  cbw = float(lsb.conditional_bw_uvp(k_eval, model, x_test, true_mean, true_cov, var_y, num_samples=n))
-  floor = float(lsb.conditional_bw_uvp(k_eval, truth, x_test, true_mean, true_cov, var_y, num_samples=n))
+  cbw = float(metrics.conditional_bw_uvp(k_eval, model, x_test, true_mean, true_cov, var_y, num_samples=n))
+  floor = float(metrics.conditional_bw_uvp(k_eval, truth, x_test, true_mean, true_cov, var_y, num_samples=n))
   # BW-UVP of the target marginal: y = LightSB(x), x ~ p0, against the Gaussian fit of true target samples.
   k_x, k_y, k_model = jax.random.split(k_target, 3)
   y_true = sample_x1(k_y, config.num_target_samples)
   y_model = lsb.sample_plan(k_model, params, sample_x0(k_x, config.num_target_samples), eps)
-  target_mean, target_cov = lsb.gaussian_fit(y_true)
-  target_bw_uvp = float(lsb.bw_uvp(y_model, target_mean, target_cov))
+  target_mean, target_cov = metrics.gaussian_fit(y_true)
+  target_bw_uvp = float(metrics.bw_uvp(y_model, target_mean, target_cov))
   losses = np.asarray(out.losses)
   result = {
     "eps": float(eps), "dim": int(dim), "learning_rate": float(lr), "num_steps": int(config.num_steps),
@@ -218,8 +222,8 @@ def plot_2d_case(results: dict, config: ConfigDict, ctx: xp.Context, keys, cases
   i = min(two_d, key=lambda j: abs(np.log10(cases[j][0])))
   eps, dim = cases[i]
   params = load_params(os.path.join(params_dir, f"{case_name(eps, dim)}.npz"))
-  bench = lsb.mixture_benchmark(jax.random.split(keys[i], 6)[0], dim, eps)  # the case's own benchmark
-  sample_x0, sample_x1, _ = lsb.benchmark_samplers(bench)
+  bench = benchmarks.mixture_benchmark(jax.random.split(keys[i], 6)[0], dim, eps)  # the case's own benchmark
+  sample_x0, sample_x1, _ = benchmarks.benchmark_samplers(bench)
   k = jax.random.split(jax.random.fold_in(keys[i], 1), 5)
   x0, y_true = sample_x0(k[0], 2000), sample_x1(k[1], 2000)
   y_model = lsb.sample_plan(k[2], params, sample_x0(k[3], 2000), eps)
@@ -255,8 +259,7 @@ def write_table(results: dict, ctx: xp.Context) -> None:
     paper = "—" if r["paper_cbw_uvp"] is None else f"{r['paper_cbw_uvp']:.2f}"
     lines.append(f"| {r['eps']:g} | {r['dim']} | {r['cbw_uvp']:.3f} | {r['cbw_uvp_floor']:.3f} | {paper} | "
                  f"{r['target_bw_uvp']:.3f} | {r['train_seconds']:.1f} | {r['eval_seconds']:.1f} | {r['num_steps']} |")
-  with open(os.path.join(ctx.out_dir, "table.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
+  ctx.write_text("table.md", "\n".join(lines))
 
 
 CLAIMS = (

@@ -102,8 +102,8 @@ def run_case(case: str, config: ConfigDict, key: jax.Array) -> dict:
   out, seconds = timed(sns, prob)
   errors = np.asarray(out.errors)
   result = {
-    "sns": {"iterations": int(out.n_iters), "sinkhorn_iterations": int(out.n_sinkhorn_iters),
-            "newton_iterations": int(out.n_newton_iters), "seconds": seconds, "converged": bool(out.converged),
+    "sns": {"iterations": int(out.n_iters), "sinkhorn_iterations": int(out.num_sinkhorn_iters),
+            "newton_iterations": int(out.num_newton_iters), "seconds": seconds, "converged": bool(out.converged),
             "ent_reg_cost": float(out.ent_reg_cost), "errors": errors[errors >= 0].tolist(),
             "cg_iterations": int(np.asarray(out.cg_iters).sum())},
   }
@@ -181,15 +181,12 @@ def _run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
 
 
 def write_table(results: dict, ctx: xp.Context) -> None:
-  import os
-
   lines = ["| case | method | iterations | seconds | converged | ent_reg_cost |", "|---|---|---|---|---|---|"]
   for case, r in results.items():
     for name, v in r.items():
       lines.append(f"| {case} | {name} | {v['iterations']} | {v['seconds']:.3f} | {v['converged']} | "
                    f"{v['ent_reg_cost']:.12g} |")
-  with open(os.path.join(ctx.out_dir, "table.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
+  ctx.write_text("table.md", "\n".join(lines))
 
 
 CLAIMS = (

@@ -1,21 +1,9 @@
 """The Monge-gap experiment at a small size: the regularised map beats the fitting loss alone against T*."""
 
-import numpy as np
 import pytest
 
 from experiments import monge_gap as mg_experiment
 from toolkit import experiment as xp
-
-
-def test_closed_form_brenier_map_pushes_forward_and_is_a_gradient(key):
-  """The oracle itself: T*(x) = μ1 + A(x - μ0) with A symmetric positive definite and A Σ0 A = Σ1."""
-  source, target, optimal_map, total_var = mg_experiment.gaussian_pair(key, 5)
-  x = np.asarray(source(key, 200_000))
-  y = np.asarray(optimal_map(x))
-  ref = np.asarray(target(key, 200_000))
-  np.testing.assert_allclose(np.cov(y.T), np.cov(ref.T), atol=0.05)
-  np.testing.assert_allclose(y.mean(0), ref.mean(0), atol=0.02)
-  np.testing.assert_allclose(np.trace(np.cov(ref.T)), total_var, rtol=0.02)
 
 
 @pytest.mark.slow

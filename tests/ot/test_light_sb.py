@@ -8,7 +8,9 @@ import pytest
 from ott.geometry import pointcloud
 from ott.solvers import linear
 
+from toolkit.ot import benchmarks
 from toolkit.ot import light_sb as lsb
+from toolkit.ot import metrics
 
 EPS = 0.5
 MEAN0 = np.array([0.5, -1.0])
@@ -23,7 +25,7 @@ def random_spd(key, d, floor):
 
 
 def bridge(dtype=jnp.float32):
-  return lsb.gaussian_bridge(*(jnp.asarray(a, dtype) for a in (MEAN0, COV0, MEAN1, COV1)), EPS)
+  return benchmarks.gaussian_bridge(*(jnp.asarray(a, dtype) for a in (MEAN0, COV0, MEAN1, COV1)), EPS)
 
 
 def gaussian_sampler(mean, cov):
@@ -58,15 +60,15 @@ def assert_moments_match(samples, mean, cov, n_se=4.0):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The closed-form Gaussian bridge (ot.md §3.3) as the oracle.
+# The closed-form Gaussian bridge (toolkit.ot.benchmarks, arXiv 2006.02572) as the oracle.
 
 
 def test_gaussian_bridge_identities(x64, key):
-  """Σ1 = S*Σ0S* + εS*, S* symmetric positive definite, Cov(x1|x0) = εS* (ot.md §3.3)."""
+  """Σ1 = S*Σ0S* + εS*, S* symmetric positive definite, Cov(x1|x0) = εS* (arXiv 2006.02572)."""
   d, eps = 4, 0.7
   cov0, cov1 = random_spd(key, d, 0.3), random_spd(jax.random.fold_in(key, 1), d, 0.2)
   mean0, mean1 = jax.random.normal(jax.random.fold_in(key, 2), (2, d))
-  gb = lsb.gaussian_bridge(mean0, cov0, mean1, cov1, eps)
+  gb = benchmarks.gaussian_bridge(mean0, cov0, mean1, cov1, eps)
   s = gb.s_star
   raw = np.linalg.solve(np.asarray(cov0), np.asarray(gb.cross_cov)).T  # Cᵀ Σ0⁻¹ before symmetrisation
   np.testing.assert_allclose(raw, raw.T, atol=1e-12)
@@ -84,18 +86,18 @@ def test_gaussian_bridge_scalar_case_and_limits(x64):
   """d = 1: C = ½(√(4σ0²σ1² + ε²) - ε) (Janati et al. 2020); ε → 0 gives C → σ0σ1 (the Monge map)."""
   s0, s1 = 1.3, 0.7
   for eps in (0.1, 1.0, 10.0):
-    gb = lsb.gaussian_bridge(jnp.zeros(1), jnp.array([[s0**2]]), jnp.ones(1), jnp.array([[s1**2]]), eps)
+    gb = benchmarks.gaussian_bridge(jnp.zeros(1), jnp.array([[s0**2]]), jnp.ones(1), jnp.array([[s1**2]]), eps)
     np.testing.assert_allclose(gb.cross_cov[0, 0], 0.5 * (np.sqrt(4 * s0**2 * s1**2 + eps**2) - eps), rtol=1e-12)
-  gb = lsb.gaussian_bridge(jnp.zeros(1), jnp.array([[s0**2]]), jnp.ones(1), jnp.array([[s1**2]]), 1e-8)
+  gb = benchmarks.gaussian_bridge(jnp.zeros(1), jnp.array([[s0**2]]), jnp.ones(1), jnp.array([[s1**2]]), 1e-8)
   np.testing.assert_allclose(gb.cross_cov[0, 0], s0 * s1, rtol=1e-6)
 
 
 def test_exact_k1_parameters_give_the_closed_form_conditional(x64, key):
-  """K = 1 at (r*, S*): π_θ(y|x) = N(μ1 + CᵀΣ0⁻¹(x - μ0), Σ1 - CᵀΣ0⁻¹C) (ot.md §3.3)."""
+  """K = 1 at (r*, S*): π_θ(y|x) = N(μ1 + CᵀΣ0⁻¹(x - μ0), Σ1 - CᵀΣ0⁻¹C) (arXiv 2006.02572)."""
   d, eps = 3, 0.4
   cov0, cov1 = random_spd(key, d, 0.3), random_spd(jax.random.fold_in(key, 1), d, 0.2)
   mean0, mean1 = jax.random.normal(jax.random.fold_in(key, 2), (2, d))
-  gb = lsb.gaussian_bridge(mean0, cov0, mean1, cov1, eps)
+  gb = benchmarks.gaussian_bridge(mean0, cov0, mean1, cov1, eps)
   params = gb.lightsb_params()
   x = jax.random.normal(jax.random.fold_in(key, 3), (7, d))
   c, s0_inv = np.asarray(gb.cross_cov), np.linalg.inv(np.asarray(cov0))
@@ -119,14 +121,14 @@ def test_sample_plan_matches_the_mixture_moments(key):
 def test_benchmark_plan_is_the_lightsb_family(x64, key):
   """The benchmark's π*(y|x) (its own formula, Gushchin et al. 2023) equals LightSB's at θ* = (r_n, Σ̂_n/ε, α_n)."""
   for dim, eps in ((2, 0.1), (8, 10.0)):
-    bench = lsb.mixture_benchmark(key, dim, eps)
-    params = lsb.benchmark_lightsb_params(bench)
-    x = lsb.sample_benchmark_input(jax.random.fold_in(key, dim), bench, 5)
-    log_w, means, covs = lsb.benchmark_conditional(bench, x)
+    bench = benchmarks.mixture_benchmark(key, dim, eps)
+    params = benchmarks.benchmark_lightsb_params(bench)
+    x = benchmarks.sample_benchmark_input(jax.random.fold_in(key, dim), bench, 5)
+    log_w, means, covs = benchmarks.benchmark_conditional(bench, x)
     np.testing.assert_allclose(lsb.plan_log_weights(params, x, eps), log_w, atol=1e-9)
     np.testing.assert_allclose(lsb.plan_component_means(params, x), means, atol=1e-9)
     np.testing.assert_allclose(lsb.plan_component_covs(params, eps), covs, atol=1e-12)
-    mean, cov = lsb.benchmark_conditional_moments(bench, x)
+    mean, cov = benchmarks.benchmark_conditional_moments(bench, x)
     np.testing.assert_allclose(lsb.plan_mean(params, x, eps), mean, atol=1e-9)
     np.testing.assert_allclose(lsb.plan_cov(params, x, eps), cov, atol=1e-9)
   # The construction: 3 input centres with coordinates in {-2, 0, 2}, 5 potential centres in {-2, ..., 2}.
@@ -136,15 +138,15 @@ def test_benchmark_plan_is_the_lightsb_family(x64, key):
 
 def test_benchmark_samplers_match_the_mixtures(key):
   """p0 samples have the input mixture's moments; y ~ π*(·|x) samples have the true conditional moments."""
-  bench = lsb.mixture_benchmark(key, 2, 1.0)
-  sample_x0, sample_x1, sample_true_plan = lsb.benchmark_samplers(bench)
+  bench = benchmarks.mixture_benchmark(key, 2, 1.0)
+  sample_x0, sample_x1, sample_true_plan = benchmarks.benchmark_samplers(bench)
   p = np.exp(np.asarray(bench.input_log_probs))
   means, covs = np.asarray(bench.input_means), np.asarray(bench.input_covs)
   mean0 = p @ means
   cov0 = np.einsum("m,mij->ij", p, covs) + np.einsum("m,mi,mj->ij", p, means - mean0, means - mean0)
   assert_moments_match(sample_x0(jax.random.fold_in(key, 1), 20_000), mean0, cov0)
   x = jnp.array([0.5, -1.0])
-  mean, cov = lsb.benchmark_conditional_moments(bench, x)
+  mean, cov = benchmarks.benchmark_conditional_moments(bench, x)
   assert_moments_match(sample_true_plan(jax.random.fold_in(key, 2), jnp.broadcast_to(x, (20_000, 2))), mean, cov)
   assert sample_x1(key, 7).shape == (7, 2)
 
@@ -154,25 +156,25 @@ def test_bures_wasserstein_and_cbw_uvp_oracles(key):
   mean_a, mean_b = jnp.array([1.0, 2.0, 0.0]), jnp.array([0.0, 2.5, 1.0])
   a, b = jnp.array([1.0, 4.0, 0.25]), jnp.array([2.0, 1.0, 0.25])
   expected = 0.5 * np.sum((mean_a - mean_b) ** 2) + 0.5 * np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
-  np.testing.assert_allclose(lsb.bures_wasserstein(mean_a, jnp.diag(a), mean_b, jnp.diag(b)), expected, rtol=1e-5)
+  np.testing.assert_allclose(metrics.bures_wasserstein(mean_a, jnp.diag(a), mean_b, jnp.diag(b)), expected, rtol=1e-5)
   rot = jnp.linalg.qr(jax.random.normal(key, (3, 3)))[0]
   np.testing.assert_allclose(  # rotation invariance
-    lsb.bures_wasserstein(rot @ mean_a, rot @ jnp.diag(a) @ rot.T, rot @ mean_b, rot @ jnp.diag(b) @ rot.T),
+    metrics.bures_wasserstein(rot @ mean_a, rot @ jnp.diag(a) @ rot.T, rot @ mean_b, rot @ jnp.diag(b) @ rot.T),
     expected, rtol=1e-4)
   # cBW-UVP: the true plan and LightSB at the exact parameters, sampled alike, score the same (the sampling floor).
-  bench = lsb.mixture_benchmark(key, 2, 1.0)
-  params = lsb.benchmark_lightsb_params(bench)
-  x = lsb.sample_benchmark_input(jax.random.fold_in(key, 1), bench, 40)
-  mean, cov = lsb.benchmark_conditional_moments(bench, x)
-  var = lsb.benchmark_target_variance(key, bench, 20_000)
+  bench = benchmarks.mixture_benchmark(key, 2, 1.0)
+  params = benchmarks.benchmark_lightsb_params(bench)
+  x = benchmarks.sample_benchmark_input(jax.random.fold_in(key, 1), bench, 40)
+  mean, cov = benchmarks.benchmark_conditional_moments(bench, x)
+  var = benchmarks.benchmark_target_variance(key, bench, 20_000)
   kw = dict(num_samples=1000, batch_size=20)
-  exact = lsb.conditional_bw_uvp(key, lambda k, xi, n: lsb.sample_plan(k, params, xi, 1.0, n), x, mean, cov, var, **kw)
-  truth = lsb.conditional_bw_uvp(
-    key, lambda k, xi, n: lsb.sample_benchmark_target(k, bench, jnp.broadcast_to(xi, (n, 2))), x, mean, cov, var, **kw)
+  exact = metrics.conditional_bw_uvp(key, lambda k, xi, n: lsb.sample_plan(k, params, xi, 1.0, n), x, mean, cov, var, **kw)
+  truth = metrics.conditional_bw_uvp(
+    key, lambda k, xi, n: benchmarks.sample_benchmark_target(k, bench, jnp.broadcast_to(xi, (n, 2))), x, mean, cov, var, **kw)
   assert 0 < float(exact) < 0.5 and 0 < float(truth) < 0.5
   # A model that ignores x (samples of the target) is far off.
-  indep = lsb.conditional_bw_uvp(
-    key, lambda k, xi, n: lsb.sample_benchmark_target(k, bench, lsb.sample_benchmark_input(k, bench, n)), x, mean,
+  indep = metrics.conditional_bw_uvp(
+    key, lambda k, xi, n: benchmarks.sample_benchmark_target(k, bench, benchmarks.sample_benchmark_input(k, bench, n)), x, mean,
     cov, var, **kw)
   assert float(indep) > 20 * float(truth)
 
@@ -224,11 +226,11 @@ def test_sde_from_one_point_ends_at_the_plan(key):
 
 
 def test_fit_recovers_the_exact_parameters(key):
-  """K = 1 on Gaussian data: S* and r* (ot.md §3.3) within 2% / 0.03, full S and diagonal S."""
+  """K = 1 on Gaussian data: S* and r* (arXiv 2006.02572) within 2% / 0.03, full S and diagonal S."""
   gb = bridge()
   steps = 2000
-  out = lsb.fit(key, gaussian_sampler(MEAN0, COV0), gaussian_sampler(MEAN1, COV1), epsilon=EPS, n_components=1,
-                diagonal=False, learning_rate=optax.cosine_decay_schedule(3e-2, steps), batch_size=1024,
+  out = lsb.fit(key, gaussian_sampler(MEAN0, COV0), gaussian_sampler(MEAN1, COV1), epsilon=EPS, num_components=1,
+                diagonal=False, optimizer=optax.adam(optax.cosine_decay_schedule(3e-2, steps)), batch_size=1024,
                 num_steps=steps, s_init=1.0)
   s = lsb.s_matrices(out.params)[0]
   assert out.losses.shape == (steps,) and float(out.losses[-200:].mean()) < float(out.losses[:20].mean())
@@ -236,11 +238,11 @@ def test_fit_recovers_the_exact_parameters(key):
   assert float(jnp.linalg.norm(out.params.r[0] - gb.r_star)) < 0.03
   # Diagonal S with diagonal covariances (exact in the diagonal family), from fixed arrays of samples.
   cov0, cov1 = np.diag([1.0, 0.5]), np.diag([0.6, 1.5])
-  gb = lsb.gaussian_bridge(jnp.asarray(MEAN0, jnp.float32), jnp.asarray(cov0, jnp.float32),
+  gb = benchmarks.gaussian_bridge(jnp.asarray(MEAN0, jnp.float32), jnp.asarray(cov0, jnp.float32),
                            jnp.asarray(MEAN1, jnp.float32), jnp.asarray(cov1, jnp.float32), EPS)
   x0 = gaussian_sampler(MEAN0, cov0)(jax.random.fold_in(key, 1), 50_000)
   x1 = gaussian_sampler(MEAN1, cov1)(jax.random.fold_in(key, 2), 50_000)
-  out = lsb.fit(key, x0, x1, epsilon=EPS, n_components=1, learning_rate=optax.cosine_decay_schedule(3e-2, steps),
+  out = lsb.fit(key, x0, x1, epsilon=EPS, num_components=1, optimizer=optax.adam(optax.cosine_decay_schedule(3e-2, steps)),
                 batch_size=1024, num_steps=steps, s_init=1.0)
   assert out.params.s_lower is None
   np.testing.assert_allclose(jnp.exp(out.params.log_s[0]), jnp.diag(gb.s_star), rtol=0.03)
@@ -346,19 +348,19 @@ def test_bad_input_raises_clear_errors(key):
     lsb.log_v(params._replace(s_lower=jnp.zeros((3, 2))), x, EPS)
   with pytest.raises(ValueError, match="log_alpha"):
     lsb.log_v(params._replace(log_alpha=jnp.zeros(4)), x, EPS)
-  with pytest.raises(ValueError, match="n_components"):
+  with pytest.raises(ValueError, match="num_components"):
     lsb.init_params(key, x, 0, epsilon=EPS)
-  with pytest.raises(ValueError, match="n_components"):
-    lsb.fit(key, x, x, epsilon=EPS, n_components=0)
+  with pytest.raises(ValueError, match="num_components"):
+    lsb.fit(key, x, x, epsilon=EPS, num_components=0)
   with pytest.raises(ValueError, match="epsilon"):
-    lsb.fit(key, x, x, epsilon=0.0, n_components=2)
+    lsb.fit(key, x, x, epsilon=0.0, num_components=2)
   with pytest.raises(ValueError, match="same dimension"):
-    lsb.fit(key, x, jnp.zeros((4, 3)), epsilon=EPS, n_components=2)
+    lsb.fit(key, x, jnp.zeros((4, 3)), epsilon=EPS, num_components=2)
   with pytest.raises(ValueError, match="x0"):
-    lsb.fit(key, jnp.zeros(4), x, epsilon=EPS, n_components=2)
+    lsb.fit(key, jnp.zeros(4), x, epsilon=EPS, num_components=2)
   with pytest.raises(ValueError, match="num_steps"):
     lsb.sample_sde(key, params, x, EPS, num_steps=0)
   with pytest.raises(ValueError, match="cov1"):
-    lsb.gaussian_bridge(jnp.zeros(2), jnp.eye(2), jnp.zeros(2), jnp.eye(3), EPS)
+    benchmarks.gaussian_bridge(jnp.zeros(2), jnp.eye(2), jnp.zeros(2), jnp.eye(3), EPS)
   with pytest.raises(ValueError, match="potential_std"):
-    lsb.mixture_benchmark(key, 3, 1.0)
+    benchmarks.mixture_benchmark(key, 3, 1.0)

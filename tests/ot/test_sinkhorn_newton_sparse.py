@@ -1,7 +1,9 @@
-"""Sinkhorn-Newton-Sparse against ott's Sinkhorn, dense Newton in numpy, and the exact assignment."""
+"""Sinkhorn-Newton-Sparse against ott's Sinkhorn, dense Newton in numpy, the exact assignment; its gradients
+against ott's implicit differentiation and finite differences."""
 
 import jax
 import jax.numpy as jnp
+import jax.test_util  # noqa: F401  (check_grads)
 import numpy as np
 import pytest
 from ott.geometry import geometry
@@ -11,8 +13,9 @@ from ott.solvers.linear import sinkhorn
 from scipy.optimize import linear_sum_assignment
 
 from toolkit.ot import SinkhornNewtonSparse
+from toolkit.ot import SNSOutput
 from toolkit.ot import dual_objective
-from toolkit.ot import solve
+from toolkit.ot import solve_sinkhorn_newton_sparse
 
 
 def random_problem(key, n, m, eta, uniform=True):
@@ -43,7 +46,7 @@ def assert_same_solution(out, ref):
 def test_matches_ott_sinkhorn_on_a_small_problem(x64, key, sparsity):
   prob = random_problem(key, 60, 60, eta=100)
   out = jax.jit(SinkhornNewtonSparse(sparsity=sparsity, threshold=1e-11))(prob)
-  assert out.converged and out.n_newton_iters > 0
+  assert out.converged and out.num_newton_iters > 0
   assert_same_solution(out, ott_reference(prob))
   np.testing.assert_allclose(dual_objective(out.f, out.g, prob), out.ent_reg_cost, rtol=1e-10)
 
@@ -52,14 +55,14 @@ def test_too_small_a_budget_falls_back_to_sinkhorn(x64, key):
   """3/n of the entries hold < 99% of the plan's mass here: no Newton step is taken, and Sinkhorn converges."""
   prob = random_problem(key, 60, 60, eta=20)
   out = SinkhornNewtonSparse(sparsity=0.05, threshold=1e-11, max_newton_iters=500)(prob)
-  assert out.converged and int(out.n_newton_iters) == 0
+  assert out.converged and int(out.num_newton_iters) == 0
   assert float(out.kept_mass[0]) < 0.99
   assert_same_solution(out, ott_reference(prob))
 
 
 def test_rectangular_non_uniform_marginals(x64, key):
   prob = random_problem(key, 40, 70, eta=80, uniform=False)
-  out = solve(prob.geom, prob.a, prob.b, threshold=1e-11)
+  out = solve_sinkhorn_newton_sparse(prob.geom, prob.a, prob.b, threshold=1e-11)
   assert out.converged
   assert_same_solution(out, ott_reference(prob))
   np.testing.assert_allclose(out.matrix.sum(1), prob.a, atol=1e-11)
@@ -70,7 +73,7 @@ def test_point_cloud_geometry(x64, key):
   x = jax.random.normal(key, (50, 2))
   y = jax.random.normal(jax.random.fold_in(key, 1), (45, 2)) + 1.0
   geom = pointcloud.PointCloud(x, y, epsilon=0.05)
-  out = solve(geom, num_sinkhorn_iters=200, threshold=1e-10)
+  out = solve_sinkhorn_newton_sparse(geom, num_sinkhorn_iters=200, threshold=1e-10)
   assert out.converged
   assert_same_solution(out, ott_reference(linear_problem.LinearProblem(geom)))
 
@@ -123,7 +126,7 @@ def test_large_eta_recovers_the_exact_assignment(x64, key):
   the solver until Newton takes over."""
   prob = random_problem(key, 80, 80, eta=1e4)
   out = jax.jit(SinkhornNewtonSparse(threshold=1e-9, max_newton_iters=1000))(prob)
-  assert out.converged and int(out.n_newton_iters) > 0
+  assert out.converged and int(out.num_newton_iters) > 0
   cost = np.asarray(prob.geom.cost_matrix)
   rows, cols = linear_sum_assignment(cost)
   np.testing.assert_array_equal(np.argmax(np.asarray(out.matrix), axis=1)[rows], cols)
@@ -144,15 +147,116 @@ def test_jit_and_eager_agree(x64, key):
   solver = SinkhornNewtonSparse(threshold=1e-10)
   eager, jitted = solver(prob), jax.jit(solver)(prob)
   np.testing.assert_allclose(eager.f, jitted.f, atol=1e-12)
-  assert int(eager.n_newton_iters) == int(jitted.n_newton_iters)
+  assert int(eager.num_newton_iters) == int(jitted.num_newton_iters)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Differentiation: implicit, at the fixed point.
+
+TIGHT_SNS = SinkhornNewtonSparse(threshold=1e-12, max_newton_iters=500)
+TIGHT_OTT = sinkhorn.Sinkhorn(threshold=1e-12, max_iterations=200_000, inner_iterations=10)
+
+
+def point_clouds(key, n=30, m=25):
+  kx, ky = jax.random.split(key)
+  return jax.random.normal(kx, (n, 2)), jax.random.normal(ky, (m, 2)) * 0.8 + 0.5
+
+
+def entropic_cost(solver, x, y, a=None, b=None, epsilon=0.1):
+  out = solver(linear_problem.LinearProblem(pointcloud.PointCloud(x, y, epsilon=epsilon), a=a, b=b))
+  return out.ent_reg_cost
+
+
+def test_gradient_wrt_points_equals_otts(x64, key):
+  """∇_x, ∇_y of the entropic cost through SNS = through ott's Sinkhorn (implicit differentiation, run tight)."""
+  x, y = point_clouds(key)
+  grads = {}
+  for name, solver in (("sns", TIGHT_SNS), ("ott", TIGHT_OTT)):
+    value, grads[name] = jax.jit(jax.value_and_grad(lambda x, y: entropic_cost(solver, x, y), argnums=(0, 1)))(x, y)
+    assert np.isfinite(value)
+  for ours, theirs in zip(grads["sns"], grads["ott"]):
+    assert np.linalg.norm(theirs) > 1e-2
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-12)
+
+
+def test_gradient_wrt_marginal_weights_equals_otts(x64, key):
+  """Through a = softmax(α), b = softmax(β) (balanced for every α, β): ∇_α, ∇_β through SNS = through ott."""
+  x, y = point_clouds(key, 20, 15)
+  ka, kb = jax.random.split(jax.random.fold_in(key, 1))
+  alpha, beta = jax.random.normal(ka, (20,)), jax.random.normal(kb, (15,))
+
+  def loss(solver):
+    return lambda alpha, beta: entropic_cost(solver, x, y, jax.nn.softmax(alpha), jax.nn.softmax(beta))
+
+  ours = jax.jit(jax.grad(loss(TIGHT_SNS), argnums=(0, 1)))(alpha, beta)
+  theirs = jax.jit(jax.grad(loss(TIGHT_OTT), argnums=(0, 1)))(alpha, beta)
+  for g_ours, g_theirs in zip(ours, theirs):
+    assert np.linalg.norm(g_theirs) > 1e-3
+    np.testing.assert_allclose(g_ours, g_theirs, rtol=1e-6, atol=1e-12)
+  # The raw gradients in (a, b) agree along every direction that keeps the problem balanced: up to (c·1, -c·1).
+  a, b = jax.nn.softmax(alpha), jax.nn.softmax(beta)
+  raw = {
+    name: jax.grad(lambda a, b: entropic_cost(solver, x, y, a, b), argnums=(0, 1))(a, b)
+    for name, solver in (("sns", TIGHT_SNS), ("ott", TIGHT_OTT))
+  }
+  shift = jnp.mean(raw["sns"][0] - raw["ott"][0])
+  np.testing.assert_allclose(raw["sns"][0] - shift, raw["ott"][0], rtol=1e-6, atol=1e-9)
+  np.testing.assert_allclose(raw["sns"][1] + shift, raw["ott"][1], rtol=1e-6, atol=1e-9)
+
+
+def test_gradient_of_the_plan_through_a_cost_matrix_equals_otts(x64, key):
+  """A loss of the plan itself (where the implicit part carries the gradient) in a dense cost matrix."""
+  prob = random_problem(key, 12, 10, eta=20, uniform=False)
+  weights = jax.random.normal(jax.random.fold_in(key, 3), (12, 10))
+
+  def loss(solver):
+    def f(cost):
+      geom = geometry.Geometry(cost_matrix=cost, epsilon=prob.geom.epsilon)
+      return jnp.sum(solver(linear_problem.LinearProblem(geom, a=prob.a, b=prob.b)).matrix * weights)
+
+    return f
+
+  cost = prob.geom.cost_matrix
+  ours, theirs = jax.grad(loss(TIGHT_SNS))(cost), jax.grad(loss(TIGHT_OTT))(cost)
+  assert np.linalg.norm(theirs) > 1e-2
+  np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-10)
+
+
+def test_check_grads_on_a_small_problem(x64, key):
+  """Reverse mode against finite differences: the entropic cost, and a loss of the plan, in the points."""
+  x, y = point_clouds(key, 6, 5)
+  solver = SinkhornNewtonSparse(threshold=1e-13, max_newton_iters=200)
+  weights = jax.random.normal(jax.random.fold_in(key, 2), (6, 5))
+
+  def plan_loss(x, y):
+    prob = linear_problem.LinearProblem(pointcloud.PointCloud(x, y, epsilon=0.5))
+    return jnp.sum(solver(prob).matrix * weights)
+
+  cost = lambda x, y: entropic_cost(solver, x, y, epsilon=0.5)
+  for f in (cost, plan_loss):
+    jax.test_util.check_grads(f, (x, y), order=1, modes=("rev",), atol=1e-6, rtol=1e-5, eps=1e-5)
+
+
+def test_output_under_grad_vmap_and_jit(key):
+  """The output is an ott-like pytree; gradients go through jit and vmap (float32)."""
+  xs = jax.random.normal(key, (3, 10, 2))
+  y = jax.random.normal(jax.random.fold_in(key, 1), (8, 2))
+  solver = SinkhornNewtonSparse(threshold=1e-5)
+  grads = jax.jit(jax.vmap(jax.grad(lambda x: entropic_cost(solver, x, y))))(xs)
+  assert grads.shape == (3, 10, 2) and np.all(np.isfinite(grads))
+  out = solver(linear_problem.LinearProblem(pointcloud.PointCloud(xs[0], y, epsilon=0.1)))
+  assert isinstance(out, SNSOutput) and out.converged
+  np.testing.assert_allclose(out.apply(jnp.ones(10), axis=0), out.matrix.sum(0), rtol=1e-5)
+  np.testing.assert_allclose(out.a, jnp.full(10, 0.1))
+  assert int(out.n_iters) == int(out.num_sinkhorn_iters) + int(out.num_newton_iters)
 
 
 def test_bad_input_raises_clear_errors(key):
   geom = geometry.Geometry(cost_matrix=jnp.ones((3, 4)), epsilon=0.1)
   with pytest.raises(ValueError, match="same mass"):
-    solve(geom, jnp.full(3, 1 / 3), jnp.full(4, 0.5))
+    solve_sinkhorn_newton_sparse(geom, jnp.full(3, 1 / 3), jnp.full(4, 0.5))
   with pytest.raises(TypeError, match="Geometry"):
-    solve(jnp.ones((3, 3)))
+    solve_sinkhorn_newton_sparse(jnp.ones((3, 3)))
   with pytest.raises(ValueError, match="sparsity"):
     SinkhornNewtonSparse(sparsity=0.0)
   with pytest.raises(ValueError, match="balanced"):

@@ -23,15 +23,13 @@ diag(exp(log_s_k / 2))``. With ``s_lower = None`` the S_k are diagonal, ``S_k = 
 paper's default); otherwise full. The authors store ``ε log α`` as the trainable weight (``log_alpha_raw``);
 :func:`fit` does the same internally, so the paper's learning rates carry over.
 
-The module also holds the exact oracles used to test it: the closed-form Gaussian-to-Gaussian bridge
-(:func:`gaussian_bridge`; Janati et al. 2020, Mallasto et al. 2022, Bunne et al. 2023), and the Gaussian-mixture
-benchmark of Gushchin et al. 2023 ("Building the Bridge of Schrödinger", NeurIPS D&B; :func:`mixture_benchmark`)
-with its metrics (:func:`bures_wasserstein`, :func:`conditional_bw_uvp`).
+The exact oracles it is tested against live apart from the method: the closed-form Gaussian bridge and the
+Gaussian-mixture benchmark of Gushchin et al. 2023 in ``toolkit.ot.benchmarks``, its metrics (cBW-UVP, ...) in
+``toolkit.ot.metrics``.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -41,7 +39,14 @@ import jax.numpy as jnp
 import jax.scipy as jsp
 import optax
 
+from toolkit.ot._checks import check_count
+from toolkit.ot._checks import check_epsilon
+from toolkit.ot._checks import check_points
+
 Sampler = Callable[[jax.Array, int], jax.Array]  # (key, n) -> (n, d) samples
+
+# Adam's learning rate of :func:`fit` when no optimiser is given.
+DEFAULT_LEARNING_RATE = 1e-2
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -66,7 +71,7 @@ class LightSBParams(NamedTuple):
   s_lower: jax.Array | None = None
 
   @property
-  def n_components(self) -> int:
+  def num_components(self) -> int:
     return self.r.shape[0]
 
   @property
@@ -76,24 +81,6 @@ class LightSBParams(NamedTuple):
   @property
   def diagonal(self) -> bool:
     return self.s_lower is None
-
-
-def _is_tracer(value: Any) -> bool:
-  return isinstance(value, jax.core.Tracer)
-
-
-def _check_epsilon(epsilon: Any) -> None:
-  """ε must be a positive scalar; checked at trace time when it is concrete."""
-  if _is_tracer(epsilon):
-    if jnp.ndim(epsilon) != 0:
-      raise ValueError(f"`epsilon` must be a scalar, got shape {jnp.shape(epsilon)}.")
-    return
-  try:
-    value = float(epsilon)
-  except (TypeError, ValueError):
-    raise TypeError(f"`epsilon` must be a positive scalar, got {epsilon!r}.") from None
-  if not value > 0 or not math.isfinite(value):
-    raise ValueError(f"`epsilon` must be a finite number > 0 (the Wiener variance of the prior), got {epsilon!r}.")
 
 
 def _check_params(params: Any) -> None:
@@ -109,25 +96,6 @@ def _check_params(params: Any) -> None:
   if params.s_lower is not None and jnp.shape(params.s_lower) != (k, d, d):
     raise ValueError(f"params.s_lower must be None or have shape (K, d, d) = ({k}, {d}, {d}), "
                      f"got {jnp.shape(params.s_lower)}.")
-
-
-def _check_points(x: Any, dim: int, name: str) -> jax.Array:
-  x = jnp.asarray(x)
-  if x.ndim < 1 or x.shape[-1] != dim:
-    raise ValueError(f"`{name}` must have shape (..., d) with d = {dim} (the parameters' dimension), got {x.shape}.")
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    raise TypeError(f"`{name}` must be a floating-point array, got dtype {x.dtype}.")
-  return x
-
-
-def _check_n_components(n_components: Any) -> None:
-  if isinstance(n_components, bool) or not isinstance(n_components, int) or n_components < 1:
-    raise ValueError(f"`n_components` must be an int >= 1, got {n_components!r}.")
-
-
-def _check_square(cov: jax.Array, dim: int, name: str) -> None:
-  if jnp.shape(cov) != (dim, dim):
-    raise ValueError(f"`{name}` must have shape (d, d) = ({dim}, {dim}), got {jnp.shape(cov)}.")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -189,14 +157,14 @@ def _log_c_terms(params: LightSBParams, x: jax.Array, epsilon) -> jax.Array:
 # The potentials, the plan and the loss.
 
 
-def init_params(key: jax.Array, x1_samples: jax.Array | Sampler, n_components: int, *, epsilon: float,
+def init_params(key: jax.Array, x1_samples: jax.Array | Sampler, num_components: int, *, epsilon: float,
                 diagonal: bool = True, s_init: float = 0.1) -> LightSBParams:
   """Initial θ as in the authors' code: α_k = 1/K, r_k = K target samples (INIT_BY_SAMPLES), S_k = s_init·I.
 
   Args:
     key: PRNG key (picks the target samples).
     x1_samples: ``(n, d)`` target samples, or a sampler ``(key, n) -> (n, d)``.
-    n_components: K.
+    num_components: K.
     epsilon: ε (checked; the initial θ itself does not depend on it).
     diagonal: diagonal S_k (the paper's default) or full ones.
     s_init: the initial S_k = s_init·I (authors: 0.1 by default; 1.0 on the EOT benchmark).
@@ -204,20 +172,20 @@ def init_params(key: jax.Array, x1_samples: jax.Array | Sampler, n_components: i
   Returns:
     ``LightSBParams`` with ``s_lower = None`` when ``diagonal`` else zeros.
   """
-  _check_n_components(n_components)
-  _check_epsilon(epsilon)
+  check_count(num_components, "num_components")
+  check_epsilon(epsilon)
   if not s_init > 0:
     raise ValueError(f"`s_init` must be > 0, got {s_init!r}.")
   if callable(x1_samples):
-    r = jnp.asarray(x1_samples(key, n_components))
-    if r.ndim != 2 or r.shape[0] != n_components:
+    r = jnp.asarray(x1_samples(key, num_components))
+    if r.ndim != 2 or r.shape[0] != num_components:
       raise ValueError(f"the sampler `x1_samples` must return (n, d) samples, got shape {r.shape}.")
   else:
     x1_samples = jnp.asarray(x1_samples)
     if x1_samples.ndim != 2 or x1_samples.shape[0] < 1:
       raise ValueError(f"`x1_samples` must have shape (n, d) with n >= 1, got {x1_samples.shape}.")
     n = x1_samples.shape[0]
-    idx = jax.random.choice(key, n, (n_components,), replace=n_components > n)
+    idx = jax.random.choice(key, n, (num_components,), replace=num_components > n)
     r = x1_samples[idx]
   dtype = r.dtype if jnp.issubdtype(r.dtype, jnp.floating) else jnp.float32
   r = r.astype(dtype)
@@ -240,8 +208,8 @@ def log_c(params: LightSBParams, x: jax.Array, epsilon) -> jax.Array:
     ``(...,)``.
   """
   _check_params(params)
-  _check_epsilon(epsilon)
-  x = _check_points(x, params.dim, "x")
+  check_epsilon(epsilon)
+  x = check_points(x, params.dim, "x")
   return jsp.special.logsumexp(_log_c_terms(params, x, epsilon), axis=-1)
 
 
@@ -257,8 +225,8 @@ def log_v(params: LightSBParams, y: jax.Array, epsilon) -> jax.Array:
     ``(...,)``.
   """
   _check_params(params)
-  _check_epsilon(epsilon)
-  y = _check_points(y, params.dim, "y")
+  check_epsilon(epsilon)
+  y = check_points(y, params.dim, "y")
   d = params.dim
   log_norm = -0.5 * d * jnp.log(2.0 * jnp.pi * epsilon) - 0.5 * jnp.sum(params.log_s, axis=-1)  # (K,)
   log_comp = log_norm - 0.5 * _mahalanobis(params, y) / epsilon
@@ -282,21 +250,21 @@ def loss(params: LightSBParams, x0: jax.Array, x1: jax.Array, epsilon) -> jax.Ar
 def plan_log_weights(params: LightSBParams, x: jax.Array, epsilon) -> jax.Array:
   """``(..., K)`` normalised log w_k(x) of the conditional plan π_θ(·|x) (arXiv 2310.01174, Sec. 3)."""
   _check_params(params)
-  _check_epsilon(epsilon)
-  x = _check_points(x, params.dim, "x")
+  check_epsilon(epsilon)
+  x = check_points(x, params.dim, "x")
   return jax.nn.log_softmax(_log_c_terms(params, x, epsilon), axis=-1)
 
 
 def plan_component_means(params: LightSBParams, x: jax.Array) -> jax.Array:
   """``(..., K, d)`` means r_k + S_k x of the components of π_θ(·|x)."""
   _check_params(params)
-  x = _check_points(x, params.dim, "x")
+  x = check_points(x, params.dim, "x")
   return params.r + _s_times(params, x)
 
 
 def plan_component_covs(params: LightSBParams, epsilon) -> jax.Array:
   """``(K, d, d)`` covariances ε S_k of the components of π_θ(·|x) (they do not depend on x)."""
-  _check_epsilon(epsilon)
+  check_epsilon(epsilon)
   return epsilon * s_matrices(params)
 
 
@@ -336,8 +304,8 @@ def sample_plan(key: jax.Array, params: LightSBParams, x: jax.Array, epsilon,
     The samples.
   """
   _check_params(params)
-  _check_epsilon(epsilon)
-  x = _check_points(x, params.dim, "x")
+  check_epsilon(epsilon)
+  x = check_points(x, params.dim, "x")
   if num_samples is not None:
     if not isinstance(num_samples, int) or num_samples < 1:
       raise ValueError(f"`num_samples` must be None or an int >= 1, got {num_samples!r}.")
@@ -396,7 +364,7 @@ def _phi(eig: _Eigen, x: jax.Array, t, epsilon) -> jax.Array:
 
 
 def _log_h(eig: _Eigen, x: jax.Array, t, epsilon) -> jax.Array:
-  """The paper's h(x, t) for one point (arXiv 2310.01174, Sec. 3; ot.md §3.1), up to an x-free constant."""
+  """The paper's h(x, t) for one point (arXiv 2310.01174, Sec. 3), up to an x-free constant."""
   a = t / (epsilon * (1.0 - t))
   inv_eps_lam = 1.0 / (epsilon * eig.lam)
   a_diag = a + inv_eps_lam  # eigenvalues of A_k(t) = t/(ε(1-t)) I + (ε S_k)⁻¹
@@ -421,8 +389,8 @@ def log_h(params: LightSBParams, x: jax.Array, t, epsilon) -> jax.Array:
     epsilon: ε.
   """
   _check_params(params)
-  _check_epsilon(epsilon)
-  x = _check_points(x, params.dim, "x")
+  check_epsilon(epsilon)
+  x = check_points(x, params.dim, "x")
   if x.ndim != 1:
     raise ValueError(f"`x` must be one point of shape (d,), got {x.shape}; vmap over points.")
   return _log_h(_eigen(params), x, t, epsilon)
@@ -457,8 +425,8 @@ def drift(params: LightSBParams, x: jax.Array, t, epsilon) -> jax.Array:
     ``(..., d)``.
   """
   _check_params(params)
-  _check_epsilon(epsilon)
-  x = _check_points(x, params.dim, "x")
+  check_epsilon(epsilon)
+  x = check_points(x, params.dim, "x")
   return _drift_eig(_eigen(params), x, t, epsilon)
 
 
@@ -492,8 +460,8 @@ def sample_sde(key: jax.Array, params: LightSBParams, x0: jax.Array, epsilon, nu
     return_trajectory: also return every X_n (static).
   """
   _check_params(params)
-  _check_epsilon(epsilon)
-  x0 = _check_points(x0, params.dim, "x0")
+  check_epsilon(epsilon)
+  x0 = check_points(x0, params.dim, "x0")
   if not isinstance(num_steps, int) or num_steps < 1:
     raise ValueError(f"`num_steps` must be an int >= 1, got {num_steps!r}.")
   eig = _eigen(params)
@@ -561,49 +529,64 @@ def _as_sampler(data: jax.Array | Sampler, name: str) -> tuple[Sampler, int]:
   return sample, data.shape[1]
 
 
-def fit(key: jax.Array, x0: jax.Array | Sampler, x1: jax.Array | Sampler, *, epsilon: float, n_components: int,
-        diagonal: bool = True, learning_rate: float | optax.Schedule = 1e-2, batch_size: int = 128,
+def _check_optimizer(optimizer: Any) -> optax.GradientTransformation:
+  if optimizer is None:
+    return optax.adam(DEFAULT_LEARNING_RATE)
+  if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+    raise TypeError(f"`optimizer` must be an optax GradientTransformation, got {type(optimizer).__name__}.")
+  return optimizer
+
+
+def fit(key: jax.Array, x0: jax.Array | Sampler, x1: jax.Array | Sampler, *, epsilon: float, num_components: int,
+        diagonal: bool = True, optimizer: optax.GradientTransformation | None = None, batch_size: int = 128,
         num_steps: int = 10_000, s_init: float = 0.1, params: LightSBParams | None = None) -> FitOutput:
-  """Trains LightSB with Adam on independent minibatches of p0 and p1 (arXiv 2310.01174, Algorithm 1).
+  """Trains LightSB on independent minibatches of p0 and p1 (arXiv 2310.01174, Algorithm 1).
 
   Each step draws ``batch_size`` points of each side (with replacement from arrays, or fresh from samplers) and
-  takes an Adam step on L̂(θ) = mean log c_θ(x0) - mean log v_θ(x1). As in the authors' code, the weights are
-  trained as ``ε log α`` (so their learning rates carry over: 1e-3 / 3e-3 / 6e-2 at ε = 0.1 / 1 / 10 on the EOT
-  benchmark), r is initialised from target samples and S_k = s_init·I. The whole loop is one jitted ``lax.scan``.
+  takes an optimiser step on L̂(θ) = mean log c_θ(x0) - mean log v_θ(x1). As in the authors' code, the weights
+  are trained as ``ε log α`` (so their Adam learning rates carry over: 1e-3 / 3e-3 / 6e-2 at ε = 0.1 / 1 / 10 on
+  the EOT benchmark), r is initialised from target samples and S_k = s_init·I. The whole loop is one jitted
+  ``lax.scan``.
 
   Args:
     key: PRNG key.
     x0: ``(n, d)`` source samples, or a jax-traceable sampler ``(key, n) -> (n, d)``.
     x1: ``(m, d)`` target samples, or a sampler.
     epsilon: ε (a Python number).
-    n_components: K.
+    num_components: K.
     diagonal: diagonal (paper default) or full S_k.
-    learning_rate: Adam's learning rate, a number or an optax schedule.
+    optimizer: any optax transformation (e.g. ``optax.adam(3e-3)``, or Adam on an optax schedule); ``None``:
+      ``optax.adam(DEFAULT_LEARNING_RATE)``.
     batch_size: minibatch size of each side.
-    num_steps: number of Adam steps.
+    num_steps: number of optimiser steps.
     s_init: initial S_k = s_init·I (ignored when ``params`` is given).
     params: initial θ (default: :func:`init_params`).
 
   Returns:
     ``FitOutput(params, losses)``.
+
+  >>> x0 = jax.random.normal(jax.random.key(0), (256, 2))
+  >>> out = fit(jax.random.key(1), x0, x0 + 1.0, epsilon=0.1, num_components=4, num_steps=20, batch_size=64,
+  ...           optimizer=optax.adam(3e-3))
+  >>> print(out.losses.shape, out.params.r.shape, bool(jnp.isfinite(out.losses).all()))
+  (20,) (4, 2) True
   """
-  _check_epsilon(epsilon)
-  _check_n_components(n_components)
-  for name, value in (("batch_size", batch_size), ("num_steps", num_steps)):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      raise ValueError(f"`{name}` must be an int >= 1, got {value!r}.")
+  check_epsilon(epsilon)
+  check_count(num_components, "num_components")
+  check_count(batch_size, "batch_size")
+  check_count(num_steps, "num_steps")
   sample0, d0 = _as_sampler(x0, "x0")
   sample1, d1 = _as_sampler(x1, "x1")
   if d0 != d1:
     raise ValueError(f"`x0` and `x1` must have the same dimension, got {d0} and {d1}.")
   init_key, train_key = jax.random.split(key)
   if params is None:
-    params = init_params(init_key, sample1, n_components, epsilon=epsilon, diagonal=diagonal, s_init=s_init)
+    params = init_params(init_key, sample1, num_components, epsilon=epsilon, diagonal=diagonal, s_init=s_init)
   _check_params(params)
-  if params.dim != d0 or params.n_components != n_components or params.diagonal != diagonal:
-    raise ValueError(f"`params` (K = {params.n_components}, d = {params.dim}, diagonal = {params.diagonal}) do not "
-                     f"match n_components = {n_components}, d = {d0}, diagonal = {diagonal}.")
-  optimizer = optax.adam(learning_rate)
+  if params.dim != d0 or params.num_components != num_components or params.diagonal != diagonal:
+    raise ValueError(f"`params` (K = {params.num_components}, d = {params.dim}, diagonal = {params.diagonal}) do "
+                     f"not match num_components = {num_components}, d = {d0}, diagonal = {diagonal}.")
+  optimizer = _check_optimizer(optimizer)
 
   # Trainable variables: θ with log α replaced by ε log α (the authors' log_alpha_raw).
   def to_params(raw):
@@ -626,412 +609,3 @@ def fit(key: jax.Array, x0: jax.Array | Sampler, x1: jax.Array | Sampler, *, eps
 
   raw, losses = run(train_key, params._replace(log_alpha=epsilon * params.log_alpha))
   return FitOutput(to_params(raw), losses)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The closed-form Gaussian-to-Gaussian bridge (the exact oracle).
-
-
-def sqrtm_psd(matrix: jax.Array) -> jax.Array:
-  """Square root of symmetric positive semi-definite matrices ``(..., d, d)`` by ``eigh``."""
-  w, v = jnp.linalg.eigh(0.5 * (matrix + jnp.swapaxes(matrix, -1, -2)))
-  return (v * jnp.sqrt(jnp.maximum(w, 0.0))[..., None, :]) @ jnp.swapaxes(v, -1, -2)
-
-
-class GaussianBridge(NamedTuple):
-  """The Schrödinger bridge / entropic OT plan between N(μ0, Σ0) and N(μ1, Σ1), cost ½‖x-y‖², coefficient ε.
-
-  The plan is N([μ0; μ1], [[Σ0, C], [Cᵀ, Σ1]]) with C = ½(Σ0^{½} D Σ0^{-½} - εI),
-  D = (4 Σ0^{½} Σ1 Σ0^{½} + ε² I)^{½} (Janati et al. 2020; Mallasto et al. 2022; Bunne et al. 2023). Built by
-  :func:`gaussian_bridge`.
-
-  Attributes:
-    mean0, cov0, mean1, cov1: the marginals.
-    epsilon: ε.
-    cross_cov: C = Cov(x0, x1).
-  """
-
-  mean0: jax.Array
-  cov0: jax.Array
-  mean1: jax.Array
-  cov1: jax.Array
-  epsilon: jax.Array
-  cross_cov: jax.Array
-
-  @property
-  def s_star(self) -> jax.Array:
-    """The exact LightSB S* = Cᵀ Σ0⁻¹ (symmetric positive definite; Σ1 = S*Σ0S* + εS*)."""
-    s = jnp.linalg.solve(self.cov0, self.cross_cov).T  # (Σ0⁻¹ C)ᵀ = Cᵀ Σ0⁻¹
-    return 0.5 * (s + s.T)
-
-  @property
-  def r_star(self) -> jax.Array:
-    """The exact LightSB r* = μ1 - S* μ0."""
-    return self.mean1 - self.s_star @ self.mean0
-
-  def conditional_mean(self, x0: jax.Array) -> jax.Array:
-    """``(..., d)``: E[x1 | x0] = μ1 + Cᵀ Σ0⁻¹ (x0 - μ0)."""
-    return self.mean1 + (x0 - self.mean0) @ self.s_star.T
-
-  def conditional_cov(self) -> jax.Array:
-    """``(d, d)``: Cov[x1 | x0] = Σ1 - Cᵀ Σ0⁻¹ C (= ε S*)."""
-    return self.cov1 - self.s_star @ self.cross_cov
-
-  def marginal_mean(self, t) -> jax.Array:
-    """Mean of the bridge at time t: (1-t)μ0 + tμ1."""
-    return (1.0 - t) * self.mean0 + t * self.mean1
-
-  def marginal_cov(self, t) -> jax.Array:
-    """Covariance of the bridge at time t: (1-t)²Σ0 + t²Σ1 + t(1-t)(C + Cᵀ) + εt(1-t)I."""
-    eye = jnp.eye(self.cov0.shape[0], dtype=self.cov0.dtype)
-    return ((1.0 - t) ** 2 * self.cov0 + t**2 * self.cov1 + t * (1.0 - t) * (self.cross_cov + self.cross_cov.T)
-            + self.epsilon * t * (1.0 - t) * eye)
-
-  def lightsb_params(self) -> LightSBParams:
-    """The exact K = 1 LightSB parameters (α = 1, r*, full S*)."""
-    chol = jnp.linalg.cholesky(self.s_star)
-    return LightSBParams(jnp.zeros((1,), chol.dtype), self.r_star[None], (2.0 * jnp.log(jnp.diag(chol)))[None],
-                         jnp.tril(chol, -1)[None])
-
-
-def gaussian_bridge(mean0: jax.Array, cov0: jax.Array, mean1: jax.Array, cov1: jax.Array, epsilon) -> GaussianBridge:
-  """The closed-form Gaussian Schrödinger bridge (ot.md §3.3; the benchmark's rotated-Gaussian solution).
-
-  Args:
-    mean0: ``(d,)`` μ0.
-    cov0: ``(d, d)`` Σ0 (positive definite).
-    mean1: ``(d,)`` μ1.
-    cov1: ``(d, d)`` Σ1 (positive definite).
-    epsilon: ε (cost ½‖x-y‖², Wiener variance ε).
-
-  Returns:
-    A :class:`GaussianBridge` (cross-covariance, conditional law, marginals, exact LightSB parameters).
-  """
-  _check_epsilon(epsilon)
-  mean0, mean1 = jnp.asarray(mean0), jnp.asarray(mean1)
-  if mean0.ndim != 1 or mean1.shape != mean0.shape:
-    raise ValueError(f"`mean0` and `mean1` must have the same shape (d,), got {mean0.shape} and {mean1.shape}.")
-  d = mean0.shape[0]
-  cov0, cov1 = jnp.asarray(cov0), jnp.asarray(cov1)
-  _check_square(cov0, d, "cov0")
-  _check_square(cov1, d, "cov1")
-  eye = jnp.eye(d, dtype=cov0.dtype)
-  root0 = sqrtm_psd(cov0)
-  inv_root0 = jnp.linalg.inv(root0)
-  big_d = sqrtm_psd(4.0 * root0 @ cov1 @ root0 + epsilon**2 * eye)
-  cross = 0.5 * (root0 @ big_d @ inv_root0 - epsilon * eye)
-  return GaussianBridge(mean0, cov0, mean1, cov1, jnp.asarray(epsilon, cov0.dtype), cross)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The Gaussian-mixture EOT benchmark (Gushchin et al. 2023) and its metrics.
-
-# The benchmark's potential component std is 0.5·_POTENTIAL_STD[ε][d] (the benchmark repository's construction
-# notebook, GaussianMixtureDraft.ipynb); input mixtures: 3 components, grid spacing 2, std 0.5.
-_POTENTIAL_STD = {
-  0.1: {2: 0.5, 4: 0.5, 8: 1, 16: 1, 32: 4, 64: 8, 128: 8},
-  1.0: {2: 0.5, 4: 0.5, 8: 1, 16: 1, 32: 2, 64: 2, 128: 2},
-  10.0: {2: 0.5, 4: 0.5, 8: 1, 16: 1, 32: 2, 64: 2, 128: 2},
-}
-
-
-class MixtureBenchmark(NamedTuple):
-  """An EOT benchmark pair with a known plan (Gushchin et al. 2023, "Building the Bridge of Schrödinger").
-
-  p0 = Σ_m p_m N(a_m, A_m). The plan is defined through a Gaussian-mixture potential (q_n, μ_n, Σ_n):
-
-    π*(y|x) = Σ_n w_n(x) N(y | Σ̂_n Σ_n⁻¹ μ_n + Σ̂_n x/ε, Σ̂_n),  w_n(x) ∝ q_n N(x | μ_n, Σ_n + εI),
-    Σ̂_n = (I/ε + Σ_n⁻¹)⁻¹,
-
-  and p1 is p0 pushed through it. This is the LightSB family with full S_n = Σ̂_n/ε, r_n = Σ̂_nΣ_n⁻¹μ_n
-  (:func:`benchmark_lightsb_params`).
-
-  Attributes:
-    input_log_probs: ``(M,)`` log p_m.
-    input_means: ``(M, d)`` a_m.
-    input_covs: ``(M, d, d)`` A_m.
-    potential_log_probs: ``(N,)`` log q_n.
-    potential_means: ``(N, d)`` μ_n.
-    potential_covs: ``(N, d, d)`` Σ_n.
-    epsilon: ε.
-  """
-
-  input_log_probs: jax.Array
-  input_means: jax.Array
-  input_covs: jax.Array
-  potential_log_probs: jax.Array
-  potential_means: jax.Array
-  potential_covs: jax.Array
-  epsilon: jax.Array
-
-  @property
-  def dim(self) -> int:
-    return self.input_means.shape[1]
-
-
-def _grid_centres(key: jax.Array, dim: int, num: int, dist: float) -> jax.Array:
-  """``(num, dim)``: along every axis the centres take the values dist·{0..num-1} - dist(num-1)/2, permuted."""
-  perms = jax.vmap(lambda k: jax.random.permutation(k, num))(jax.random.split(key, dim))  # (dim, num)
-  return dist * perms.T.astype(jnp.result_type(float)) - dist * (num - 1) / 2.0
-
-
-def mixture_benchmark(key: jax.Array, dim: int, epsilon: float, *, n_input: int = 3, input_dist: float = 2.0,
-                      input_std: float = 0.5, n_potential: int = 5, potential_dist: float = 1.0,
-                      potential_std: float | None = None) -> MixtureBenchmark:
-  """Draws a Gaussian-mixture benchmark pair by the construction of Gushchin et al. 2023.
-
-  As in the benchmark's construction notebook: mixture weights uniform(0, 1) then normalised; the centres sit on
-  a grid (along each axis a random permutation of ``dist·(0..n-1)``, centred); isotropic covariances std²·I.
-  Input: 3 components, spacing 2, std 0.5. Potential: 5 components, spacing 1, std 0.5·s(ε, d) with the
-  benchmark's table s (0.5 for d ≤ 4, 1 for d = 8, 16; 2 for d ≥ 32, or 4 and 8 at ε = 0.1). The original
-  parameters are downloaded files drawn once with torch's RNG; this draws its own with ``key``.
-
-  Args:
-    key: PRNG key.
-    dim: d.
-    epsilon: ε.
-    n_input, input_dist, input_std: the input mixture's construction.
-    n_potential, potential_dist: the potential's construction.
-    potential_std: the potential's component std (default: the benchmark's table; required off the table).
-
-  Returns:
-    A :class:`MixtureBenchmark`.
-  """
-  _check_epsilon(epsilon)
-  if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-    raise ValueError(f"`dim` must be an int >= 1, got {dim!r}.")
-  if potential_std is None:
-    table = _POTENTIAL_STD.get(float(epsilon), {})
-    if dim not in table:
-      raise ValueError(f"no benchmark potential std for d = {dim}, ε = {epsilon}: the benchmark has d in "
-                       f"{sorted(_POTENTIAL_STD[1.0])} and ε in {sorted(_POTENTIAL_STD)}; pass `potential_std`.")
-    potential_std = 0.5 * table[dim]
-  return _build_benchmark(key, epsilon, input_dist, input_std, potential_dist, potential_std, dim=dim,
-                          n_input=n_input, n_potential=n_potential)
-
-
-@functools.partial(jax.jit, static_argnames=("dim", "n_input", "n_potential"))
-def _build_benchmark(key, epsilon, input_dist, input_std, potential_dist, potential_std, *, dim, n_input,
-                     n_potential) -> MixtureBenchmark:
-  keys = jax.random.split(key, 4)
-  dtype = jnp.result_type(float)  # float32, or float64 under x64
-  eye = jnp.eye(dim, dtype=dtype)
-
-  def weights(k, n):
-    p = jax.random.uniform(k, (n,), dtype)
-    return jnp.log(p / p.sum())
-
-  return MixtureBenchmark(
-    input_log_probs=weights(keys[0], n_input),
-    input_means=_grid_centres(keys[1], dim, n_input, input_dist),
-    input_covs=jnp.broadcast_to(input_std**2 * eye, (n_input, dim, dim)),
-    potential_log_probs=weights(keys[2], n_potential),
-    potential_means=_grid_centres(keys[3], dim, n_potential, potential_dist),
-    potential_covs=jnp.broadcast_to(potential_std**2 * eye, (n_potential, dim, dim)),
-    epsilon=jnp.asarray(epsilon, dtype),
-  )
-
-
-class BenchmarkPieces(NamedTuple):
-  """The factorisations of a :class:`MixtureBenchmark` its samplers need, computed once (:func:`benchmark_pieces`).
-
-  With them, sampling p0, p1 and π*(·|x) costs only gathers and matrix products (no LAPACK call per batch).
-
-  Attributes:
-    bench: the benchmark.
-    input_chol: ``(M, d, d)`` Cholesky factors of the input covariances A_m.
-    weight_prec: ``(N, d, d)`` inverse Cholesky factors of Σ_n + εI (for the weights w_n(x)).
-    weight_log_norm: ``(N,)`` log q_n - ½ log det(2π(Σ_n + εI)).
-    plan_cov: ``(N, d, d)`` Σ̂_n = (I/ε + Σ_n⁻¹)⁻¹.
-    plan_chol: ``(N, d, d)`` Cholesky factors of Σ̂_n.
-    plan_bias: ``(N, d)`` Σ̂_nΣ_n⁻¹μ_n.
-    plan_slope: ``(N, d, d)`` Σ̂_n/ε.
-  """
-
-  bench: MixtureBenchmark
-  input_chol: jax.Array
-  weight_prec: jax.Array
-  weight_log_norm: jax.Array
-  plan_cov: jax.Array
-  plan_chol: jax.Array
-  plan_bias: jax.Array
-  plan_slope: jax.Array
-
-
-@jax.jit
-def benchmark_pieces(bench: MixtureBenchmark) -> BenchmarkPieces:
-  """Factorises the benchmark's covariances once (see :class:`BenchmarkPieces`)."""
-  d = bench.dim
-  eye = jnp.eye(d, dtype=bench.potential_covs.dtype)
-  inv_cov = jnp.linalg.inv(bench.potential_covs)
-  plan_cov = jnp.linalg.inv(eye / bench.epsilon + inv_cov)
-  plan_cov = 0.5 * (plan_cov + jnp.swapaxes(plan_cov, -1, -2))
-  shifted_chol = jnp.linalg.cholesky(bench.potential_covs + bench.epsilon * eye)
-  weight_prec = jsp.linalg.solve_triangular(shifted_chol, jnp.broadcast_to(eye, shifted_chol.shape), lower=True)
-  log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(shifted_chol, axis1=-2, axis2=-1)), -1)
-  return BenchmarkPieces(
-    bench=bench,
-    input_chol=jnp.linalg.cholesky(bench.input_covs),
-    weight_prec=weight_prec,
-    weight_log_norm=bench.potential_log_probs - 0.5 * (d * jnp.log(2.0 * jnp.pi) + log_det),
-    plan_cov=plan_cov,
-    plan_chol=jnp.linalg.cholesky(plan_cov),
-    plan_bias=jnp.einsum("nij,njk,nk->ni", plan_cov, inv_cov, bench.potential_means),
-    plan_slope=plan_cov / bench.epsilon,
-  )
-
-
-def _input_sample(key: jax.Array, pieces: BenchmarkPieces, n: int) -> jax.Array:
-  bench = pieces.bench
-  k_comp, k_noise = jax.random.split(key)
-  comp = jax.random.categorical(k_comp, bench.input_log_probs, shape=(n,))
-  noise = jax.random.normal(k_noise, (n, bench.dim), bench.input_means.dtype)
-  return bench.input_means[comp] + jnp.einsum("nij,nj->ni", pieces.input_chol[comp], noise)
-
-
-def _conditional(pieces: BenchmarkPieces, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-  x = _check_points(x, pieces.bench.dim, "x")
-  white = jnp.einsum("nij,...nj->...ni", pieces.weight_prec, x[..., None, :] - pieces.bench.potential_means)
-  log_w = jax.nn.log_softmax(pieces.weight_log_norm - 0.5 * jnp.sum(white * white, -1), axis=-1)
-  means = pieces.plan_bias + jnp.einsum("nij,...j->...ni", pieces.plan_slope, x)
-  return log_w, means, pieces.plan_cov
-
-
-def _target_sample(key: jax.Array, pieces: BenchmarkPieces, x: jax.Array) -> jax.Array:
-  log_w, means, _ = _conditional(pieces, x)
-  k_comp, k_noise = jax.random.split(key)
-  comp = jax.random.categorical(k_comp, log_w, axis=-1)
-  mean = jnp.take_along_axis(means, comp[..., None, None], axis=-2)[..., 0, :]
-  noise = jax.random.normal(k_noise, mean.shape, mean.dtype)
-  return mean + jnp.einsum("...ij,...j->...i", pieces.plan_chol[comp], noise)
-
-
-@functools.partial(jax.jit, static_argnames="n")
-def sample_benchmark_input(key: jax.Array, bench: MixtureBenchmark, n: int) -> jax.Array:
-  """``(n, d)`` samples of the benchmark's source p0 (a Gaussian mixture)."""
-  return _input_sample(key, benchmark_pieces(bench), n)
-
-
-@jax.jit
-def benchmark_conditional(bench: MixtureBenchmark, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """The benchmark's true π*(·|x) as a mixture: log weights ``(..., N)``, means ``(..., N, d)``, covs ``(N, d, d)``.
-
-  Weights ∝ q_n N(x | μ_n, Σ_n + εI), means Σ̂_nΣ_n⁻¹μ_n + Σ̂_n x/ε, covariances Σ̂_n = (I/ε + Σ_n⁻¹)⁻¹.
-  """
-  return _conditional(benchmark_pieces(bench), x)
-
-
-@jax.jit
-def benchmark_conditional_moments(bench: MixtureBenchmark, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Mean ``(..., d)`` and covariance ``(..., d, d)`` of the benchmark's true π*(·|x) (the cBW-UVP reference)."""
-  return _mixture_moments(*benchmark_conditional(bench, x))
-
-
-@jax.jit
-def sample_benchmark_target(key: jax.Array, bench: MixtureBenchmark, x: jax.Array) -> jax.Array:
-  """One y ~ π*(·|x) per point of x ``(..., d)``; with x ~ p0 these are samples of the target p1."""
-  return _target_sample(key, benchmark_pieces(bench), x)
-
-
-def benchmark_samplers(bench: MixtureBenchmark) -> tuple[Sampler, Sampler, Callable[[jax.Array, jax.Array], jax.Array]]:
-  """Samplers ``(key, n) -> (n, d)`` of p0 and p1, and ``(key, x) -> y ~ π*(·|x)``, for :func:`fit` and the metrics.
-
-  The covariances are factorised once here, so a sampler traced inside a training loop is only gathers and matrix
-  products. p1 samples are y ~ π*(·|x) with fresh x ~ p0 (independent of the p0 batch, as in the benchmark).
-  """
-  pieces = benchmark_pieces(bench)
-
-  def sample_x0(key, n):
-    return _input_sample(key, pieces, n)
-
-  def sample_x1(key, n):
-    k_x, k_y = jax.random.split(key)
-    return _target_sample(k_y, pieces, _input_sample(k_x, pieces, n))
-
-  def sample_plan_true(key, x):
-    return _target_sample(key, pieces, x)
-
-  return sample_x0, sample_x1, sample_plan_true
-
-
-@jax.jit
-def benchmark_lightsb_params(bench: MixtureBenchmark) -> LightSBParams:
-  """The exact LightSB θ* of the benchmark (full S_n = Σ̂_n/ε, r_n = Σ̂_nΣ_n⁻¹μ_n, K = N).
-
-  log α_n = log q_n - ½ log det(Σ_n + εI) - ½ μ_nᵀ(Σ_n + εI)⁻¹μ_n, so that w_n(x) matches the benchmark's weights.
-  """
-  pieces = benchmark_pieces(bench)
-  white_mean = jnp.einsum("nij,nj->ni", pieces.weight_prec, bench.potential_means)
-  d = bench.dim
-  log_alpha = pieces.weight_log_norm + 0.5 * d * jnp.log(2.0 * jnp.pi) - 0.5 * jnp.sum(white_mean**2, -1)
-  chol = jnp.linalg.cholesky(pieces.plan_slope)
-  diag = jnp.diagonal(chol, axis1=-2, axis2=-1)
-  return LightSBParams(log_alpha, pieces.plan_bias, 2.0 * jnp.log(diag), jnp.tril(chol, -1))
-
-
-@functools.partial(jax.jit, static_argnames="num_samples")
-def benchmark_target_variance(key: jax.Array, bench: MixtureBenchmark, num_samples: int = 100_000) -> jax.Array:
-  """tr Cov(y) of the target p1 by Monte Carlo (E tr Cov(y|x) + tr Cov(E[y|x]), x ~ p0): the cBW-UVP's Var(y)."""
-  pieces = benchmark_pieces(bench)
-  log_w, means, covs = _conditional(pieces, _input_sample(key, pieces, num_samples))
-  w = jnp.exp(log_w)
-  mean = jnp.einsum("nk,nkd->nd", w, means)
-  # tr Cov(y|x) = Σ_k w_k (tr Σ̂_k + ‖m_k - m‖²), without forming the (n, d, d) covariances.
-  spread = jnp.sum((means - mean[:, None]) ** 2, -1)  # (n, K)
-  cond_trace = w @ jnp.trace(covs, axis1=-2, axis2=-1) + jnp.sum(w * spread, -1)
-  return jnp.mean(cond_trace) + jnp.sum(jnp.var(mean, axis=0))
-
-
-def gaussian_fit(samples: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Mean ``(..., d)`` and unbiased covariance ``(..., d, d)`` of samples ``(..., n, d)`` (as ``np.cov``)."""
-  mean = jnp.mean(samples, axis=-2)
-  centred = samples - mean[..., None, :]
-  return mean, jnp.einsum("...ni,...nj->...ij", centred, centred) / (samples.shape[-2] - 1)
-
-
-def bures_wasserstein(mean_a: jax.Array, cov_a: jax.Array, mean_b: jax.Array, cov_b: jax.Array) -> jax.Array:
-  """½ W2² between N(μa, Σa) and N(μb, Σb): ½‖μa-μb‖² + ½trΣa + ½trΣb - tr((Σa^{½} Σb Σa^{½})^{½}).
-
-  The benchmark's ``BW`` (Gushchin et al. 2023, ``compute_BW_with_gt_stats``); batched over leading axes.
-  """
-  root_a = sqrtm_psd(cov_a)
-  cross = jnp.trace(sqrtm_psd(root_a @ cov_b @ root_a), axis1=-2, axis2=-1)
-  return (0.5 * jnp.sum((mean_a - mean_b) ** 2, -1) + 0.5 * jnp.trace(cov_a, axis1=-2, axis2=-1)
-          + 0.5 * jnp.trace(cov_b, axis1=-2, axis2=-1) - cross)
-
-
-def bw_uvp(samples: jax.Array, true_mean: jax.Array, true_cov: jax.Array) -> jax.Array:
-  """BW-UVP (%) = 100 · BW(Gaussian fit of samples, truth) / (½ tr Σ_true) (Gushchin et al. 2023)."""
-  mean, cov = gaussian_fit(samples)
-  return 100.0 * bures_wasserstein(mean, cov, true_mean, true_cov) / (0.5 * jnp.trace(true_cov))
-
-
-@functools.partial(jax.jit, static_argnames=("sampler", "num_samples", "batch_size"))
-def conditional_bw_uvp(key: jax.Array, sampler: Callable[[jax.Array, jax.Array, int], jax.Array], x: jax.Array,
-                       true_means: jax.Array, true_covs: jax.Array, target_variance, *, num_samples: int = 1000,
-                       batch_size: int = 25) -> jax.Array:
-  """cBW-UVP (%) = 100 · mean_x BW(fit of samples of y|x, true mean/cov of y|x) / (½ Var(y)) (Gushchin et al. 2023).
-
-  Args:
-    key: PRNG key.
-    sampler: ``(key, x (d,), n) -> (n, d)`` samples of the model's y | x, e.g.
-      ``lambda k, x, n: sample_plan(k, params, x, eps, n)``.
-    x: ``(m, d)`` test inputs.
-    true_means: ``(m, d)`` the true conditional means.
-    true_covs: ``(m, d, d)`` the true conditional covariances.
-    target_variance: Var(y) = tr Cov(y) of the target.
-    num_samples: samples per test input (the benchmark: 1000).
-    batch_size: test inputs per step of the ``lax.map`` (bounds memory at batch·num_samples·d).
-
-  Returns:
-    The cBW-UVP in percent (a scalar).
-  """
-  keys = jax.random.split(key, x.shape[0])
-
-  def one(args):
-    k, xi, mean, cov = args
-    fit_mean, fit_cov = gaussian_fit(sampler(k, xi, num_samples))
-    return bures_wasserstein(fit_mean, fit_cov, mean, cov)
-
-  bws = jax.lax.map(one, (keys, x, true_means, true_covs), batch_size=batch_size)
-  return 100.0 * jnp.mean(bws) / (0.5 * target_variance)

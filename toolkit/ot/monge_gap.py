@@ -12,6 +12,9 @@ zero exactly when T is c-optimal between ρ and its image. On samples it is esti
 
 which is at least ε log n (the diagonal coupling is feasible and has entropy log n), with equality for an optimal
 map. A map is then learned by minimising a fitting loss Δ(T#μ, ν) plus λ·M̂(T) over an unconstrained network.
+
+The entropic OT inside is a swappable solver of an ott ``LinearProblem`` (``solver=``): ott's Sinkhorn by default,
+or Sinkhorn-Newton-Sparse (``toolkit.ot.SinkhornNewtonSparse``); both differentiate through their fixed point.
 """
 
 from __future__ import annotations
@@ -25,12 +28,22 @@ import jax.numpy as jnp
 import optax
 from ott.geometry import costs
 from ott.geometry import pointcloud
-from ott.solvers import linear
+from ott.problems.linear import linear_problem
+from ott.solvers.linear import sinkhorn
 from ott.tools import sinkhorn_divergence
 
-# Tighter than ott's default (threshold 1e-3, 2000 iterations), which often stops unconverged at the small ε the
-# Monge gap needs; ``converged`` is reported either way.
+# A linear OT solver: an ott LinearProblem in, an output with ``ent_reg_cost`` and ``converged`` out (ott's
+# ``sinkhorn.Sinkhorn(...)``, ``toolkit.ot.SinkhornNewtonSparse(...)``, ...). It must be differentiable in the
+# problem (ott's implicit differentiation, SNS's) for the gap to be a training loss.
+LinearSolver = Callable[[linear_problem.LinearProblem], Any]
+
+# The estimator's default Sinkhorn: tighter than ott's default (threshold 1e-3, 2000 iterations), which often stops
+# unconverged at the small ε the Monge gap needs; ``converged`` is reported either way.
 DEFAULT_SOLVER_KWARGS = {"threshold": 1e-4, "max_iterations": 5000}
+# Both losses of :func:`fit_map` during training: ott's defaults, ten times cheaper per step than the above.
+TRAINING_SOLVER_KWARGS = {"threshold": 1e-3, "max_iterations": 2000}
+# Adam's learning rate of :func:`fit_map` when no optimiser is given.
+DEFAULT_LEARNING_RATE = 1e-3
 
 
 class MongeGapOutput(NamedTuple):
@@ -40,9 +53,9 @@ class MongeGapOutput(NamedTuple):
     value: ``displacement - ent_reg_cost``.
     displacement: mean cost of the pairs ``(x_i, T(x_i))``.
     ent_reg_cost: entropic OT cost between the two point clouds.
-    floor: ``ε log n``, the value for an optimal map once Sinkhorn has converged.
+    floor: ``ε log n``, the value for an optimal map once the OT solver has converged.
     epsilon: the ε used.
-    converged: whether ott's Sinkhorn converged.
+    converged: whether the OT solver converged.
   """
 
   value: jax.Array
@@ -66,6 +79,17 @@ def _check_samples(source, mapped) -> None:
     )
 
 
+def _check_solver(solver: Any, default_kwargs: dict[str, Any]) -> LinearSolver:
+  if solver is None:
+    return sinkhorn.Sinkhorn(**default_kwargs)
+  if not callable(solver):
+    raise TypeError(
+      f"`solver` must be a callable taking an ott LinearProblem (e.g. ott's sinkhorn.Sinkhorn(...) or "
+      f"toolkit.ot.SinkhornNewtonSparse(...)), got {type(solver).__name__}."
+    )
+  return solver
+
+
 def monge_gap_output(
   source: jax.Array,
   mapped: jax.Array,
@@ -73,15 +97,22 @@ def monge_gap_output(
   cost_fn: costs.CostFn | None = None,
   epsilon: float | None = None,
   relative_epsilon: str | None = None,
-  **solver_kwargs: Any,
+  solver: LinearSolver | None = None,
 ) -> MongeGapOutput:
-  """The entropic Monge gap estimator (arXiv 2302.04953, Eq. 8) with its parts; see :func:`monge_gap`."""
+  """The entropic Monge gap estimator (arXiv 2302.04953, Eq. 8) with its parts; see :func:`monge_gap`.
+
+  >>> grid = jnp.stack(jnp.meshgrid(jnp.arange(4.0), jnp.arange(4.0)), -1).reshape(-1, 2)
+  >>> out = monge_gap_output(grid, grid + 0.1, epsilon=0.01)  # a translation is optimal for ‖x - y‖²
+  >>> print(bool(out.converged), bool(jnp.abs(out.value - out.floor) < 1e-5))  # at the floor ε log n
+  True True
+  """
   _check_samples(source, mapped)
+  solver = _check_solver(solver, DEFAULT_SOLVER_KWARGS)
   cost_fn = costs.SqEuclidean() if cost_fn is None else cost_fn
   # scale_cost stays 1: ott 0.6 rescales the OT cost but not the displacement term otherwise.
   geom = pointcloud.PointCloud(source, mapped, cost_fn=cost_fn, epsilon=epsilon, relative_epsilon=relative_epsilon)
   displacement = jnp.mean(jax.vmap(cost_fn)(source, mapped))
-  out = linear.solve(geom, **{**DEFAULT_SOLVER_KWARGS, **solver_kwargs})
+  out = solver(linear_problem.LinearProblem(geom))
   n = source.shape[0]
   return MongeGapOutput(
     value=displacement - out.ent_reg_cost, displacement=displacement, ent_reg_cost=out.ent_reg_cost,
@@ -96,7 +127,7 @@ def monge_gap(
   cost_fn: costs.CostFn | None = None,
   epsilon: float | None = None,
   relative_epsilon: str | None = None,
-  **solver_kwargs: Any,
+  solver: LinearSolver | None = None,
 ) -> jax.Array:
   """Entropic estimate of the Monge gap of the map ``source[i] -> mapped[i]`` (arXiv 2302.04953, Eq. 8).
 
@@ -106,13 +137,23 @@ def monge_gap(
     cost_fn: any ott cost; squared Euclidean (``‖x - y‖²``, no ½) by default.
     epsilon: entropic regularisation; ``None`` gives ott's default (0.05 × std of the cost matrix).
     relative_epsilon: ``"mean"`` or ``"std"`` to read ``epsilon`` relative to the cost matrix, as in ott.
-    **solver_kwargs: passed to ott's Sinkhorn (defaults: ``DEFAULT_SOLVER_KWARGS``).
+    solver: the entropic OT solver, any callable taking an ott ``LinearProblem`` and returning an output with
+      ``ent_reg_cost`` and ``converged`` (``LinearSolver``); ``None``: ott's
+      ``sinkhorn.Sinkhorn(**DEFAULT_SOLVER_KWARGS)``. ``toolkit.ot.SinkhornNewtonSparse(...)`` fits too.
 
   Returns:
-    A scalar ≥ ε log n (up to Sinkhorn's tolerance); differentiable in both arguments.
+    A scalar ≥ ε log n (up to the solver's tolerance); differentiable in both arguments.
+
+  >>> from toolkit.ot.sinkhorn_newton_sparse import SinkhornNewtonSparse
+  >>> x = jax.random.normal(jax.random.key(0), (16, 2))
+  >>> y = x[::-1]  # a permutation: far from optimal
+  >>> gap = monge_gap(x, y, epsilon=0.1)
+  >>> gap_sns = monge_gap(x, y, epsilon=0.1, solver=SinkhornNewtonSparse(threshold=1e-5))
+  >>> print(bool(gap > 10 * 0.1 * jnp.log(16)), bool(jnp.abs(gap - gap_sns) < 1e-3))
+  True True
   """
   return monge_gap_output(
-    source, mapped, cost_fn=cost_fn, epsilon=epsilon, relative_epsilon=relative_epsilon, **solver_kwargs
+    source, mapped, cost_fn=cost_fn, epsilon=epsilon, relative_epsilon=relative_epsilon, solver=solver
   ).value
 
 
@@ -151,10 +192,11 @@ def fit_map(
   hidden: Sequence[int] = (64, 64, 64),
   num_steps: int = 2000,
   batch_size: int = 256,
-  learning_rate: float = 1e-3,
+  optimizer: optax.GradientTransformation | None = None,
   fitting_epsilon: float = 0.1,
   mg_epsilon: float = 0.01,
-  solver_kwargs: dict[str, Any] | None = None,
+  solver: LinearSolver | None = None,
+  fitting_solve_kwargs: dict[str, Any] | None = None,
 ) -> MapFit:
   """Learns a map from samples by ``min_θ S_ε(T_θ#μ, ν) + λ M̂(T_θ)`` (arXiv 2302.04953, Sec. 4).
 
@@ -167,31 +209,48 @@ def fit_map(
     cost_fn: the cost the map should be optimal for.
     lambda_mg: weight λ of the Monge gap; 0 trains with the fitting loss alone.
     hidden: widths of the MLP.
-    num_steps, batch_size, learning_rate: Adam training.
+    num_steps, batch_size: the training steps and the samples of each side per step.
+    optimizer: any optax transformation; ``None``: ``optax.adam(DEFAULT_LEARNING_RATE)``.
     fitting_epsilon, mg_epsilon: relative ε of the Sinkhorn divergence and of the Monge gap.
-    solver_kwargs: ott Sinkhorn options of both losses during training; ``None``: ott's defaults (threshold
-      1e-3, 2000 iterations), ten times cheaper per step here than the estimator's tighter default.
+    solver: the Monge gap's OT solver during training (see :func:`monge_gap`); ``None``: ott's
+      ``sinkhorn.Sinkhorn(**TRAINING_SOLVER_KWARGS)`` (ott's defaults, ten times cheaper per step here than the
+      estimator's tighter default).
+    fitting_solve_kwargs: ott Sinkhorn options of the Sinkhorn divergence (ott's ``sinkdiv(solve_kwargs=...)``);
+      ``None``: ``TRAINING_SOLVER_KWARGS``.
 
   Returns:
     A :class:`MapFit`.
+
+  >>> source = lambda k, n: jax.random.normal(k, (n, 2))
+  >>> target = lambda k, n: jax.random.normal(k, (n, 2)) + 2.0
+  >>> learned = fit_map(jax.random.key(0), source, target, num_steps=3, batch_size=16, hidden=(8,),
+  ...                   optimizer=optax.adam(1e-2))
+  >>> print(learned.fitting_loss.shape, learned(jnp.zeros((5, 2))).shape)
+  (3,) (5, 2)
   """
   if lambda_mg < 0:
     raise ValueError(f"`lambda_mg` must be >= 0, got {lambda_mg}.")
   if num_steps < 1 or batch_size < 2:
     raise ValueError(f"need num_steps >= 1 and batch_size >= 2, got {num_steps} and {batch_size}.")
-  solver_kwargs = {"threshold": 1e-3, "max_iterations": 2000} if solver_kwargs is None else dict(solver_kwargs)
+  solver = _check_solver(solver, TRAINING_SOLVER_KWARGS)
+  if fitting_solve_kwargs is None:
+    fitting_solve_kwargs = dict(TRAINING_SOLVER_KWARGS)
+  if optimizer is None:
+    optimizer = optax.adam(DEFAULT_LEARNING_RATE)
+  elif not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+    raise TypeError(f"`optimizer` must be an optax GradientTransformation, got {type(optimizer).__name__}.")
   init_key, data_key = jax.random.split(key)
   probe = source_sampler(init_key, 2)
   model = MapMLP(tuple(hidden))
   params = model.init(init_key, probe)
-  tx = optax.adam(learning_rate)
 
   def losses(params, x, y):
     mapped = model.apply(params, x)
     fit, _ = sinkhorn_divergence.sinkdiv(
-      mapped, y, epsilon=fitting_epsilon, relative_epsilon="mean", static_b=True, solve_kwargs=solver_kwargs,
+      mapped, y, epsilon=fitting_epsilon, relative_epsilon="mean", static_b=True,
+      solve_kwargs=fitting_solve_kwargs,
     )
-    gap = monge_gap(x, mapped, cost_fn=cost_fn, epsilon=mg_epsilon, relative_epsilon="mean", **solver_kwargs)
+    gap = monge_gap(x, mapped, cost_fn=cost_fn, epsilon=mg_epsilon, relative_epsilon="mean", solver=solver)
     return fit, gap
 
   def objective(params, x, y):
@@ -203,12 +262,12 @@ def fit_map(
     kx, ky = jax.random.split(step_key)
     x, y = source_sampler(kx, batch_size), target_sampler(ky, batch_size)
     (_, (fit, gap)), grads = jax.value_and_grad(objective, has_aux=True)(params, x, y)
-    updates, opt_state = tx.update(grads, opt_state, params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), (fit, gap)
 
   @jax.jit
   def train(params, keys):
-    return jax.lax.scan(step, (params, tx.init(params)), keys)
+    return jax.lax.scan(step, (params, optimizer.init(params)), keys)
 
   (params, _), (fit, gap) = train(params, jax.random.split(data_key, num_steps))
   return MapFit(params, model, fit, gap)

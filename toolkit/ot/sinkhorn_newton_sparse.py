@@ -20,11 +20,20 @@ Differences from the paper, and why:
     when those entries hold at least ``min_kept_mass`` of the plan's mass and the line search finds an ascent
     step: otherwise that iteration is a Sinkhorn iteration, which keeps the method convergent whatever the budget.
   * The gauge (f + t, g - t) is fixed by holding the last entry of g still during the Newton solve.
+
+Differentiation: the solver's output is differentiable in the problem (the geometry's cost matrix or point clouds,
+and the marginals a, b) by implicit differentiation at the fixed point ∇D(f*, g*) = 0, as ott differentiates its
+Sinkhorn (Luise, Rudi, Pontil, Ciliberto. "Differential Properties of Sinkhorn Approximation for Learning with
+Wasserstein Distance", NeurIPS 2018, arXiv 1805.11897; Cuturi, Teboul, Niles-Weed, Vert. "Supervised Quantile
+Normalization for Low-rank Matrix Approximation", ICML 2020, arXiv 2002.03229): reverse mode solves one linear
+system with the Hessian -∇²D of the Newton step (exact here, not sparsified) by the same conjugate gradient, then
+pulls the solution back through θ ↦ ∇D(f*, g*; θ). No iteration is differentiated (the loops are ``while_loop``s).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -52,6 +61,9 @@ def marginal_error(f: jax.Array, g: jax.Array, prob: linear_problem.LinearProble
 class SNSOutput(NamedTuple):
   """Output of :class:`SinkhornNewtonSparse`; fields and properties follow ott's ``SinkhornOutput``.
 
+  Differentiable in the problem (see the module docstring): ``f``, ``g``, ``matrix``, ``reg_ot_cost`` and
+  ``ent_reg_cost`` can sit inside a loss.
+
   Attributes:
     f, g: the dual potentials (ott's convention, ``P = exp((f ⊕ g - C)/ε)``).
     errors: marginal error (``‖P1 - a‖₁ + ‖Pᵀ1 - b‖₁``) after each iteration, Sinkhorn stage first, then the
@@ -59,8 +71,8 @@ class SNSOutput(NamedTuple):
     reg_ot_cost: ``<P, C> + ε KL(P | abᵀ)`` as ott computes it from the potentials.
     ot_prob: the problem solved.
     converged: whether the marginal error fell below ``threshold``.
-    n_sinkhorn_iters: Sinkhorn iterations (the warm-up, plus any fallback iterations of the Newton stage).
-    n_newton_iters: Newton iterations taken.
+    num_sinkhorn_iters: Sinkhorn iterations run (the warm-up, plus any fallback iterations of the Newton stage).
+    num_newton_iters: Newton iterations taken.
     step_sizes: line-search step of each Newton-stage iteration (0 for a fallback Sinkhorn iteration).
     kept_mass: share of the plan's mass held by the sparsified Hessian at each Newton-stage iteration.
     cg_iters: conjugate-gradient iterations of each Newton step.
@@ -73,8 +85,8 @@ class SNSOutput(NamedTuple):
   reg_ot_cost: jax.Array
   ot_prob: linear_problem.LinearProblem
   converged: jax.Array
-  n_sinkhorn_iters: jax.Array
-  n_newton_iters: jax.Array
+  num_sinkhorn_iters: jax.Array
+  num_newton_iters: jax.Array
   step_sizes: jax.Array
   kept_mass: jax.Array
   cg_iters: jax.Array
@@ -89,12 +101,25 @@ class SNSOutput(NamedTuple):
     return self.ot_prob.geom
 
   @property
+  def a(self) -> jax.Array:
+    return self.ot_prob.a
+
+  @property
+  def b(self) -> jax.Array:
+    return self.ot_prob.b
+
+  @property
   def n_iters(self) -> jax.Array:
-    return self.n_sinkhorn_iters + self.n_newton_iters
+    """All iterations, Sinkhorn and Newton (ott's name)."""
+    return self.num_sinkhorn_iters + self.num_newton_iters
 
   @property
   def matrix(self) -> jax.Array:
     return self.geom.transport_from_potentials(self.f, self.g)
+
+  @property
+  def kl_reg_cost(self) -> jax.Array:
+    return self.reg_ot_cost
 
   @property
   def ent_reg_cost(self) -> jax.Array:
@@ -107,8 +132,12 @@ class SNSOutput(NamedTuple):
   def primal_cost(self) -> jax.Array:
     return jnp.sum(self.matrix * self.geom.cost_matrix)
 
+  def apply(self, inputs: jax.Array, axis: int = 0) -> jax.Array:
+    """Applies the plan to ``inputs`` as ott's ``SinkhornOutput.apply`` (axis 0: ``Pᵀ inputs``)."""
+    return self.geom.apply_transport_from_potentials(self.f, self.g, inputs, axis=axis)
+
   def to_sinkhorn_output(self) -> sinkhorn_lib.SinkhornOutput:
-    """The same solution as an ott ``SinkhornOutput`` (for ott's tools: ``apply``, ``to_dual_potentials``, ...)."""
+    """The same solution as an ott ``SinkhornOutput`` (for ott's tools: ``to_dual_potentials``, ...)."""
     return sinkhorn_lib.SinkhornOutput(
       potentials=(self.f, self.g), errors=self.errors, reg_ot_cost=self.reg_ot_cost, ot_prob=self.ot_prob,
       threshold=jnp.asarray(self.threshold), converged=self.converged, inner_iterations=1,
@@ -124,7 +153,7 @@ class _NewtonState(NamedTuple):
   step_sizes: jax.Array
   kept_mass: jax.Array
   cg_iters: jax.Array
-  n_newton: jax.Array
+  num_newton: jax.Array
 
 
 def _sparsify(log_plan: jax.Array, budget: int, bisection_steps: int = 50):
@@ -172,8 +201,9 @@ class SinkhornNewtonSparse:
       ``1.0``: the dense Hessian (Newton's method).
     min_kept_mass: take a Newton step only when the kept entries hold this share of the plan's mass; otherwise
       do a Sinkhorn iteration (also done when the line search finds no ascent step).
-    cg_tol: relative residual of the conjugate-gradient solve.
-    cg_maxiter: the most CG iterations per Newton step (the system is badly conditioned at large 1/ε).
+    cg_tol: relative residual of the conjugate-gradient solves (each Newton step, and the implicit
+      differentiation's linear system in reverse mode).
+    cg_maxiter: the most CG iterations per solve (the system is badly conditioned at large 1/ε).
     max_backtracks: halvings of the step in the line search before giving up on a step (step 0).
     armijo: sufficient-increase constant of the line search.
   """
@@ -204,23 +234,42 @@ class SinkhornNewtonSparse:
       return min(n * m, 10 * max(n, m))
     return max(1, min(n * m, int(round(self.sparsity * n * m))))
 
-  def __call__(self, prob: linear_problem.LinearProblem, init: tuple[jax.Array, jax.Array] | None = None) -> SNSOutput:
+  def __call__(
+    self, prob: linear_problem.LinearProblem, init: tuple[jax.Array, jax.Array] | None = None
+  ) -> SNSOutput:
+    """Solves ``prob`` from the potentials ``init`` (zeros by default); differentiable in ``prob``.
+
+    >>> from ott.geometry import pointcloud
+    >>> x = jax.random.normal(jax.random.key(0), (40, 2))
+    >>> y = jax.random.normal(jax.random.key(1), (30, 2)) + 1.0
+    >>> solver = SinkhornNewtonSparse(threshold=1e-5)
+    >>> out = solver(linear_problem.LinearProblem(pointcloud.PointCloud(x, y, epsilon=0.1)))
+    >>> print(bool(out.converged), out.matrix.shape, int(out.num_newton_iters) > 0)
+    True (40, 30) True
+    >>> def cost(x):  # the entropic OT cost as a loss of the points
+    ...   return solver(linear_problem.LinearProblem(pointcloud.PointCloud(x, y, epsilon=0.1))).ent_reg_cost
+    >>> print(jax.grad(cost)(x).shape)
+    (40, 2)
+    """
     _check_problem(prob)
-    warm = self._warm_up(prob, init)
-    newton = self._newton_stage(prob, warm)
+    warm_errors, newton = _iterate_with_implicit_diff(self, prob, init)
     max_iters = self.num_sinkhorn_iters + self.max_newton_iters
-    errors = jnp.concatenate([warm.errors, newton.errors])
+    errors = jnp.concatenate([warm_errors, newton.errors])
     errors = jnp.where(jnp.arange(max_iters) < newton.iteration, errors, -1.0)
-    n_newton_stage = newton.iteration - self.num_sinkhorn_iters
-    n_newton = newton.n_newton
+    newton_stage_iters = newton.iteration - self.num_sinkhorn_iters
     converged = newton.error < self.threshold
     reg_ot_cost = sinkhorn_lib.compute_kl_reg_cost(newton.f, newton.g, prob, lse_mode=True)
     return SNSOutput(
       f=newton.f, g=newton.g, errors=errors, reg_ot_cost=reg_ot_cost, ot_prob=prob, converged=converged,
-      n_sinkhorn_iters=self.num_sinkhorn_iters + (n_newton_stage - n_newton), n_newton_iters=n_newton,
-      step_sizes=newton.step_sizes, kept_mass=newton.kept_mass, cg_iters=newton.cg_iters,
-      threshold=self.threshold,
+      num_sinkhorn_iters=self.num_sinkhorn_iters + (newton_stage_iters - newton.num_newton),
+      num_newton_iters=newton.num_newton, step_sizes=newton.step_sizes, kept_mass=newton.kept_mass,
+      cg_iters=newton.cg_iters, threshold=self.threshold,
     )
+
+  def _iterate(self, prob, init) -> tuple[jax.Array, _NewtonState]:
+    """The warm-up's errors and the final state of the Newton stage."""
+    warm = self._warm_up(prob, init)
+    return warm.errors, self._newton_stage(prob, warm)
 
   def _warm_up(self, prob, init) -> _NewtonState:
     """N1 log-domain Sinkhorn iterations; records the marginal error after each one."""
@@ -310,7 +359,7 @@ class SinkhornNewtonSparse:
       i = state.iteration - self.num_sinkhorn_iters
       return _NewtonState(
         f, g, state.iteration + 1, error, state.errors.at[i].set(error), state.step_sizes.at[i].set(step),
-        state.kept_mass.at[i].set(kept), state.cg_iters.at[i].set(iters), state.n_newton + is_newton,
+        state.kept_mass.at[i].set(kept), state.cg_iters.at[i].set(iters), state.num_newton + is_newton,
       )
 
     def cond(state):
@@ -322,6 +371,61 @@ class SinkhornNewtonSparse:
     if k == 0:  # Sinkhorn only
       return init
     return jax.lax.while_loop(cond, newton_iteration, init)
+
+
+def first_order_conditions(f: jax.Array, g: jax.Array, prob: linear_problem.LinearProblem) -> jax.Array:
+  """``∇D(f, g) = (a - P1, b - Pᵀ1)``, zero at the solution: the fixed point that implicit differentiation uses."""
+  plan = prob.geom.transport_from_potentials(f, g)
+  return jnp.concatenate([prob.a - plan.sum(1), prob.b - plan.sum(0)])
+
+
+def _implicit_vjp(prob, f, g, cotangent, cg_tol, cg_maxiter):
+  """Pulls the cotangent of (f, g) back onto ``prob`` by the implicit function theorem at ∇D(f, g; θ) = 0.
+
+  d(f, g)/dθ = H⁻¹ ∂θ∇D with H = -∇²D = (1/ε)[[diag(P1), P], [Pᵀ, diag(Pᵀ1)]] (positive semi-definite), so the
+  pullback of z̄ is ``vjp(θ ↦ ∇D(f, g; θ))(H⁻¹ z̄)``. H is singular along the gauge (1, -1); as in the Newton step
+  the last entry of g is held still. For a loss invariant to the gauge (f + t, g - t), e.g. anything computed from
+  the plan or the costs, the result does not depend on that choice; gradients in a and b are defined up to
+  adding (c·1, -c·1), a direction that leaves the balanced problem.
+  """
+  geom = prob.geom
+  n, _ = geom.shape
+  plan = geom.transport_from_potentials(f, g)
+  diagonal = jnp.concatenate([plan.sum(1), plan.sum(0)])
+  gauge = jnp.ones_like(diagonal).at[-1].set(0.0)
+
+  def matvec(v):  # ε·H, dense: the exact Hessian, so that the gradient is exact
+    v = v * gauge
+    coupled = jnp.concatenate([plan @ v[n:], plan.T @ v[:n]])
+    return (diagonal * v + coupled) * gauge
+
+  precondition = lambda v: v * gauge / jnp.where(diagonal > 0, diagonal, 1.0)
+  solution, _ = _cg(matvec, cotangent * gauge, precondition, cg_tol, cg_maxiter)
+  _, pullback = jax.vjp(lambda p: first_order_conditions(f, g, p), prob)
+  (prob_cotangent,) = pullback(geom.epsilon * solution * gauge)
+  return prob_cotangent
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _iterate_with_implicit_diff(solver: SinkhornNewtonSparse, prob, init):
+  return solver._iterate(prob, init)
+
+
+def _iterate_fwd(solver, prob, init):
+  warm_errors, newton = solver._iterate(prob, init)
+  return (warm_errors, newton), (newton.f, newton.g, prob, init)
+
+
+def _iterate_bwd(solver, residuals, cotangents):
+  f, g, prob, init = residuals
+  _, newton_cotangent = cotangents
+  cotangent = jnp.concatenate([newton_cotangent.f, newton_cotangent.g])
+  prob_cotangent = _implicit_vjp(prob, f, g, cotangent, solver.cg_tol, solver.cg_maxiter)
+  # The solution does not depend on where the iterations started.
+  return prob_cotangent, jax.tree.map(jnp.zeros_like, init)
+
+
+_iterate_with_implicit_diff.defvjp(_iterate_fwd, _iterate_bwd)
 
 
 def _cg(matvec, rhs, precondition, tol, maxiter):
@@ -368,9 +472,19 @@ def _check_problem(prob: Any) -> None:
       raise ValueError(f"the marginals must have the same mass for balanced OT: sum(a) = {sa}, sum(b) = {sb}.")
 
 
-def solve(geom: geometry_lib.Geometry, a: jax.Array | None = None, b: jax.Array | None = None,
-          **options) -> SNSOutput:
-  """Solves entropic OT on ``geom`` with :class:`SinkhornNewtonSparse` (``options`` are its fields)."""
+def solve(
+  geom: geometry_lib.Geometry, a: jax.Array | None = None, b: jax.Array | None = None, **options
+) -> SNSOutput:
+  """Solves entropic OT on ``geom`` with :class:`SinkhornNewtonSparse` (``options`` are its fields).
+
+  Exported by ``toolkit.ot`` as ``solve_sinkhorn_newton_sparse``; like ott's ``linear.solve``.
+
+  >>> from ott.geometry import pointcloud
+  >>> x = jax.random.normal(jax.random.key(0), (40, 2))
+  >>> out = solve(pointcloud.PointCloud(x, x + 0.5, epsilon=0.05), threshold=1e-5)
+  >>> print(bool(out.converged), round(float(out.matrix.sum()), 4))
+  True 1.0
+  """
   if not isinstance(geom, geometry_lib.Geometry):
     raise TypeError(f"`geom` must be an ott Geometry (PointCloud, Geometry, ...), got {type(geom).__name__}.")
   return SinkhornNewtonSparse(**options)(linear_problem.LinearProblem(geom, a=a, b=b))
