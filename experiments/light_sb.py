@@ -24,17 +24,25 @@ import optax
 from ml_collections import ConfigDict
 
 from toolkit import experiment as xp
-from toolkit.ot import benchmarks
+from toolkit.ot import benchmarks, metrics
 from toolkit.ot import light_sb as lsb
-from toolkit.ot import metrics
 
 PAPER = xp.Paper("light_sb", "Light Schrödinger Bridge", "2310.01174")
 
 # LightSB's cBW-UVP (%) on the benchmark (the LightSB poster's table, ICLR 2024), keyed by (ε, d).
 PAPER_CBW_UVP = {
-  (0.1, 2): 0.03, (0.1, 16): 0.08, (0.1, 64): 0.28, (0.1, 128): 0.60,
-  (1.0, 2): 0.05, (1.0, 16): 0.09, (1.0, 64): 0.24, (1.0, 128): 0.62,
-  (10.0, 2): 0.07, (10.0, 16): 0.11, (10.0, 64): 0.21, (10.0, 128): 0.37,
+  (0.1, 2): 0.03,
+  (0.1, 16): 0.08,
+  (0.1, 64): 0.28,
+  (0.1, 128): 0.60,
+  (1.0, 2): 0.05,
+  (1.0, 16): 0.09,
+  (1.0, 64): 0.24,
+  (1.0, 128): 0.62,
+  (10.0, 2): 0.07,
+  (10.0, 16): 0.11,
+  (10.0, 64): 0.21,
+  (10.0, 128): 0.37,
 }
 # The authors' Adam learning rate on the benchmark, by ε (their repository ngushchin/LightSB,
 # notebooks/LightSB_EOT_benchmark.ipynb).
@@ -66,34 +74,58 @@ def validate_config(config: ConfigDict) -> None:
     raise xp.ConfigError("--config.dims and --config.epsilons must not be empty")
   for dim in config.dims:
     if dim not in BENCHMARK_DIMS:
-      raise xp.ConfigError(f"--config.dims: {dim} is not a benchmark dimension; known: {BENCHMARK_DIMS}")
+      raise xp.ConfigError(
+        f"--config.dims: {dim} is not a benchmark dimension; known: {BENCHMARK_DIMS}"
+      )
   for eps in config.epsilons:
     if float(eps) not in PAPER_LEARNING_RATE:
-      raise xp.ConfigError(f"--config.epsilons: {eps} is not a benchmark ε; known: {tuple(PAPER_LEARNING_RATE)}")
+      raise xp.ConfigError(
+        f"--config.epsilons: {eps} is not a benchmark ε; known: {tuple(PAPER_LEARNING_RATE)}"
+      )
   if config.num_components < 1:
     raise xp.ConfigError(f"--config.num_components must be >= 1, got {config.num_components}")
-  for name in ("batch_size", "num_steps", "num_test", "num_cond_samples", "num_target_samples", "sde_steps"):
+  for name in (
+    "batch_size",
+    "num_steps",
+    "num_test",
+    "num_cond_samples",
+    "num_target_samples",
+    "sde_steps",
+  ):
     if config[name] < 2:
       raise xp.ConfigError(f"--config.{name} must be >= 2, got {config[name]}")
   if not config.s_init > 0 or config.learning_rate < 0:
-    raise xp.ConfigError(f"--config.s_init must be > 0 and --config.learning_rate >= 0, got {config.s_init} and "
-                         f"{config.learning_rate}")
+    raise xp.ConfigError(
+      f"--config.s_init must be > 0 and --config.learning_rate >= 0, got {config.s_init} and "
+      f"{config.learning_rate}"
+    )
 
 
 def case_name(eps: float, dim: int) -> str:
   return f"eps{eps:g}_d{dim}"
 
 
-def run_case(eps: float, dim: int, config: ConfigDict, key: jax.Array) -> tuple[dict, lsb.LightSBParams]:
+def run_case(
+  eps: float, dim: int, config: ConfigDict, key: jax.Array
+) -> tuple[dict, lsb.LightSBParams]:
   k_bench, k_fit, k_var, k_test, k_eval, k_target = jax.random.split(key, 6)
   bench = benchmarks.mixture_benchmark(k_bench, dim, eps)
   sample_x0, sample_x1, sample_true_plan = benchmarks.benchmark_samplers(bench)
   lr = config.learning_rate or PAPER_LEARNING_RATE[float(eps)]
 
   start = time.perf_counter()  # compilation included
-  out = lsb.fit(k_fit, sample_x0, sample_x1, epsilon=eps, num_components=config.num_components,
-                diagonal=config.diagonal, optimizer=optax.adam(lr), batch_size=config.batch_size,
-                num_steps=config.num_steps, s_init=config.s_init)
+  out = lsb.fit(
+    k_fit,
+    sample_x0,
+    sample_x1,
+    epsilon=eps,
+    num_components=config.num_components,
+    diagonal=config.diagonal,
+    optimizer=optax.adam(lr),
+    batch_size=config.batch_size,
+    num_steps=config.num_steps,
+    s_init=config.s_init,
+  )
   jax.block_until_ready(out)
   train_seconds = time.perf_counter() - start
   params = out.params
@@ -110,8 +142,12 @@ def run_case(eps: float, dim: int, config: ConfigDict, key: jax.Array) -> tuple[
   def truth(k, x, m):
     return sample_true_plan(k, jnp.broadcast_to(x, (m, dim)))
 
-  cbw = float(metrics.conditional_bw_uvp(k_eval, model, x_test, true_mean, true_cov, var_y, num_samples=n))
-  floor = float(metrics.conditional_bw_uvp(k_eval, truth, x_test, true_mean, true_cov, var_y, num_samples=n))
+  cbw = float(
+    metrics.conditional_bw_uvp(k_eval, model, x_test, true_mean, true_cov, var_y, num_samples=n)
+  )
+  floor = float(
+    metrics.conditional_bw_uvp(k_eval, truth, x_test, true_mean, true_cov, var_y, num_samples=n)
+  )
   # BW-UVP of the target marginal: y = LightSB(x), x ~ p0, against the Gaussian fit of true target samples.
   k_x, k_y, k_model = jax.random.split(k_target, 3)
   y_true = sample_x1(k_y, config.num_target_samples)
@@ -120,12 +156,20 @@ def run_case(eps: float, dim: int, config: ConfigDict, key: jax.Array) -> tuple[
   target_bw_uvp = float(metrics.bw_uvp(y_model, target_mean, target_cov))
   losses = np.asarray(out.losses)
   result = {
-    "eps": float(eps), "dim": int(dim), "learning_rate": float(lr), "num_steps": int(config.num_steps),
-    "cbw_uvp": cbw, "cbw_uvp_floor": floor, "target_bw_uvp": target_bw_uvp, "var_y": float(var_y),
-    "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - start,
+    "eps": float(eps),
+    "dim": int(dim),
+    "learning_rate": float(lr),
+    "num_steps": int(config.num_steps),
+    "cbw_uvp": cbw,
+    "cbw_uvp_floor": floor,
+    "target_bw_uvp": target_bw_uvp,
+    "var_y": float(var_y),
+    "train_seconds": train_seconds,
+    "eval_seconds": time.perf_counter() - start,
     "paper_cbw_uvp": PAPER_CBW_UVP.get((float(eps), int(dim))),
     # Loss curve: means over 100 equal windows (the minibatch loss is noisy).
-    "loss_curve": losses[: losses.size // 100 * 100].reshape(100, -1).mean(1).tolist() if losses.size >= 100
+    "loss_curve": losses[: losses.size // 100 * 100].reshape(100, -1).mean(1).tolist()
+    if losses.size >= 100
     else losses.tolist(),
   }
   return result, params
@@ -138,8 +182,10 @@ def save_params(params: lsb.LightSBParams, path: str) -> None:
 
 def load_params(path: str) -> lsb.LightSBParams:
   with np.load(path) as f:
-    return lsb.LightSBParams(*(jnp.asarray(f[k]) for k in ("log_alpha", "r", "log_s")),
-                             s_lower=jnp.asarray(f["s_lower"]) if "s_lower" in f else None)
+    return lsb.LightSBParams(
+      *(jnp.asarray(f[k]) for k in ("log_alpha", "r", "log_s")),
+      s_lower=jnp.asarray(f["s_lower"]) if "s_lower" in f else None,
+    )
 
 
 def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
@@ -186,8 +232,12 @@ def _plt():
 def plot_results(results: dict, ctx: xp.Context) -> None:
   plt = _plt()
   names = list(results)
-  fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(names)) + 5, 4),
-                                    gridspec_kw={"width_ratios": [max(2, len(names)), 2]})
+  fig, (ax, ax_loss) = plt.subplots(
+    1,
+    2,
+    figsize=(max(8, 1.6 * len(names)) + 5, 4),
+    gridspec_kw={"width_ratios": [max(2, len(names)), 2]},
+  )
   xs = np.arange(len(names))
   width = 0.27
   ours = [results[n]["cbw_uvp"] for n in names]
@@ -205,7 +255,9 @@ def plot_results(results: dict, ctx: xp.Context) -> None:
   ax.legend(fontsize=8)
   for n in names:
     curve = np.asarray(results[n]["loss_curve"])
-    ax_loss.plot(np.linspace(0, results[n]["num_steps"], curve.size), curve - curve.min() + 1e-3, label=n)
+    ax_loss.plot(
+      np.linspace(0, results[n]["num_steps"], curve.size), curve - curve.min() + 1e-3, label=n
+    )
   ax_loss.set_yscale("log")
   ax_loss.set_xlabel("Adam step")
   ax_loss.set_ylabel("training loss - its minimum + 1e-3 (means of 1% windows)")
@@ -214,7 +266,9 @@ def plot_results(results: dict, ctx: xp.Context) -> None:
   ctx.save_figure(fig, "cbw_uvp")
 
 
-def plot_2d_case(results: dict, config: ConfigDict, ctx: xp.Context, keys, cases, params_dir: str) -> None:
+def plot_2d_case(
+  results: dict, config: ConfigDict, ctx: xp.Context, keys, cases, params_dir: str
+) -> None:
   """Source, target and LightSB samples, and a few SDE trajectories, for a d = 2 case (ε = 1 preferred)."""
   two_d = [i for i, (eps, dim) in enumerate(cases) if dim == 2]
   if not two_d:
@@ -222,21 +276,29 @@ def plot_2d_case(results: dict, config: ConfigDict, ctx: xp.Context, keys, cases
   i = min(two_d, key=lambda j: abs(np.log10(cases[j][0])))
   eps, dim = cases[i]
   params = load_params(os.path.join(params_dir, f"{case_name(eps, dim)}.npz"))
-  bench = benchmarks.mixture_benchmark(jax.random.split(keys[i], 6)[0], dim, eps)  # the case's own benchmark
+  bench = benchmarks.mixture_benchmark(
+    jax.random.split(keys[i], 6)[0], dim, eps
+  )  # the case's own benchmark
   sample_x0, sample_x1, _ = benchmarks.benchmark_samplers(bench)
   k = jax.random.split(jax.random.fold_in(keys[i], 1), 5)
   x0, y_true = sample_x0(k[0], 2000), sample_x1(k[1], 2000)
   y_model = lsb.sample_plan(k[2], params, sample_x0(k[3], 2000), eps)
   starts = jnp.repeat(sample_x0(k[4], 6), 4, axis=0)
-  path = lsb.sample_sde(jax.random.fold_in(k[4], 1), params, starts, eps, config.sde_steps, return_trajectory=True)
+  path = lsb.sample_sde(
+    jax.random.fold_in(k[4], 1), params, starts, eps, config.sde_steps, return_trajectory=True
+  )
   traj = np.asarray(path.trajectory)
 
   plt = _plt()
   fig, axes = plt.subplots(1, 2, figsize=(11, 5), sharex=True, sharey=True)
   ax = axes[0]
   ax.scatter(*np.asarray(x0).T, s=3, alpha=0.3, label="source p0", color="tab:green")
-  ax.scatter(*np.asarray(y_true).T, s=3, alpha=0.3, label="target p1 (benchmark)", color="tab:orange")
-  ax.scatter(*np.asarray(y_model).T, s=3, alpha=0.3, label="LightSB: y ~ π_θ(·|x), x ~ p0", color="tab:blue")
+  ax.scatter(
+    *np.asarray(y_true).T, s=3, alpha=0.3, label="target p1 (benchmark)", color="tab:orange"
+  )
+  ax.scatter(
+    *np.asarray(y_model).T, s=3, alpha=0.3, label="LightSB: y ~ π_θ(·|x), x ~ p0", color="tab:blue"
+  )
   ax.set_title(f"d = 2, ε = {eps:g}: cBW-UVP {results[case_name(eps, dim)]['cbw_uvp']:.3f}%")
   ax.legend(markerscale=4, fontsize=8)
   ax = axes[1]
@@ -253,12 +315,19 @@ def plot_2d_case(results: dict, config: ConfigDict, ctx: xp.Context, keys, cases
 
 
 def write_table(results: dict, ctx: xp.Context) -> None:
-  lines = ["| ε | d | cBW-UVP (%) | floor: true plan sampled alike (%) | paper LightSB (%) | target BW-UVP (%) | "
-           "train s | eval s | steps |", "|---|---|---|---|---|---|---|---|---|"]
+  lines = [
+    (
+      "| ε | d | cBW-UVP (%) | floor: true plan sampled alike (%) | paper LightSB (%) | target BW-UVP (%) | "
+      "train s | eval s | steps |"
+    ),
+    "|---|---|---|---|---|---|---|---|---|",
+  ]
   for r in results.values():
     paper = "—" if r["paper_cbw_uvp"] is None else f"{r['paper_cbw_uvp']:.2f}"
-    lines.append(f"| {r['eps']:g} | {r['dim']} | {r['cbw_uvp']:.3f} | {r['cbw_uvp_floor']:.3f} | {paper} | "
-                 f"{r['target_bw_uvp']:.3f} | {r['train_seconds']:.1f} | {r['eval_seconds']:.1f} | {r['num_steps']} |")
+    lines.append(
+      f"| {r['eps']:g} | {r['dim']} | {r['cbw_uvp']:.3f} | {r['cbw_uvp_floor']:.3f} | {paper} | "
+      f"{r['target_bw_uvp']:.3f} | {r['train_seconds']:.1f} | {r['eval_seconds']:.1f} | {r['num_steps']} |"
+    )
   ctx.write_text("table.md", "\n".join(lines))
 
 
@@ -266,15 +335,19 @@ CLAIMS = (
   xp.Claim(
     metric="max_cbw_uvp_percent",
     statement="LightSB recovers the benchmark's conditional plans: cBW-UVP below 1% on every quick case (1.5% at "
-              "full scale, where the metric's own sampling floor reaches 0.8% at d = 64, ε = 10)",
+    "full scale, where the metric's own sampling floor reaches 0.8% at d = 64, ε = 10)",
     paper_value="LightSB poster table: cBW-UVP 0.03–0.62% (d = 2..128, ε = 0.1, 1, 10); best prior solver 1–18%",
-    comparison="<=", target=1.0, full_target=1.5,
+    comparison="<=",
+    target=1.0,
+    full_target=1.5,
   ),
   xp.Claim(
     metric="max_train_seconds",
     statement="... trained on a CPU in about a minute per case (10,000 Adam steps, compilation included)",
     paper_value="'a matter of minutes on CPU' (abstract); README: converges on 4 CPU cores in under a minute",
-    comparison="<=", target=60.0, full_target=300.0,
+    comparison="<=",
+    target=60.0,
+    full_target=300.0,
   ),
 )
 
@@ -285,8 +358,12 @@ if __name__ == "__main__":
   # * the concurrency-optimised thunk scheduler deadlocks (all threads idle, the result never ready) on the d = 64
   #   evaluation: LAPACK custom calls next to a large batched dot; measured 5/10 runs hung, 0/13 with it off;
   # * multi-threaded Eigen kernels stall on tiny ops when another process holds a core (a 0.3 ms step took 3-50 ms).
-  os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""),
-                                      "--xla_cpu_enable_concurrency_optimized_scheduler=false",
-                                      "--xla_cpu_multi_thread_eigen=false"]).strip()
+  os.environ["XLA_FLAGS"] = " ".join(
+    [
+      os.environ.get("XLA_FLAGS", ""),
+      "--xla_cpu_enable_concurrency_optimized_scheduler=false",
+      "--xla_cpu_multi_thread_eigen=false",
+    ]
+  ).strip()
   xp.define_flags(EXPERIMENT)
   xp.main(EXPERIMENT)

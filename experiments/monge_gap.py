@@ -22,12 +22,12 @@ from ml_collections import ConfigDict
 from ott.geometry import costs
 
 from toolkit import experiment as xp
-from toolkit.ot import benchmarks
-from toolkit.ot import metrics
-from toolkit.ot.monge_gap import fit_map
-from toolkit.ot.monge_gap import monge_gap_output
+from toolkit.ot import benchmarks, metrics
+from toolkit.ot.monge_gap import fit_map, monge_gap_output
 
-PAPER = xp.Paper("monge_gap", "The Monge Gap: A Regularizer to Learn All Transport Maps", "2302.04953")
+PAPER = xp.Paper(
+  "monge_gap", "The Monge Gap: A Regularizer to Learn All Transport Maps", "2302.04953"
+)
 COSTS = {"l2": costs.Euclidean, "sqeuclidean": costs.SqEuclidean}
 
 
@@ -44,8 +44,9 @@ def get_config(scale: str = "full") -> ConfigDict:
   config.fitting_epsilon = 0.1
   config.mg_epsilon = 0.01
   config.num_eval = 4096
-  config.maps_2d = ConfigDict(dict(costs=("l2", "sqeuclidean"), lambdas=(2.0, 0.1),
-                                   num_steps=1000 if quick else 5000))
+  config.maps_2d = ConfigDict(
+    {"costs": ("l2", "sqeuclidean"), "lambdas": (2.0, 0.1), "num_steps": 1000 if quick else 5000}
+  )
   return config
 
 
@@ -53,18 +54,24 @@ def validate_config(config: ConfigDict) -> None:
   if not config.dims or min(config.dims) < 1:
     raise xp.ConfigError(f"--config.dims must be positive integers, got {config.dims}")
   if config.lambda_mg <= 0:
-    raise xp.ConfigError(f"--config.lambda_mg must be > 0 (the comparison is against λ = 0), got {config.lambda_mg}")
+    raise xp.ConfigError(
+      f"--config.lambda_mg must be > 0 (the comparison is against λ = 0), got {config.lambda_mg}"
+    )
   if config.num_steps < 1 or config.batch_size < 2:
     raise xp.ConfigError("--config.num_steps must be >= 1 and --config.batch_size >= 2")
   for name in config.maps_2d.costs:
     if name not in COSTS:
       raise xp.ConfigError(f"--config.maps_2d.costs: unknown cost {name!r}; known: {sorted(COSTS)}")
   if len(config.maps_2d.costs) != len(config.maps_2d.lambdas):
-    raise xp.ConfigError("--config.maps_2d.costs and --config.maps_2d.lambdas must have the same length")
+    raise xp.ConfigError(
+      "--config.maps_2d.costs and --config.maps_2d.lambdas must have the same length"
+    )
 
 
 def ring_sampler(key, n):
-  centers = 3.0 * jnp.stack([jnp.cos(jnp.arange(8) * jnp.pi / 4), jnp.sin(jnp.arange(8) * jnp.pi / 4)], 1)
+  centers = 3.0 * jnp.stack(
+    [jnp.cos(jnp.arange(8) * jnp.pi / 4), jnp.sin(jnp.arange(8) * jnp.pi / 4)], 1
+  )
   kc, kn = jax.random.split(key)
   return centers[jax.random.randint(kc, (n,), 0, 8)] + 0.3 * jax.random.normal(kn, (n, 2))
 
@@ -74,8 +81,13 @@ def gaussian_sampler(key, n):
 
 
 def fit_kwargs(config: ConfigDict) -> dict:
-  return dict(num_steps=config.num_steps, batch_size=config.batch_size, optimizer=optax.adam(config.learning_rate),
-              fitting_epsilon=config.fitting_epsilon, mg_epsilon=config.mg_epsilon)
+  return {
+    "num_steps": config.num_steps,
+    "batch_size": config.batch_size,
+    "optimizer": optax.adam(config.learning_rate),
+    "fitting_epsilon": config.fitting_epsilon,
+    "mg_epsilon": config.mg_epsilon,
+  }
 
 
 def run_gaussian_case(d: int, config: ConfigDict, key: jax.Array) -> dict:
@@ -86,12 +98,21 @@ def run_gaussian_case(d: int, config: ConfigDict, key: jax.Array) -> dict:
   result = {"dim": d}
   for label, lam in (("fitting_only", 0.0), ("monge_gap", config.lambda_mg)):
     start = time.perf_counter()
-    learned = fit_map(fit_key, pair.sample_source, pair.sample_target, cost_fn=costs.SqEuclidean(), lambda_mg=lam,
-                      **fit_kwargs(config))
+    learned = fit_map(
+      fit_key,
+      pair.sample_source,
+      pair.sample_target,
+      cost_fn=costs.SqEuclidean(),
+      lambda_mg=lam,
+      **fit_kwargs(config),
+    )
     uvp = metrics.l2_uvp(learned(x), pair.optimal_map(x), pair.target_variance)
-    result[label] = {"l2_uvp": float(uvp), "seconds": time.perf_counter() - start,
-                     "final_fitting_loss": float(jnp.mean(learned.fitting_loss[-50:])),
-                     "final_monge_gap": float(jnp.mean(learned.monge_gap[-50:]))}
+    result[label] = {
+      "l2_uvp": float(uvp),
+      "seconds": time.perf_counter() - start,
+      "final_fitting_loss": float(jnp.mean(learned.fitting_loss[-50:])),
+      "final_monge_gap": float(jnp.mean(learned.monge_gap[-50:])),
+    }
   return result
 
 
@@ -101,15 +122,24 @@ def run_2d_case(cost_name: str, lam: float, config: ConfigDict, key: jax.Array) 
   learned = fit_map(key, gaussian_sampler, ring_sampler, cost_fn=cost_fn, lambda_mg=lam, **kwargs)
   x = gaussian_sampler(jax.random.fold_in(key, 1), 512)
   mapped = learned(x)
-  gap = monge_gap_output(x, mapped, cost_fn=cost_fn, epsilon=config.mg_epsilon, relative_epsilon="mean")
-  return {"cost": cost_name, "lambda": lam, "x": np.asarray(x).tolist(), "mapped": np.asarray(mapped).tolist(),
-          "target": np.asarray(ring_sampler(jax.random.fold_in(key, 2), 512)).tolist(),
-          "monge_gap": float(gap.value), "monge_gap_floor": float(gap.floor)}
+  gap = monge_gap_output(
+    x, mapped, cost_fn=cost_fn, epsilon=config.mg_epsilon, relative_epsilon="mean"
+  )
+  return {
+    "cost": cost_name,
+    "lambda": lam,
+    "x": np.asarray(x).tolist(),
+    "mapped": np.asarray(mapped).tolist(),
+    "target": np.asarray(ring_sampler(jax.random.fold_in(key, 2), 512)).tolist(),
+    "monge_gap": float(gap.value),
+    "monge_gap_floor": float(gap.floor),
+  }
 
 
 def cases(config: ConfigDict) -> list[tuple]:
   return [("gaussian", d) for d in config.dims] + [
-    ("map_2d", c, lam) for c, lam in zip(config.maps_2d.costs, config.maps_2d.lambdas)]
+    ("map_2d", c, lam) for c, lam in zip(config.maps_2d.costs, config.maps_2d.lambdas)
+  ]
 
 
 def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
@@ -123,8 +153,10 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
 
   def describe(r):
     if "dim" in r:
-      return (f"d={r['dim']} L2-UVP fitting only {r['fitting_only']['l2_uvp']:.2f}% / with MG "
-              f"{r['monge_gap']['l2_uvp']:.2f}%")
+      return (
+        f"d={r['dim']} L2-UVP fitting only {r['fitting_only']['l2_uvp']:.2f}% / with MG "
+        f"{r['monge_gap']['l2_uvp']:.2f}%"
+      )
     return f"2-D {r['cost']}: MG {r['monge_gap']:.4f}"
 
   done = xp.run_cases(ctx, todo, run_one, describe)
@@ -154,7 +186,9 @@ def plot(gaussian: list[dict], maps: list[dict], ctx: xp.Context) -> None:
 
   fig, ax = plt.subplots(figsize=(6, 4))
   dims = [r["dim"] for r in gaussian]
-  ax.plot(dims, [r["fitting_only"]["l2_uvp"] for r in gaussian], "o-", label="Sinkhorn divergence only")
+  ax.plot(
+    dims, [r["fitting_only"]["l2_uvp"] for r in gaussian], "o-", label="Sinkhorn divergence only"
+  )
   ax.plot(dims, [r["monge_gap"]["l2_uvp"] for r in gaussian], "o-", label="+ λ · Monge gap")
   ax.set_xscale("log", base=2)
   ax.set_xlabel("dimension d")
@@ -172,20 +206,31 @@ def plot(gaussian: list[dict], maps: list[dict], ctx: xp.Context) -> None:
       ax.scatter(y[:, 0], y[:, 1], s=4, c="tab:red", label="T(source)")
       for i in range(0, len(x), 8):
         ax.plot([x[i, 0], y[i, 0]], [x[i, 1], y[i, 1]], c="k", lw=0.4, alpha=0.5)
-      ax.set_title(f"{r['cost']} cost, λ = {r['lambda']:g}\nMonge gap {r['monge_gap']:.3f} "
-                   f"(floor ε log n = {r['monge_gap_floor']:.3f})", fontsize=10)
+      ax.set_title(
+        f"{r['cost']} cost, λ = {r['lambda']:g}\nMonge gap {r['monge_gap']:.3f} "
+        f"(floor ε log n = {r['monge_gap_floor']:.3f})",
+        fontsize=10,
+      )
       ax.set_aspect("equal")
       ax.legend(fontsize=7, loc="upper right")
     ctx.save_figure(fig, "maps_2d")
 
 
 def write_table(gaussian: list[dict], maps: list[dict], ctx: xp.Context) -> None:
-  lines = ["| d | L2-UVP fitting only (%) | L2-UVP with Monge gap (%) | seconds (both) |", "|---|---|---|---|"]
+  lines = [
+    "| d | L2-UVP fitting only (%) | L2-UVP with Monge gap (%) | seconds (both) |",
+    "|---|---|---|---|",
+  ]
   for r in gaussian:
-    lines.append(f"| {r['dim']} | {r['fitting_only']['l2_uvp']:.3f} | {r['monge_gap']['l2_uvp']:.3f} | "
-                 f"{r['fitting_only']['seconds'] + r['monge_gap']['seconds']:.1f} |")
+    lines.append(
+      f"| {r['dim']} | {r['fitting_only']['l2_uvp']:.3f} | {r['monge_gap']['l2_uvp']:.3f} | "
+      f"{r['fitting_only']['seconds'] + r['monge_gap']['seconds']:.1f} |"
+    )
   lines += ["", "| 2-D map | λ | Monge gap | floor ε log n |", "|---|---|---|---|"]
-  lines += [f"| {r['cost']} | {r['lambda']:g} | {r['monge_gap']:.4f} | {r['monge_gap_floor']:.4f} |" for r in maps]
+  lines += [
+    f"| {r['cost']} | {r['lambda']:g} | {r['monge_gap']:.4f} | {r['monge_gap_floor']:.4f} |"
+    for r in maps
+  ]
   ctx.write_text("table.md", "\n".join(lines))
 
 
@@ -193,10 +238,11 @@ CLAIMS = (
   xp.Claim(
     metric="max_uvp_ratio_mg_over_fitting",
     statement="with the Monge gap the learned map is closer to the optimal map than with the fitting loss alone, "
-              "at every dimension tried (Gaussian → Gaussian, ℓ2²)",
+    "at every dimension tried (Gaussian → Gaussian, ℓ2²)",
     paper_value="Sec. 5: the Monge-gap regulariser lowers L2-UVP against the known OT map (abstract: 'outperforms "
-                "significantly other baselines')",
-    comparison="<", target=1.0,
+    "significantly other baselines')",
+    comparison="<",
+    target=1.0,
   ),
 )
 

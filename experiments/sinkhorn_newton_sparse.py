@@ -19,18 +19,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
-from ott.geometry import costs
-from ott.geometry import geometry
-from ott.geometry import pointcloud
+from ott.geometry import costs, geometry, pointcloud
 from ott.problems.linear import linear_problem
-from ott.solvers.linear import acceleration
-from ott.solvers.linear import sinkhorn
+from ott.solvers.linear import acceleration, sinkhorn
 
 from toolkit import experiment as xp
 from toolkit.ot import SinkhornNewtonSparse
 
-PAPER = xp.Paper("sinkhorn_newton_sparse", "Accelerating Sinkhorn Algorithm with Sparse Newton Iterations",
-                 "2401.12253")
+PAPER = xp.Paper(
+  "sinkhorn_newton_sparse",
+  "Accelerating Sinkhorn Algorithm with Sparse Newton Iterations",
+  "2401.12253",
+)
 CASES = ("random_assignment", "sqeuclidean", "l1")
 BASELINES = ("sinkhorn", "sinkhorn_momentum", "sinkhorn_anderson")
 
@@ -45,7 +45,9 @@ def get_config(scale: str = "full") -> ConfigDict:
   config.max_sinkhorn_iterations = 100_000 if scale == "quick" else 300_000
   config.baselines = BASELINES if scale == "full" else ("sinkhorn", "sinkhorn_momentum")
   config.cases = CASES
-  config.sns = ConfigDict(dict(num_sinkhorn_iters=20, num_sinkhorn_iters_l1=700, max_newton_iters=300))
+  config.sns = ConfigDict(
+    {"num_sinkhorn_iters": 20, "num_sinkhorn_iters_l1": 700, "max_newton_iters": 300}
+  )
   return config
 
 
@@ -77,7 +79,11 @@ def make_problem(case: str, key: jax.Array, n: int, eta: float) -> linear_proble
 
 
 def baseline_solver(name: str, config: ConfigDict) -> sinkhorn.Sinkhorn:
-  kwargs = dict(threshold=config.threshold, max_iterations=config.max_sinkhorn_iterations, inner_iterations=10)
+  kwargs = {
+    "threshold": config.threshold,
+    "max_iterations": config.max_sinkhorn_iterations,
+    "inner_iterations": 10,
+  }
   if name == "sinkhorn_momentum":
     kwargs["momentum"] = acceleration.Momentum(start=100)  # Lehmann et al.'s adaptive momentum
   elif name == "sinkhorn_anderson":
@@ -97,22 +103,36 @@ def timed(solver, prob):
 def run_case(case: str, config: ConfigDict, key: jax.Array) -> dict:
   prob = make_problem(case, key, config.n, config.eta)
   warm_up = config.sns.num_sinkhorn_iters_l1 if case == "l1" else config.sns.num_sinkhorn_iters
-  sns = SinkhornNewtonSparse(num_sinkhorn_iters=warm_up, max_newton_iters=config.sns.max_newton_iters,
-                             threshold=config.threshold)
+  sns = SinkhornNewtonSparse(
+    num_sinkhorn_iters=warm_up,
+    max_newton_iters=config.sns.max_newton_iters,
+    threshold=config.threshold,
+  )
   out, seconds = timed(sns, prob)
   errors = np.asarray(out.errors)
   result = {
-    "sns": {"iterations": int(out.n_iters), "sinkhorn_iterations": int(out.num_sinkhorn_iters),
-            "newton_iterations": int(out.num_newton_iters), "seconds": seconds, "converged": bool(out.converged),
-            "ent_reg_cost": float(out.ent_reg_cost), "errors": errors[errors >= 0].tolist(),
-            "cg_iterations": int(np.asarray(out.cg_iters).sum())},
+    "sns": {
+      "iterations": int(out.n_iters),
+      "sinkhorn_iterations": int(out.num_sinkhorn_iters),
+      "newton_iterations": int(out.num_newton_iters),
+      "seconds": seconds,
+      "converged": bool(out.converged),
+      "ent_reg_cost": float(out.ent_reg_cost),
+      "errors": errors[errors >= 0].tolist(),
+      "cg_iterations": int(np.asarray(out.cg_iters).sum()),
+    },
   }
   for name in config.baselines:
     ref, ref_seconds = timed(baseline_solver(name, config), prob)
     ref_errors = np.asarray(ref.errors)
-    result[name] = {"iterations": int(ref.n_iters), "seconds": ref_seconds, "converged": bool(ref.converged),
-                    "ent_reg_cost": float(ref.ent_reg_cost), "errors": ref_errors[ref_errors >= 0].tolist(),
-                    "plan_max_abs_diff": float(jnp.max(jnp.abs(ref.matrix - out.matrix)))}
+    result[name] = {
+      "iterations": int(ref.n_iters),
+      "seconds": ref_seconds,
+      "converged": bool(ref.converged),
+      "ent_reg_cost": float(ref.ent_reg_cost),
+      "errors": ref_errors[ref_errors >= 0].tolist(),
+      "plan_max_abs_diff": float(jnp.max(jnp.abs(ref.matrix - out.matrix))),
+    }
   return result
 
 
@@ -132,8 +152,12 @@ def plot(results: dict, config: ConfigDict, ctx: xp.Context) -> None:
       its = step * np.arange(1, errors.size + 1)
       # Seconds axis: each method's measured time spread evenly over its iterations.
       secs = r["seconds"] * its / max(its[-1], 1)
-      label = {"sns": "SNS (ours)", "sinkhorn": "ott Sinkhorn", "sinkhorn_momentum": "ott Sinkhorn + momentum",
-               "sinkhorn_anderson": "ott Sinkhorn + Anderson"}[name]
+      label = {
+        "sns": "SNS (ours)",
+        "sinkhorn": "ott Sinkhorn",
+        "sinkhorn_momentum": "ott Sinkhorn + momentum",
+        "sinkhorn_anderson": "ott Sinkhorn + Anderson",
+      }[name]
       axes[0, col].loglog(its, np.maximum(errors, 1e-17), label=label)
       axes[1, col].loglog(secs, np.maximum(errors, 1e-17), label=label)
     for row, xlabel in enumerate(("iteration", "seconds (time spread evenly over iterations)")):
@@ -159,7 +183,9 @@ def _run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
     return " ".join(f"{k}:{v['iterations']}it/{v['seconds']:.2f}s" for k, v in result.items())
 
   # One checkpoint per case: a restarted run skips the cases already solved.
-  solved = xp.run_cases(ctx, config.cases, lambda i, case: run_case(case, config, keys[i]), describe)
+  solved = xp.run_cases(
+    ctx, config.cases, lambda i, case: run_case(case, config, keys[i]), describe
+  )
   results = dict(zip(config.cases, solved))
   plot(results, config, ctx)
   write_table(results, ctx)
@@ -181,11 +207,16 @@ def _run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
 
 
 def write_table(results: dict, ctx: xp.Context) -> None:
-  lines = ["| case | method | iterations | seconds | converged | ent_reg_cost |", "|---|---|---|---|---|---|"]
+  lines = [
+    "| case | method | iterations | seconds | converged | ent_reg_cost |",
+    "|---|---|---|---|---|---|",
+  ]
   for case, r in results.items():
     for name, v in r.items():
-      lines.append(f"| {case} | {name} | {v['iterations']} | {v['seconds']:.3f} | {v['converged']} | "
-                   f"{v['ent_reg_cost']:.12g} |")
+      lines.append(
+        f"| {case} | {name} | {v['iterations']} | {v['seconds']:.3f} | {v['converged']} | "
+        f"{v['ent_reg_cost']:.12g} |"
+      )
   ctx.write_text("table.md", "\n".join(lines))
 
 
@@ -194,23 +225,28 @@ CLAIMS = (
     metric="random_assignment_iteration_ratio",
     statement="SNS needs orders of magnitude fewer iterations than Sinkhorn (random assignment, η = 1200)",
     paper_value="Table 1: 29 SNS iterations vs 56,199 Sinkhorn iterations to machine accuracy (n = 500)",
-    comparison=">=", target=50,
+    comparison=">=",
+    target=50,
   ),
   xp.Claim(
     metric="random_assignment_time_ratio",
     statement="... and far less wall time than ott's Sinkhorn",
     paper_value="Table 1: 0.34 s vs 233 s (CPU)",
-    comparison=">=", target=10,
+    comparison=">=",
+    target=10,
   ),
   xp.Claim(
     metric="random_assignment_all_converged",
     statement="both reach the marginal error 1e-8 (float64)",
     paper_value="Table 1: both run to machine accuracy",
-    comparison=">=", target=1,
+    comparison=">=",
+    target=1,
   ),
 )
 
-EXPERIMENT = xp.Experiment("sinkhorn_newton_sparse", PAPER, CLAIMS, get_config, run, validate_config)
+EXPERIMENT = xp.Experiment(
+  "sinkhorn_newton_sparse", PAPER, CLAIMS, get_config, run, validate_config
+)
 
 if __name__ == "__main__":
   xp.define_flags(EXPERIMENT)

@@ -2,16 +2,14 @@
 
 import jax
 import jax.numpy as jnp
-import jax.test_util  # noqa: F401  (check_grads)
+import jax.test_util
 import numpy as np
 import pytest
 from ott.geometry import costs
 from ott.neural.methods.monge_gap import monge_gap_from_samples
 from ott.solvers.linear import sinkhorn
 
-from toolkit.ot.monge_gap import DEFAULT_SOLVER_KWARGS
-from toolkit.ot.monge_gap import monge_gap
-from toolkit.ot.monge_gap import monge_gap_output
+from toolkit.ot.monge_gap import DEFAULT_SOLVER_KWARGS, monge_gap, monge_gap_output
 from toolkit.ot.sinkhorn_newton_sparse import SinkhornNewtonSparse
 
 COSTS = [costs.SqEuclidean(), costs.Euclidean(), costs.PNormP(1.0), costs.SqPNorm(1.5)]
@@ -30,7 +28,9 @@ def test_equals_ott_estimator(key, cost_fn):
   np.testing.assert_allclose(ours, theirs, rtol=1e-5)
   # Relative ε as in ott.
   ours = monge_gap(x, y, cost_fn=cost_fn, epsilon=0.01, relative_epsilon="mean")
-  theirs = monge_gap_from_samples(x, y, cost_fn=cost_fn, epsilon=0.01, relative_epsilon="mean", **DEFAULT_SOLVER_KWARGS)
+  theirs = monge_gap_from_samples(
+    x, y, cost_fn=cost_fn, epsilon=0.01, relative_epsilon="mean", **DEFAULT_SOLVER_KWARGS
+  )
   np.testing.assert_allclose(ours, theirs, rtol=1e-5)
 
 
@@ -42,8 +42,11 @@ def test_optimal_maps_sit_at_the_floor_and_a_permutation_does_not(x64, key):
   n, eps = grid.shape[0], 0.05
   floor = eps * np.log(n)
   tight = sinkhorn.Sinkhorn(threshold=1e-10, max_iterations=10_000)
-  cases = [(costs.SqEuclidean(), grid), (costs.SqEuclidean(), grid + jnp.array([0.2, 0.1])),
-           (costs.Euclidean(), grid)]
+  cases = [
+    (costs.SqEuclidean(), grid),
+    (costs.SqEuclidean(), grid + jnp.array([0.2, 0.1])),
+    (costs.Euclidean(), grid),
+  ]
   for cost_fn, mapped in cases:
     out = monge_gap_output(grid, mapped, cost_fn=cost_fn, epsilon=eps, solver=tight)
     assert out.converged
@@ -66,7 +69,9 @@ def test_nonnegative_on_random_maps(key):
 
 def test_gradients_check_grads(x64, key):
   x, y = samples(key, n=6, d=2)
-  f = lambda y: monge_gap(x, y, epsilon=0.5, solver=sinkhorn.Sinkhorn(threshold=1e-12, max_iterations=20_000))
+  f = lambda y: monge_gap(
+    x, y, epsilon=0.5, solver=sinkhorn.Sinkhorn(threshold=1e-12, max_iterations=20_000)
+  )
   g = jax.grad(f)(y)
   assert np.all(np.isfinite(g)) and np.linalg.norm(g) > 0
   jax.test_util.check_grads(f, (y,), order=1, modes=("rev",), atol=1e-6, rtol=1e-5, eps=1e-5)
@@ -83,7 +88,9 @@ def test_default_solver_is_otts_sinkhorn_with_the_default_kwargs(key):
 
 
 @pytest.mark.parametrize(
-  "cost_fn, eps", [(costs.SqEuclidean(), 0.1), (costs.Euclidean(), 0.05)], ids=["SqEuclidean", "Euclidean"]
+  "cost_fn, eps",
+  [(costs.SqEuclidean(), 0.1), (costs.Euclidean(), 0.05)],
+  ids=["SqEuclidean", "Euclidean"],
 )
 def test_sinkhorn_newton_sparse_as_the_solver(x64, key, cost_fn, eps):
   """The Monge gap with SNS equals the one with ott's Sinkhorn (both run tight), and so does its gradient in the

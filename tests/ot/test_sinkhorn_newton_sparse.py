@@ -1,21 +1,20 @@
 """Sinkhorn-Newton-Sparse against ott's Sinkhorn, dense Newton in numpy, the exact assignment; its gradients
 against ott's implicit differentiation and finite differences."""
 
+import functools
+import itertools
+
 import jax
 import jax.numpy as jnp
-import jax.test_util  # noqa: F401  (check_grads)
+import jax.test_util
 import numpy as np
 import pytest
-from ott.geometry import geometry
-from ott.geometry import pointcloud
+from ott.geometry import geometry, pointcloud
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 from scipy.optimize import linear_sum_assignment
 
-from toolkit.ot import SinkhornNewtonSparse
-from toolkit.ot import SNSOutput
-from toolkit.ot import dual_objective
-from toolkit.ot import solve_sinkhorn_newton_sparse
+from toolkit.ot import SinkhornNewtonSparse, SNSOutput, dual_objective, solve_sinkhorn_newton_sparse
 
 
 def random_problem(key, n, m, eta, uniform=True):
@@ -23,7 +22,9 @@ def random_problem(key, n, m, eta, uniform=True):
   cost = jax.random.uniform(k1, (n, m))
   a = jnp.full(n, 1.0 / n) if uniform else jax.random.dirichlet(k2, jnp.ones(n) * 5)
   b = jnp.full(m, 1.0 / m) if uniform else jax.random.dirichlet(k3, jnp.ones(m) * 5)
-  return linear_problem.LinearProblem(geometry.Geometry(cost_matrix=cost, epsilon=1.0 / eta), a=a, b=b)
+  return linear_problem.LinearProblem(
+    geometry.Geometry(cost_matrix=cost, epsilon=1.0 / eta), a=a, b=b
+  )
 
 
 def ott_reference(prob):
@@ -81,14 +82,19 @@ def test_point_cloud_geometry(x64, key):
 def test_gradient_and_hessian_of_the_lyapunov_potential(x64, key):
   """∇D = (a - P1, b - Pᵀ1) and -∇²D = (1/ε)[[diag(P1), P], [Pᵀ, diag(Pᵀ1)]] (arXiv 2401.12253, Sec. 2)."""
   prob = random_problem(key, 6, 5, eta=10, uniform=False)
-  f, g = 0.1 * jax.random.normal(key, (6,)), 0.1 * jax.random.normal(jax.random.fold_in(key, 2), (5,))
+  f, g = (
+    0.1 * jax.random.normal(key, (6,)),
+    0.1 * jax.random.normal(jax.random.fold_in(key, 2), (5,)),
+  )
   plan = prob.geom.transport_from_potentials(f, g)
   grad_f, grad_g = jax.grad(dual_objective, argnums=(0, 1))(f, g, prob)
   np.testing.assert_allclose(grad_f, prob.a - plan.sum(1), rtol=1e-12)
   np.testing.assert_allclose(grad_g, prob.b - plan.sum(0), rtol=1e-12)
   z = jnp.concatenate([f, g])
   hess = jax.hessian(lambda z: dual_objective(z[:6], z[6:], prob))(z)
-  expected = -(1 / prob.geom.epsilon) * np.block([[np.diag(plan.sum(1)), plan], [plan.T, np.diag(plan.sum(0))]])
+  expected = -(1 / prob.geom.epsilon) * np.block(
+    [[np.diag(plan.sum(1)), plan], [plan.T, np.diag(plan.sum(0))]]
+  )
   np.testing.assert_allclose(hess, expected, rtol=1e-10, atol=1e-12)
 
 
@@ -96,8 +102,14 @@ def test_dense_step_equals_newton_with_an_exact_solve(x64, key):
   """With the full Hessian and a tight CG, one SNS step is Newton's step computed with numpy's solver."""
   prob = random_problem(key, 30, 30, eta=50)
   warm = SinkhornNewtonSparse(num_sinkhorn_iters=10, max_newton_iters=0)(prob)
-  one = SinkhornNewtonSparse(num_sinkhorn_iters=10, max_newton_iters=1, sparsity=1.0, cg_tol=1e-14,
-                             cg_maxiter=5000, threshold=1e-300)(prob)
+  one = SinkhornNewtonSparse(
+    num_sinkhorn_iters=10,
+    max_newton_iters=1,
+    sparsity=1.0,
+    cg_tol=1e-14,
+    cg_maxiter=5000,
+    threshold=1e-300,
+  )(prob)
   f, g = np.asarray(warm.f), np.asarray(warm.g)
   plan = np.asarray(warm.matrix)
   eps = prob.geom.epsilon
@@ -117,7 +129,7 @@ def test_dual_objective_never_decreases(x64, key):
     out = SinkhornNewtonSparse(num_sinkhorn_iters=5, max_newton_iters=k, threshold=1e-300)(prob)
     values.append(float(dual_objective(out.f, out.g, prob)))
   # Non-decreasing up to the rounding of D itself (see the line search).
-  assert all(b >= a - 1e-14 * abs(a) for a, b in zip(values, values[1:])), values
+  assert all(b >= a - 1e-14 * abs(a) for a, b in itertools.pairwise(values)), values
   assert values[-1] > values[0]
 
 
@@ -172,7 +184,8 @@ def test_gradient_wrt_points_equals_otts(x64, key):
   x, y = point_clouds(key)
   grads = {}
   for name, solver in (("sns", TIGHT_SNS), ("ott", TIGHT_OTT)):
-    value, grads[name] = jax.jit(jax.value_and_grad(lambda x, y: entropic_cost(solver, x, y), argnums=(0, 1)))(x, y)
+    cost = functools.partial(entropic_cost, solver)
+    value, grads[name] = jax.jit(jax.value_and_grad(cost, argnums=(0, 1)))(x, y)
     assert np.isfinite(value)
   for ours, theirs in zip(grads["sns"], grads["ott"]):
     assert np.linalg.norm(theirs) > 1e-2
@@ -186,7 +199,9 @@ def test_gradient_wrt_marginal_weights_equals_otts(x64, key):
   alpha, beta = jax.random.normal(ka, (20,)), jax.random.normal(kb, (15,))
 
   def loss(solver):
-    return lambda alpha, beta: entropic_cost(solver, x, y, jax.nn.softmax(alpha), jax.nn.softmax(beta))
+    return lambda alpha, beta: entropic_cost(
+      solver, x, y, jax.nn.softmax(alpha), jax.nn.softmax(beta)
+    )
 
   ours = jax.jit(jax.grad(loss(TIGHT_SNS), argnums=(0, 1)))(alpha, beta)
   theirs = jax.jit(jax.grad(loss(TIGHT_OTT), argnums=(0, 1)))(alpha, beta)
@@ -196,7 +211,7 @@ def test_gradient_wrt_marginal_weights_equals_otts(x64, key):
   # The raw gradients in (a, b) agree along every direction that keeps the problem balanced: up to (c·1, -c·1).
   a, b = jax.nn.softmax(alpha), jax.nn.softmax(beta)
   raw = {
-    name: jax.grad(lambda a, b: entropic_cost(solver, x, y, a, b), argnums=(0, 1))(a, b)
+    name: jax.grad(functools.partial(entropic_cost, solver, x, y), argnums=(0, 1))(a, b)
     for name, solver in (("sns", TIGHT_SNS), ("ott", TIGHT_OTT))
   }
   shift = jnp.mean(raw["sns"][0] - raw["ott"][0])
@@ -212,7 +227,9 @@ def test_gradient_of_the_plan_through_a_cost_matrix_equals_otts(x64, key):
   def loss(solver):
     def f(cost):
       geom = geometry.Geometry(cost_matrix=cost, epsilon=prob.geom.epsilon)
-      return jnp.sum(solver(linear_problem.LinearProblem(geom, a=prob.a, b=prob.b)).matrix * weights)
+      return jnp.sum(
+        solver(linear_problem.LinearProblem(geom, a=prob.a, b=prob.b)).matrix * weights
+      )
 
     return f
 

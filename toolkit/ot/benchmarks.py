@@ -27,12 +27,8 @@ import jax.numpy as jnp
 import jax.scipy as jsp
 import numpy as np
 
-from toolkit.ot._checks import check_count
-from toolkit.ot._checks import check_epsilon
-from toolkit.ot._checks import check_points
-from toolkit.ot._checks import check_square
-from toolkit.ot.light_sb import LightSBParams
-from toolkit.ot.light_sb import _mixture_moments
+from toolkit.ot._checks import check_count, check_epsilon, check_points, check_square
+from toolkit.ot.light_sb import LightSBParams, _mixture_moments
 from toolkit.ot.metrics import sqrtm_psd
 
 Sampler = Callable[[jax.Array, int], jax.Array]  # (key, n) -> (n, d) samples
@@ -88,17 +84,27 @@ class GaussianBridge(NamedTuple):
   def marginal_cov(self, t) -> jax.Array:
     """Covariance of the bridge at time t: (1-t)²Σ0 + t²Σ1 + t(1-t)(C + Cᵀ) + εt(1-t)I."""
     eye = jnp.eye(self.cov0.shape[0], dtype=self.cov0.dtype)
-    return ((1.0 - t) ** 2 * self.cov0 + t**2 * self.cov1 + t * (1.0 - t) * (self.cross_cov + self.cross_cov.T)
-            + self.epsilon * t * (1.0 - t) * eye)
+    return (
+      (1.0 - t) ** 2 * self.cov0
+      + t**2 * self.cov1
+      + t * (1.0 - t) * (self.cross_cov + self.cross_cov.T)
+      + self.epsilon * t * (1.0 - t) * eye
+    )
 
   def lightsb_params(self) -> LightSBParams:
     """The exact K = 1 LightSB parameters (α = 1, r*, full S*)."""
     chol = jnp.linalg.cholesky(self.s_star)
-    return LightSBParams(jnp.zeros((1,), chol.dtype), self.r_star[None], (2.0 * jnp.log(jnp.diag(chol)))[None],
-                         jnp.tril(chol, -1)[None])
+    return LightSBParams(
+      jnp.zeros((1,), chol.dtype),
+      self.r_star[None],
+      (2.0 * jnp.log(jnp.diag(chol)))[None],
+      jnp.tril(chol, -1)[None],
+    )
 
 
-def gaussian_bridge(mean0: jax.Array, cov0: jax.Array, mean1: jax.Array, cov1: jax.Array, epsilon) -> GaussianBridge:
+def gaussian_bridge(
+  mean0: jax.Array, cov0: jax.Array, mean1: jax.Array, cov1: jax.Array, epsilon
+) -> GaussianBridge:
   """The closed-form Gaussian Schrödinger bridge (arXiv 2006.02572; the benchmark's rotated-Gaussian solution).
 
   Args:
@@ -114,7 +120,9 @@ def gaussian_bridge(mean0: jax.Array, cov0: jax.Array, mean1: jax.Array, cov1: j
   check_epsilon(epsilon)
   mean0, mean1 = jnp.asarray(mean0), jnp.asarray(mean1)
   if mean0.ndim != 1 or mean1.shape != mean0.shape:
-    raise ValueError(f"`mean0` and `mean1` must have the same shape (d,), got {mean0.shape} and {mean1.shape}.")
+    raise ValueError(
+      f"`mean0` and `mean1` must have the same shape (d,), got {mean0.shape} and {mean1.shape}."
+    )
   d = mean0.shape[0]
   cov0, cov1 = jnp.asarray(cov0), jnp.asarray(cov1)
   check_square(cov0, d, "cov0")
@@ -181,7 +189,9 @@ class GaussianPair(NamedTuple):
     return self.mean1 + (x - self.mean0) @ self.map_matrix.T
 
 
-def gaussian_pair(mean0: jax.Array, cov0: jax.Array, mean1: jax.Array, cov1: jax.Array) -> GaussianPair:
+def gaussian_pair(
+  mean0: jax.Array, cov0: jax.Array, mean1: jax.Array, cov1: jax.Array
+) -> GaussianPair:
   """The pair N(μ0, Σ0), N(μ1, Σ1) with its closed-form Brenier map (see :class:`GaussianPair`).
 
   Args:
@@ -192,7 +202,9 @@ def gaussian_pair(mean0: jax.Array, cov0: jax.Array, mean1: jax.Array, cov1: jax
   """
   mean0, mean1 = jnp.asarray(mean0), jnp.asarray(mean1)
   if mean0.ndim != 1 or mean1.shape != mean0.shape:
-    raise ValueError(f"`mean0` and `mean1` must have the same shape (d,), got {mean0.shape} and {mean1.shape}.")
+    raise ValueError(
+      f"`mean0` and `mean1` must have the same shape (d,), got {mean0.shape} and {mean1.shape}."
+    )
   d = mean0.shape[0]
   cov0, cov1 = jnp.asarray(cov0), jnp.asarray(cov1)
   check_square(cov0, d, "cov0")
@@ -272,13 +284,24 @@ class MixtureBenchmark(NamedTuple):
 
 def _grid_centres(key: jax.Array, dim: int, num: int, dist: float) -> jax.Array:
   """``(num, dim)``: along every axis the centres take the values dist·{0..num-1} - dist(num-1)/2, permuted."""
-  perms = jax.vmap(lambda k: jax.random.permutation(k, num))(jax.random.split(key, dim))  # (dim, num)
+  perms = jax.vmap(lambda k: jax.random.permutation(k, num))(
+    jax.random.split(key, dim)
+  )  # (dim, num)
   return dist * perms.T.astype(jnp.result_type(float)) - dist * (num - 1) / 2.0
 
 
-def mixture_benchmark(key: jax.Array, dim: int, epsilon: float, *, num_input_components: int = 3, input_dist: float = 2.0,
-                      input_std: float = 0.5, num_potential_components: int = 5, potential_dist: float = 1.0,
-                      potential_std: float | None = None) -> MixtureBenchmark:
+def mixture_benchmark(
+  key: jax.Array,
+  dim: int,
+  epsilon: float,
+  *,
+  num_input_components: int = 3,
+  input_dist: float = 2.0,
+  input_std: float = 0.5,
+  num_potential_components: int = 5,
+  potential_dist: float = 1.0,
+  potential_std: float | None = None,
+) -> MixtureBenchmark:
   """Draws a Gaussian-mixture benchmark pair by the construction of Gushchin et al. 2023.
 
   As in the benchmark's construction notebook: mixture weights uniform(0, 1) then normalised; the centres sit on
@@ -312,17 +335,39 @@ def mixture_benchmark(key: jax.Array, dim: int, epsilon: float, *, num_input_com
   if potential_std is None:
     table = _POTENTIAL_STD.get(float(epsilon), {})
     if dim not in table:
-      raise ValueError(f"no benchmark potential std for d = {dim}, ε = {epsilon}: the benchmark has d in "
-                       f"{sorted(_POTENTIAL_STD[1.0])} and ε in {sorted(_POTENTIAL_STD)}; pass `potential_std`.")
+      raise ValueError(
+        f"no benchmark potential std for d = {dim}, ε = {epsilon}: the benchmark has d in "
+        f"{sorted(_POTENTIAL_STD[1.0])} and ε in {sorted(_POTENTIAL_STD)}; pass `potential_std`."
+      )
     potential_std = 0.5 * table[dim]
-  return _build_benchmark(key, epsilon, input_dist, input_std, potential_dist, potential_std, dim=dim,
-                          num_input_components=num_input_components,
-                          num_potential_components=num_potential_components)
+  return _build_benchmark(
+    key,
+    epsilon,
+    input_dist,
+    input_std,
+    potential_dist,
+    potential_std,
+    dim=dim,
+    num_input_components=num_input_components,
+    num_potential_components=num_potential_components,
+  )
 
 
-@functools.partial(jax.jit, static_argnames=("dim", "num_input_components", "num_potential_components"))
-def _build_benchmark(key, epsilon, input_dist, input_std, potential_dist, potential_std, *, dim,
-                     num_input_components, num_potential_components) -> MixtureBenchmark:
+@functools.partial(
+  jax.jit, static_argnames=("dim", "num_input_components", "num_potential_components")
+)
+def _build_benchmark(
+  key,
+  epsilon,
+  input_dist,
+  input_std,
+  potential_dist,
+  potential_std,
+  *,
+  dim,
+  num_input_components,
+  num_potential_components,
+) -> MixtureBenchmark:
   keys = jax.random.split(key, 4)
   dtype = jnp.result_type(float)  # float32, or float64 under x64
   eye = jnp.eye(dim, dtype=dtype)
@@ -377,7 +422,9 @@ def benchmark_pieces(bench: MixtureBenchmark) -> BenchmarkPieces:
   plan_cov = jnp.linalg.inv(eye / bench.epsilon + inv_cov)
   plan_cov = 0.5 * (plan_cov + jnp.swapaxes(plan_cov, -1, -2))
   shifted_chol = jnp.linalg.cholesky(bench.potential_covs + bench.epsilon * eye)
-  weight_prec = jsp.linalg.solve_triangular(shifted_chol, jnp.broadcast_to(eye, shifted_chol.shape), lower=True)
+  weight_prec = jsp.linalg.solve_triangular(
+    shifted_chol, jnp.broadcast_to(eye, shifted_chol.shape), lower=True
+  )
   log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(shifted_chol, axis1=-2, axis2=-1)), -1)
   return BenchmarkPieces(
     bench=bench,
@@ -401,7 +448,9 @@ def _input_sample(key: jax.Array, pieces: BenchmarkPieces, n: int) -> jax.Array:
 
 def _conditional(pieces: BenchmarkPieces, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   x = check_points(x, pieces.bench.dim, "x")
-  white = jnp.einsum("nij,...nj->...ni", pieces.weight_prec, x[..., None, :] - pieces.bench.potential_means)
+  white = jnp.einsum(
+    "nij,...nj->...ni", pieces.weight_prec, x[..., None, :] - pieces.bench.potential_means
+  )
   log_w = jax.nn.log_softmax(pieces.weight_log_norm - 0.5 * jnp.sum(white * white, -1), axis=-1)
   means = pieces.plan_bias + jnp.einsum("nij,...j->...ni", pieces.plan_slope, x)
   return log_w, means, pieces.plan_cov
@@ -423,7 +472,9 @@ def sample_benchmark_input(key: jax.Array, bench: MixtureBenchmark, num_samples:
 
 
 @jax.jit
-def benchmark_conditional(bench: MixtureBenchmark, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+def benchmark_conditional(
+  bench: MixtureBenchmark, x: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The benchmark's true π*(·|x) as a mixture: log weights ``(..., N)``, means ``(..., N, d)``, covs ``(N, d, d)``.
 
   Weights ∝ q_n N(x | μ_n, Σ_n + εI), means Σ̂_nΣ_n⁻¹μ_n + Σ̂_n x/ε, covariances Σ̂_n = (I/ε + Σ_n⁻¹)⁻¹.
@@ -432,7 +483,9 @@ def benchmark_conditional(bench: MixtureBenchmark, x: jax.Array) -> tuple[jax.Ar
 
 
 @jax.jit
-def benchmark_conditional_moments(bench: MixtureBenchmark, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+def benchmark_conditional_moments(
+  bench: MixtureBenchmark, x: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """Mean ``(..., d)`` and covariance ``(..., d, d)`` of the benchmark's true π*(·|x) (the cBW-UVP reference)."""
   return _mixture_moments(*benchmark_conditional(bench, x))
 
@@ -443,7 +496,9 @@ def sample_benchmark_target(key: jax.Array, bench: MixtureBenchmark, x: jax.Arra
   return _target_sample(key, benchmark_pieces(bench), x)
 
 
-def benchmark_samplers(bench: MixtureBenchmark) -> tuple[Sampler, Sampler, Callable[[jax.Array, jax.Array], jax.Array]]:
+def benchmark_samplers(
+  bench: MixtureBenchmark,
+) -> tuple[Sampler, Sampler, Callable[[jax.Array, jax.Array], jax.Array]]:
   """Samplers ``(key, n) -> (n, d)`` of p0 and p1, and ``(key, x) -> y ~ π*(·|x)``, for ``light_sb.fit`` and the metrics.
 
   The covariances are factorised once here, so a sampler traced inside a training loop is only gathers and matrix
@@ -473,14 +528,18 @@ def benchmark_lightsb_params(bench: MixtureBenchmark) -> LightSBParams:
   pieces = benchmark_pieces(bench)
   white_mean = jnp.einsum("nij,nj->ni", pieces.weight_prec, bench.potential_means)
   d = bench.dim
-  log_alpha = pieces.weight_log_norm + 0.5 * d * jnp.log(2.0 * jnp.pi) - 0.5 * jnp.sum(white_mean**2, -1)
+  log_alpha = (
+    pieces.weight_log_norm + 0.5 * d * jnp.log(2.0 * jnp.pi) - 0.5 * jnp.sum(white_mean**2, -1)
+  )
   chol = jnp.linalg.cholesky(pieces.plan_slope)
   diag = jnp.diagonal(chol, axis1=-2, axis2=-1)
   return LightSBParams(log_alpha, pieces.plan_bias, 2.0 * jnp.log(diag), jnp.tril(chol, -1))
 
 
 @functools.partial(jax.jit, static_argnames="num_samples")
-def benchmark_target_variance(key: jax.Array, bench: MixtureBenchmark, num_samples: int = 100_000) -> jax.Array:
+def benchmark_target_variance(
+  key: jax.Array, bench: MixtureBenchmark, num_samples: int = 100_000
+) -> jax.Array:
   """tr Cov(y) of the target p1 by Monte Carlo (E tr Cov(y|x) + tr Cov(E[y|x]), x ~ p0): the cBW-UVP's Var(y)."""
   pieces = benchmark_pieces(bench)
   log_w, means, covs = _conditional(pieces, _input_sample(key, pieces, num_samples))

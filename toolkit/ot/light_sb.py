@@ -39,9 +39,7 @@ import jax.numpy as jnp
 import jax.scipy as jsp
 import optax
 
-from toolkit.ot._checks import check_count
-from toolkit.ot._checks import check_epsilon
-from toolkit.ot._checks import check_points
+from toolkit.ot._checks import check_count, check_epsilon, check_points
 
 Sampler = Callable[[jax.Array, int], jax.Array]  # (key, n) -> (n, d) samples
 
@@ -90,12 +88,18 @@ def _check_params(params: Any) -> None:
     raise ValueError(f"params.r must have shape (K, d), got {jnp.shape(params.r)}.")
   k, d = jnp.shape(params.r)
   if jnp.shape(params.log_alpha) != (k,):
-    raise ValueError(f"params.log_alpha must have shape (K,) = ({k},), got {jnp.shape(params.log_alpha)}.")
+    raise ValueError(
+      f"params.log_alpha must have shape (K,) = ({k},), got {jnp.shape(params.log_alpha)}."
+    )
   if jnp.shape(params.log_s) != (k, d):
-    raise ValueError(f"params.log_s must have shape (K, d) = ({k}, {d}), got {jnp.shape(params.log_s)}.")
+    raise ValueError(
+      f"params.log_s must have shape (K, d) = ({k}, {d}), got {jnp.shape(params.log_s)}."
+    )
   if params.s_lower is not None and jnp.shape(params.s_lower) != (k, d, d):
-    raise ValueError(f"params.s_lower must be None or have shape (K, d, d) = ({k}, {d}, {d}), "
-                     f"got {jnp.shape(params.s_lower)}.")
+    raise ValueError(
+      f"params.s_lower must be None or have shape (K, d, d) = ({k}, {d}, {d}), "
+      f"got {jnp.shape(params.s_lower)}."
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -157,8 +161,15 @@ def _log_c_terms(params: LightSBParams, x: jax.Array, epsilon) -> jax.Array:
 # The potentials, the plan and the loss.
 
 
-def init_params(key: jax.Array, x1_samples: jax.Array | Sampler, num_components: int, *, epsilon: float,
-                diagonal: bool = True, s_init: float = 0.1) -> LightSBParams:
+def init_params(
+  key: jax.Array,
+  x1_samples: jax.Array | Sampler,
+  num_components: int,
+  *,
+  epsilon: float,
+  diagonal: bool = True,
+  s_init: float = 0.1,
+) -> LightSBParams:
   """Initial θ as in the authors' code: α_k = 1/K, r_k = K target samples (INIT_BY_SAMPLES), S_k = s_init·I.
 
   Args:
@@ -228,7 +239,9 @@ def log_v(params: LightSBParams, y: jax.Array, epsilon) -> jax.Array:
   check_epsilon(epsilon)
   y = check_points(y, params.dim, "y")
   d = params.dim
-  log_norm = -0.5 * d * jnp.log(2.0 * jnp.pi * epsilon) - 0.5 * jnp.sum(params.log_s, axis=-1)  # (K,)
+  log_norm = -0.5 * d * jnp.log(2.0 * jnp.pi * epsilon) - 0.5 * jnp.sum(
+    params.log_s, axis=-1
+  )  # (K,)
   log_comp = log_norm - 0.5 * _mahalanobis(params, y) / epsilon
   return jsp.special.logsumexp(params.log_alpha + log_comp, axis=-1)
 
@@ -268,12 +281,16 @@ def plan_component_covs(params: LightSBParams, epsilon) -> jax.Array:
   return epsilon * s_matrices(params)
 
 
-def _mixture_moments(log_weights: jax.Array, means: jax.Array, covs: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _mixture_moments(
+  log_weights: jax.Array, means: jax.Array, covs: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """Mean and covariance of Σ_k w_k N(m_k, Σ_k): weights (..., K), means (..., K, d), covs (K, d, d)."""
   w = jnp.exp(log_weights)
   mean = jnp.einsum("...k,...kd->...d", w, means)
   centred = means - mean[..., None, :]
-  cov = jnp.einsum("...k,kij->...ij", w, covs) + jnp.einsum("...k,...ki,...kj->...ij", w, centred, centred)
+  cov = jnp.einsum("...k,kij->...ij", w, covs) + jnp.einsum(
+    "...k,...ki,...kj->...ij", w, centred, centred
+  )
   return mean, cov
 
 
@@ -285,12 +302,16 @@ def plan_mean(params: LightSBParams, x: jax.Array, epsilon) -> jax.Array:
 
 def plan_cov(params: LightSBParams, x: jax.Array, epsilon) -> jax.Array:
   """``(..., d, d)`` Cov_{π_θ}[y | x] = Σ_k w_k (ε S_k + m_k m_kᵀ) - m mᵀ (the mixture's covariance)."""
-  return _mixture_moments(plan_log_weights(params, x, epsilon), plan_component_means(params, x),
-                          plan_component_covs(params, epsilon))[1]
+  return _mixture_moments(
+    plan_log_weights(params, x, epsilon),
+    plan_component_means(params, x),
+    plan_component_covs(params, epsilon),
+  )[1]
 
 
-def sample_plan(key: jax.Array, params: LightSBParams, x: jax.Array, epsilon,
-                num_samples: int | None = None) -> jax.Array:
+def sample_plan(
+  key: jax.Array, params: LightSBParams, x: jax.Array, epsilon, num_samples: int | None = None
+) -> jax.Array:
   """Samples y ~ π_θ(·|x) = Σ_k w_k(x) N(r_k + S_k x, ε S_k) (arXiv 2310.01174, Sec. 3).
 
   Args:
@@ -369,8 +390,13 @@ def _log_h(eig: _Eigen, x: jax.Array, t, epsilon) -> jax.Array:
   inv_eps_lam = 1.0 / (epsilon * eig.lam)
   a_diag = a + inv_eps_lam  # eigenvalues of A_k(t) = t/(ε(1-t)) I + (ε S_k)⁻¹
   c = _rotate(eig, x) / (epsilon * (1.0 - t)) + eig.rho * inv_eps_lam  # U_kᵀ c_k(x, t)
-  terms = (eig.log_alpha - 0.5 * jnp.sum(jnp.log(eig.lam), -1) - 0.5 * jnp.sum(jnp.log(a_diag), -1)
-           - 0.5 * jnp.sum(eig.rho * eig.rho / eig.lam, -1) / epsilon + 0.5 * jnp.sum(c * c / a_diag, -1))
+  terms = (
+    eig.log_alpha
+    - 0.5 * jnp.sum(jnp.log(eig.lam), -1)
+    - 0.5 * jnp.sum(jnp.log(a_diag), -1)
+    - 0.5 * jnp.sum(eig.rho * eig.rho / eig.lam, -1) / epsilon
+    + 0.5 * jnp.sum(c * c / a_diag, -1)
+  )
   return jsp.special.logsumexp(terms)
 
 
@@ -444,8 +470,14 @@ class SDEPath(NamedTuple):
   times: jax.Array
 
 
-def sample_sde(key: jax.Array, params: LightSBParams, x0: jax.Array, epsilon, num_steps: int = 100,
-               return_trajectory: bool = False) -> SDEPath:
+def sample_sde(
+  key: jax.Array,
+  params: LightSBParams,
+  x0: jax.Array,
+  epsilon,
+  num_steps: int = 100,
+  return_trajectory: bool = False,
+) -> SDEPath:
   """Euler–Maruyama for ``dX = g_θ(X, t) dt + √ε dW`` from X_0 = x0 (arXiv 2310.01174, Sec. 3).
 
   ``X_{n+1} = X_n + g_θ(X_n, n dt) dt + √(ε dt) ξ_n``, n = 0..N-1: the drift is evaluated at t = 0, dt, ...,
@@ -514,12 +546,16 @@ def _as_sampler(data: jax.Array | Sampler, name: str) -> tuple[Sampler, int]:
   if callable(data):
     shape = jax.eval_shape(lambda k: data(k, 2), jax.random.key(0)).shape
     if len(shape) != 2 or shape[0] != 2:
-      raise ValueError(f"the sampler `{name}` must return (n, d) samples, got shape {shape} for n = 2.")
+      raise ValueError(
+        f"the sampler `{name}` must return (n, d) samples, got shape {shape} for n = 2."
+      )
     return data, shape[1]
   data = jnp.asarray(data)
   if data.ndim != 2 or data.shape[0] < 1:
-    raise ValueError(f"`{name}` must have shape (n, d) with n >= 1, or be a sampler (key, n) -> (n, d); "
-                     f"got shape {data.shape}.")
+    raise ValueError(
+      f"`{name}` must have shape (n, d) with n >= 1, or be a sampler (key, n) -> (n, d); "
+      f"got shape {data.shape}."
+    )
   if not jnp.issubdtype(data.dtype, jnp.floating):
     raise TypeError(f"`{name}` must be a floating-point array, got dtype {data.dtype}.")
 
@@ -533,13 +569,26 @@ def _check_optimizer(optimizer: Any) -> optax.GradientTransformation:
   if optimizer is None:
     return optax.adam(DEFAULT_LEARNING_RATE)
   if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-    raise TypeError(f"`optimizer` must be an optax GradientTransformation, got {type(optimizer).__name__}.")
+    raise TypeError(
+      f"`optimizer` must be an optax GradientTransformation, got {type(optimizer).__name__}."
+    )
   return optimizer
 
 
-def fit(key: jax.Array, x0: jax.Array | Sampler, x1: jax.Array | Sampler, *, epsilon: float, num_components: int,
-        diagonal: bool = True, optimizer: optax.GradientTransformation | None = None, batch_size: int = 128,
-        num_steps: int = 10_000, s_init: float = 0.1, params: LightSBParams | None = None) -> FitOutput:
+def fit(
+  key: jax.Array,
+  x0: jax.Array | Sampler,
+  x1: jax.Array | Sampler,
+  *,
+  epsilon: float,
+  num_components: int,
+  diagonal: bool = True,
+  optimizer: optax.GradientTransformation | None = None,
+  batch_size: int = 128,
+  num_steps: int = 10_000,
+  s_init: float = 0.1,
+  params: LightSBParams | None = None,
+) -> FitOutput:
   """Trains LightSB on independent minibatches of p0 and p1 (arXiv 2310.01174, Algorithm 1).
 
   Each step draws ``batch_size`` points of each side (with replacement from arrays, or fresh from samplers) and
@@ -581,11 +630,15 @@ def fit(key: jax.Array, x0: jax.Array | Sampler, x1: jax.Array | Sampler, *, eps
     raise ValueError(f"`x0` and `x1` must have the same dimension, got {d0} and {d1}.")
   init_key, train_key = jax.random.split(key)
   if params is None:
-    params = init_params(init_key, sample1, num_components, epsilon=epsilon, diagonal=diagonal, s_init=s_init)
+    params = init_params(
+      init_key, sample1, num_components, epsilon=epsilon, diagonal=diagonal, s_init=s_init
+    )
   _check_params(params)
   if params.dim != d0 or params.num_components != num_components or params.diagonal != diagonal:
-    raise ValueError(f"`params` (K = {params.num_components}, d = {params.dim}, diagonal = {params.diagonal}) do "
-                     f"not match num_components = {num_components}, d = {d0}, diagonal = {diagonal}.")
+    raise ValueError(
+      f"`params` (K = {params.num_components}, d = {params.dim}, diagonal = {params.diagonal}) do "
+      f"not match num_components = {num_components}, d = {d0}, diagonal = {diagonal}."
+    )
   optimizer = _check_optimizer(optimizer)
 
   # Trainable variables: θ with log α replaced by ε log α (the authors' log_alpha_raw).
@@ -600,11 +653,15 @@ def fit(key: jax.Array, x0: jax.Array | Sampler, x1: jax.Array | Sampler, *, eps
     def step(carry, k):
       raw, opt_state = carry
       k0, k1 = jax.random.split(k)
-      value, grads = jax.value_and_grad(objective)(raw, sample0(k0, batch_size), sample1(k1, batch_size))
+      value, grads = jax.value_and_grad(objective)(
+        raw, sample0(k0, batch_size), sample1(k1, batch_size)
+      )
       updates, opt_state = optimizer.update(grads, opt_state, raw)
       return (optax.apply_updates(raw, updates), opt_state), value
 
-    (raw, _), losses = jax.lax.scan(step, (raw, optimizer.init(raw)), jax.random.split(key, num_steps))
+    (raw, _), losses = jax.lax.scan(
+      step, (raw, optimizer.init(raw)), jax.random.split(key, num_steps)
+    )
     return raw, losses
 
   raw, losses = run(train_key, params._replace(log_alpha=epsilon * params.log_alpha))

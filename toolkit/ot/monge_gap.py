@@ -26,8 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from ott.geometry import costs
-from ott.geometry import pointcloud
+from ott.geometry import costs, pointcloud
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 from ott.tools import sinkhorn_divergence
@@ -110,13 +109,19 @@ def monge_gap_output(
   solver = _check_solver(solver, DEFAULT_SOLVER_KWARGS)
   cost_fn = costs.SqEuclidean() if cost_fn is None else cost_fn
   # scale_cost stays 1: ott 0.6 rescales the OT cost but not the displacement term otherwise.
-  geom = pointcloud.PointCloud(source, mapped, cost_fn=cost_fn, epsilon=epsilon, relative_epsilon=relative_epsilon)
+  geom = pointcloud.PointCloud(
+    source, mapped, cost_fn=cost_fn, epsilon=epsilon, relative_epsilon=relative_epsilon
+  )
   displacement = jnp.mean(jax.vmap(cost_fn)(source, mapped))
   out = solver(linear_problem.LinearProblem(geom))
   n = source.shape[0]
   return MongeGapOutput(
-    value=displacement - out.ent_reg_cost, displacement=displacement, ent_reg_cost=out.ent_reg_cost,
-    floor=geom.epsilon * jnp.log(n), epsilon=geom.epsilon, converged=out.converged,
+    value=displacement - out.ent_reg_cost,
+    displacement=displacement,
+    ent_reg_cost=out.ent_reg_cost,
+    floor=geom.epsilon * jnp.log(n),
+    epsilon=geom.epsilon,
+    converged=out.converged,
   )
 
 
@@ -153,7 +158,12 @@ def monge_gap(
   True True
   """
   return monge_gap_output(
-    source, mapped, cost_fn=cost_fn, epsilon=epsilon, relative_epsilon=relative_epsilon, solver=solver
+    source,
+    mapped,
+    cost_fn=cost_fn,
+    epsilon=epsilon,
+    relative_epsilon=relative_epsilon,
+    solver=solver,
   ).value
 
 
@@ -238,7 +248,9 @@ def fit_map(
   if optimizer is None:
     optimizer = optax.adam(DEFAULT_LEARNING_RATE)
   elif not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-    raise TypeError(f"`optimizer` must be an optax GradientTransformation, got {type(optimizer).__name__}.")
+    raise TypeError(
+      f"`optimizer` must be an optax GradientTransformation, got {type(optimizer).__name__}."
+    )
   init_key, data_key = jax.random.split(key)
   probe = source_sampler(init_key, 2)
   model = MapMLP(tuple(hidden))
@@ -247,10 +259,16 @@ def fit_map(
   def losses(params, x, y):
     mapped = model.apply(params, x)
     fit, _ = sinkhorn_divergence.sinkdiv(
-      mapped, y, epsilon=fitting_epsilon, relative_epsilon="mean", static_b=True,
+      mapped,
+      y,
+      epsilon=fitting_epsilon,
+      relative_epsilon="mean",
+      static_b=True,
       solve_kwargs=fitting_solve_kwargs,
     )
-    gap = monge_gap(x, mapped, cost_fn=cost_fn, epsilon=mg_epsilon, relative_epsilon="mean", solver=solver)
+    gap = monge_gap(
+      x, mapped, cost_fn=cost_fn, epsilon=mg_epsilon, relative_epsilon="mean", solver=solver
+    )
     return fit, gap
 
   def objective(params, x, y):

@@ -49,7 +49,12 @@ def dual_objective(f: jax.Array, g: jax.Array, prob: linear_problem.LinearProble
   geom = prob.geom
   log_plan = (f[:, None] + g[None, :] - geom.cost_matrix) / geom.epsilon
   total = jnp.exp(jsp.special.logsumexp(log_plan))
-  return jnp.dot(prob.a, f) + jnp.dot(prob.b, g) - geom.epsilon * total + geom.epsilon * prob.a.sum() * prob.b.sum()
+  return (
+    jnp.dot(prob.a, f)
+    + jnp.dot(prob.b, g)
+    - geom.epsilon * total
+    + geom.epsilon * prob.a.sum() * prob.b.sum()
+  )
 
 
 def marginal_error(f: jax.Array, g: jax.Array, prob: linear_problem.LinearProblem) -> jax.Array:
@@ -139,8 +144,13 @@ class SNSOutput(NamedTuple):
   def to_sinkhorn_output(self) -> sinkhorn_lib.SinkhornOutput:
     """The same solution as an ott ``SinkhornOutput`` (for ott's tools: ``to_dual_potentials``, ...)."""
     return sinkhorn_lib.SinkhornOutput(
-      potentials=(self.f, self.g), errors=self.errors, reg_ot_cost=self.reg_ot_cost, ot_prob=self.ot_prob,
-      threshold=jnp.asarray(self.threshold), converged=self.converged, inner_iterations=1,
+      potentials=(self.f, self.g),
+      errors=self.errors,
+      reg_ot_cost=self.reg_ot_cost,
+      ot_prob=self.ot_prob,
+      threshold=jnp.asarray(self.threshold),
+      converged=self.converged,
+      inner_iterations=1,
     )
 
 
@@ -222,7 +232,9 @@ class SinkhornNewtonSparse:
     if self.num_sinkhorn_iters < 0 or self.max_newton_iters < 0:
       raise ValueError("num_sinkhorn_iters and max_newton_iters must be >= 0.")
     if self.sparsity is not None and not 0.0 < self.sparsity <= 1.0:
-      raise ValueError(f"`sparsity` must lie in (0, 1] (a share of the plan's entries), got {self.sparsity}.")
+      raise ValueError(
+        f"`sparsity` must lie in (0, 1] (a share of the plan's entries), got {self.sparsity}."
+      )
     if not 0.0 <= self.min_kept_mass <= 1.0:
       raise ValueError(f"`min_kept_mass` must lie in [0, 1], got {self.min_kept_mass}.")
     if not self.threshold > 0:
@@ -232,7 +244,7 @@ class SinkhornNewtonSparse:
     """The static number of entries of P kept in the sparsified Hessian."""
     if self.sparsity is None:
       return min(n * m, 10 * max(n, m))
-    return max(1, min(n * m, int(round(self.sparsity * n * m))))
+    return max(1, min(n * m, round(self.sparsity * n * m)))
 
   def __call__(
     self, prob: linear_problem.LinearProblem, init: tuple[jax.Array, jax.Array] | None = None
@@ -260,10 +272,18 @@ class SinkhornNewtonSparse:
     converged = newton.error < self.threshold
     reg_ot_cost = sinkhorn_lib.compute_kl_reg_cost(newton.f, newton.g, prob, lse_mode=True)
     return SNSOutput(
-      f=newton.f, g=newton.g, errors=errors, reg_ot_cost=reg_ot_cost, ot_prob=prob, converged=converged,
+      f=newton.f,
+      g=newton.g,
+      errors=errors,
+      reg_ot_cost=reg_ot_cost,
+      ot_prob=prob,
+      converged=converged,
       num_sinkhorn_iters=self.num_sinkhorn_iters + (newton_stage_iters - newton.num_newton),
-      num_newton_iters=newton.num_newton, step_sizes=newton.step_sizes, kept_mass=newton.kept_mass,
-      cg_iters=newton.cg_iters, threshold=self.threshold,
+      num_newton_iters=newton.num_newton,
+      step_sizes=newton.step_sizes,
+      kept_mass=newton.kept_mass,
+      cg_iters=newton.cg_iters,
+      threshold=self.threshold,
     )
 
   def _iterate(self, prob, init) -> tuple[jax.Array, _NewtonState]:
@@ -284,8 +304,17 @@ class SinkhornNewtonSparse:
     (f, g), errors = jax.lax.scan(body, (f0, g0), None, length=self.num_sinkhorn_iters)
     error = errors[-1] if self.num_sinkhorn_iters else marginal_error(f, g, prob)
     empty = jnp.zeros(0, dtype)
-    return _NewtonState(f, g, jnp.asarray(self.num_sinkhorn_iters), error, errors, empty, empty,
-                        jnp.zeros(0, jnp.int32), jnp.asarray(0))
+    return _NewtonState(
+      f,
+      g,
+      jnp.asarray(self.num_sinkhorn_iters),
+      error,
+      errors,
+      empty,
+      empty,
+      jnp.zeros(0, jnp.int32),
+      jnp.asarray(0),
+    )
 
   def _newton_stage(self, prob, warm: _NewtonState) -> _NewtonState:
     geom = prob.geom
@@ -330,13 +359,16 @@ class SinkhornNewtonSparse:
         sufficient_increase = new >= value + self.armijo * step * slope
         unresolved = (step * slope < resolution) & (new >= value - resolution)
         return jnp.isfinite(new) & (
-          sufficient_increase | (unresolved & (marginal_error(f_new, g_new, prob) < error)))
+          sufficient_increase | (unresolved & (marginal_error(f_new, g_new, prob) < error))
+        )
 
       def cond(carry):
         step, tries = carry
         return (tries < self.max_backtracks) & ~accept(step)
 
-      step, tries = jax.lax.while_loop(cond, lambda c: (0.5 * c[0], c[1] + 1), (jnp.asarray(1.0, dtype), 0))
+      step, _ = jax.lax.while_loop(
+        cond, lambda c: (0.5 * c[0], c[1] + 1), (jnp.asarray(1.0, dtype), 0)
+      )
       # No step satisfied the Armijo condition: stay put rather than decrease D.
       return jnp.where(accept(step) & (slope > 0), step, 0.0)
 
@@ -349,31 +381,53 @@ class SinkhornNewtonSparse:
 
       def take_newton(_):
         step = line_search(state.f, state.g, direction, grad, state.error)
-        newton = (state.f + step * direction[:n], state.g + step * direction[n:], step, jnp.asarray(1))
+        newton = (
+          state.f + step * direction[:n],
+          state.g + step * direction[n:],
+          step,
+          jnp.asarray(1),
+        )
         # A direction along which no step increases D (CG failed on a near-singular system, far from the
         # optimum): a Sinkhorn iteration instead, which always does.
         return jax.lax.cond(step > 0, lambda _: newton, take_sinkhorn, None)
 
-      f, g, step, is_newton = jax.lax.cond(kept >= self.min_kept_mass, take_newton, take_sinkhorn, None)
+      f, g, step, is_newton = jax.lax.cond(
+        kept >= self.min_kept_mass, take_newton, take_sinkhorn, None
+      )
       error = marginal_error(f, g, prob)
       i = state.iteration - self.num_sinkhorn_iters
       return _NewtonState(
-        f, g, state.iteration + 1, error, state.errors.at[i].set(error), state.step_sizes.at[i].set(step),
-        state.kept_mass.at[i].set(kept), state.cg_iters.at[i].set(iters), state.num_newton + is_newton,
+        f,
+        g,
+        state.iteration + 1,
+        error,
+        state.errors.at[i].set(error),
+        state.step_sizes.at[i].set(step),
+        state.kept_mass.at[i].set(kept),
+        state.cg_iters.at[i].set(iters),
+        state.num_newton + is_newton,
       )
 
     def cond(state):
-      return (state.error >= self.threshold) & (state.iteration < self.num_sinkhorn_iters + self.max_newton_iters)
+      return (state.error >= self.threshold) & (
+        state.iteration < self.num_sinkhorn_iters + self.max_newton_iters
+      )
 
     k = self.max_newton_iters
-    init = warm._replace(errors=jnp.full(k, -1.0, dtype), step_sizes=jnp.zeros(k, dtype),
-                         kept_mass=jnp.zeros(k, dtype), cg_iters=jnp.zeros(k, jnp.int32))
+    init = warm._replace(
+      errors=jnp.full(k, -1.0, dtype),
+      step_sizes=jnp.zeros(k, dtype),
+      kept_mass=jnp.zeros(k, dtype),
+      cg_iters=jnp.zeros(k, jnp.int32),
+    )
     if k == 0:  # Sinkhorn only
       return init
     return jax.lax.while_loop(cond, newton_iteration, init)
 
 
-def first_order_conditions(f: jax.Array, g: jax.Array, prob: linear_problem.LinearProblem) -> jax.Array:
+def first_order_conditions(
+  f: jax.Array, g: jax.Array, prob: linear_problem.LinearProblem
+) -> jax.Array:
   """``∇D(f, g) = (a - P1, b - Pᵀ1)``, zero at the solution: the fixed point that implicit differentiation uses."""
   plan = prob.geom.transport_from_potentials(f, g)
   return jnp.concatenate([prob.a - plan.sum(1), prob.b - plan.sum(0)])
@@ -469,7 +523,9 @@ def _check_problem(prob: Any) -> None:
   if not isinstance(a, jax.core.Tracer) and not isinstance(b, jax.core.Tracer):
     sa, sb = float(jnp.sum(a)), float(jnp.sum(b))
     if abs(sa - sb) > 1e-6 * max(sa, sb):
-      raise ValueError(f"the marginals must have the same mass for balanced OT: sum(a) = {sa}, sum(b) = {sb}.")
+      raise ValueError(
+        f"the marginals must have the same mass for balanced OT: sum(a) = {sa}, sum(b) = {sb}."
+      )
 
 
 def solve(
@@ -486,5 +542,7 @@ def solve(
   True 1.0
   """
   if not isinstance(geom, geometry_lib.Geometry):
-    raise TypeError(f"`geom` must be an ott Geometry (PointCloud, Geometry, ...), got {type(geom).__name__}.")
+    raise TypeError(
+      f"`geom` must be an ott Geometry (PointCloud, Geometry, ...), got {type(geom).__name__}."
+    )
   return SinkhornNewtonSparse(**options)(linear_problem.LinearProblem(geom, a=a, b=b))
