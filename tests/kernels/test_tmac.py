@@ -209,7 +209,7 @@ def test_lookup_count_is_linear_in_bits():
       tmac.preprocess(
         np.zeros((24, 64), np.int32), np.ones((24, 2)), np.zeros((24, 2)), bits=b, group_size=32
       ),
-      n=5,
+      num_rows=5,
     )
     for b in tmac.SUPPORTED_BITS
   ]

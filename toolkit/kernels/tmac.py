@@ -253,10 +253,11 @@ def dequantize(packed: TMACWeights, dtype=jnp.float32) -> jax.Array:
   return ((groups - packed.zeros.astype(dtype)[..., None]) * scale).reshape(m, k)
 
 
-def lookup_count(packed: TMACWeights, n: int = 1) -> int:
-  """Table lookups of one product with n activation rows: ``n·bits·M·K/4`` (linear in the bit width)."""
+def lookup_count(packed: TMACWeights, num_rows: int = 1) -> int:
+  """Table lookups of one product with ``num_rows`` activation rows N: ``N·bits·M·K/4`` (linear in the bit
+  width)."""
   m, k = packed.shape
-  return n * packed.bits * m * (k // ACTIVATION_GROUP)
+  return num_rows * packed.bits * m * (k // ACTIVATION_GROUP)
 
 
 # ------------------------------------------------------------------------------------------------------------

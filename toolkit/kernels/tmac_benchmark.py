@@ -39,13 +39,13 @@ def random_weights(
   return codes, scales, zeros
 
 
-def measure_bandwidth(mib: int = 256, repeats: int = 5) -> float:
+def measure_bandwidth(mib: int = 256, num_repeats: int = 5) -> float:
   """Memory read bandwidth in GB/s: median time of summing a ``mib`` MiB float32 array (no write-back)."""
   a = jnp.ones((mib * (1 << 20) // 4,), jnp.float32)
   total = jax.jit(jnp.sum)
   total(a).block_until_ready()
   times = []
-  for _ in range(repeats):
+  for _ in range(num_repeats):
     start = time.perf_counter()
     total(a).block_until_ready()
     times.append(time.perf_counter() - start)
@@ -66,7 +66,7 @@ def method_fn(method: str):
 
 
 def time_sweep(
-  key: jax.Array, m: int, k: int, n: int, bits_list, group_size: int, methods, repeats: int
+  key: jax.Array, m: int, k: int, n: int, bits_list, group_size: int, methods, num_repeats: int
 ) -> list:
   """Times every method at every bit width on the same activations, all interleaved in each repeat (so a change
   of load on the shared machine hits every bit width alike), and returns one dict of medians (ms) per bit width."""
@@ -85,7 +85,7 @@ def time_sweep(
       out = f(x, packed, w).block_until_ready()
       rel_err[bits][name] = float(jnp.max(jnp.abs(out - reference)) / jnp.max(jnp.abs(reference)))
   times = {(bits, name): [] for bits in bits_list for name in fns}
-  for _ in range(repeats):
+  for _ in range(num_repeats):
     for bits in bits_list:
       packed, w = setups[bits]
       for name, f in fns.items():
