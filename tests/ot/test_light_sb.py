@@ -316,6 +316,20 @@ def test_fit_recovers_the_exact_parameters(key):
   np.testing.assert_allclose(out.params.r[0], gb.r_star, atol=0.03)
 
 
+def test_fit_takes_any_optax_optimizer(key):
+  """optimizer=None is Adam at DEFAULT_LEARNING_RATE, step for step; another transformation trains differently."""
+  x0, x1 = jax.random.normal(key, (2, 64, 2))
+  kw = {"epsilon": EPS, "num_components": 3, "batch_size": 16, "num_steps": 5}
+  default = lsb.fit(key, x0, x1, **kw)
+  explicit = lsb.fit(key, x0, x1, optimizer=optax.adam(lsb.DEFAULT_LEARNING_RATE), **kw)
+  np.testing.assert_array_equal(default.losses, explicit.losses)
+  np.testing.assert_array_equal(default.params.r, explicit.params.r)
+  sgd = lsb.fit(key, x0, x1, optimizer=optax.sgd(1e-2), **kw)
+  assert not np.array_equal(sgd.params.r, default.params.r)
+  with pytest.raises(TypeError, match="optimizer"):
+    lsb.fit(key, x0, x1, optimizer="adam", **kw)
+
+
 def test_exact_parameters_minimise_the_loss(x64, key):
   """L(θ*) < L(θ* + δ) on a large common sample: L is KL(π*‖π_θ) up to a constant (arXiv 2310.01174, Sec. 3)."""
   gb = bridge(jnp.float64)

@@ -4,12 +4,20 @@ import jax
 import jax.numpy as jnp
 import jax.test_util
 import numpy as np
+import optax
 import pytest
 from ott.geometry import costs
 from ott.neural.methods.monge_gap import monge_gap_from_samples
 from ott.solvers.linear import sinkhorn
 
-from toolkit.ot.monge_gap import DEFAULT_SOLVER_KWARGS, monge_gap, monge_gap_output
+from toolkit.ot.monge_gap import (
+  DEFAULT_LEARNING_RATE,
+  DEFAULT_SOLVER_KWARGS,
+  TRAINING_SOLVER_KWARGS,
+  fit_map,
+  monge_gap,
+  monge_gap_output,
+)
 from toolkit.ot.sinkhorn_newton_sparse import SinkhornNewtonSparse
 
 COSTS = [costs.SqEuclidean(), costs.Euclidean(), costs.PNormP(1.0), costs.SqPNorm(1.5)]
@@ -119,6 +127,26 @@ def test_sinkhorn_newton_sparse_as_the_solver(x64, key, cost_fn, eps):
 def test_bad_input(x, y, error, match):
   with pytest.raises(error, match=match):
     monge_gap(x, y)
+
+
+def test_fit_map_takes_an_optimizer_and_a_solver(key):
+  """optimizer=None is Adam at DEFAULT_LEARNING_RATE and solver=None ott's Sinkhorn(**TRAINING_SOLVER_KWARGS)."""
+  source = lambda k, n: jax.random.normal(k, (n, 2))
+  target = lambda k, n: jax.random.normal(k, (n, 2)) + 1.0
+  kw = {"num_steps": 2, "batch_size": 8, "hidden": (4,)}
+  default = fit_map(key, source, target, **kw)
+  explicit = fit_map(
+    key,
+    source,
+    target,
+    optimizer=optax.adam(DEFAULT_LEARNING_RATE),
+    solver=sinkhorn.Sinkhorn(**TRAINING_SOLVER_KWARGS),
+    **kw,
+  )
+  np.testing.assert_array_equal(default.monge_gap, explicit.monge_gap)
+  np.testing.assert_array_equal(default(jnp.ones((3, 2))), explicit(jnp.ones((3, 2))))
+  with pytest.raises(TypeError, match="optimizer"):
+    fit_map(key, source, target, optimizer=0.1, **kw)
 
 
 def test_bad_solver(key):

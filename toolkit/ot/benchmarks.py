@@ -28,8 +28,9 @@ import jax.scipy as jsp
 import numpy as np
 
 from toolkit.ot._checks import check_count, check_epsilon, check_points, check_square
-from toolkit.ot.light_sb import LightSBParams, _mixture_moments
+from toolkit.ot.light_sb import LightSBParams
 from toolkit.ot.metrics import sqrtm_psd
+from toolkit.stats import gmm
 
 Sampler = Callable[[jax.Array, int], jax.Array]  # (key, n) -> (n, d) samples
 
@@ -487,7 +488,7 @@ def benchmark_conditional_moments(
   bench: MixtureBenchmark, x: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
   """Mean ``(..., d)`` and covariance ``(..., d, d)`` of the benchmark's true π*(·|x) (the cBW-UVP reference)."""
-  return _mixture_moments(*benchmark_conditional(bench, x))
+  return gmm.mixture_moments(*benchmark_conditional(bench, x))
 
 
 @jax.jit
