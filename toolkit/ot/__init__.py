@@ -28,7 +28,7 @@ from toolkit.ot.benchmarks import (
   sample_benchmark_input,
   sample_benchmark_target,
 )
-from toolkit.ot.light_sb import LightSBParams
+from toolkit.ot.light_sb import LightSBFit, LightSBParams, LightSBPath
 from toolkit.ot.metrics import (
   bures_wasserstein,
   bw_uvp,
@@ -58,7 +58,9 @@ __all__ = [
   "BenchmarkPieces",
   "GaussianBridge",
   "GaussianPair",
+  "LightSBFit",
   "LightSBParams",
+  "LightSBPath",
   "LinearSolver",
   "MapFit",
   "MapMLP",

@@ -449,7 +449,7 @@ def drift(params: LightSBParams, x: jax.Array, t, epsilon) -> jax.Array:
   return _drift_eig(_eigen(params), x, t, epsilon)
 
 
-class SDEPath(NamedTuple):
+class LightSBPath(NamedTuple):
   """Output of :func:`sample_sde`.
 
   Attributes:
@@ -470,7 +470,7 @@ def sample_sde(
   epsilon,
   num_steps: int = 100,
   return_trajectory: bool = False,
-) -> SDEPath:
+) -> LightSBPath:
   """Euler–Maruyama for ``dX = g_θ(X, t) dt + √ε dW`` from X_0 = x0 (arXiv 2310.01174, Sec. 3).
 
   ``X_{n+1} = X_n + g_θ(X_n, n dt) dt + √(ε dt) ξ_n``, n = 0..N-1: the drift is evaluated at t = 0, dt, ...,
@@ -502,7 +502,7 @@ def sample_sde(
   keys = jax.random.split(key, num_steps)
   final, path = jax.lax.scan(step, x0, (times[:-1], keys))
   trajectory = jnp.concatenate([x0[None], path], axis=0) if return_trajectory else None
-  return SDEPath(final, trajectory, times)
+  return LightSBPath(final, trajectory, times)
 
 
 def sample_bridge(key: jax.Array, params: LightSBParams, x0: jax.Array, t, epsilon) -> jax.Array:
@@ -528,7 +528,7 @@ def sample_bridge(key: jax.Array, params: LightSBParams, x0: jax.Array, t, epsil
 # Training.
 
 
-class FitOutput(NamedTuple):
+class LightSBFit(NamedTuple):
   """Output of :func:`fit`: the learned θ and the minibatch loss L̂(θ) of every step, ``(num_steps,)``."""
 
   params: LightSBParams
@@ -581,7 +581,7 @@ def fit(
   num_steps: int = 10_000,
   s_init: float = 0.1,
   params: LightSBParams | None = None,
-) -> FitOutput:
+) -> LightSBFit:
   """Trains LightSB on independent minibatches of p0 and p1 (arXiv 2310.01174, Algorithm 1).
 
   Each step draws ``batch_size`` points of each side (with replacement from arrays, or fresh from samplers) and
@@ -605,7 +605,7 @@ def fit(
     params: initial θ (default: :func:`init_params`).
 
   Returns:
-    ``FitOutput(params, losses)``.
+    ``LightSBFit(params, losses)``.
 
   >>> x0 = jax.random.normal(jax.random.key(0), (256, 2))
   >>> out = fit(jax.random.key(1), x0, x0 + 1.0, epsilon=0.1, num_components=4, num_steps=20, batch_size=64,
@@ -658,4 +658,4 @@ def fit(
     return raw, losses
 
   raw, losses = run(train_key, params._replace(log_alpha=epsilon * params.log_alpha))
-  return FitOutput(to_params(raw), losses)
+  return LightSBFit(to_params(raw), losses)
