@@ -282,11 +282,6 @@ def plan_component_covs(params: LightSBParams, epsilon) -> jax.Array:
   return epsilon * s_matrices(params)
 
 
-# The former private helper, now ``toolkit.stats.gmm.mixture_moments``; the name stays only for the cross-check in
-# tests/stats/test_gmm.py and goes with it.
-_mixture_moments = gmm.mixture_moments
-
-
 def plan_mean(params: LightSBParams, x: jax.Array, epsilon) -> jax.Array:
   """``(..., d)`` E_{π_θ}[y | x] = Σ_k w_k(x) (r_k + S_k x)."""
   w = jnp.exp(plan_log_weights(params, x, epsilon))
