@@ -2,10 +2,11 @@
 
 Each kernel has a Pallas implementation and an XLA path behind one ``impl=`` argument, chosen by one rule
 (``dispatch``). Names that both modules define (``dequantize``, ``SUPPORTED_BITS``) are reached through their
-module: ``kivi.dequantize``, ``tmac.dequantize``.
+module: ``kivi.dequantize``, ``tmac.dequantize``. ``kivi_eval`` (cache byte counts, outlier key channels, paired
+z-scores) and ``tmac_benchmark`` (timing sweeps and fits) are the measurement helpers of the two experiments.
 """
 
-from toolkit.kernels import dispatch, kivi, tmac
+from toolkit.kernels import dispatch, kivi, kivi_eval, tmac, tmac_benchmark
 from toolkit.kernels.dispatch import IMPLS, check_bits, check_impl, default_impl
 from toolkit.kernels.kivi import (
   KIVI,
@@ -16,6 +17,7 @@ from toolkit.kernels.kivi import (
   quantize_keys,
   quantize_values,
 )
+from toolkit.kernels.kivi_eval import CacheBytes, ChannelMagnitudes, OffsetKeys
 from toolkit.kernels.tmac import (
   TMACWeights,
   bitserial_matmul,
@@ -29,7 +31,10 @@ from toolkit.kernels.tmac import (
 __all__ = [
   "IMPLS",
   "KIVI",
+  "CacheBytes",
+  "ChannelMagnitudes",
   "KIVICache",
+  "OffsetKeys",
   "QuantizedTensor",
   "TMACWeights",
   "bitserial_matmul",
@@ -41,6 +46,7 @@ __all__ = [
   "dispatch",
   "init_cache",
   "kivi",
+  "kivi_eval",
   "lut_gather",
   "matmul",
   "onehot_lut",
@@ -48,4 +54,5 @@ __all__ = [
   "quantize_keys",
   "quantize_values",
   "tmac",
+  "tmac_benchmark",
 ]

@@ -1,7 +1,12 @@
-"""Small flax models shared by the experiments: an MLP and a byte-level decoder-only transformer LM with a
-pluggable KV cache (``transformer``), its training, evaluation and cached checkpoint (``lm_training``)."""
+"""Small flax models shared by the experiments: an MLP (``mlp``), a byte-level decoder-only transformer LM with a
+pluggable KV cache (``transformer``), its training, evaluation and cached checkpoint (``lm_training``), and a
+time-conditioned score network with its denoising score-matching trainer (``score_net``).
 
-from toolkit.models import lm_training, transformer
+Names that several modules define (``init_params``, ``train``) are reached through their module:
+``transformer.init_params``, ``lm_training.train``, ``score_net.train``.
+"""
+
+from toolkit.models import lm_training, mlp, score_net, transformer
 from toolkit.models.lm_training import (
   Evaluation,
   Pretrained,
@@ -11,45 +16,52 @@ from toolkit.models.lm_training import (
   load_model,
   make_evaluator,
   pretrained,
-  train,
   train_tiny,
 )
 from toolkit.models.mlp import MLP
+from toolkit.models.score_net import ScoreNet, ScoreNetTraining
 from toolkit.models.transformer import (
+  Attention,
+  Block,
   DecodeOutput,
   DecodeState,
   FeedForward,
   FullPrecisionCache,
+  FullPrecisionState,
   KVCache,
   Transformer,
   TransformerConfig,
   decode_log_probs,
-  init_params,
   sequence_log_probs,
 )
 
 __all__ = [
   "MLP",
+  "Attention",
+  "Block",
   "DecodeOutput",
   "DecodeState",
   "Evaluation",
   "FeedForward",
   "FullPrecisionCache",
+  "FullPrecisionState",
   "KVCache",
   "Pretrained",
+  "ScoreNet",
+  "ScoreNetTraining",
   "TrainRecipe",
   "TrainRecord",
   "Transformer",
   "TransformerConfig",
   "decode_log_probs",
   "evaluate",
-  "init_params",
   "lm_training",
   "load_model",
   "make_evaluator",
+  "mlp",
   "pretrained",
+  "score_net",
   "sequence_log_probs",
-  "train",
   "train_tiny",
   "transformer",
 ]
