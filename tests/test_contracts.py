@@ -16,6 +16,8 @@ import pytest
 
 from toolkit import losses
 from toolkit import optim
+from toolkit.kernels import kivi, tmac, tmac_benchmark
+from toolkit.models import FullPrecisionCache
 from toolkit.smc import resampling
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -158,3 +160,131 @@ def test_transform_refuses_bad_input(name, make, key):
     tx.update(grads, state, None)
   with pytest.raises(ValueError, match="structure|shape"):
     tx.update({"w": grads["w"]}, state, params)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# KV-cache strategies of the transformer LM (init / prefill / attend), every KIVI bit width.
+
+CACHES = [
+  ("full_precision", FullPrecisionCache()),
+  *[(f"kivi{b}", kivi.KIVI(bits=b, group_size=32, residual=32)) for b in kivi.CACHE_BITS],
+  ("kivi2_per_token_keys", kivi.KIVI(bits=2, group_size=32, residual=32, per_channel_keys=False)),
+]
+
+
+def _decode_step(cache, k, v, q, k_new, v_new):
+  state = cache.prefill(cache.init(k.shape[:-2], 64, k.shape[-1], k.dtype), k, v)
+  return cache.attend(state, q, k_new, v_new)[0]
+
+
+def _kv(key, batch=(2,), dtype=jnp.float32):
+  ks = jax.random.split(key, 5)
+  k, v = (jax.random.normal(kk, (*batch, 40, 32), dtype) for kk in ks[:2])
+  q, k_new, v_new = (jax.random.normal(kk, (*batch, 32), dtype) for kk in ks[2:])
+  return k, v, q, k_new, v_new
+
+
+@pytest.mark.parametrize("name, cache", CACHES)
+def test_cache_jit_equals_no_jit_and_vmap_equals_loop(name, cache, key):
+  args = _kv(key)
+  eager = _decode_step(cache, *args)
+  jitted = jax.jit(functools.partial(_decode_step, cache))(*args)
+  np.testing.assert_allclose(np.asarray(eager), np.asarray(jitted), rtol=1e-5, atol=1e-6)
+  batched = jax.vmap(functools.partial(_decode_step, cache))(*args)
+  looped = jnp.stack([_decode_step(cache, *(a[i][None] for a in args))[0] for i in range(2)])
+  np.testing.assert_allclose(np.asarray(batched), np.asarray(looped), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, cache", CACHES)
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
+def test_cache_keeps_the_dtype(name, cache, dtype, key):
+  assert _decode_step(cache, *_kv(key, dtype=dtype)).dtype == dtype
+
+
+@pytest.mark.parametrize("name, cache", CACHES)
+def test_cache_refuses_a_prompt_of_the_wrong_shape(name, cache, key):
+  k, v, *_ = _kv(key)
+  state = cache.init((2,), 64, 32, jnp.float32)
+  with pytest.raises(ValueError, match="`k`|`v`|capacity"):
+    cache.prefill(state, k[..., :16], v[..., :16])
+  with pytest.raises(ValueError, match="capacity|fit"):
+    cache.prefill(state, jnp.zeros((2, 200, 32)), jnp.zeros((2, 200, 32)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kernel implementations: every impl and bit width of KIVI's decode attention and T-MAC's matmul.
+
+IMPLS = [("xla", {}), ("pallas", {"interpret": True})]
+
+
+def _kivi_cache(key, bits, dtype=jnp.float32):
+  k, v, *_ = _kv(key, dtype=dtype)
+  cache = kivi.init_cache((2,), 64, 32, bits=bits, group_size=32, residual=32, dtype=dtype)
+  return kivi.extend(cache, k, v)
+
+
+@pytest.mark.parametrize("impl, options", IMPLS)
+@pytest.mark.parametrize("bits", kivi.CACHE_BITS)
+def test_decode_attention_impls_agree_under_jit_and_vmap(impl, options, bits, key):
+  cache = _kivi_cache(key, bits)
+  q = jax.random.normal(key, (2, 32))
+  attend = functools.partial(kivi.decode_attention, impl=impl, **options)
+  reference = kivi.decode_attention_reference(q, cache)
+  np.testing.assert_allclose(np.asarray(attend(q, cache)), np.asarray(reference), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(jax.jit(attend)(q, cache)), np.asarray(attend(q, cache)), rtol=1e-6)
+  qs = jax.random.normal(key, (3, 2, 32))
+  batched = jax.vmap(attend, in_axes=(0, None))(qs, cache)
+  looped = jnp.stack([attend(qi, cache) for qi in qs])
+  np.testing.assert_allclose(np.asarray(batched), np.asarray(looped), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("impl, options", IMPLS)
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
+def test_decode_attention_keeps_the_dtype(impl, options, dtype, key):
+  cache = _kivi_cache(key, 2, dtype)
+  out = kivi.decode_attention(jnp.ones((2, 32), dtype), cache, impl=impl, **options)
+  assert out.dtype == dtype
+
+
+@pytest.mark.parametrize("impl, options", IMPLS)
+def test_decode_attention_refuses_bad_input(impl, options, key):
+  cache = _kivi_cache(key, 2)
+  with pytest.raises(ValueError, match="impl"):
+    kivi.decode_attention(jnp.ones((2, 32)), cache, impl="cuda")
+  with pytest.raises((ValueError, TypeError), match="q|shape|channels"):
+    kivi.decode_attention(jnp.ones((2, 16)), cache, impl=impl, **options)
+
+
+def _tmac_weights(key, bits):
+  codes, scales, zeros = tmac_benchmark.random_weights(key, 64, 128, bits, 32)
+  return tmac.preprocess(codes, scales, zeros, bits=bits, group_size=32)
+
+
+@pytest.mark.parametrize("impl, options", IMPLS)
+@pytest.mark.parametrize("bits", tmac.SUPPORTED_BITS)
+def test_tmac_matmul_impls_agree_under_jit_and_vmap(impl, options, bits, key):
+  packed = _tmac_weights(key, bits)
+  x = jax.random.normal(key, (3, 128))
+  matmul = functools.partial(tmac.matmul, impl=impl, **options)
+  reference = x @ tmac.dequantize(packed).T
+  np.testing.assert_allclose(np.asarray(matmul(x, packed)), np.asarray(reference), rtol=1e-4, atol=1e-4)
+  np.testing.assert_array_equal(np.asarray(jax.jit(matmul)(x, packed)), np.asarray(matmul(x, packed)))
+  batched = jax.vmap(matmul, in_axes=(0, None))(x, packed)
+  looped = jnp.stack([matmul(xi, packed) for xi in x])
+  np.testing.assert_allclose(np.asarray(batched), np.asarray(looped), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl, options", IMPLS)
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
+def test_tmac_matmul_keeps_the_dtype(impl, options, dtype, key):
+  out = tmac.matmul(jnp.ones((2, 128), dtype), _tmac_weights(key, 2), impl=impl, **options)
+  assert out.dtype == dtype
+
+
+@pytest.mark.parametrize("impl, options", IMPLS)
+def test_tmac_matmul_refuses_bad_input(impl, options, key):
+  packed = _tmac_weights(key, 2)
+  with pytest.raises(ValueError, match="impl"):
+    tmac.matmul(jnp.ones((2, 128)), packed, impl="cuda")
+  with pytest.raises(ValueError, match="x|K|128"):
+    tmac.matmul(jnp.ones((2, 64)), packed, impl=impl, **options)

@@ -333,6 +333,12 @@ def extend(cache: KIVICache, k: jax.Array, v: jax.Array) -> KIVICache:
       f"`k` and `v` must both have shape {cache.k_residual.shape[:-2]} + (tokens, "
       f"{cache.k_residual.shape[-1]}), got {k.shape} and {v.shape}."
     )
+  room = cache.capacity + cache.k_residual.shape[-2]
+  if k.shape[-2] > room:
+    raise ValueError(
+      f"the prompt ({k.shape[-2]} tokens) does not fit the cache's capacity ({cache.capacity} quantized + "
+      f"{cache.k_residual.shape[-2]} residual tokens)."
+    )
   step = lambda c, kv: (append(c, *kv), None)
   cache, _ = jax.lax.scan(step, cache, (jnp.moveaxis(k, -2, 0), jnp.moveaxis(v, -2, 0)))
   return cache

@@ -368,7 +368,7 @@ def matmul(
     interpret: static, run the Pallas kernel in interpret mode (``None``: on CPU only); the XLA path ignores it.
 
   Returns:
-    (..., M) float32.
+    (..., M) in the dtype of ``x`` (tables and sums are float32 whatever it is).
 
   >>> codes = jnp.arange(8 * 32).reshape(8, 32) % 8  # 3-bit codes
   >>> packed = preprocess(codes, jnp.ones((8, 1)), jnp.zeros((8, 1)), bits=3, group_size=32)
@@ -407,7 +407,7 @@ def matmul(
     if algorithm is None:
       algorithm = lut_gather if int8_tables or n <= _LUT_MAX_ROWS else bitserial_matmul
     y = algorithm(x2, packed, int8_tables=int8_tables)
-  return y.reshape(*lead, m)
+  return y.reshape(*lead, m).astype(x.dtype)
 
 
 def _needs_float_tables(int8_tables: bool, name: str) -> None:
