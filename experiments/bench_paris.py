@@ -30,9 +30,7 @@ from absl import app, flags
 from toolkit.smc import paris, ssm
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list(
-  "num_particles", ["1000", "2000", "4000", "10000", "30000", "100000"], "The N swept."
-)
+flags.DEFINE_list("num_particles", ["1000", "2000", "4000", "10000", "30000", "100000"], "The N swept.")
 flags.DEFINE_integer("num_steps", 500, "T (observations).")
 flags.DEFINE_integer("max_exact_particles", 4000, "Largest N for the O(N²) exact kernel.")
 flags.DEFINE_integer("max_reject_particles", 2000, "Largest N for the accept-reject kernel.")
@@ -78,9 +76,7 @@ def run_particles(ys: np.ndarray, num_particles: int, replicates: int, seed: int
 
 
 def time_ours(model, ys, num_particles, backward, repeats, seed) -> dict:
-  fn = jax.jit(
-    lambda k: paris.paris(k, model, ys, lag_product, num_particles=num_particles, backward=backward)
-  )
+  fn = jax.jit(lambda k: paris.paris(k, model, ys, lag_product, num_particles=num_particles, backward=backward))
   start = time.perf_counter()
   jax.block_until_ready(fn(jax.random.key(seed)))
   compile_and_first = time.perf_counter() - start
@@ -127,13 +123,9 @@ def main(argv):
   theirs = None
   if FLAGS.particles_at:
     if os.path.exists(PARTICLES_PYTHON):
-      theirs = run_particles(
-        np.asarray(ys[:, 0]), FLAGS.particles_at, FLAGS.particles_replicates, FLAGS.seed
-      )
+      theirs = run_particles(np.asarray(ys[:, 0]), FLAGS.particles_at, FLAGS.particles_replicates, FLAGS.seed)
     else:
-      print(
-        f"{PARTICLES_PYTHON} is missing (`make .venv-particles`): the particles library is skipped."
-      )
+      print(f"{PARTICLES_PYTHON} is missing (`make .venv-particles`): the particles library is skipped.")
 
   print(
     f"\nPaRIS, scalar LGSSM (A=0.9, Q=0.5, R=1), T = {FLAGS.num_steps}, K = 2, float64, device "
@@ -145,9 +137,7 @@ def main(argv):
   for n in ns:
     cells = [f"{results[(k, n)]['seconds']:.3f}" if (k, n) in results else "—" for k in KERNELS]
     speedup = (
-      f"{results[('exact', n)]['seconds'] / results[('mcmc', n)]['seconds']:.1f}×"
-      if ("exact", n) in results
-      else "—"
+      f"{results[('exact', n)]['seconds'] / results[('mcmc', n)]['seconds']:.1f}×" if ("exact", n) in results else "—"
     )
     print(f"| {n} | " + " | ".join(cells) + f" | {speedup} |")
   slopes = {
@@ -162,20 +152,14 @@ def main(argv):
   print("\n| kernel | N | estimates − truth (per call) | first call (with compile), s |")
   print("|---|---|---|---|")
   for (k, n), r in results.items():
-    print(
-      f"| {k} | {n} | {', '.join(f'{e - truth:+.1f}' for e in r['estimates'])} | {r['first_call']:.2f} |"
-    )
+    print(f"| {k} | {n} | {', '.join(f'{e - truth:+.1f}' for e in r['estimates'])} | {r['first_call']:.2f} |")
   if theirs is not None and ("exact", FLAGS.particles_at) in results:
     n = FLAGS.particles_at
     their_seconds = statistics.median(theirs["seconds"])
     print(
       f"\nAt N = {n}: particles {theirs['particles_version']} (hybrid accept-reject) {their_seconds:.2f} s, "
       f"estimates − truth {', '.join(f'{e - truth:+.1f}' for e in theirs['estimates'])}; speed-up of ours: "
-      + ", ".join(
-        f"{k} {their_seconds / results[(k, n)]['seconds']:.0f}×"
-        for k in KERNELS
-        if (k, n) in results
-      )
+      + ", ".join(f"{k} {their_seconds / results[(k, n)]['seconds']:.0f}×" for k in KERNELS if (k, n) in results)
     )
 
 

@@ -14,8 +14,7 @@ import time
 
 import jax
 import optax
-from absl import app
-from absl import flags
+from absl import app, flags
 
 from experiments import grokking
 from toolkit.data import modular_arithmetic
@@ -49,8 +48,9 @@ def bench(p: int = 113, steps: int = 50, repeats: int = 15) -> dict[str, float]:
   advances, states = {}, {}
   for name, tx in optimizers.items():
     advances[name] = jax.jit(
-      lambda s, tx=tx: grokking.train_epochs(s, data.x_train, data.y_train, model=model, tx=tx, loss="softmax",
-                                             num_epochs=steps)
+      lambda s, tx=tx: grokking.train_epochs(
+        s, data.x_train, data.y_train, model=model, tx=tx, loss="softmax", num_epochs=steps
+      )
     )
     states[name] = grokking.TrainState(params, tx.init(params))
     states[name] = jax.block_until_ready(advances[name](states[name]))  # compile and warm up
@@ -59,15 +59,20 @@ def bench(p: int = 113, steps: int = 50, repeats: int = 15) -> dict[str, float]:
     for name in optimizers:
       times[name] += time_chunks(advances[name], states[name], 1)
   per_step = {name: statistics.median(t) / steps for name, t in times.items()}
-  return {"adamw_ms": 1e3 * per_step["AdamW"], "perp_adamw_ms": 1e3 * per_step["⊥AdamW"],
-          "ratio": per_step["⊥AdamW"] / per_step["AdamW"]}
+  return {
+    "adamw_ms": 1e3 * per_step["AdamW"],
+    "perp_adamw_ms": 1e3 * per_step["⊥AdamW"],
+    "ratio": per_step["⊥AdamW"] / per_step["AdamW"],
+  }
 
 
 def main(argv):
   del argv
   result = bench(FLAGS.p, FLAGS.steps, FLAGS.repeats)
-  print(f"device: {jax.devices()[0].device_kind}, {FLAGS.steps} full-batch steps per chunk, "
-        f"median of {FLAGS.repeats} interleaved chunks")
+  print(
+    f"device: {jax.devices()[0].device_kind}, {FLAGS.steps} full-batch steps per chunk, "
+    f"median of {FLAGS.repeats} interleaved chunks"
+  )
   print("| optimiser | ms / step |")
   print("|---|---|")
   print(f"| AdamW | {result['adamw_ms']:.3f} |")

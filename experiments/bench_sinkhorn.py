@@ -10,8 +10,7 @@ gives iterations, seconds and the ratios of each baseline to SNS on the same pro
 from __future__ import annotations
 
 import jax
-from absl import app
-from absl import flags
+from absl import app, flags
 
 from experiments import sinkhorn_newton_sparse as sns_experiment
 
@@ -29,8 +28,10 @@ def main(argv):
   config.n, config.eta, config.cases = FLAGS.n, FLAGS.eta, tuple(FLAGS.cases)
   config.max_sinkhorn_iterations = FLAGS.max_sinkhorn_iterations
   sns_experiment.validate_config(config)
-  print(f"device: {jax.devices()[0].device_kind}; n = {config.n}, η = {config.eta:g}, marginal error "
-        f"{config.threshold:g}, float64; time excludes compilation")
+  print(
+    f"device: {jax.devices()[0].device_kind}; n = {config.n}, η = {config.eta:g}, marginal error "
+    f"{config.threshold:g}, float64; time excludes compilation"
+  )
   print("| case | method | iterations | seconds | converged | iterations / SNS | seconds / SNS |")
   print("|---|---|---|---|---|---|---|")
   keys = jax.random.split(jax.random.key(FLAGS.seed), len(config.cases))
@@ -39,8 +40,11 @@ def main(argv):
       result = sns_experiment.run_case(case, config, key)
       ours = result["sns"]
       for name, r in result.items():
-        print(f"| {case} | {name} | {r['iterations']} | {r['seconds']:.3f} | {r['converged']} | "
-              f"{r['iterations'] / ours['iterations']:.1f} | {r['seconds'] / ours['seconds']:.2f} |", flush=True)
+        print(
+          f"| {case} | {name} | {r['iterations']} | {r['seconds']:.3f} | {r['converged']} | "
+          f"{r['iterations'] / ours['iterations']:.1f} | {r['seconds'] / ours['seconds']:.2f} |",
+          flush=True,
+        )
 
 
 if __name__ == "__main__":

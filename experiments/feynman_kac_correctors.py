@@ -106,9 +106,7 @@ def get_config(scale: str = "full") -> ConfigDict:
   config.settings = tuple(SETTINGS)
   config.variants = tuple(VARIANTS)
   config.num_particles = 4096 if quick else 8192
-  config.num_seeds = (
-    4 if quick else 8
-  )  # independent SMC runs per setting (vmapped); moments are pooled
+  config.num_seeds = 4 if quick else 8  # independent SMC runs per setting (vmapped); moments are pooled
   config.num_steps = 1000  # the authors' dt = 1e-3
   config.t_min = 1e-3
   config.beta_min = 0.1
@@ -137,23 +135,17 @@ def validate_config(config: ConfigDict) -> None:
   for field, known in (("settings", SETTINGS), ("variants", VARIANTS)):
     for name in config[field]:
       if name not in known:
-        raise xp.ConfigError(
-          f"--config.{field}: unknown {field[:-1]} {name!r}; known: {sorted(known)}"
-        )
+        raise xp.ConfigError(f"--config.{field}: unknown {field[:-1]} {name!r}; known: {sorted(known)}")
   for field, known in (("trained.settings", SETTINGS), ("trained.variants", VARIANTS)):
     for name in config.trained[field.split(".")[1]]:
       if name not in known:
-        raise xp.ConfigError(
-          f"--config.{field}: unknown {field.split('.')[1][:-1]} {name!r}; known: {sorted(known)}"
-        )
+        raise xp.ConfigError(f"--config.{field}: unknown {field.split('.')[1][:-1]} {name!r}; known: {sorted(known)}")
   for field, variants in (
     ("variants", config.variants),
     ("trained.variants", config.trained.variants),
   ):
     if "naive" not in variants or "fkc" not in variants:
-      raise xp.ConfigError(
-        f"--config.{field} must include 'naive' and 'fkc' (the claims compare them)"
-      )
+      raise xp.ConfigError(f"--config.{field} must include 'naive' and 'fkc' (the claims compare them)")
   if not config.settings:
     raise xp.ConfigError("--config.settings must not be empty")
   for name in ("num_particles", "num_seeds", "num_steps", "num_eval", "num_grid_points"):
@@ -249,10 +241,7 @@ def make_runner(config: ConfigDict, variant: str, score_model: str, net=None):
 
   def run(key, models, betas, params=None):
     if score_model == "exact":
-      score_fns = [
-        fkc.noised_gmm_score_fn(jax.tree.map(lambda a, i=i: a[i], models), schedule)
-        for i in range(2)
-      ]
+      score_fns = [fkc.noised_gmm_score_fn(jax.tree.map(lambda a, i=i: a[i], models), schedule) for i in range(2)]
     else:
       score_fns = [score_net.score_fn(net, params, schedule, models[i]) for i in range(2)]
     terms = fkc.product_of_powers(score_fns, betas, schedule)
@@ -331,11 +320,7 @@ def closed_form_log_z(setting: str, config: ConfigDict) -> float | None:
     return float(gmm.log_mass(gmm.product(noised[0], noised[1])))
   if setting.startswith("cfg"):
     u, c = noised
-    return float(
-      gmm.gaussian_geometric_mean(
-        u.means[0], u.covs[0], c.means[0], c.covs[0], betas[1]
-      ).log_normalizer
-    )
+    return float(gmm.gaussian_geometric_mean(u.means[0], u.covs[0], c.means[0], c.covs[0], betas[1]).log_normalizer)
   return None
 
 
@@ -400,9 +385,7 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
     }
     for j, variant in enumerate(variants):
       start = time.perf_counter()
-      out = runner(variant, score_model)(
-        jax.random.fold_in(case_key, j), models, jnp.asarray(betas), params
-      )
+      out = runner(variant, score_model)(jax.random.fold_in(case_key, j), models, jnp.asarray(betas), params)
       jax.block_until_ready(out)
       seconds = time.perf_counter() - start
       r = evaluate(out, oracle, jax.random.fold_in(case_key, 100 + j), config)
@@ -411,21 +394,15 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
         r["log_z"], r["log_z_runs"] = None, None
       result["variants"][variant] = r
       if variant in ("naive", "fkc"):  # a few points for the figure
-        result.setdefault("samples", {})[variant] = np.asarray(
-          pooled_sample(jax.random.key(1), out, 600)
-        ).tolist()
-    result["samples"]["exact"] = np.asarray(
-      quadrature.grid_sample(jax.random.key(2), oracle, 600)
-    ).tolist()
+        result.setdefault("samples", {})[variant] = np.asarray(pooled_sample(jax.random.key(1), out, 600)).tolist()
+    result["samples"]["exact"] = np.asarray(quadrature.grid_sample(jax.random.key(2), oracle, 600)).tolist()
     return result
 
   def describe(r):
     if r["case"] == "train":
       return f"score network trained in {r['seconds']:.1f} s, final DSM loss {r['final_loss']:.3f}"
     v = r["variants"]
-    parts = [
-      f"{name} moments {x['moment_error']:.3f} dist {x['distance']:.4f}" for name, x in v.items()
-    ]
+    parts = [f"{name} moments {x['moment_error']:.3f} dist {x['distance']:.4f}" for name, x in v.items()]
     lz = v.get("fkc", {}).get("log_z")
     return (
       f"{r['case']}: "
@@ -455,9 +432,7 @@ def summarize(sampled: list[dict], train: dict | None) -> dict[str, float]:
       measured[f"{prefix}_{variant}_distance"] = x["distance"]
       if x["log_z"] is not None:
         measured[f"{prefix}_{variant}_log_z_error"] = x["log_z"] - r["oracle_log_z"]
-    measured[f"{prefix}_distance_ratio_fkc_over_naive"] = (
-      v["fkc"]["distance"] / v["naive"]["distance"]
-    )
+    measured[f"{prefix}_distance_ratio_fkc_over_naive"] = v["fkc"]["distance"] / v["naive"]["distance"]
     if r["closed_form_log_z"] is not None:
       closed_form_checks.append(abs(r["closed_form_log_z"] - r["oracle_log_z"]))
     if not r["claimed"]:
@@ -470,9 +445,7 @@ def summarize(sampled: list[dict], train: dict | None) -> dict[str, float]:
   measured["max_distance_ratio_fkc_over_naive"] = max(ratios, default=float("nan"))
   measured["num_claimed_settings"] = float(len(ratios))
   measured["num_settings_naive_off_by_20pct"] = float(len(fkc_errors_where_naive_off))
-  measured["max_fkc_moment_error_where_naive_off"] = max(
-    fkc_errors_where_naive_off, default=float("nan")
-  )
+  measured["max_fkc_moment_error_where_naive_off"] = max(fkc_errors_where_naive_off, default=float("nan"))
   measured["max_abs_log_z_error"] = max(log_z_errors, default=float("nan"))
   # The grid oracle against the closed forms (mixture powers, products, Gaussian geometric means).
   measured["max_grid_vs_closed_form_log_z"] = max(closed_form_checks, default=float("nan"))
@@ -593,9 +566,7 @@ def plot(sampled: list[dict], train: dict | None, ctx: xp.Context) -> None:
     fig, ax = plt.subplots(figsize=(5, 4.5))
     for r in exact:
       x = r["variants"]["fkc"]
-      ax.errorbar(
-        r["oracle_log_z"], x["log_z"], yerr=np.std(x["log_z_runs"]), fmt="o", label=r["setting"]
-      )
+      ax.errorbar(r["oracle_log_z"], x["log_z"], yerr=np.std(x["log_z_runs"]), fmt="o", label=r["setting"])
     lim = [min(r["oracle_log_z"] for r in exact) - 1, max(r["oracle_log_z"] for r in exact) + 1]
     ax.plot(lim, lim, "k:", lw=1)
     ax.set_xlabel("exact log Z")
@@ -645,9 +616,7 @@ CLAIMS = (
   ),
 )
 
-EXPERIMENT = xp.Experiment(
-  "feynman_kac_correctors", PAPER, CLAIMS, get_config, run, validate_config
-)
+EXPERIMENT = xp.Experiment("feynman_kac_correctors", PAPER, CLAIMS, get_config, run, validate_config)
 
 if __name__ == "__main__":
   xp.define_flags(EXPERIMENT)

@@ -21,15 +21,16 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from ml_collections import ConfigDict
 
 from toolkit import experiment as xp
 from toolkit.data import modular_arithmetic
-from toolkit.losses import softmax_collapse_fraction
-from toolkit.losses import stablemax_collapse_fraction
-from toolkit.losses import stablemax_cross_entropy
+from toolkit.losses import (
+  softmax_collapse_fraction,
+  stablemax_collapse_fraction,
+  stablemax_cross_entropy,
+)
 from toolkit.models import MLP
 from toolkit.optim import perp_adamw
 
@@ -40,10 +41,28 @@ LOSSES = ("softmax", "stablemax")
 OPTIMIZERS = ("adamw", "perp_adamw")
 
 
-def _run_config(loss: str, optimizer: str, lr: float, b2: float, eps: float, epochs: int,
-                loss_dtype: str = "float32") -> ConfigDict:
-  return ConfigDict(dict(loss=loss, optimizer=optimizer, lr=lr, b1=0.9, b2=b2, eps=eps, weight_decay=0.0,
-                         epochs=epochs, loss_dtype=loss_dtype))
+def _run_config(
+  loss: str,
+  optimizer: str,
+  lr: float,
+  b2: float,
+  eps: float,
+  epochs: int,
+  loss_dtype: str = "float32",
+) -> ConfigDict:
+  return ConfigDict(
+    {
+      "loss": loss,
+      "optimizer": optimizer,
+      "lr": lr,
+      "b1": 0.9,
+      "b2": b2,
+      "eps": eps,
+      "weight_decay": 0.0,
+      "epochs": epochs,
+      "loss_dtype": loss_dtype,
+    }
+  )
 
 
 def get_config(scale: str = "full") -> ConfigDict:
@@ -65,8 +84,9 @@ def get_config(scale: str = "full") -> ConfigDict:
   config.runs.softmax_adamw = _run_config("softmax", "adamw", 0.01, 0.99, 1e-25, 3000 if quick else 10000)
   # The authors' StableMax loss casts the (float32) logits to float64 whatever the precision setting; in float32
   # the StableMax run collapses too, after ~35k epochs, and stalls at ~20% test accuracy (measured here).
-  config.runs.stablemax_adamw = _run_config("stablemax", "adamw", 0.01, 0.999, 1e-25, 300 if quick else 80000,
-                                            loss_dtype="float64")
+  config.runs.stablemax_adamw = _run_config(
+    "stablemax", "adamw", 0.01, 0.999, 1e-25, 300 if quick else 80000, loss_dtype="float64"
+  )
   config.runs.perp_adamw = _run_config("softmax", "perp_adamw", 0.01, 0.999, 1e-8, 300)
   return config
 
@@ -113,8 +133,9 @@ def loss_fn(loss: str):
   return optax.losses.softmax_cross_entropy_with_integer_labels
 
 
-def train_epochs(state: TrainState, x, y, *, model, tx, loss: str, num_epochs: int,
-                 loss_dtype=jnp.float32) -> TrainState:
+def train_epochs(
+  state: TrainState, x, y, *, model, tx, loss: str, num_epochs: int, loss_dtype=jnp.float32
+) -> TrainState:
   """``num_epochs`` full-batch steps (the whole training set is one batch, as in the paper).
 
   The network runs in float32; its logits are cast to ``loss_dtype`` for the loss (float64 needs x64 mode).
@@ -163,8 +184,16 @@ def _train_run(name: str, run: ConfigDict, config: ConfigDict, data, key, ctx: x
   tx = make_optimizer(run)
   state = TrainState(params, tx.init(params))
   advance_jit = jax.jit(
-    lambda state, n: train_epochs(state, data.x_train, data.y_train, model=model, tx=tx, loss=run.loss,
-                                  num_epochs=n, loss_dtype=loss_dtype),
+    lambda state, n: train_epochs(
+      state,
+      data.x_train,
+      data.y_train,
+      model=model,
+      tx=tx,
+      loss=run.loss,
+      num_epochs=n,
+      loss_dtype=loss_dtype,
+    ),
     static_argnums=1,
   )
   evaluate_jit = jax.jit(functools.partial(evaluate, model=model, loss=run.loss, loss_dtype=loss_dtype))
@@ -174,8 +203,15 @@ def _train_run(name: str, run: ConfigDict, config: ConfigDict, data, key, ctx: x
     return {k: float(v) for k, v in evaluate_jit(state.params, data).items()}
 
   _, history = xp.resumable_loop(
-    ctx, name, state, run.epochs, config.eval_every, advance_jit, record,
-    checkpoint_every=config.checkpoint_every, unit="epoch",
+    ctx,
+    name,
+    state,
+    run.epochs,
+    config.eval_every,
+    advance_jit,
+    record,
+    checkpoint_every=config.checkpoint_every,
+    unit="epoch",
   )
   return history
 
@@ -221,9 +257,20 @@ def plot(histories: dict[str, list[dict]], ctx: xp.Context) -> None:
   fig, ax = plt.subplots(figsize=(7, 4))
   for name, history in histories.items():
     epochs = [h["step"] for h in history]
-    ax.plot(epochs, [h["softmax_collapse"] for h in history], "-", color=colors[name], label=f"{labels[name]}: softmax SC")
-    ax.plot(epochs, [h["stablemax_collapse"] for h in history], ":", color=colors[name],
-            label=f"{labels[name]}: StableMax on the same logits")
+    ax.plot(
+      epochs,
+      [h["softmax_collapse"] for h in history],
+      "-",
+      color=colors[name],
+      label=f"{labels[name]}: softmax SC",
+    )
+    ax.plot(
+      epochs,
+      [h["stablemax_collapse"] for h in history],
+      ":",
+      color=colors[name],
+      label=f"{labels[name]}: StableMax on the same logits",
+    )
   ax.set_xscale("symlog", linthresh=100)
   ax.set_xlabel("epoch")
   ax.set_ylabel("fraction of training samples collapsed")
@@ -266,43 +313,51 @@ CLAIMS = (
     metric="perp_adamw_epochs_to_95pct_test",
     statement="⊥AdamW (softmax CE, no weight decay) generalises without delay",
     paper_value="Fig. 1 / Fig. 6: ⊥AdamW reaches full test accuracy within a few hundred epochs",
-    comparison="<=", target=300,
+    comparison="<=",
+    target=300,
   ),
   xp.Claim(
     metric="baseline_test_accuracy_at_perp_end",
     statement="softmax CE + AdamW without regularisation does not generalise in that time",
     paper_value="Fig. 1: the unregularised float32 baseline stays at chance while fitting the training set",
-    comparison="<", target=0.05,
+    comparison="<",
+    target=0.05,
   ),
   xp.Claim(
     metric="baseline_train_accuracy_at_perp_end",
     statement="... although it fits the training set",
     paper_value="Fig. 1: 100% training accuracy",
-    comparison=">=", target=1.0,
+    comparison=">=",
+    target=1.0,
   ),
   xp.Claim(
     metric="baseline_max_stablemax_collapse",
     statement="StableMax does not collapse on the baseline's logits",
     paper_value="Sec. 4: StableMax avoids SC",
-    comparison="<=", target=0.0,
+    comparison="<=",
+    target=0.0,
   ),
   xp.Claim(
     metric="baseline_max_softmax_collapse",
     statement="the float32 softmax baseline drifts into Softmax Collapse",
     paper_value="Fig. 2: SC rises after the training set is fitted, and learning stops",
-    comparison=">=", target=0.01,
+    comparison=">=",
+    target=0.01,
   ),
   xp.Claim(
     metric="stablemax_epochs_to_90pct_test",
     statement="StableMax CE groks without weight decay (full scale only: tens of thousands of epochs)",
     paper_value="Fig. 1: StableMax + AdamW reaches high test accuracy within its 80,000-epoch run",
-    comparison="<=", target=80000, scales=("full",),
+    comparison="<=",
+    target=80000,
+    scales=("full",),
   ),
   xp.Claim(
     metric="stablemax_max_collapse",
     statement="StableMax training never collapses, though softmax would on its logits",
     paper_value="Sec. 4: StableMax prevents SC (compare `stablemax_run_softmax_collapse`)",
-    comparison="<=", target=0.0,
+    comparison="<=",
+    target=0.0,
   ),
 )
 

@@ -35,9 +35,7 @@ from toolkit.kernels import dispatch, kivi, kivi_eval
 from toolkit.models import lm_training
 from toolkit.models import transformer as tfm
 
-PAPER = xp.Paper(
-  "kivi", "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache", "2402.02750"
-)
+PAPER = xp.Paper("kivi", "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache", "2402.02750")
 
 VARIANTS = (
   "fp",
@@ -68,9 +66,7 @@ def get_config(scale: str = "full") -> ConfigDict:
     raise ValueError(f"scale must be 'quick' or 'full', got {scale!r}")
   quick = scale == "quick"
   config = ConfigDict()
-  config.num_sequences = (
-    128 if quick else 384
-  )  # validation windows of the 111k-byte split, evenly spaced
+  config.num_sequences = 128 if quick else 384  # validation windows of the 111k-byte split, evenly spaced
   config.seq_len = 256  # tokens per window (the model's training length)
   config.prompt_len = 32  # prefilled in full precision
   config.batch_size = 64
@@ -79,9 +75,7 @@ def get_config(scale: str = "full") -> ConfigDict:
   # R = 32 (the value of the authors' README example) and kivi2_r128 shows the default.
   config.residual = 32
   config.variants = VARIANTS
-  config.impl = (
-    "xla"  # decode attention: "xla" or "pallas" (interpret mode on CPU: slow, same numbers)
-  )
+  config.impl = "xla"  # decode attention: "xla" or "pallas" (interpret mode on CPU: slow, same numbers)
   config.long_context = 4096 if quick else 32768  # tokens, for the whole-model cache memory
   config.train_steps = 0  # 0: the cached pretrained model; > 0: a fresh tiny model (tests only)
   return config
@@ -90,17 +84,14 @@ def get_config(scale: str = "full") -> ConfigDict:
 def validate_config(config: ConfigDict) -> None:
   unknown = [v for v in config.variants if v not in VARIANTS]
   if unknown or "fp" not in config.variants:
-    raise xp.ConfigError(
-      f"--config.variants must include 'fp' and come from {VARIANTS}, got {config.variants}"
-    )
+    raise xp.ConfigError(f"--config.variants must include 'fp' and come from {VARIANTS}, got {config.variants}")
   if not 1 <= config.prompt_len < config.seq_len:
     raise xp.ConfigError(f"--config.prompt_len must lie in [1, seq_len), got {config.prompt_len}")
   if config.num_sequences < 1 or config.batch_size < 1:
     raise xp.ConfigError("--config.num_sequences and --config.batch_size must be >= 1")
   if config.residual % config.group_size or config.residual < config.group_size:
     raise xp.ConfigError(
-      f"--config.residual must be a positive multiple of group_size ({config.group_size}), got "
-      f"{config.residual}"
+      f"--config.residual must be a positive multiple of group_size ({config.group_size}), got {config.residual}"
     )
   if config.impl not in dispatch.IMPLS:
     raise xp.ConfigError(f"--config.impl must be one of {dispatch.IMPLS}, got {config.impl!r}")
@@ -168,9 +159,7 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
       "seconds": seconds,
     }
 
-  variants = ["fp"] + [
-    v for v in config.variants if v != "fp"
-  ]  # fp first: the others compare to it
+  variants = ["fp"] + [v for v in config.variants if v != "fp"]  # fp first: the others compare to it
   rows = {
     r["variant"]: r
     for r in xp.run_cases(
@@ -196,9 +185,9 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
     for field in ("perplexity", "perplexity_increase_percent", "agreement", "max_abs_log_prob_diff")
   }
   if "kivi2" in rows and "kivi2_token_keys" in rows:
-    measured["token_keys_over_kivi2_increase_ratio"] = rows["kivi2_token_keys"][
-      "perplexity_increase_percent"
-    ] / max(rows["kivi2"]["perplexity_increase_percent"], 1e-3)
+    measured["token_keys_over_kivi2_increase_ratio"] = rows["kivi2_token_keys"]["perplexity_increase_percent"] / max(
+      rows["kivi2"]["perplexity_increase_percent"], 1e-3
+    )
     # Paired over the same windows: mean NLL of the per-token-key cache minus KIVI-2's, in standard errors.
     measured["token_keys_minus_kivi2_nll_z"] = kivi_eval.paired_z_score(
       rows["kivi2_token_keys"]["nll_by_window"], rows["kivi2"]["nll_by_window"]
@@ -306,9 +295,7 @@ def plot(rows, outliers, config, ctx) -> None:
   for v, r in rows.items():
     if v in ("fp", "kivi16", "fp_outliers"):
       continue
-    ax_pos.plot(
-      positions[window - 1 :], smooth(np.asarray(r["nll_by_position"]) - fp), label=LABELS[v]
-    )
+    ax_pos.plot(positions[window - 1 :], smooth(np.asarray(r["nll_by_position"]) - fp), label=LABELS[v])
   ax_pos.axhline(0, color="black", lw=0.8)
   ax_pos.set_xlabel("token position")
   ax_pos.set_ylabel(f"NLL − NLL(fp), nats ({window}-token moving mean)")

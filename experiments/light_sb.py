@@ -74,14 +74,10 @@ def validate_config(config: ConfigDict) -> None:
     raise xp.ConfigError("--config.dims and --config.epsilons must not be empty")
   for dim in config.dims:
     if dim not in BENCHMARK_DIMS:
-      raise xp.ConfigError(
-        f"--config.dims: {dim} is not a benchmark dimension; known: {BENCHMARK_DIMS}"
-      )
+      raise xp.ConfigError(f"--config.dims: {dim} is not a benchmark dimension; known: {BENCHMARK_DIMS}")
   for eps in config.epsilons:
     if float(eps) not in PAPER_LEARNING_RATE:
-      raise xp.ConfigError(
-        f"--config.epsilons: {eps} is not a benchmark ε; known: {tuple(PAPER_LEARNING_RATE)}"
-      )
+      raise xp.ConfigError(f"--config.epsilons: {eps} is not a benchmark ε; known: {tuple(PAPER_LEARNING_RATE)}")
   if config.num_components < 1:
     raise xp.ConfigError(f"--config.num_components must be >= 1, got {config.num_components}")
   for name in (
@@ -96,8 +92,7 @@ def validate_config(config: ConfigDict) -> None:
       raise xp.ConfigError(f"--config.{name} must be >= 2, got {config[name]}")
   if not config.s_init > 0 or config.learning_rate < 0:
     raise xp.ConfigError(
-      f"--config.s_init must be > 0 and --config.learning_rate >= 0, got {config.s_init} and "
-      f"{config.learning_rate}"
+      f"--config.s_init must be > 0 and --config.learning_rate >= 0, got {config.s_init} and {config.learning_rate}"
     )
 
 
@@ -105,9 +100,7 @@ def case_name(eps: float, dim: int) -> str:
   return f"eps{eps:g}_d{dim}"
 
 
-def run_case(
-  eps: float, dim: int, config: ConfigDict, key: jax.Array
-) -> tuple[dict, lsb.LightSBParams]:
+def run_case(eps: float, dim: int, config: ConfigDict, key: jax.Array) -> tuple[dict, lsb.LightSBParams]:
   k_bench, k_fit, k_var, k_test, k_eval, k_target = jax.random.split(key, 6)
   bench = benchmarks.mixture_benchmark(k_bench, dim, eps)
   sample_x0, sample_x1, sample_true_plan = benchmarks.benchmark_samplers(bench)
@@ -142,12 +135,8 @@ def run_case(
   def truth(k, x, m):
     return sample_true_plan(k, jnp.broadcast_to(x, (m, dim)))
 
-  cbw = float(
-    metrics.conditional_bw_uvp(k_eval, model, x_test, true_mean, true_cov, var_y, num_samples=n)
-  )
-  floor = float(
-    metrics.conditional_bw_uvp(k_eval, truth, x_test, true_mean, true_cov, var_y, num_samples=n)
-  )
+  cbw = float(metrics.conditional_bw_uvp(k_eval, model, x_test, true_mean, true_cov, var_y, num_samples=n))
+  floor = float(metrics.conditional_bw_uvp(k_eval, truth, x_test, true_mean, true_cov, var_y, num_samples=n))
   # BW-UVP of the target marginal: y = LightSB(x), x ~ p0, against the Gaussian fit of true target samples.
   k_x, k_y, k_model = jax.random.split(k_target, 3)
   y_true = sample_x1(k_y, config.num_target_samples)
@@ -255,9 +244,7 @@ def plot_results(results: dict, ctx: xp.Context) -> None:
   ax.legend(fontsize=8)
   for n in names:
     curve = np.asarray(results[n]["loss_curve"])
-    ax_loss.plot(
-      np.linspace(0, results[n]["num_steps"], curve.size), curve - curve.min() + 1e-3, label=n
-    )
+    ax_loss.plot(np.linspace(0, results[n]["num_steps"], curve.size), curve - curve.min() + 1e-3, label=n)
   ax_loss.set_yscale("log")
   ax_loss.set_xlabel("Adam step")
   ax_loss.set_ylabel("training loss - its minimum + 1e-3 (means of 1% windows)")
@@ -266,9 +253,7 @@ def plot_results(results: dict, ctx: xp.Context) -> None:
   ctx.save_figure(fig, "cbw_uvp")
 
 
-def plot_2d_case(
-  results: dict, config: ConfigDict, ctx: xp.Context, keys, cases, params_dir: str
-) -> None:
+def plot_2d_case(results: dict, config: ConfigDict, ctx: xp.Context, keys, cases, params_dir: str) -> None:
   """Source, target and LightSB samples, and a few SDE trajectories, for a d = 2 case (ε = 1 preferred)."""
   two_d = [i for i, (eps, dim) in enumerate(cases) if dim == 2]
   if not two_d:
@@ -276,29 +261,21 @@ def plot_2d_case(
   i = min(two_d, key=lambda j: abs(np.log10(cases[j][0])))
   eps, dim = cases[i]
   params = load_params(os.path.join(params_dir, f"{case_name(eps, dim)}.npz"))
-  bench = benchmarks.mixture_benchmark(
-    jax.random.split(keys[i], 6)[0], dim, eps
-  )  # the case's own benchmark
+  bench = benchmarks.mixture_benchmark(jax.random.split(keys[i], 6)[0], dim, eps)  # the case's own benchmark
   sample_x0, sample_x1, _ = benchmarks.benchmark_samplers(bench)
   k = jax.random.split(jax.random.fold_in(keys[i], 1), 5)
   x0, y_true = sample_x0(k[0], 2000), sample_x1(k[1], 2000)
   y_model = lsb.sample_plan(k[2], params, sample_x0(k[3], 2000), eps)
   starts = jnp.repeat(sample_x0(k[4], 6), 4, axis=0)
-  path = lsb.sample_sde(
-    jax.random.fold_in(k[4], 1), params, starts, eps, config.sde_steps, return_trajectory=True
-  )
+  path = lsb.sample_sde(jax.random.fold_in(k[4], 1), params, starts, eps, config.sde_steps, return_trajectory=True)
   traj = np.asarray(path.trajectory)
 
   plt = _plt()
   fig, axes = plt.subplots(1, 2, figsize=(11, 5), sharex=True, sharey=True)
   ax = axes[0]
   ax.scatter(*np.asarray(x0).T, s=3, alpha=0.3, label="source p0", color="tab:green")
-  ax.scatter(
-    *np.asarray(y_true).T, s=3, alpha=0.3, label="target p1 (benchmark)", color="tab:orange"
-  )
-  ax.scatter(
-    *np.asarray(y_model).T, s=3, alpha=0.3, label="LightSB: y ~ π_θ(·|x), x ~ p0", color="tab:blue"
-  )
+  ax.scatter(*np.asarray(y_true).T, s=3, alpha=0.3, label="target p1 (benchmark)", color="tab:orange")
+  ax.scatter(*np.asarray(y_model).T, s=3, alpha=0.3, label="LightSB: y ~ π_θ(·|x), x ~ p0", color="tab:blue")
   ax.set_title(f"d = 2, ε = {eps:g}: cBW-UVP {results[case_name(eps, dim)]['cbw_uvp']:.3f}%")
   ax.legend(markerscale=4, fontsize=8)
   ax = axes[1]

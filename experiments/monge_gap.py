@@ -25,9 +25,7 @@ from toolkit import experiment as xp
 from toolkit.ot import benchmarks, metrics
 from toolkit.ot.monge_gap import fit_map, monge_gap_output
 
-PAPER = xp.Paper(
-  "monge_gap", "The Monge Gap: A Regularizer to Learn All Transport Maps", "2302.04953"
-)
+PAPER = xp.Paper("monge_gap", "The Monge Gap: A Regularizer to Learn All Transport Maps", "2302.04953")
 COSTS = {"l2": costs.Euclidean, "sqeuclidean": costs.SqEuclidean}
 
 
@@ -54,24 +52,18 @@ def validate_config(config: ConfigDict) -> None:
   if not config.dims or min(config.dims) < 1:
     raise xp.ConfigError(f"--config.dims must be positive integers, got {config.dims}")
   if config.lambda_mg <= 0:
-    raise xp.ConfigError(
-      f"--config.lambda_mg must be > 0 (the comparison is against λ = 0), got {config.lambda_mg}"
-    )
+    raise xp.ConfigError(f"--config.lambda_mg must be > 0 (the comparison is against λ = 0), got {config.lambda_mg}")
   if config.num_steps < 1 or config.batch_size < 2:
     raise xp.ConfigError("--config.num_steps must be >= 1 and --config.batch_size >= 2")
   for name in config.maps_2d.costs:
     if name not in COSTS:
       raise xp.ConfigError(f"--config.maps_2d.costs: unknown cost {name!r}; known: {sorted(COSTS)}")
   if len(config.maps_2d.costs) != len(config.maps_2d.lambdas):
-    raise xp.ConfigError(
-      "--config.maps_2d.costs and --config.maps_2d.lambdas must have the same length"
-    )
+    raise xp.ConfigError("--config.maps_2d.costs and --config.maps_2d.lambdas must have the same length")
 
 
 def ring_sampler(key, n):
-  centers = 3.0 * jnp.stack(
-    [jnp.cos(jnp.arange(8) * jnp.pi / 4), jnp.sin(jnp.arange(8) * jnp.pi / 4)], 1
-  )
+  centers = 3.0 * jnp.stack([jnp.cos(jnp.arange(8) * jnp.pi / 4), jnp.sin(jnp.arange(8) * jnp.pi / 4)], 1)
   kc, kn = jax.random.split(key)
   return centers[jax.random.randint(kc, (n,), 0, 8)] + 0.3 * jax.random.normal(kn, (n, 2))
 
@@ -122,9 +114,7 @@ def run_2d_case(cost_name: str, lam: float, config: ConfigDict, key: jax.Array) 
   learned = fit_map(key, gaussian_sampler, ring_sampler, cost_fn=cost_fn, lambda_mg=lam, **kwargs)
   x = gaussian_sampler(jax.random.fold_in(key, 1), 512)
   mapped = learned(x)
-  gap = monge_gap_output(
-    x, mapped, cost_fn=cost_fn, epsilon=config.mg_epsilon, relative_epsilon="mean"
-  )
+  gap = monge_gap_output(x, mapped, cost_fn=cost_fn, epsilon=config.mg_epsilon, relative_epsilon="mean")
   return {
     "cost": cost_name,
     "lambda": lam,
@@ -154,8 +144,7 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
   def describe(r):
     if "dim" in r:
       return (
-        f"d={r['dim']} L2-UVP fitting only {r['fitting_only']['l2_uvp']:.2f}% / with MG "
-        f"{r['monge_gap']['l2_uvp']:.2f}%"
+        f"d={r['dim']} L2-UVP fitting only {r['fitting_only']['l2_uvp']:.2f}% / with MG {r['monge_gap']['l2_uvp']:.2f}%"
       )
     return f"2-D {r['cost']}: MG {r['monge_gap']:.4f}"
 
@@ -186,9 +175,7 @@ def plot(gaussian: list[dict], maps: list[dict], ctx: xp.Context) -> None:
 
   fig, ax = plt.subplots(figsize=(6, 4))
   dims = [r["dim"] for r in gaussian]
-  ax.plot(
-    dims, [r["fitting_only"]["l2_uvp"] for r in gaussian], "o-", label="Sinkhorn divergence only"
-  )
+  ax.plot(dims, [r["fitting_only"]["l2_uvp"] for r in gaussian], "o-", label="Sinkhorn divergence only")
   ax.plot(dims, [r["monge_gap"]["l2_uvp"] for r in gaussian], "o-", label="+ λ · Monge gap")
   ax.set_xscale("log", base=2)
   ax.set_xlabel("dimension d")
@@ -227,10 +214,7 @@ def write_table(gaussian: list[dict], maps: list[dict], ctx: xp.Context) -> None
       f"{r['fitting_only']['seconds'] + r['monge_gap']['seconds']:.1f} |"
     )
   lines += ["", "| 2-D map | λ | Monge gap | floor ε log n |", "|---|---|---|---|"]
-  lines += [
-    f"| {r['cost']} | {r['lambda']:g} | {r['monge_gap']:.4f} | {r['monge_gap_floor']:.4f} |"
-    for r in maps
-  ]
+  lines += [f"| {r['cost']} | {r['lambda']:g} | {r['monge_gap']:.4f} | {r['monge_gap_floor']:.4f} |" for r in maps]
   ctx.write_text("table.md", "\n".join(lines))
 
 

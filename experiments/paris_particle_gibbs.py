@@ -30,9 +30,7 @@ from toolkit import experiment as xp
 from toolkit.smc import learning, paris, ssm
 from toolkit.smc import particle_gibbs as pg
 
-PAPER = xp.Paper(
-  "paris_particle_gibbs", "State and parameter learning with PaRIS particle Gibbs", "2301.00900"
-)
+PAPER = xp.Paper("paris_particle_gibbs", "State and parameter learning with PaRIS particle Gibbs", "2301.00900")
 
 
 def get_config(scale: str = "full") -> ConfigDict:
@@ -87,32 +85,25 @@ def validate_config(config: ConfigDict) -> None:
     raise xp.ConfigError("--config.num_steps must be >= 3 and --config.replicates >= 10")
   if not 0 <= config.ppg_burn_in < config.ppg_sweeps:
     raise xp.ConfigError(
-      f"need 0 <= --config.ppg_burn_in < --config.ppg_sweeps, got {config.ppg_burn_in} and "
-      f"{config.ppg_sweeps}"
+      f"need 0 <= --config.ppg_burn_in < --config.ppg_sweeps, got {config.ppg_burn_in} and {config.ppg_sweeps}"
     )
   if min(config.paris_particles) < 2 or min(config.ppg_particles) < 2 or config.num_backward < 1:
     raise xp.ConfigError("particle counts must be >= 2 and --config.num_backward >= 1")
   for group in ("learning", "msc", "sv"):
     c = config[group]
     if c.iterations <= c.average_last or c.seeds < 2 or c.num_particles < 2:
-      raise xp.ConfigError(
-        f"--config.{group}: need iterations > average_last, seeds >= 2, num_particles >= 2"
-      )
+      raise xp.ConfigError(f"--config.{group}: need iterations > average_last, seeds >= 2, num_particles >= 2")
 
 
 def lgssm_model_fn(theta):
-  return ssm.linear_gaussian(
-    theta["A"], jnp.exp(theta["log_Q"]), 1.0, jnp.exp(theta["log_R"]), 0.0, 1.0
-  )
+  return ssm.linear_gaussian(theta["A"], jnp.exp(theta["log_Q"]), 1.0, jnp.exp(theta["log_R"]), 0.0, 1.0)
 
 
 TRUE_LG = {"A": 0.9, "log_Q": float(np.log(0.5)), "log_R": 0.0}
 
 
 def sv_model_fn(theta):
-  return ssm.stochastic_volatility(
-    theta["mu"], jnp.tanh(theta["atanh_phi"]), jnp.exp(theta["log_sigma"])
-  )
+  return ssm.stochastic_volatility(theta["mu"], jnp.tanh(theta["atanh_phi"]), jnp.exp(theta["log_sigma"]))
 
 
 TRUE_SV = {"mu": -1.0, "phi": 0.9, "sigma": 0.3}
@@ -138,11 +129,7 @@ def run_smoothing_case(case, config, data_key, key) -> dict:
   model, ys, truth = smoothing_data(config, data_key)
   keys = jax.random.split(key, config.replicates)
   if method == "paris":
-    fn = lambda k: (
-      paris.paris(
-        k, model, ys, lag_product, num_particles=n, num_backward=config.num_backward
-      ).estimate
-    )
+    fn = lambda k: paris.paris(k, model, ys, lag_product, num_particles=n, num_backward=config.num_backward).estimate
     cost = n
   else:
     fn = lambda k: (
@@ -196,9 +183,7 @@ def run_learning(fit_fn, c, key) -> dict:
   return {
     "mean": {k: float(v.mean()) for k, v in per_seed.items()},
     "se": {k: float(v.std(ddof=1) / np.sqrt(len(v))) for k, v in per_seed.items()},
-    "trace": {
-      k: np.asarray(v).mean(0)[:: max(1, c.iterations // 200)].tolist() for k, v in trace.items()
-    },
+    "trace": {k: np.asarray(v).mean(0)[:: max(1, c.iterations // 200)].tolist() for k, v in trace.items()},
     "seconds": seconds,
   }
 
@@ -269,9 +254,7 @@ def run_msc_case(config, key) -> dict:
 
 def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
   k_data, k_smooth, k_learn = jax.random.split(ctx.key(), 3)
-  smoothing_cases = [("paris", n) for n in config.paris_particles] + [
-    ("ppg", n) for n in config.ppg_particles
-  ]
+  smoothing_cases = [("paris", n) for n in config.paris_particles] + [("ppg", n) for n in config.ppg_particles]
   equal_cost = config.equal_cost_ppg_particles * config.ppg_sweeps
   if ("paris", equal_cost) not in smoothing_cases:
     smoothing_cases.append(("paris", equal_cost))
@@ -295,9 +278,7 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
   learn_keys = jax.random.split(k_learn, 3)
 
   def describe_learning(r):
-    return (
-      f"{r['case']}: PPG {fmt_params(r['ppg']['mean'])}, PaRIS {fmt_params(r['paris']['mean'])}"
-    )
+    return f"{r['case']}: PPG {fmt_params(r['ppg']['mean'])}, PaRIS {fmt_params(r['paris']['mean'])}"
 
   learned = xp.run_cases(
     ctx,
@@ -316,33 +297,23 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
     for field in ("bias", "se", "sd", "rmse", "seconds"):
       measured[f"{method}_n{n}_{field}"] = r[field]
   small = min(config.ppg_particles)
-  measured["paris_small_n_bias_z"] = (
-    by_case[("paris", small)]["bias"] / by_case[("paris", small)]["se"]
-  )
-  measured["ppg_small_n_abs_bias_z"] = (
-    abs(by_case[("ppg", small)]["bias"]) / by_case[("ppg", small)]["se"]
-  )
+  measured["paris_small_n_bias_z"] = by_case[("paris", small)]["bias"] / by_case[("paris", small)]["se"]
+  measured["ppg_small_n_abs_bias_z"] = abs(by_case[("ppg", small)]["bias"]) / by_case[("ppg", small)]["se"]
   ppg_eq = by_case[("ppg", config.equal_cost_ppg_particles)]
   paris_eq = by_case[("paris", equal_cost)]
   measured["equal_cost_rmse_ratio_ppg_over_paris"] = ppg_eq["rmse"] / paris_eq["rmse"]
   lg = learned["lgssm"]
   errors = {k: abs(lg["ppg"]["mean"][k] - lg["mle"][k]) for k in lg["mle"]}
   measured["ppg_mle_max_abs_error"] = max(errors.values())
-  measured["ppg_mle_max_error_in_se"] = max(
-    errors[k] / max(lg["ppg"]["se"][k], 1e-12) for k in errors
-  )
-  measured["paris_mle_max_abs_error"] = max(
-    abs(lg["paris"]["mean"][k] - lg["mle"][k]) for k in lg["mle"]
-  )
+  measured["ppg_mle_max_error_in_se"] = max(errors[k] / max(lg["ppg"]["se"][k], 1e-12) for k in errors)
+  measured["paris_mle_max_abs_error"] = max(abs(lg["paris"]["mean"][k] - lg["mle"][k]) for k in lg["mle"])
   for k, v in lg["ppg"]["mean"].items():
     measured[f"lgssm_ppg_{k}"] = v
     measured[f"lgssm_mle_{k}"] = lg["mle"][k]
   msc = learned["msc"]
   msc_errors = {k: abs(msc["ppg"]["mean"][k] - msc["mle"][k]) for k in msc["mle"]}
   measured["msc_ppg_max_abs_error"] = max(msc_errors.values())
-  measured["msc_paris_max_abs_error"] = max(
-    abs(msc["paris"]["mean"][k] - msc["mle"][k]) for k in msc["mle"]
-  )
+  measured["msc_paris_max_abs_error"] = max(abs(msc["paris"]["mean"][k] - msc["mle"][k]) for k in msc["mle"])
   sv = learned["sv"]
   for k in sv["ppg"]["mean"]:
     measured[f"sv_ppg_{k}"] = sv["ppg"]["mean"][k]

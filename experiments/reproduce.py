@@ -17,8 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 from experiments import registry
 
@@ -42,7 +41,15 @@ def run_one(entry: registry.Entry, out_dir: str, timeout: float, seed: int = 0) 
   if os.path.exists(metrics_path):
     os.remove(metrics_path)  # never report a previous run's numbers
   log_path = os.path.join(exp_dir, "log.txt")
-  cmd = [sys.executable, "-m", _module(entry), "--quick", "--restart", f"--seed={seed}", f"--out_dir={exp_dir}"]
+  cmd = [
+    sys.executable,
+    "-m",
+    _module(entry),
+    "--quick",
+    "--restart",
+    f"--seed={seed}",
+    f"--out_dir={exp_dir}",
+  ]
   start = time.time()
   status = "ok"
   with open(log_path, "w") as log:
@@ -67,8 +74,14 @@ def run_one(entry: registry.Entry, out_dir: str, timeout: float, seed: int = 0) 
         record = json.load(f)
     else:
       status = "error"
-  return {"entry": entry, "status": status, "seconds": seconds, "record": record, "log": log_path,
-          "returncode": process.returncode}
+  return {
+    "entry": entry,
+    "status": status,
+    "seconds": seconds,
+    "record": record,
+    "log": log_path,
+    "returncode": process.returncode,
+  }
 
 
 def _repo_root() -> str:
@@ -88,13 +101,36 @@ def _echo_progress(key: str, log_path: str, printed: int) -> int:
 def results_rows(outcome: dict) -> list[dict]:
   """The results.json objects of one paper: one per claim, or one saying why there are none."""
   entry, record = outcome["entry"], outcome["record"]
-  base = {"paper": entry.title, "arxiv": entry.arxiv, "key": entry.key, "experiment": entry.experiment,
-          "seconds": outcome["seconds"], "status": outcome["status"]}
+  base = {
+    "paper": entry.title,
+    "arxiv": entry.arxiv,
+    "key": entry.key,
+    "experiment": entry.experiment,
+    "seconds": outcome["seconds"],
+    "status": outcome["status"],
+  }
   if outcome["status"] == "not implemented" or record is None:
-    return [{**base, "metric": None, "measured": None, "target": None, "comparison": None, "passed": False}]
+    return [
+      {
+        **base,
+        "metric": None,
+        "measured": None,
+        "target": None,
+        "comparison": None,
+        "passed": False,
+      }
+    ]
   return [
-    {**base, "metric": c["metric"], "statement": c["statement"], "paper_value": c["paper_value"],
-     "comparison": c["comparison"], "target": c["target"], "measured": c["measured"], "passed": c["passed"]}
+    {
+      **base,
+      "metric": c["metric"],
+      "statement": c["statement"],
+      "paper_value": c["paper_value"],
+      "comparison": c["comparison"],
+      "target": c["target"],
+      "measured": c["measured"],
+      "passed": c["passed"],
+    }
     for c in record["claims"]
   ]
 
@@ -121,9 +157,11 @@ def write_report(outcomes: Sequence[dict], out_dir: str) -> str:
   lines = [
     "# Reproduction report",
     "",
-    f"Quick scale, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. {len(passed)} of {len(outcomes)} papers "
-    f"reproduced; {len(outcomes) - len(implemented)} not implemented yet. Per-experiment outputs: "
-    "`<key>/summary.md`, `metrics.json`, `log.txt`.",
+    (
+      f"Quick scale, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. {len(passed)} of {len(outcomes)} "
+      f"papers reproduced; {len(outcomes) - len(implemented)} not implemented yet. Per-experiment outputs: "
+      "`<key>/summary.md`, `metrics.json`, `log.txt`."
+    ),
     "",
     "| paper | claim | target | measured | verdict | seconds | figure |",
     "|---|---|---|---|---|---|---|",
@@ -141,11 +179,11 @@ def write_report(outcomes: Sequence[dict], out_dir: str) -> str:
     claims = record["claims"]
     claim_text = "<br>".join(c["statement"] for c in claims)
     target_text = "<br>".join(f"`{c['metric']}` {c['comparison']} {c['target']:g}" for c in claims)
-    measured_text = "<br>".join(
-      f"{_value(c['measured'])}" + ("" if c["passed"] else " ✗") for c in claims)
+    measured_text = "<br>".join(f"{_value(c['measured'])}" + ("" if c["passed"] else " ✗") for c in claims)
     figures = " ".join(f"[{name}]({entry.key}/{name})" for name in record["figures"])
-    lines.append(f"| {paper} | {claim_text} | {target_text} | {measured_text} | {_verdict(o)} | "
-                 f"{o['seconds']:.0f} | {figures} |")
+    lines.append(
+      f"| {paper} | {claim_text} | {target_text} | {measured_text} | {_verdict(o)} | {o['seconds']:.0f} | {figures} |"
+    )
   path = os.path.join(out_dir, "REPORT.md")
   with open(path, "w") as f:
     f.write("\n".join(lines) + "\n")
@@ -162,8 +200,10 @@ def reproduce(entries: Sequence[registry.Entry], out_dir: str, timeout: float, s
       continue
     print(f"[{built.index(entry) + 1}/{len(built)}] {entry.key}: {entry.title}", flush=True)
     outcome = run_one(entry, out_dir, timeout, seed)
-    print(f"[{built.index(entry) + 1}/{len(built)}] {entry.key}: {_verdict(outcome)} in {outcome['seconds']:.0f} s",
-          flush=True)
+    print(
+      f"[{built.index(entry) + 1}/{len(built)}] {entry.key}: {_verdict(outcome)} in {outcome['seconds']:.0f} s",
+      flush=True,
+    )
     outcomes.append(outcome)
   path = write_report(outcomes, out_dir)
   print(f"wrote {path} and {os.path.join(out_dir, 'results.json')}", flush=True)

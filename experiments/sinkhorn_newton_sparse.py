@@ -45,9 +45,7 @@ def get_config(scale: str = "full") -> ConfigDict:
   config.max_sinkhorn_iterations = 100_000 if scale == "quick" else 300_000
   config.baselines = BASELINES if scale == "full" else ("sinkhorn", "sinkhorn_momentum")
   config.cases = CASES
-  config.sns = ConfigDict(
-    {"num_sinkhorn_iters": 20, "num_sinkhorn_iters_l1": 700, "max_newton_iters": 300}
-  )
+  config.sns = ConfigDict({"num_sinkhorn_iters": 20, "num_sinkhorn_iters_l1": 700, "max_newton_iters": 300})
   return config
 
 
@@ -183,9 +181,7 @@ def _run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
     return " ".join(f"{k}:{v['iterations']}it/{v['seconds']:.2f}s" for k, v in result.items())
 
   # One checkpoint per case: a restarted run skips the cases already solved.
-  solved = xp.run_cases(
-    ctx, config.cases, lambda i, case: run_case(case, config, keys[i]), describe
-  )
+  solved = xp.run_cases(ctx, config.cases, lambda i, case: run_case(case, config, keys[i]), describe)
   results = dict(zip(config.cases, solved))
   plot(results, config, ctx)
   write_table(results, ctx)
@@ -214,8 +210,7 @@ def write_table(results: dict, ctx: xp.Context) -> None:
   for case, r in results.items():
     for name, v in r.items():
       lines.append(
-        f"| {case} | {name} | {v['iterations']} | {v['seconds']:.3f} | {v['converged']} | "
-        f"{v['ent_reg_cost']:.12g} |"
+        f"| {case} | {name} | {v['iterations']} | {v['seconds']:.3f} | {v['converged']} | {v['ent_reg_cost']:.12g} |"
       )
   ctx.write_text("table.md", "\n".join(lines))
 
@@ -244,9 +239,7 @@ CLAIMS = (
   ),
 )
 
-EXPERIMENT = xp.Experiment(
-  "sinkhorn_newton_sparse", PAPER, CLAIMS, get_config, run, validate_config
-)
+EXPERIMENT = xp.Experiment("sinkhorn_newton_sparse", PAPER, CLAIMS, get_config, run, validate_config)
 
 if __name__ == "__main__":
   xp.define_flags(EXPERIMENT)

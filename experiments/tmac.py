@@ -37,9 +37,7 @@ from toolkit.kernels import tmac
 from toolkit.kernels import tmac_benchmark as bench
 from toolkit.kernels.tmac_benchmark import METHODS
 
-PAPER = xp.Paper(
-  "tmac", "T-MAC: CPU Renaissance via Table Lookup for Low-Bit LLM Deployment on Edge", "2407.00088"
-)
+PAPER = xp.Paper("tmac", "T-MAC: CPU Renaissance via Table Lookup for Low-Bit LLM Deployment on Edge", "2407.00088")
 LABELS = {
   "lut": "T-MAC table lookup (XLA gather)",
   "bitserial": "bit-serial ±1 matmuls",
@@ -63,9 +61,7 @@ def get_config(scale: str = "full") -> ConfigDict:
   config.group_size = 128
   config.repeats = 11
   config.methods = ("lut", "bitserial", "dequant", "fp32") if quick else METHODS
-  config.onehot_max_n = (
-    1  # the one-hot operand is (M, K/4, 16): 256 MB of float32 at 4096², more work per row
-  )
+  config.onehot_max_n = 1  # the one-hot operand is (M, K/4, 16): 256 MB of float32 at 4096², more work per row
   config.bandwidth_mib = 256  # array read to measure the memory bandwidth
   # Exactness: integer activations, scales and zero points at a small size, every XLA method and Pallas.
   config.exact = ConfigDict(
@@ -87,15 +83,12 @@ def validate_config(config: ConfigDict) -> None:
     raise xp.ConfigError("--config.methods must include 'lut' (the method under test)")
   if config.group_size % 4 or config.k % config.group_size:
     raise xp.ConfigError(
-      f"--config.group_size ({config.group_size}) must be a multiple of 4 dividing --config.k "
-      f"({config.k})"
+      f"--config.group_size ({config.group_size}) must be a multiple of 4 dividing --config.k ({config.k})"
     )
   if config.m < 8 or min(config.n) < 1 or config.repeats < 1:
     raise xp.ConfigError("--config.m must be >= 8, every --config.n >= 1 and --config.repeats >= 1")
   if config.exact.k % config.exact.group_size or config.exact.group_size % 4:
-    raise xp.ConfigError(
-      "--config.exact.group_size must be a multiple of 4 dividing --config.exact.k"
-    )
+    raise xp.ConfigError("--config.exact.group_size must be a multiple of 4 dividing --config.exact.k")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -125,9 +118,7 @@ def run_case(case: tuple, config: ConfigDict, key: jax.Array) -> dict:
     }
   _, n = case
   methods = [m for m in config.methods if m != "onehot" or n <= config.onehot_max_n]
-  sweep = bench.time_sweep(
-    key, config.m, config.k, n, tuple(config.bits), config.group_size, methods, config.repeats
-  )
+  sweep = bench.time_sweep(key, config.m, config.k, n, tuple(config.bits), config.group_size, methods, config.repeats)
   return {"kind": "time", "n": n, "sweep": sweep}
 
 
@@ -203,8 +194,7 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
     if r["kind"] == "exact":
       return f"exactness: max |error| {r['max_abs_err']:g}"
     return f"N={r['n']}: " + "; ".join(
-      f"{b['bits']} bits " + " ".join(f"{k}={v:.1f}ms" for k, v in b["ms"].items())
-      for b in r["sweep"]
+      f"{b['bits']} bits " + " ".join(f"{k}={v:.1f}ms" for k, v in b["ms"].items()) for b in r["sweep"]
     )
 
   # One checkpoint per case: a restarted run skips the cases already measured.
@@ -213,9 +203,7 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
   )
   bandwidth = next(r["gbs"] for r in all_results if r["kind"] == "bandwidth")
   exact = next(r for r in all_results if r["kind"] == "exact")
-  timed = [
-    bench.with_bounds(b, bandwidth) for r in all_results if r["kind"] == "time" for b in r["sweep"]
-  ]
+  timed = [bench.with_bounds(b, bandwidth) for r in all_results if r["kind"] == "time" for b in r["sweep"]]
 
   lines = [
     (
@@ -228,8 +216,7 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
   lines += [
     "",
     f"Exactness (integer activations, scales, zeros; {config.exact.m}×{config.exact.k}, N = "
-    f"{config.exact.n}): max |error| = {exact['max_abs_err']:g} over "
-    + ", ".join(sorted(exact["errors"])),
+    f"{config.exact.n}): max |error| = {exact['max_abs_err']:g} over " + ", ".join(sorted(exact["errors"])),
   ]
   ctx.write_text("table.md", "\n".join(lines) + "\n", echo=True)
   plot(timed, ctx)
@@ -268,12 +255,8 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
   if 2 in by_bits:
     measured["w2_compression_vs_fp16"] = by_bits[2]["fp16_bytes"] / by_bits[2]["weight_bytes"]
   if 1 in by_bits and "dequant" in by_bits[1]["ms"]:
-    measured["gemv_w1_lut_vs_dequant_speedup"] = (
-      by_bits[1]["ms"]["dequant"] / by_bits[1]["ms"]["lut"]
-    )
-  measured["max_rel_err_vs_dequant"] = max(
-    measured[f"n{r['n']}_w{r['bits']}_max_rel_err"] for r in timed
-  )
+    measured["gemv_w1_lut_vs_dequant_speedup"] = by_bits[1]["ms"]["dequant"] / by_bits[1]["ms"]["lut"]
+  measured["max_rel_err_vs_dequant"] = max(measured[f"n{r['n']}_w{r['bits']}_max_rel_err"] for r in timed)
   return measured
 
 

@@ -14,7 +14,8 @@ channels (the GPTQ convention; ``--config.group_size=0`` for per-row), with
              at 8 bits, folded into the kernel for evaluation.
 
 The metric is the perplexity per byte on consecutive windows of the validation split, as long as the model's
-training windows (and the KL divergence of the quantized model's next-byte distributions from the fp32 model's). The model size
+training windows (and the KL divergence of the quantized model's next-byte distributions from the fp32 model's).
+The model size
 counts the b-bit codes, fp16 group scales and b-bit zero points, the LoRC factors and their scales, and the
 remaining parameters (embedding, norms) at fp16.
 
@@ -39,8 +40,7 @@ from toolkit.quant import zeroquant as zq
 
 PAPER = xp.Paper(
   "zeroquant_v2",
-  "ZeroQuant-V2: Exploring Post-training Quantization in LLMs from Comprehensive "
-  "Study to Low Rank Compensation",
+  "ZeroQuant-V2: Exploring Post-training Quantization in LLMs from Comprehensive Study to Low Rank Compensation",
   "2303.08302",
 )
 METHODS = ("rtn", "gptq")
@@ -67,12 +67,8 @@ def get_config(scale: str = "full") -> ConfigDict:
   config.block_size = 128
   config.sequential = True  # GPTQ calibration on the outputs of the already-quantized layers
   config.exclude = ()  # names of layers kept in floating point, e.g. ("lm_head",)
-  config.seq_len = (
-    0  # tokens per window; 0: the pretrained model's training length (TrainRecipe().seq_len)
-  )
-  config.calibration_tokens = (
-    8192 if quick else 32768
-  )  # random training windows of seq_len tokens, in total
+  config.seq_len = 0  # tokens per window; 0: the pretrained model's training length (TrainRecipe().seq_len)
+  config.calibration_tokens = 8192 if quick else 32768  # random training windows of seq_len tokens, in total
   config.calibration_batch = 8  # windows per calibration batch
   config.eval_tokens = 65_536 if quick else 0  # first validation tokens scored (0: the whole split)
   config.eval_batch = 32
@@ -83,13 +79,9 @@ def get_config(scale: str = "full") -> ConfigDict:
 def validate_config(config: ConfigDict) -> None:
   bad_bits = [b for b in config.bits if b not in zq.SUPPORTED_BITS]
   if bad_bits or not config.bits:
-    raise xp.ConfigError(
-      f"--config.bits must be a non-empty tuple from {zq.SUPPORTED_BITS}, got {config.bits}"
-    )
+    raise xp.ConfigError(f"--config.bits must be a non-empty tuple from {zq.SUPPORTED_BITS}, got {config.bits}")
   if not config.methods or any(m not in METHODS for m in config.methods):
-    raise xp.ConfigError(
-      f"--config.methods must be a non-empty tuple from {METHODS}, got {config.methods}"
-    )
+    raise xp.ConfigError(f"--config.methods must be a non-empty tuple from {METHODS}, got {config.methods}")
   if config.group_size < 0:
     raise xp.ConfigError(f"--config.group_size must be >= 0 (0: per row), got {config.group_size}")
   if config.lorc_rank < 0 or (config.lorc_bits and config.lorc_bits not in zq.SUPPORTED_BITS):
@@ -102,22 +94,16 @@ def validate_config(config: ConfigDict) -> None:
       raise xp.ConfigError(f"--config.{name} must be >= 1, got {config[name]}")
   if config.seq_len < 0 or (config.train_steps and not config.seq_len):
     raise xp.ConfigError(
-      f"--config.seq_len must be >= 0 (0: the pretrained model's), and set with train_steps; "
-      f"got {config.seq_len}"
+      f"--config.seq_len must be >= 0 (0: the pretrained model's), and set with train_steps; got {config.seq_len}"
     )
   if config.eval_tokens < 0:
-    raise xp.ConfigError(
-      f"--config.eval_tokens must be >= 0 (0: the whole validation split), got {config.eval_tokens}"
-    )
+    raise xp.ConfigError(f"--config.eval_tokens must be >= 0 (0: the whole validation split), got {config.eval_tokens}")
 
 
 def describe_model(model: lm_training.Pretrained, config: ConfigDict) -> str:
   if model.record is None:
     return f"tiny model trained {config.train_steps} steps"
-  return (
-    f"pretrained {os.path.basename(model.path)} (validation perplexity "
-    f"{model.record.valid_perplexity:.3f})"
-  )
+  return f"pretrained {os.path.basename(model.path)} (validation perplexity {model.record.valid_perplexity:.3f})"
 
 
 def algorithm(method: str, config: ConfigDict):
@@ -143,8 +129,7 @@ def cases(config: ConfigDict) -> list[dict]:
   for bits in config.bits:
     for method in config.methods:
       out += [
-        {"method": method, "bits": bits, "lorc": lorc}
-        for lorc in ((False, True) if config.lorc_rank else (False,))
+        {"method": method, "bits": bits, "lorc": lorc} for lorc in ((False, True) if config.lorc_rank else (False,))
       ]
   return out
 
@@ -158,16 +143,10 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
   model = tfm.Transformer(model_config)
   seq_len = config.seq_len or lm_training.TrainRecipe().seq_len
   windows = eval_windows(corpus.valid, config, seq_len)
-  evaluate = lm_training.make_evaluator(
-    model_config, windows, batch_size=config.eval_batch, reference_params=params
-  )
+  evaluate = lm_training.make_evaluator(model_config, windows, batch_size=config.eval_batch, reference_params=params)
   n_calib = max(1, config.calibration_tokens // seq_len)
-  calib = np.asarray(
-    text.batches(jax.random.fold_in(ctx.key(), 1), corpus.train, n_calib, seq_len)
-  )[:, :-1]
-  calibration = [
-    calib[i : i + config.calibration_batch] for i in range(0, len(calib), config.calibration_batch)
-  ]
+  calib = np.asarray(text.batches(jax.random.fold_in(ctx.key(), 1), corpus.train, n_calib, seq_len))[:, :-1]
+  calibration = [calib[i : i + config.calibration_batch] for i in range(0, len(calib), config.calibration_batch)]
   group_size = config.group_size or None
   fp_bytes = sum(int(np.size(x)) for x in jax.tree.leaves(params))
 
@@ -224,9 +203,7 @@ def label(r: dict) -> str:
 
 
 def find(results, method, bits, lorc=False):
-  return next(
-    (r for r in results if r["method"] == method and r["bits"] == bits and r["lorc"] == lorc), None
-  )
+  return next((r for r in results if r["method"] == method and r["bits"] == bits and r["lorc"] == lorc), None)
 
 
 def measure(results: list[dict], config: ConfigDict) -> dict[str, float]:
@@ -264,11 +241,7 @@ def write_table(
   fp = find(results, "fp32", 32)
   fp16 = next((r["fp16_bytes"] for r in results if "fp16_bytes" in r), fp["bytes"] / 2)
   granularity = f"group {config.group_size}" if config.group_size else "per row"
-  lorc = (
-    f"rank {config.lorc_rank}, factors at {config.lorc_bits or 16} bits"
-    if config.lorc_rank
-    else "off"
-  )
+  lorc = f"rank {config.lorc_rank}, factors at {config.lorc_bits or 16} bits" if config.lorc_rank else "off"
   lines = [
     (
       f"Model: {description}. Perplexity per byte on {n_windows * seq_len} validation tokens ({n_windows} windows of "
@@ -304,9 +277,7 @@ def plot(results: list[dict], config: ConfigDict, ctx: xp.Context) -> None:
     ("gptq", True): "C1s--",
   }
   for (method, lorc), style in styles.items():
-    rows = sorted(
-      (r for r in results if r["method"] == method and r["lorc"] == lorc), key=lambda r: r["bits"]
-    )
+    rows = sorted((r for r in results if r["method"] == method and r["lorc"] == lorc), key=lambda r: r["bits"])
     if not rows:
       continue
     bits = [r["bits"] for r in rows]

@@ -14,8 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from toolkit import losses
-from toolkit import optim
+from toolkit import losses, optim
 from toolkit.kernels import kivi, tmac, tmac_benchmark
 from toolkit.models import FullPrecisionCache
 from toolkit.smc import resampling
@@ -67,7 +66,10 @@ def test_resampler_refuses_bad_input(name, resampler, key):
 
 LOSSES = [
   ("stablemax_cross_entropy", losses.stablemax_cross_entropy),
-  ("softmax_cross_entropy (optax, the reference)", optax.losses.softmax_cross_entropy_with_integer_labels),
+  (
+    "softmax_cross_entropy (optax, the reference)",
+    optax.losses.softmax_cross_entropy_with_integer_labels,
+  ),
 ]
 
 
@@ -80,8 +82,7 @@ def _logits_labels(key, batch=(4,), classes=7, dtype=jnp.float32):
 @pytest.mark.parametrize("name, loss", LOSSES)
 def test_loss_jit_equals_no_jit_and_vmap_equals_loop(name, loss, key):
   logits, labels = _logits_labels(key, batch=(3, 4))
-  np.testing.assert_allclose(np.asarray(jax.jit(loss)(logits, labels)), np.asarray(loss(logits, labels)),
-                             rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(jax.jit(loss)(logits, labels)), np.asarray(loss(logits, labels)), rtol=1e-6)
   batched = jax.vmap(loss)(logits, labels)
   looped = jnp.stack([loss(lg, lb) for lg, lb in zip(logits, labels)])
   np.testing.assert_allclose(np.asarray(batched), np.asarray(looped), rtol=1e-6)
@@ -118,8 +119,14 @@ TRANSFORMS = [
 
 def _params_grads(key, dtype=jnp.float32, batch=()):
   k = jax.random.split(key, 4)
-  params = {"w": jax.random.normal(k[0], (*batch, 5, 3), dtype), "b": jax.random.normal(k[1], (*batch, 3), dtype)}
-  grads = {"w": jax.random.normal(k[2], (*batch, 5, 3), dtype), "b": jax.random.normal(k[3], (*batch, 3), dtype)}
+  params = {
+    "w": jax.random.normal(k[0], (*batch, 5, 3), dtype),
+    "b": jax.random.normal(k[1], (*batch, 3), dtype),
+  }
+  grads = {
+    "w": jax.random.normal(k[2], (*batch, 5, 3), dtype),
+    "b": jax.random.normal(k[3], (*batch, 3), dtype),
+  }
   return params, grads
 
 
@@ -133,14 +140,18 @@ def test_transform_jit_equals_no_jit_and_vmap_equals_loop(name, make, key):
   params, grads = _params_grads(key)
   eager = _update(make, grads, params)
   jitted = jax.jit(functools.partial(_update, make))(grads, params)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7),
-               eager, jitted)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7),
+    eager,
+    jitted,
+  )
   params_b, grads_b = _params_grads(key, batch=(4,))
   batched = jax.vmap(functools.partial(_update, make))(grads_b, params_b)
   for i in range(4):
-    one = _update(make, jax.tree.map(lambda a: a[i], grads_b), jax.tree.map(lambda a: a[i], params_b))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=1e-5, atol=1e-7),
-                 batched, one)
+    take = functools.partial(lambda a, index: a[index], index=i)
+    one = _update(make, jax.tree.map(take, grads_b), jax.tree.map(take, params_b))
+    for a, b in zip(jax.tree.leaves(jax.tree.map(take, batched)), jax.tree.leaves(one)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("name, make", TRANSFORMS)

@@ -48,16 +48,22 @@ def check_monge_gap(text: str) -> None:
   (gap_t, floor_t), (gap_s, _) = values["translation"], values["shuffle"]
   assert abs(gap_t - floor_t) <= 1e-3 * floor_t  # an optimal map sits at ε log n
   assert gap_s > 50 * floor_t
-  uvp = {line.split(":")[0]: float(line.split(":")[1].strip().rstrip("%")) for line in text.splitlines()
-         if line.startswith("L2-UVP ")}
+  uvp = {
+    line.split(":")[0]: float(line.split(":")[1].strip().rstrip("%"))
+    for line in text.splitlines()
+    if line.startswith("L2-UVP ")
+  }
   assert uvp["L2-UVP with Monge gap"] < uvp["L2-UVP fitting only"]
 
 
 def check_feynman_kac_correctors(text: str) -> None:
   def after(label: str) -> list[float]:
     line = next(line for line in text.splitlines() if line.startswith(label))
-    return [float(w.strip("[](),")) for w in line[len(label):].replace(",", " ").split()
-            if w.strip("[](),").lstrip("-").replace(".", "", 1).replace("e-", "", 1).isdigit()]
+    return [
+      float(w.strip("[](),"))
+      for w in line[len(label) :].replace(",", " ").split()
+      if w.strip("[](),").lstrip("-").replace(".", "", 1).replace("e-", "", 1).isdigit()
+    ]
 
   # The score-only weight equals the master formula by autodiff (float64).
   assert after("max |G_scores - G_autodiff| (float64):")[0] < 1e-9

@@ -42,8 +42,9 @@ def test_each_field_exports_its_modules_and_their_public_classes(field):
   package, modules = modules_of(field)
   exported = set(getattr(package, "__all__", ()))
   assert set(modules) <= exported, f"toolkit.{field} does not export {sorted(set(modules) - exported)}"
-  classes = {name for module in modules.values() for name, obj in public_definitions(module).items()
-             if inspect.isclass(obj)}
+  classes = {
+    name for module in modules.values() for name, obj in public_definitions(module).items() if inspect.isclass(obj)
+  }
   missing = sorted(classes - exported)
   assert not missing, f"toolkit.{field} does not export {missing}"
   for name in exported:

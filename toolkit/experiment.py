@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging as std_logging
 import math
 import os
 import shutil
@@ -25,16 +26,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import logging as std_logging
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app
-from absl import flags
-from absl import logging
-from ml_collections import ConfigDict
-from ml_collections import config_flags
+from absl import app, flags, logging
+from ml_collections import ConfigDict, config_flags
 
 _COMPARISONS: dict[str, Callable[[float, float], bool]] = {
   ">=": lambda m, t: m >= t,
@@ -43,6 +39,7 @@ _COMPARISONS: dict[str, Callable[[float, float], bool]] = {
   "<": lambda m, t: m < t,
   "==": lambda m, t: m == t,
 }
+
 
 @dataclasses.dataclass(frozen=True)
 class Paper:
@@ -101,7 +98,7 @@ class Experiment:
   paper: Paper
   claims: Sequence[Claim]
   get_config: Callable[[str], ConfigDict]
-  run: Callable[[ConfigDict, "Context"], Mapping[str, float]]
+  run: Callable[[ConfigDict, Context], Mapping[str, float]]
   validate_config: Callable[[ConfigDict], None] = lambda config: None
 
 
@@ -158,7 +155,8 @@ class Checkpointer:
   def save(self, name: str, step: int, state: Any, history: list[dict]) -> None:
     manager = self._manager(name)
     args = self._ocp.args.Composite(
-      state=self._ocp.args.StandardSave(state), history=self._ocp.args.JsonSave({"history": history})
+      state=self._ocp.args.StandardSave(state),
+      history=self._ocp.args.JsonSave({"history": history}),
     )
     manager.save(step, args=args, force=True)
     manager.wait_until_finished()
@@ -259,7 +257,8 @@ def resumable_loop(
     if time.time() - last_logged >= log_every_seconds or step == num_steps:
       last_logged = time.time()
       metrics = " ".join(
-        f"{k}={_fmt(v)}" for k, v in history[-1].items() if k != "step" and isinstance(v, (int, float, str)))
+        f"{k}={_fmt(v)}" for k, v in history[-1].items() if k != "step" and isinstance(v, (int, float, str))
+      )
       logging.info("[%s] %s %d/%d %s (%.1f s)", name, unit, step, num_steps, metrics, last_logged - start)
     if ctx.checkpointer is not None and (step - last_saved >= checkpoint_every or step == num_steps):
       ctx.checkpointer.save(name, step, state, history)
@@ -295,8 +294,7 @@ def run_cases(
     return {"result": result, **({"summary": describe(result)} if describe else {})}
 
   # orbax saves no bare scalars: the state is a dict.
-  _, history = resumable_loop(ctx, name, {"cases_done": jnp.asarray(0)}, len(cases), 1, advance, record,
-                              unit="case")
+  _, history = resumable_loop(ctx, name, {"cases_done": jnp.asarray(0)}, len(cases), 1, advance, record, unit="case")
   return [h["result"] for h in history if "result" in h]
 
 
@@ -327,23 +325,29 @@ def evaluate_claims(experiment: Experiment, measured: Mapping[str, float], scale
   for claim in (c for c in experiment.claims if scale in c.scales):
     value = measured.get(claim.metric)
     value = None if value is None else float(value)
-    rows.append({
-      "paper": experiment.paper.title,
-      "arxiv": experiment.paper.arxiv,
-      "experiment": experiment.name,
-      "metric": claim.metric,
-      "statement": claim.statement,
-      "paper_value": claim.paper_value,
-      "comparison": claim.comparison,
-      "target": claim.target_for(scale),
-      "measured": value,
-      "passed": claim.check(value, scale),
-    })
+    rows.append(
+      {
+        "paper": experiment.paper.title,
+        "arxiv": experiment.paper.arxiv,
+        "experiment": experiment.name,
+        "metric": claim.metric,
+        "statement": claim.statement,
+        "paper_value": claim.paper_value,
+        "comparison": claim.comparison,
+        "target": claim.target_for(scale),
+        "measured": value,
+        "passed": claim.check(value, scale),
+      }
+    )
   return rows
 
 
 def write_results(
-  experiment: Experiment, ctx: Context, config: ConfigDict, measured: Mapping[str, float], seconds: float
+  experiment: Experiment,
+  ctx: Context,
+  config: ConfigDict,
+  measured: Mapping[str, float],
+  seconds: float,
 ) -> dict:
   """Writes ``metrics.json`` and ``summary.md`` to ``ctx.out_dir`` and returns the metrics record."""
   claims = evaluate_claims(experiment, measured, ctx.scale)
@@ -394,12 +398,18 @@ def define_flags(experiment: Experiment) -> None:
   """Defines ``--quick``, ``--seed``, ``--out_dir``, ``--restart`` and ``--config`` (the full config)."""
   flags.DEFINE_bool("quick", False, "Run the quick-scale config (the one `reproduce` runs) instead of the full one.")
   flags.DEFINE_integer("seed", 0, "Seed of every random draw of the run.")
-  flags.DEFINE_string("out_dir", os.path.join("runs", experiment.name), "Where to write metrics, figures, checkpoints.")
+  flags.DEFINE_string(
+    "out_dir",
+    os.path.join("runs", experiment.name),
+    "Where to write metrics, figures, checkpoints.",
+  )
   flags.DEFINE_bool("restart", False, "Discard this out_dir's checkpoints instead of resuming from them.")
   config = experiment.get_config("full")
   try:
     # config_flags reads the --config.* overrides from sys.argv here, at definition.
-    config_flags.DEFINE_config_dict("config", config, "The experiment's config; override fields with --config.<field>=.")
+    config_flags.DEFINE_config_dict(
+      "config", config, "The experiment's config; override fields with --config.<field>=."
+    )
   except (AttributeError, KeyError) as e:
     _fail(f"a --config.<field> override names no field of the config ({e}); its fields: {sorted(config.keys())}")
 
@@ -424,8 +434,15 @@ def _fail(message: str) -> None:
   sys.exit(2)
 
 
-def run_experiment(experiment: Experiment, config: ConfigDict, out_dir: str, seed: int = 0, scale: str = "quick",
-                   restart: bool = False, checkpoint: bool = True) -> dict:
+def run_experiment(
+  experiment: Experiment,
+  config: ConfigDict,
+  out_dir: str,
+  seed: int = 0,
+  scale: str = "quick",
+  restart: bool = False,
+  checkpoint: bool = True,
+) -> dict:
   """Runs ``experiment`` with ``config`` and writes its results to ``out_dir``; returns the metrics record.
 
   The library entry point behind the binary, also used by tests and notebooks.
@@ -455,8 +472,14 @@ def main(experiment: Experiment) -> None:
     except ConfigError as e:
       _fail(str(e))
     for c in record["claims"]:
-      logging.info("claim %s %s %g: measured %s -> %s", c["metric"], c["comparison"], c["target"], c["measured"],
-                   "passed" if c["passed"] else "FAILED")
+      logging.info(
+        "claim %s %s %g: measured %s -> %s",
+        c["metric"],
+        c["comparison"],
+        c["target"],
+        c["measured"],
+        "passed" if c["passed"] else "FAILED",
+      )
     logging.info("wrote %s", os.path.join(FLAGS.out_dir, "summary.md"))
 
   app.run(_main)

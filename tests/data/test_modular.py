@@ -6,7 +6,9 @@ import pytest
 from toolkit.data import modular_arithmetic
 
 
-@pytest.mark.parametrize("op, fn", [("add", lambda a, b: a + b), ("sub", lambda a, b: a - b), ("mul", lambda a, b: a * b)])
+@pytest.mark.parametrize(
+  "op, fn", [("add", lambda a, b: a + b), ("sub", lambda a, b: a - b), ("mul", lambda a, b: a * b)]
+)
 def test_labels_inputs_and_split(key, op, fn):
   p = 13
   d = modular_arithmetic(key, p=p, train_fraction=0.4, op=op)
@@ -26,7 +28,10 @@ def test_same_key_same_split(key):
   np.testing.assert_array_equal(a.pairs_train, b.pairs_train)
 
 
-@pytest.mark.parametrize("kwargs, match", [({"op": "div"}, "op"), ({"p": 1}, "p"), ({"train_fraction": 1.0}, "train_fraction")])
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [({"op": "div"}, "op"), ({"p": 1}, "p"), ({"train_fraction": 1.0}, "train_fraction")],
+)
 def test_bad_arguments(key, kwargs, match):
   with pytest.raises(ValueError, match=match):
     modular_arithmetic(key, **kwargs)

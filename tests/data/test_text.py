@@ -15,9 +15,7 @@ from toolkit.data import text
 
 def test_corpus_ships_and_matches_its_recorded_hash():
   corpus = text.load_corpus()
-  assert len(corpus) == 1_115_394 and corpus.startswith(
-    "First Citizen:\nBefore we proceed any further"
-  )
+  assert len(corpus) == 1_115_394 and corpus.startswith("First Citizen:\nBefore we proceed any further")
   raw = gzip.decompress((text.CORPORA_DIR / "tiny_shakespeare.txt.gz").read_bytes())
   assert hashlib.sha256(raw).hexdigest() == text.CORPORA["tiny_shakespeare"][1]
   assert (text.CORPORA_DIR / "SOURCE.md").exists()
@@ -29,9 +27,7 @@ def test_encode_decode_round_trip_on_non_ascii_text():
   sample = "Ça va? Grüße, 東京 🎭 — “quoted”\n\ttab"
   tokens = text.encode(sample)
   assert tokens.dtype == np.int32 and tokens.min() >= 0 and tokens.max() < text.VOCAB_SIZE
-  assert tokens.tolist() == list(
-    sample.encode("utf-8")
-  )  # bytes, so multi-byte characters take several tokens
+  assert tokens.tolist() == list(sample.encode("utf-8"))  # bytes, so multi-byte characters take several tokens
   assert len(tokens) > len(sample)
   assert text.decode(tokens) == sample
   assert text.decode(jax.numpy.asarray(tokens)) == sample
@@ -59,21 +55,13 @@ def test_split_is_contiguous_disjoint_and_deterministic():
 
 
 def test_batches_are_windows_of_the_stream(key):
-  tokens = np.arange(
-    50, dtype=np.int32
-  )  # token value == its index, so a window is an arithmetic run
+  tokens = np.arange(50, dtype=np.int32)  # token value == its index, so a window is an arithmetic run
   windows = np.asarray(jax.jit(text.batches, static_argnums=(2, 3))(key, tokens, 2000, 9))
   assert windows.shape == (2000, 10) and windows.dtype == np.int32
-  np.testing.assert_array_equal(
-    windows - windows[:, :1], np.broadcast_to(np.arange(10), (2000, 10))
-  )
+  np.testing.assert_array_equal(windows - windows[:, :1], np.broadcast_to(np.arange(10), (2000, 10)))
   starts = windows[:, 0]
-  assert (
-    starts.min() == 0 and starts.max() == 40
-  )  # every start in [0, n - seq_len - 1] is reachable
-  np.testing.assert_array_equal(
-    windows, text.batches(key, tokens, 2000, 9)
-  )  # jit == no jit, same key same batch
+  assert starts.min() == 0 and starts.max() == 40  # every start in [0, n - seq_len - 1] is reachable
+  np.testing.assert_array_equal(windows, text.batches(key, tokens, 2000, 9))  # jit == no jit, same key same batch
   assert not np.array_equal(windows, text.batches(jax.random.key(1), tokens, 2000, 9))
   with pytest.raises(ValueError, match="seq_len"):
     text.batches(key, tokens, 2, 50)
@@ -86,9 +74,7 @@ def test_unigram_log_prob_equals_numpy_count():
     rng.integers(0, 60, 500),
   )  # some eval bytes never seen in train
   counts = collections.Counter(train.tolist())
-  expected = np.mean(
-    [np.log((counts.get(t, 0) + 1) / (train.size + 256)) for t in evaluation.tolist()]
-  )
+  expected = np.mean([np.log((counts.get(t, 0) + 1) / (train.size + 256)) for t in evaluation.tolist()])
   np.testing.assert_allclose(text.unigram_log_prob(train, evaluation), expected, rtol=1e-5)
 
 

@@ -18,9 +18,7 @@ def test_grid_oracle_matches_the_closed_forms(setting):
   config.num_grid_points = 401
   oracle = fkc_experiment.target_oracle(setting, config)
   assert oracle.edge_mass < 1e-8
-  np.testing.assert_allclose(
-    oracle.log_normalizer, fkc_experiment.closed_form_log_z(setting, config), atol=1e-4
-  )
+  np.testing.assert_allclose(oracle.log_normalizer, fkc_experiment.closed_form_log_z(setting, config), atol=1e-4)
   names, _ = fkc_experiment.SETTINGS[setting]
   schedule = fkc_experiment.schedule_of(config)
   noised = [fkc.noise_gmm(fkc_experiment.mixture(n), schedule, config.t_min) for n in names]
@@ -29,9 +27,7 @@ def test_grid_oracle_matches_the_closed_forms(setting):
   elif setting.startswith("product"):
     exact = gmm.product(*noised)
   else:
-    gm = gmm.gaussian_geometric_mean(
-      noised[0].means[0], noised[0].covs[0], noised[1].means[0], noised[1].covs[0], 3.0
-    )
+    gm = gmm.gaussian_geometric_mean(noised[0].means[0], noised[0].covs[0], noised[1].means[0], noised[1].covs[0], 3.0)
     exact = gmm.GaussianMixture(gm.log_normalizer[None], gm.mean[None], gm.cov[None])
   mean, cov = gmm.moments(exact)
   np.testing.assert_allclose(oracle.mean, mean, atol=1e-4)

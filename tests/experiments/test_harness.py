@@ -17,16 +17,26 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # A grokking run small enough for a test: p = 23, 40 epochs a run, a checkpoint every 20 epochs (6 in all).
 TINY = [
-  "--quick", "--config.p=23", "--config.eval_every=10", "--config.checkpoint_every=20",
-  "--config.runs.softmax_adamw.epochs=40", "--config.runs.stablemax_adamw.epochs=40",
+  "--quick",
+  "--config.p=23",
+  "--config.eval_every=10",
+  "--config.checkpoint_every=20",
+  "--config.runs.softmax_adamw.epochs=40",
+  "--config.runs.stablemax_adamw.epochs=40",
   "--config.runs.perp_adamw.epochs=40",
 ]
 
 
 def run_binary(args, env_extra=None, timeout=300):
   env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env_extra or {})}
-  return subprocess.run([sys.executable, "-m", "experiments.grokking", *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=timeout)
+  return subprocess.run(
+    [sys.executable, "-m", "experiments.grokking", *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
 
 
 def test_claim_verdicts():
@@ -41,7 +51,10 @@ def test_claim_verdicts():
 
 
 def test_claims_are_judged_only_at_their_scales():
-  claims = (xp.Claim("a", "s", "p", "<=", 1.0), xp.Claim("b", "s", "p", "<=", 1.0, scales=("full",)))
+  claims = (
+    xp.Claim("a", "s", "p", "<=", 1.0),
+    xp.Claim("b", "s", "p", "<=", 1.0, scales=("full",)),
+  )
   experiment = xp.Experiment("e", xp.Paper("e", "t", "0000.00000"), claims, lambda scale: None, lambda c, ctx: {})
   assert [r["metric"] for r in xp.evaluate_claims(experiment, {"a": 0.5, "b": 2.0}, "quick")] == ["a"]
   full = xp.evaluate_claims(experiment, {"a": 0.5, "b": 2.0}, "full")
@@ -89,8 +102,14 @@ def kill_after_checkpoints(args, num_checkpoints, timeout=300):
   """Starts the binary and sends it a real SIGKILL (as an out-of-memory killer or a pre-empted job would) once its
   log says that ``num_checkpoints`` checkpoints are on disk; returns the exit code and the log up to the kill."""
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  process = subprocess.Popen([sys.executable, "-m", "experiments.grokking", *args], cwd=REPO, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  process = subprocess.Popen(
+    [sys.executable, "-m", "experiments.grokking", *args],
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   lines = []
   try:
     for line in process.stderr:
@@ -129,7 +148,10 @@ def test_killed_binary_resumes_to_the_same_result(tmp_path):
   [
     (["--config.runs.perp_adamw.lr=-1"], "error: --config.runs.perp_adamw.lr must be > 0"),
     (["--config.train_fraction=1.5"], "error: --config.train_fraction must lie in (0, 1)"),
-    (["--config.runs.perp_adamw.optimizer=sgd"], "error: --config.runs.perp_adamw.optimizer must be one of"),
+    (
+      ["--config.runs.perp_adamw.optimizer=sgd"],
+      "error: --config.runs.perp_adamw.optimizer must be one of",
+    ),
     (["--config.no_such_field=1"], "no_such_field"),
     (["--config.p=abc"], "p"),
     (["--no_such_flag"], "no_such_flag"),

@@ -27,9 +27,7 @@ def tiny_config():
 
 
 def test_exact_mle_is_a_stationary_point_of_the_kalman_likelihood(x64):
-  model = ppg_experiment.lgssm_model_fn(
-    {k: jnp.asarray(v) for k, v in ppg_experiment.TRUE_LG.items()}
-  )
+  model = ppg_experiment.lgssm_model_fn({k: jnp.asarray(v) for k, v in ppg_experiment.TRUE_LG.items()})
   _, ys = ssm.simulate(jax.random.key(0), model, 101)
   theta0 = {"A": jnp.asarray(0.5), "log_Q": jnp.asarray(0.0), "log_R": jnp.asarray(0.5)}
   mle, loglik = ppg_experiment.exact_mle(ppg_experiment.lgssm_model_fn, ys, theta0)
@@ -44,9 +42,7 @@ def test_tiny_run(tmp_path):
   record = xp.run_experiment(ppg_experiment.EXPERIMENT, tiny_config(), str(tmp_path), scale="quick")
   m = record["measured"]
   # PaRIS's bias shrinks from N = 8 to N = 32 on the same data (it is O(1/N) and negative).
-  assert m["paris_n8_bias"] < m["paris_n32_bias"] + 2 * np.hypot(
-    m["paris_n8_se"], m["paris_n32_se"]
-  )
+  assert m["paris_n8_bias"] < m["paris_n32_bias"] + 2 * np.hypot(m["paris_n8_se"], m["paris_n32_se"])
   assert np.isfinite(m["ppg_mle_max_abs_error"])
   assert (tmp_path / "bias_rmse_learning.png").exists() and (tmp_path / "table.md").exists()
 

@@ -8,8 +8,7 @@ import sys
 
 import pytest
 
-from experiments import registry
-from experiments import reproduce
+from experiments import registry, reproduce
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -49,7 +48,10 @@ def test_failures_and_timeouts_are_isolated_and_reported(tmp_path):
 def test_reproduce_grokking_from_the_command_line(tmp_path):
   result = subprocess.run(
     [sys.executable, "-m", "experiments.reproduce", "--only=grokking", f"--out_dir={tmp_path}"],
-    cwd=REPO, capture_output=True, text=True, timeout=900,
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=900,
   )
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   assert "[1/1] grokking: passed" in result.stdout
@@ -64,6 +66,11 @@ def test_reproduce_grokking_from_the_command_line(tmp_path):
 
 
 def test_unknown_only_is_a_one_line_error(tmp_path):
-  result = subprocess.run([sys.executable, "-m", "experiments.reproduce", "--only=nope", f"--out_dir={tmp_path}"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+  result = subprocess.run(
+    [sys.executable, "-m", "experiments.reproduce", "--only=nope", f"--out_dir={tmp_path}"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert result.returncode == 2 and result.stderr.strip().startswith("error: --only: unknown paper")

@@ -28,7 +28,11 @@ def test_small_run_writes_its_table_and_figure_and_resumes(tmp_path):
   measured = record["measured"]
   claims = {c["metric"]: c for c in record["claims"]}
   # The claims that hold at any size: exactness, linear lookups and bytes, b/16 of fp16 plus the scales.
-  for metric in ("exact_max_abs_err", "lookups_and_index_bytes_exactly_linear", "w2_compression_vs_fp16"):
+  for metric in (
+    "exact_max_abs_err",
+    "lookups_and_index_bytes_exactly_linear",
+    "w2_compression_vs_fp16",
+  ):
     assert claims[metric]["passed"], claims[metric]
   # 256² at 2 bits: 16 KiB of indices + 2·(256·2) fp16 scales and zeros = 18 KiB against 128 KiB of fp16.
   assert measured["w2_compression_vs_fp16"] == pytest.approx(128 / 18)

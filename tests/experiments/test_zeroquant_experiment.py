@@ -25,7 +25,16 @@ def test_tiny_model_end_to_end_and_resume(tmp_path):
   record = xp.run_experiment(zq_experiment.EXPERIMENT, config, str(tmp_path), seed=0, scale="quick")
   m = record["measured"]
   # Every case ran: fp32, then RTN/GPTQ with and without LoRC at each bit width.
-  for name in ("rtn_w8", "rtn_w8_lorc", "gptq_w8", "gptq_w8_lorc", "rtn_w3", "rtn_w3_lorc", "gptq_w3", "gptq_w3_lorc"):
+  for name in (
+    "rtn_w8",
+    "rtn_w8_lorc",
+    "gptq_w8",
+    "gptq_w8_lorc",
+    "rtn_w3",
+    "rtn_w3_lorc",
+    "gptq_w3",
+    "gptq_w3_lorc",
+  ):
     assert m[f"{name}_perplexity"] > 1.0
   # 8 bits is near lossless and 3 bits is not; quantized models are several times smaller than fp32.
   assert abs(m["rtn_w8_ppl_increase"]) < 0.01
@@ -38,7 +47,10 @@ def test_tiny_model_end_to_end_and_resume(tmp_path):
   assert (tmp_path / "perplexity_vs_bits.png").exists()
   table = (tmp_path / "table.md").read_text()
   assert "| GPTQ + LoRC | 3 |" in table and "| fp32 | 32 |" in table
-  assert {c["metric"] for c in record["claims"]} >= {"gptq_over_rtn_ppl_w3", "lorc_kl_ratio_gptq_w3"}
+  assert {c["metric"] for c in record["claims"]} >= {
+    "gptq_over_rtn_ppl_w3",
+    "lorc_kl_ratio_gptq_w3",
+  }
   # A second run with the same flags resumes from the per-case checkpoints and gives the same numbers.
   again = xp.run_experiment(zq_experiment.EXPERIMENT, config, str(tmp_path), seed=0, scale="quick")
   assert again["measured"] == pytest.approx(m)

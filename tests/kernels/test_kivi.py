@@ -14,12 +14,8 @@ from toolkit.kernels import kivi
 @pytest.mark.parametrize("bits", kivi.SUPPORTED_BITS)
 def test_pack_unpack_round_trip_covers_every_code_and_the_sign_bit(bits):
   per_word = 32 // bits
-  codes = jnp.arange(per_word * (1 << bits), dtype=jnp.int32) % (
-    1 << bits
-  )  # every value in every field
-  codes = jnp.concatenate(
-    [codes, jnp.full(per_word, (1 << bits) - 1, jnp.int32)]
-  )  # a word with all bits set
+  codes = jnp.arange(per_word * (1 << bits), dtype=jnp.int32) % (1 << bits)  # every value in every field
+  codes = jnp.concatenate([codes, jnp.full(per_word, (1 << bits) - 1, jnp.int32)])  # a word with all bits set
   words = kivi.pack(codes, bits)
   assert words.dtype == jnp.int32 and words.shape == (codes.size // per_word,)
   assert int(words[-1]) == -1  # all 32 bits set: the top field went through the sign bit
@@ -47,9 +43,7 @@ def test_grouping_directions():
   qv = kivi.quantize_values(x, bits=2, group_size=32)
   # Keys: one (scale, zero) per channel and group of 32 tokens; values: per token and group of 32 channels.
   assert qk.scale.shape == (3, 32, 2) and qv.scale.shape == (3, 64, 1)
-  np.testing.assert_allclose(
-    np.asarray(qk.zero[:, :, 0]), np.asarray(x[:, :32, :].min(axis=1)), rtol=1e-6
-  )
+  np.testing.assert_allclose(np.asarray(qk.zero[:, :, 0]), np.asarray(x[:, :32, :].min(axis=1)), rtol=1e-6)
   np.testing.assert_allclose(np.asarray(qv.zero[:, :, 0]), np.asarray(x.min(axis=2)), rtol=1e-6)
   assert kivi.dequantize(qk).shape == x.shape == kivi.dequantize(qv).shape
 
@@ -64,9 +58,7 @@ def test_constant_groups_dequantize_exactly_without_nan():
 
 def test_more_bits_less_error_and_jit_matches():
   x = jax.random.normal(jax.random.key(1), (128, 64))
-  err = {
-    b: float(jnp.mean((kivi.dequantize(kivi.quantize_keys(x, bits=b)) - x) ** 2)) for b in (2, 4, 8)
-  }
+  err = {b: float(jnp.mean((kivi.dequantize(kivi.quantize_keys(x, bits=b)) - x) ** 2)) for b in (2, 4, 8)}
   assert err[8] < err[4] < err[2]
   jitted = jax.jit(lambda a: kivi.dequantize(kivi.quantize_values(a, bits=2)))(x)
   # Fused multiply-adds under jit may differ in the last ulp.
@@ -120,9 +112,7 @@ def test_streaming_cache_equals_one_shot_quantization(steps):
   g, r, heads, channels = 16, 32, 2, 32
   keys = jax.random.normal(jax.random.key(3), (heads, steps, channels))
   values = jax.random.normal(jax.random.key(4), (heads, steps, channels))
-  cache = kivi.init_cache(
-    (heads,), capacity=64, channels=channels, bits=2, group_size=g, residual=r
-  )
+  cache = kivi.init_cache((heads,), capacity=64, channels=channels, bits=2, group_size=g, residual=r)
   step = jax.jit(kivi.append)
   for t in range(steps):
     cache = step(cache, keys[:, t], values[:, t])
@@ -168,9 +158,7 @@ def test_decode_attention_error_shrinks_with_bits():
     cache, keys, values = filled_cache(150, bits)
     exact = jax.nn.softmax(jnp.einsum("hc,htc->ht", q, keys) / 8.0, axis=-1)
     exact = jnp.einsum("ht,htc->hc", exact, values)
-    errors[bits] = float(
-      jnp.linalg.norm(kivi.decode_attention_xla(q, cache) - exact) / jnp.linalg.norm(exact)
-    )
+    errors[bits] = float(jnp.linalg.norm(kivi.decode_attention_xla(q, cache) - exact) / jnp.linalg.norm(exact))
   assert errors[8] < errors[4] < errors[2] < 0.5
 
 
@@ -215,19 +203,13 @@ def exact_attention(q, keys, values):
     (16, 150, 32, None),
   ],
 )
-def test_pallas_kernel_equals_xla_and_dequantize_then_einsum(
-  bits, steps, block_tokens, scale_dtype
-):
+def test_pallas_kernel_equals_xla_and_dequantize_then_einsum(bits, steps, block_tokens, scale_dtype):
   # 70 steps fill one of four 32-token blocks, 20 steps none: the kernel skips or masks the empty blocks.
   cache, _, _ = streamed_cache(steps, bits=bits, scale_dtype=scale_dtype)
   q = jax.random.normal(jax.random.key(9), (2, 3, 64))
   reference = kivi.decode_attention_reference(q, cache)
-  pallas = jax.jit(
-    lambda q, c: kivi.decode_attention_pallas(q, c, block_tokens=block_tokens, interpret=True)
-  )
-  np.testing.assert_allclose(
-    np.asarray(pallas(q, cache)), np.asarray(reference), rtol=2e-5, atol=2e-5
-  )
+  pallas = jax.jit(lambda q, c: kivi.decode_attention_pallas(q, c, block_tokens=block_tokens, interpret=True))
+  np.testing.assert_allclose(np.asarray(pallas(q, cache)), np.asarray(reference), rtol=2e-5, atol=2e-5)
   np.testing.assert_allclose(
     np.asarray(kivi.decode_attention(q, cache, impl="xla")),
     np.asarray(reference),
@@ -285,9 +267,7 @@ def test_quantized_bytes_per_token_match_the_formula(bits):
   2·C·bits/8 bytes of codes, 2·2·C/G for the keys' per-channel (scale, zero) amortised over G tokens, and 2·2·C/G
   for the values' per-token ones: 48 bytes at C = 64, 2 bits, against 256 in fp16 (5.33×)."""
   channels, g, capacity = 64, 32, 256
-  cache = kivi.init_cache(
-    (1,), capacity=capacity, channels=channels, bits=bits, group_size=g, scale_dtype="float16"
-  )
+  cache = kivi.init_cache((1,), capacity=capacity, channels=channels, bits=bits, group_size=g, scale_dtype="float16")
   per_token = cache.quantized_nbytes / capacity
   assert per_token == 2 * channels * bits / 8 + 2 * 2 * channels / g + 2 * 2 * channels / g
   fp16_per_token = 2 * channels * 2

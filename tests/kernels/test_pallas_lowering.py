@@ -37,21 +37,15 @@ def test_kivi_decode_attention_lowers_to_triton(triton_params, bits):
   cache = kivi.init_cache(
     (2, 4), capacity=256, channels=128, bits=bits, group_size=32, residual=64, scale_dtype="float16"
   )
-  text = lower_for_cuda(
-    lambda q, c: kivi.decode_attention_pallas(q, c, interpret=False), jnp.zeros((2, 4, 128)), cache
-  )
+  text = lower_for_cuda(lambda q, c: kivi.decode_attention_pallas(q, c, interpret=False), jnp.zeros((2, 4, 128)), cache)
   assert "kivi_decode_attention" in text
 
 
 @pytest.mark.parametrize("bits,n,int8_tables", [(1, 1, False), (3, 32, False), (4, 1, True)])
 def test_tmac_matmul_lowers_to_triton(triton_params, bits, n, int8_tables):
   codes = jnp.asarray(np.random.default_rng(0).integers(0, 2**bits, (256, 512)), jnp.int32)
-  packed = tmac.preprocess(
-    codes, jnp.ones((256, 4)), jnp.zeros((256, 4)), bits=bits, group_size=128
-  )
-  assert lower_for_cuda(
-    lambda x, p: tmac._matmul_pallas(x, p, int8_tables, False), jnp.zeros((n, 512)), packed
-  )
+  packed = tmac.preprocess(codes, jnp.ones((256, 4)), jnp.zeros((256, 4)), bits=bits, group_size=128)
+  assert lower_for_cuda(lambda x, p: tmac._matmul_pallas(x, p, int8_tables, False), jnp.zeros((n, 512)), packed)
 
 
 def test_one_dispatch_rule():

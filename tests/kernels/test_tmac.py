@@ -34,9 +34,7 @@ def random_weights(rng, m, k, bits, group_size, kind="float"):
 
 def dequantized(codes, scales, zeros, group_size):
   """The oracle: Ŵ[m, k] = s[m, k // g]·(w[m, k] − z[m, k // g]) in float64."""
-  return np.repeat(scales, group_size, 1).astype(np.float64) * (
-    codes - np.repeat(zeros, group_size, 1)
-  )
+  return np.repeat(scales, group_size, 1).astype(np.float64) * (codes - np.repeat(zeros, group_size, 1))
 
 
 # (M, K, N, group_size): M = 20 and 44 are not multiples of 8 (padded rows); K = 256, N = 1 is where jaxlib 0.10.2's
@@ -51,15 +49,11 @@ def test_xla_paths_equal_dequantize_then_matmul_exactly_in_integers(bits, shape)
   rng = np.random.default_rng(bits * 100 + m)
   codes, scales, zeros = random_weights(rng, m, k, bits, gs, kind="integer")
   w = dequantized(codes, scales, zeros, gs).astype(np.int64)
-  x = rng.integers(-8, 9, (n, k)).astype(
-    np.float32
-  )  # integer activations: every sum is exact in float32
+  x = rng.integers(-8, 9, (n, k)).astype(np.float32)  # integer activations: every sum is exact in float32
   expected = x.astype(np.int64) @ w.T
   packed = tmac.preprocess(codes, scales, zeros, bits=bits, group_size=gs)
   for method in XLA_METHODS:
-    y = jax.jit(lambda a, p, method=method: tmac.matmul(a, p, impl="xla", algorithm=method))(
-      x, packed
-    )
+    y = jax.jit(lambda a, p, method=method: tmac.matmul(a, p, impl="xla", algorithm=method))(x, packed)
     np.testing.assert_array_equal(np.asarray(y), expected, err_msg=method.__name__)
   np.testing.assert_array_equal(np.asarray(tmac.dequantize(packed)), w)
 
@@ -76,9 +70,7 @@ def test_float_weights_match_dequantize_then_matmul(bits):
   np.testing.assert_allclose(np.asarray(tmac.dequantize(packed)), w, rtol=1e-6, atol=1e-7)
   for method in XLA_METHODS:
     y = np.asarray(tmac.matmul(x, packed, impl="xla", algorithm=method))
-    np.testing.assert_allclose(
-      y, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max(), err_msg=method.__name__
-    )
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max(), err_msg=method.__name__)
 
 
 @pytest.mark.parametrize("bits", tmac.SUPPORTED_BITS)
@@ -90,9 +82,7 @@ def test_pallas_interpret_is_exact_in_integers(bits):
   x = rng.integers(-8, 9, (n, k)).astype(np.float32)
   packed = tmac.preprocess(codes, scales, zeros, bits=bits, group_size=gs)
   y = tmac.matmul(x, packed, impl="pallas")
-  np.testing.assert_array_equal(
-    np.asarray(y), x.astype(np.int64) @ dequantized(codes, scales, zeros, gs).T
-  )
+  np.testing.assert_array_equal(np.asarray(y), x.astype(np.int64) @ dequantized(codes, scales, zeros, gs).T)
 
 
 def test_pallas_int8_tables_equal_xla():
@@ -123,9 +113,7 @@ def test_pallas_grid_with_several_blocks_and_padding_equals_xla():
   expected = x.astype(np.float64) @ dequantized(codes, scales, zeros, gs).T
   for int8_tables in (False, True):
     y_pallas = np.asarray(tmac.matmul(x, packed, impl="pallas", int8_tables=int8_tables))
-    y_xla = np.asarray(
-      tmac.matmul(x, packed, impl="xla", algorithm=tmac.lut_gather, int8_tables=int8_tables)
-    )
+    y_xla = np.asarray(tmac.matmul(x, packed, impl="xla", algorithm=tmac.lut_gather, int8_tables=int8_tables))
     np.testing.assert_allclose(y_pallas, y_xla, rtol=1e-5, atol=1e-5 * np.abs(y_xla).max())
     if not int8_tables:
       np.testing.assert_allclose(y_pallas, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
@@ -142,17 +130,11 @@ def test_tables_against_brute_force_and_the_mirror_property():
       for p in range(16):
         bits = [(p >> t) & 1 for t in range(4)]
         quad = x[n, 4 * j : 4 * j + 4].astype(np.float64)
-        np.testing.assert_allclose(
-          zero_one[n, j, p], sum(b * v for b, v in zip(bits, quad)), atol=1e-6
-        )
-        np.testing.assert_allclose(
-          signed[n, j, p], sum((2 * b - 1) * v for b, v in zip(bits, quad)), atol=1e-6
-        )
+        np.testing.assert_allclose(zero_one[n, j, p], sum(b * v for b, v in zip(bits, quad)), atol=1e-6)
+        np.testing.assert_allclose(signed[n, j, p], sum((2 * b - 1) * v for b, v in zip(bits, quad)), atol=1e-6)
   # T'[15 − p] = −T'[p], and T' = 2T − Σ_t x_t.
   np.testing.assert_array_equal(signed[..., ::-1], -signed)
-  np.testing.assert_allclose(
-    signed, 2 * zero_one - x.reshape(2, 3, 4).sum(-1, keepdims=True), atol=1e-6
-  )
+  np.testing.assert_allclose(signed, 2 * zero_one - x.reshape(2, 3, 4).sum(-1, keepdims=True), atol=1e-6)
   # The 8 stored (odd) entries rebuild the 16-entry table exactly.
   half = tmac.build_tables(x, mirrored=True)
   assert half.shape == (2, 3, 8)
@@ -167,9 +149,7 @@ def test_pm1_form_plus_bias_equals_zero_one_form(bits):
   rng = np.random.default_rng(bits)
   codes, scales, zeros = random_weights(rng, m, k, bits, k, kind="unit")
   x = rng.integers(-8, 9, (k,)).astype(np.float32)
-  idx = np.asarray(
-    tmac.unpack_indices(tmac.preprocess(codes, scales, zeros, bits=bits, group_size=k))
-  )[:, :m]
+  idx = np.asarray(tmac.unpack_indices(tmac.preprocess(codes, scales, zeros, bits=bits, group_size=k)))[:, :m]
   signed, zero_one = (
     np.asarray(tmac.build_tables(x)),
     np.asarray(tmac.build_tables(x, signed=False)),
@@ -177,10 +157,7 @@ def test_pm1_form_plus_bias_equals_zero_one_form(bits):
   j = np.arange(k // 4)
   zero_one_form = sum(2**i * zero_one[j, idx[i]].sum(-1) for i in range(bits))
   lut_bias = signed[:, 0].sum()  # T-MAC's lut bias, Σ_j T'_j[0] = −Σ x
-  pm1_form = (
-    sum(2.0 ** (i - 1) * signed[j, idx[i]].sum(-1) for i in range(bits))
-    - (2**bits - 1) / 2 * lut_bias
-  )
+  pm1_form = sum(2.0 ** (i - 1) * signed[j, idx[i]].sum(-1) for i in range(bits)) - (2**bits - 1) / 2 * lut_bias
   np.testing.assert_array_equal(zero_one_form, pm1_form)
   np.testing.assert_array_equal(pm1_form, codes @ x.astype(np.int64))
 
@@ -190,15 +167,11 @@ def test_index_layout_and_weight_bytes():
   codes = np.zeros((m, k), np.int32)
   codes[9, 4:8] = [1, 0, 1, 1]  # plane 0 of row 9, group 1: index 0b1101 = 13; plane 1: 0
   codes[2, 0:4] = [2, 2, 0, 0]  # plane 1 of row 2, group 0: index 0b0011 = 3
-  packed = tmac.preprocess(
-    codes, np.ones((m, 1), np.float16), np.zeros((m, 1), np.float16), bits=bits, group_size=gs
-  )
+  packed = tmac.preprocess(codes, np.ones((m, 1), np.float16), np.zeros((m, 1), np.float16), bits=bits, group_size=gs)
   words = np.asarray(packed.indices).view(np.uint32)  # (bits, M/8, K/4)
   assert words.shape == (2, 2, 2)
   # Row 9 = slot t = 4 of word row r = 1 (rows t·M/8 + r); row 2 = slot 1 of word row 0.
-  assert (
-    words[0, 1, 1] == 13 << 16 and words[1, 0, 0] == 3 << 4 and words.sum() == (13 << 16) + (3 << 4)
-  )
+  assert words[0, 1, 1] == 13 << 16 and words[1, 0, 0] == 3 << 4 and words.sum() == (13 << 16) + (3 << 4)
   # Exactly b bits per weight, plus the fp16 scales and zeros.
   assert packed.nbytes == bits * m * k // 8 + 2 * 2 * m
 
@@ -206,9 +179,7 @@ def test_index_layout_and_weight_bytes():
 def test_lookup_count_is_linear_in_bits():
   counts = [
     tmac.lookup_count(
-      tmac.preprocess(
-        np.zeros((24, 64), np.int32), np.ones((24, 2)), np.zeros((24, 2)), bits=b, group_size=32
-      ),
+      tmac.preprocess(np.zeros((24, 64), np.int32), np.ones((24, 2)), np.zeros((24, 2)), bits=b, group_size=32),
       num_rows=5,
     )
     for b in tmac.SUPPORTED_BITS
@@ -233,9 +204,7 @@ def test_int8_tables_error_is_within_half_a_table_step_per_lookup(bits):
   # Per output: (gs/4 lookups)·(lut_scale/2) per group and plane, times the weights Σ_i 2^{i−1} and |s|.
   bound = (gs // 4) * np.asarray(lut_scale, np.float64) / 2 @ np.abs(scales.T) * (2**bits - 1) / 2
   assert np.all(np.abs(approx - exact) <= bound * (1 + 1e-4) + 1e-6)
-  assert (
-    0 < np.mean((approx - exact) ** 2) / np.mean(exact**2) < 5e-4
-  )  # the reference code's NMSE threshold
+  assert 0 < np.mean((approx - exact) ** 2) / np.mean(exact**2) < 5e-4  # the reference code's NMSE threshold
 
 
 def test_int8_tables_per_plane_bound_before_weight_scale():
@@ -246,9 +215,7 @@ def test_int8_tables_per_plane_bound_before_weight_scale():
   x = rng.normal(size=(2, k)).astype(np.float32)
   packed = tmac.preprocess(codes, scales, zeros, bits=1, group_size=k)
   _, lut_scale = tmac.quantize_tables(tmac.build_tables(x), k)
-  err = np.abs(
-    np.asarray(tmac.matmul(x, packed, int8_tables=True)) - x.astype(np.float64) @ codes.T
-  )
+  err = np.abs(np.asarray(tmac.matmul(x, packed, int8_tables=True)) - x.astype(np.float64) @ codes.T)
   per_plane = 2 * err  # the plane's lookup sum, before its weight ½
   assert np.all(per_plane <= (k // 4) * np.asarray(lut_scale) / 2 * (1 + 1e-4) + 1e-5)
 
@@ -263,17 +230,13 @@ def test_jit_vmap_grad_and_batch_axes():
   )
   eager = np.asarray(tmac.matmul(x, packed))
   assert eager.shape == (2, 3, m)
-  np.testing.assert_allclose(
-    np.asarray(jax.jit(tmac.matmul)(x, packed)), eager, rtol=1e-6, atol=1e-7
-  )
+  np.testing.assert_allclose(np.asarray(jax.jit(tmac.matmul)(x, packed)), eager, rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(
     np.asarray(jax.vmap(tmac.matmul, in_axes=(0, None))(x, packed)), eager, rtol=1e-6, atol=1e-7
   )
   # d/dx Σ_m (x Ŵᵀ)_m = Σ_m Ŵ[m, :].
   grad = jax.grad(lambda a: tmac.matmul(a, packed, algorithm=tmac.lut_gather).sum())(x[0, 0])
-  np.testing.assert_allclose(
-    np.asarray(grad), dequantized(codes, scales, zeros, gs).sum(0), rtol=1e-5, atol=1e-6
-  )
+  np.testing.assert_allclose(np.asarray(grad), dequantized(codes, scales, zeros, gs).sum(0), rtol=1e-5, atol=1e-6)
   assert dispatch.default_impl() == "xla"  # CPU
 
 
@@ -285,9 +248,7 @@ def test_random_codes_are_exact_in_integers(seed, bits):
   x = rng.integers(-100, 101, (2, 32)).astype(np.float32)
   packed = tmac.preprocess(codes, scales, zeros, bits=bits, group_size=16)
   expected = x.astype(np.int64) @ dequantized(codes, scales, zeros, 16).T
-  np.testing.assert_array_equal(
-    np.asarray(tmac.matmul(x, packed, algorithm=tmac.lut_gather)), expected
-  )
+  np.testing.assert_array_equal(np.asarray(tmac.matmul(x, packed, algorithm=tmac.lut_gather)), expected)
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -297,9 +258,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="`bits` must be one of"):
       tmac.preprocess(codes, ones, zeros, bits=bits, group_size=16)
   with pytest.raises(ValueError, match="multiple of 4"):
-    tmac.preprocess(
-      np.zeros((8, 30), np.int32), np.ones((8, 2)), np.zeros((8, 2)), bits=2, group_size=15
-    )
+    tmac.preprocess(np.zeros((8, 30), np.int32), np.ones((8, 2)), np.zeros((8, 2)), bits=2, group_size=15)
   with pytest.raises(ValueError, match="`group_size` must be a multiple of 4"):
     tmac.preprocess(codes, np.ones((8, 4)), np.zeros((8, 4)), bits=2, group_size=6)
   with pytest.raises(ValueError, match="multiple of `group_size`"):
@@ -312,9 +271,7 @@ def test_bad_inputs_raise_clear_errors():
     tmac.preprocess(codes - 1, ones, zeros, bits=2, group_size=16)
   with pytest.raises(TypeError, match="`codes` must be an integer array"):
     tmac.preprocess(codes.astype(np.float32), ones, zeros, bits=2, group_size=16)
-  with pytest.raises(
-    ValueError, match=r"`scales` must have shape \(M, K / group_size\) = \(8, 2\)"
-  ):
+  with pytest.raises(ValueError, match=r"`scales` must have shape \(M, K / group_size\) = \(8, 2\)"):
     tmac.preprocess(codes, np.ones((8, 4)), zeros, bits=2, group_size=16)
   with pytest.raises(ValueError, match="`zeros` must have shape"):
     tmac.preprocess(codes, ones, np.zeros((2, 8)), bits=2, group_size=16)
@@ -330,9 +287,7 @@ def test_bad_inputs_raise_clear_errors():
   with pytest.raises(TypeError, match="`algorithm` must be None or a function"):
     tmac.matmul(np.ones((3, 32), np.float32), packed, algorithm="gather")
   with pytest.raises(ValueError, match="needs algorithm=lut_gather"):
-    tmac.matmul(
-      np.ones((3, 32), np.float32), packed, int8_tables=True, algorithm=tmac.bitserial_matmul
-    )
+    tmac.matmul(np.ones((3, 32), np.float32), packed, int8_tables=True, algorithm=tmac.bitserial_matmul)
   with pytest.raises(ValueError, match="must be None with impl='pallas'"):
     tmac.matmul(np.ones((3, 32), np.float32), packed, impl="pallas", algorithm=tmac.lut_gather)
   with pytest.raises(TypeError, match="`packed` must be the TMACWeights"):

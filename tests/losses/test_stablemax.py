@@ -1,8 +1,8 @@
 """StableMax and Softmax Collapse against formulas written independently in numpy, and float32 absorption."""
 
 import jax
-import jax.test_util  # noqa: F401  (check_grads)
 import jax.numpy as jnp
+import jax.test_util
 import numpy as np
 import optax
 import pytest
@@ -10,11 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from toolkit.losses import log_stablemax
-from toolkit.losses import softmax_collapse_fraction
-from toolkit.losses import stablemax
-from toolkit.losses import stablemax_collapse_fraction
-from toolkit.losses import stablemax_cross_entropy
+from toolkit.losses import (
+  log_stablemax,
+  softmax_collapse_fraction,
+  stablemax,
+  stablemax_collapse_fraction,
+  stablemax_cross_entropy,
+)
 
 
 def np_stablemax(x):

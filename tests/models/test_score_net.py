@@ -55,21 +55,15 @@ def test_sample_times_cover_both_scales(key):
   t = np.asarray(score_net.sample_times(key, 20_000, 1e-3))
   assert t.min() >= 1e-3 and t.max() <= 1.0
   # Half log-uniform: a quarter of all draws below √t_min ≈ 0.03; uniform alone would give 3%.
-  np.testing.assert_allclose(
-    np.mean(t < np.sqrt(1e-3)), 0.25 + 0.5 * (np.sqrt(1e-3) - 1e-3) / (1 - 1e-3), atol=0.01
-  )
+  np.testing.assert_allclose(np.mean(t < np.sqrt(1e-3)), 0.25 + 0.5 * (np.sqrt(1e-3) - 1e-3) / (1 - 1e-3), atol=0.01)
 
 
 def test_bad_inputs(key):
   net = score_net.ScoreNet(hidden=8, depth=1, num_classes=2)
   params = score_net.init_params(key, net, 2)
   with pytest.raises(ValueError, match="`num_steps`"):
-    score_net.train(
-      key, params, net, optax.adam(1e-3), sample_data, VP, num_steps=0, batch_size=4, t_min=1e-3
-    )
+    score_net.train(key, params, net, optax.adam(1e-3), sample_data, VP, num_steps=0, batch_size=4, t_min=1e-3)
   with pytest.raises(TypeError, match="`optimizer`"):
-    score_net.train(
-      key, params, net, "adam", sample_data, VP, num_steps=2, batch_size=4, t_min=1e-3
-    )
+    score_net.train(key, params, net, "adam", sample_data, VP, num_steps=2, batch_size=4, t_min=1e-3)
   with pytest.raises(ValueError, match="`dim`"):
     score_net.init_params(key, net, 0)

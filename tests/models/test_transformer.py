@@ -47,9 +47,7 @@ def _np_rope(x, positions, base=10000.0):
   """RoFormer Eq. 34 as complex multiplication: z_i = x_i + i x_{i+D/2} is multiplied by exp(i m θ_i)."""
   d = x.shape[-1]
   theta = base ** (-np.arange(d // 2) * 2.0 / d)
-  z = (x[..., : d // 2] + 1j * x[..., d // 2 :]) * np.exp(
-    1j * np.asarray(positions, np.float64)[..., None] * theta
-  )
+  z = (x[..., : d // 2] + 1j * x[..., d // 2 :]) * np.exp(1j * np.asarray(positions, np.float64)[..., None] * theta)
   return np.concatenate([z.real, z.imag], axis=-1)
 
 
@@ -58,21 +56,15 @@ def test_cached_decoding_reproduces_the_forward_pass_at_every_position(key):
   params, tokens = _sharp_params(k_params), _tokens(k_tokens)
   model = Transformer(SMALL)
   full = model.apply(params, tokens)
-  assert (
-    np.std(np.asarray(full)) > 1.0
-  )  # the logits are far from uniform, so the comparison has teeth
+  assert np.std(np.asarray(full)) > 1.0  # the logits are far from uniform, so the comparison has teeth
   cache = FullPrecisionCache()
   prompt = 5
   logits, state = model.apply(params, tokens[:, :prompt], cache, 24, method=Transformer.prefill)
   np.testing.assert_allclose(logits, full[:, :prompt], atol=1e-4, rtol=1e-4)
-  step = jax.jit(
-    lambda p, token, state: model.apply(p, token, state, cache, method=Transformer.decode)
-  )
+  step = jax.jit(lambda p, token, state: model.apply(p, token, state, cache, method=Transformer.decode))
   for t in range(prompt, tokens.shape[1]):
     step_logits, state = step(params, tokens[:, t], state)
-    np.testing.assert_allclose(
-      step_logits, full[:, t], atol=1e-4, rtol=1e-4, err_msg=f"position {t}"
-    )
+    np.testing.assert_allclose(step_logits, full[:, t], atol=1e-4, rtol=1e-4, err_msg=f"position {t}")
   assert int(state.position) == tokens.shape[1] and int(state.caches[0].length) == tokens.shape[1]
 
 
@@ -105,9 +97,7 @@ def test_rope_matches_complex_rotation_and_depends_on_relative_position(key):
   rotated = rope(jnp.broadcast_to(q, (4, 64)), positions)
   np.testing.assert_allclose(rotated, _np_rope(np.asarray(q, np.float64), positions), atol=1e-4)
   np.testing.assert_allclose(rotated[0], q, atol=0)  # position 0 is the identity
-  np.testing.assert_allclose(
-    np.linalg.norm(rotated, axis=-1), np.linalg.norm(q), rtol=1e-5
-  )  # a rotation
+  np.testing.assert_allclose(np.linalg.norm(rotated, axis=-1), np.linalg.norm(q), rtol=1e-5)  # a rotation
 
   def score(m, n):
     return float(jnp.dot(rope(q, m), rope(k, n)))
@@ -123,10 +113,7 @@ def test_attention_layer_matches_numpy_softmax_attention(key):
   h = jax.random.normal(k_h, (2, 10, SMALL.d_model))
   out, keys, values = Attention(SMALL).apply(attn_params, h)
 
-  w = {
-    name: np.asarray(attn_params["params"][name]["kernel"], np.float64)
-    for name in attn_params["params"]
-  }
+  w = {name: np.asarray(attn_params["params"][name]["kernel"], np.float64) for name in attn_params["params"]}
   x = np.asarray(h, np.float64)
   heads, d = SMALL.num_heads, SMALL.head_dim
   positions = np.arange(10)
@@ -160,22 +147,16 @@ def test_full_precision_cache_attend_matches_numpy(key):
   vals = np.concatenate([np.asarray(v), np.asarray(new[1])[:, :, None]], axis=2)
   s = np.einsum("bhd,bhtd->bht", np.asarray(q, np.float64), keys) / 4.0
   p = np.exp(s - s.max(-1, keepdims=True))
-  np.testing.assert_allclose(
-    out, np.einsum("bht,bhtd->bhd", p / p.sum(-1, keepdims=True), vals), atol=1e-5
-  )
+  np.testing.assert_allclose(out, np.einsum("bht,bhtd->bhd", p / p.sum(-1, keepdims=True), vals), atol=1e-5)
 
 
 def test_jit_and_no_jit_agree_and_same_key_same_params(key):
   params, tokens = _sharp_params(key, TINY), _tokens(jax.random.key(1), (2, 7))
   jax.tree.map(np.testing.assert_array_equal, params, _sharp_params(key, TINY))
   model = Transformer(TINY)
-  np.testing.assert_allclose(
-    jax.jit(model.apply)(params, tokens), model.apply(params, tokens), atol=1e-5
-  )
+  np.testing.assert_allclose(jax.jit(model.apply)(params, tokens), model.apply(params, tokens), atol=1e-5)
   jitted = decode_log_probs(params, TINY, tokens, FullPrecisionCache(), 4)
-  eager = decode_log_probs.__wrapped__(
-    params, TINY, tokens, FullPrecisionCache(), 4
-  )  # op by op, no outer jit
+  eager = decode_log_probs.__wrapped__(params, TINY, tokens, FullPrecisionCache(), 4)  # op by op, no outer jit
   np.testing.assert_allclose(jitted.log_probs, eager.log_probs, atol=1e-5)
   np.testing.assert_array_equal(jitted.predictions, eager.predictions)
 
@@ -249,9 +230,7 @@ def test_bad_inputs(key):
     model.apply(params, tokens, FullPrecisionCache(), 4, method=Transformer.prefill)
   _, state = model.apply(params, tokens, FullPrecisionCache(), 9, method=Transformer.prefill)
   with pytest.raises(ValueError, match="token"):
-    model.apply(
-      params, jnp.zeros((1, 1), jnp.int32), state, FullPrecisionCache(), method=Transformer.decode
-    )
+    model.apply(params, jnp.zeros((1, 1), jnp.int32), state, FullPrecisionCache(), method=Transformer.decode)
   with pytest.raises(ValueError, match="prompt_len"):
     decode_log_probs(params, SMALL, tokens, FullPrecisionCache(), 8)
   with pytest.raises(ValueError, match="capacity"):
@@ -265,10 +244,7 @@ def test_bad_inputs(key):
 def test_evaluate_equals_a_loop_over_windows(key):
   params, tokens = _sharp_params(key), np.asarray(_tokens(key, (1, 60)))[0]
   expected = np.mean(
-    [
-      -np.asarray(sequence_log_probs(params, SMALL, tokens[None, i * 8 : i * 8 + 9]))
-      for i in range(7)
-    ]
+    [-np.asarray(sequence_log_probs(params, SMALL, tokens[None, i * 8 : i * 8 + 9])) for i in range(7)]
   )  # (60 - 1) // 8 = 7 windows of 9 tokens, the tail of 3 dropped
   for batch_size in (7, 3):  # 3 pads the last chunk
     np.testing.assert_allclose(
@@ -282,17 +258,13 @@ def test_evaluator_measures_the_kl_to_a_reference(key):
   windows = text.consecutive_windows(tokens, 8)
   evaluator = lt.make_evaluator(SMALL, windows, batch_size=3, reference_params=params)
   itself, against = evaluator(params), evaluator(other)
-  assert abs(itself.kl) < 1e-6 and np.isnan(
-    lt.make_evaluator(SMALL, windows, batch_size=3)(params).kl
-  )
+  assert abs(itself.kl) < 1e-6 and np.isnan(lt.make_evaluator(SMALL, windows, batch_size=3)(params).kl)
   np.testing.assert_allclose(itself.loss, lt.evaluate(params, SMALL, tokens, seq_len=8), rtol=1e-5)
   np.testing.assert_allclose(against.perplexity, np.exp(against.loss))
   # KL(p_ref ‖ p) per token, from the full distributions.
   ref = jax.nn.log_softmax(Transformer(SMALL).apply(params, windows[:, :-1]), -1)
   log_p = jax.nn.log_softmax(Transformer(SMALL).apply(other, windows[:, :-1]), -1)
-  np.testing.assert_allclose(
-    against.kl, float(jnp.mean(jnp.sum(jnp.exp(ref) * (ref - log_p), -1))), rtol=1e-4
-  )
+  np.testing.assert_allclose(against.kl, float(jnp.mean(jnp.sum(jnp.exp(ref) * (ref - log_p), -1))), rtol=1e-4)
 
 
 @pytest.mark.slow
@@ -318,12 +290,8 @@ def test_training_beats_the_unigram_model():
 @pytest.mark.slow
 def test_pretrained_trains_once_then_loads(tmp_path, monkeypatch):
   first = lt.pretrained(TINY, TINY_RECIPE, cache_dir=tmp_path / "models")
-  assert (
-    pathlib.Path(first.path).exists() and pathlib.Path(first.path).with_suffix(".json").exists()
-  )
-  assert (
-    first.record.fingerprint == lt.fingerprint(TINY, TINY_RECIPE) and first.record.train_seconds > 0
-  )
+  assert pathlib.Path(first.path).exists() and pathlib.Path(first.path).with_suffix(".json").exists()
+  assert first.record.fingerprint == lt.fingerprint(TINY, TINY_RECIPE) and first.record.train_seconds > 0
   assert not list((tmp_path / "models").glob("*.tmp"))  # the atomic writes left no temporary file
   np.testing.assert_allclose(first.record.valid_perplexity, np.exp(first.record.valid_loss))
   # Same recipe, another directory: trains again, to the same parameters (same seed, same result).

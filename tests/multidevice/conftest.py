@@ -1,6 +1,6 @@
 """Multi-device tests: run in their own process with 8 CPU devices (``make test`` does this):
 
-  XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m pytest tests/multidevice
+XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m pytest tests/multidevice
 """
 
 import jax

@@ -24,13 +24,7 @@ def test_replicates_sharded_across_devices_equal_one_device():
   model, ys = data()
   keys = jax.random.split(jax.random.key(1), 16)
   run = jax.jit(
-    jax.vmap(
-      lambda k: (
-        pg.particle_gibbs(
-          k, model, ys, lag_product, num_particles=16, num_sweeps=6, burn_in=2
-        ).estimate
-      )
-    )
+    jax.vmap(lambda k: pg.particle_gibbs(k, model, ys, lag_product, num_particles=16, num_sweeps=6, burn_in=2).estimate)
   )
   single = np.asarray(run(keys))
   mesh = jax.make_mesh((8,), ("replicates",), axis_types=(AxisType.Auto,))
@@ -44,9 +38,9 @@ def test_particle_axis_sharded_across_devices_equals_one_device():
   model, ys = data()
   mesh = jax.make_mesh((8,), ("particles",), axis_types=(AxisType.Auto,))
   sharding = NamedSharding(mesh, P("particles"))
-  run = lambda s: jax.jit(
-    lambda k: paris.paris(k, model, ys, lag_product, num_particles=64, particle_sharding=s)
-  )(jax.random.key(2))
+  run = lambda s: jax.jit(lambda k: paris.paris(k, model, ys, lag_product, num_particles=64, particle_sharding=s))(
+    jax.random.key(2)
+  )
   single, sharded = run(None), run(sharding)
   assert len(sharded.particles.sharding.device_set) == 8
   np.testing.assert_allclose(float(sharded.estimate), float(single.estimate), rtol=1e-4)

@@ -7,15 +7,13 @@ Data parallel (the full batch split over devices) and model parallel (hidden uni
 import jax
 import numpy as np
 import pytest
-from jax.sharding import AxisType
-from jax.sharding import NamedSharding
+from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from experiments import grokking
 from toolkit.data import modular_arithmetic
 from toolkit.models import MLP
-from toolkit.optim import perp_adamw
-from toolkit.optim import perpgrad
+from toolkit.optim import perp_adamw, perpgrad
 
 
 def setup(loss="softmax"):

@@ -9,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from toolkit.optim import perp_adamw
-from toolkit.optim import perpgrad
+from toolkit.optim import perp_adamw, perpgrad
 
 
 def np_perp(g, theta, rescale=True):

@@ -42,9 +42,7 @@ def test_sqrtm_psd_against_scipy(key, dtype):
     assert root.dtype == dtype and root.shape == (2, 5, 5)
     tol = 1e-4 if dtype == jnp.float32 else 1e-12
     for i in range(2):
-      np.testing.assert_allclose(
-        root[i], scipy.linalg.sqrtm(np.asarray(spd[i], np.float64)).real, atol=tol
-      )
+      np.testing.assert_allclose(root[i], scipy.linalg.sqrtm(np.asarray(spd[i], np.float64)).real, atol=tol)
     np.testing.assert_allclose(root @ root, spd, atol=10 * tol)
 
 
@@ -59,18 +57,10 @@ def test_sqrtm_psd_is_the_eigh_root_the_experiments_used(key):
 def test_l2_uvp(key):
   pair = benchmarks.random_gaussian_pair(key, 3)
   x = pair.sample_source(key, 1000)
-  assert (
-    float(metrics.l2_uvp(pair.optimal_map(x), pair.optimal_map(x), pair.target_variance)) == 0.0
-  )
+  assert float(metrics.l2_uvp(pair.optimal_map(x), pair.optimal_map(x), pair.target_variance)) == 0.0
   # The identity map from N(0, Σ0) to N(μ1, Σ1) against T*: 100 E‖x - T*(x)‖² / tr Σ1.
-  expected = (
-    100
-    * np.mean(np.sum((np.asarray(x) - np.asarray(pair.optimal_map(x))) ** 2, 1))
-    / np.trace(pair.cov1)
-  )
-  np.testing.assert_allclose(
-    metrics.l2_uvp(x, pair.optimal_map(x), pair.target_variance), expected, rtol=1e-5
-  )
+  expected = 100 * np.mean(np.sum((np.asarray(x) - np.asarray(pair.optimal_map(x))) ** 2, 1)) / np.trace(pair.cov1)
+  np.testing.assert_allclose(metrics.l2_uvp(x, pair.optimal_map(x), pair.target_variance), expected, rtol=1e-5)
 
 
 def test_bad_input():

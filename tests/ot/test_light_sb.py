@@ -24,16 +24,12 @@ def random_spd(key, d, floor):
 
 
 def bridge(dtype=jnp.float32):
-  return benchmarks.gaussian_bridge(
-    *(jnp.asarray(a, dtype) for a in (MEAN0, COV0, MEAN1, COV1)), EPS
-  )
+  return benchmarks.gaussian_bridge(*(jnp.asarray(a, dtype) for a in (MEAN0, COV0, MEAN1, COV1)), EPS)
 
 
 def gaussian_sampler(mean, cov):
   chol = jnp.linalg.cholesky(jnp.asarray(cov, jnp.float32))
-  return lambda key, n: (
-    jnp.asarray(mean, jnp.float32) + jax.random.normal(key, (n, len(mean))) @ chol.T
-  )
+  return lambda key, n: jnp.asarray(mean, jnp.float32) + jax.random.normal(key, (n, len(mean))) @ chol.T
 
 
 def random_mixture(key, k=3, d=2, diagonal=False):
@@ -73,9 +69,7 @@ def test_gaussian_bridge_identities(x64, key):
   mean0, mean1 = jax.random.normal(jax.random.fold_in(key, 2), (2, d))
   gb = benchmarks.gaussian_bridge(mean0, cov0, mean1, cov1, eps)
   s = gb.s_star
-  raw = np.linalg.solve(
-    np.asarray(cov0), np.asarray(gb.cross_cov)
-  ).T  # Cᵀ Σ0⁻¹ before symmetrisation
+  raw = np.linalg.solve(np.asarray(cov0), np.asarray(gb.cross_cov)).T  # Cᵀ Σ0⁻¹ before symmetrisation
   np.testing.assert_allclose(raw, raw.T, atol=1e-12)
   assert np.all(np.linalg.eigvalsh(np.asarray(s)) > 0)
   np.testing.assert_allclose(s @ cov0 @ s + eps * s, cov1, atol=1e-12)
@@ -91,15 +85,9 @@ def test_gaussian_bridge_scalar_case_and_limits(x64):
   """d = 1: C = ½(√(4σ0²σ1² + ε²) - ε) (Janati et al. 2020); ε → 0 gives C → σ0σ1 (the Monge map)."""
   s0, s1 = 1.3, 0.7
   for eps in (0.1, 1.0, 10.0):
-    gb = benchmarks.gaussian_bridge(
-      jnp.zeros(1), jnp.array([[s0**2]]), jnp.ones(1), jnp.array([[s1**2]]), eps
-    )
-    np.testing.assert_allclose(
-      gb.cross_cov[0, 0], 0.5 * (np.sqrt(4 * s0**2 * s1**2 + eps**2) - eps), rtol=1e-12
-    )
-  gb = benchmarks.gaussian_bridge(
-    jnp.zeros(1), jnp.array([[s0**2]]), jnp.ones(1), jnp.array([[s1**2]]), 1e-8
-  )
+    gb = benchmarks.gaussian_bridge(jnp.zeros(1), jnp.array([[s0**2]]), jnp.ones(1), jnp.array([[s1**2]]), eps)
+    np.testing.assert_allclose(gb.cross_cov[0, 0], 0.5 * (np.sqrt(4 * s0**2 * s1**2 + eps**2) - eps), rtol=1e-12)
+  gb = benchmarks.gaussian_bridge(jnp.zeros(1), jnp.array([[s0**2]]), jnp.ones(1), jnp.array([[s1**2]]), 1e-8)
   np.testing.assert_allclose(gb.cross_cov[0, 0], s0 * s1, rtol=1e-6)
 
 
@@ -115,9 +103,7 @@ def test_exact_k1_parameters_give_the_closed_form_conditional(x64, key):
   expected_mean = np.asarray(mean1) + (np.asarray(x) - np.asarray(mean0)) @ (c.T @ s0_inv).T
   expected_cov = np.asarray(cov1) - c.T @ s0_inv @ c
   np.testing.assert_allclose(lsb.plan_mean(params, x, eps), expected_mean, atol=1e-12)
-  np.testing.assert_allclose(
-    lsb.plan_cov(params, x, eps), np.broadcast_to(expected_cov, (7, d, d)), atol=1e-12
-  )
+  np.testing.assert_allclose(lsb.plan_cov(params, x, eps), np.broadcast_to(expected_cov, (7, d, d)), atol=1e-12)
   np.testing.assert_allclose(lsb.s_matrices(params)[0], gb.s_star, atol=1e-12)
 
 
@@ -160,9 +146,7 @@ def test_benchmark_samplers_match_the_mixtures(key):
   assert_moments_match(sample_x0(jax.random.fold_in(key, 1), 20_000), mean0, cov0)
   x = jnp.array([0.5, -1.0])
   mean, cov = benchmarks.benchmark_conditional_moments(bench, x)
-  assert_moments_match(
-    sample_true_plan(jax.random.fold_in(key, 2), jnp.broadcast_to(x, (20_000, 2))), mean, cov
-  )
+  assert_moments_match(sample_true_plan(jax.random.fold_in(key, 2), jnp.broadcast_to(x, (20_000, 2))), mean, cov)
   assert sample_x1(key, 7).shape == (7, 2)
 
 
@@ -171,14 +155,10 @@ def test_bures_wasserstein_and_cbw_uvp_oracles(key):
   mean_a, mean_b = jnp.array([1.0, 2.0, 0.0]), jnp.array([0.0, 2.5, 1.0])
   a, b = jnp.array([1.0, 4.0, 0.25]), jnp.array([2.0, 1.0, 0.25])
   expected = 0.5 * np.sum((mean_a - mean_b) ** 2) + 0.5 * np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
-  np.testing.assert_allclose(
-    metrics.bures_wasserstein(mean_a, jnp.diag(a), mean_b, jnp.diag(b)), expected, rtol=1e-5
-  )
+  np.testing.assert_allclose(metrics.bures_wasserstein(mean_a, jnp.diag(a), mean_b, jnp.diag(b)), expected, rtol=1e-5)
   rot = jnp.linalg.qr(jax.random.normal(key, (3, 3)))[0]
   np.testing.assert_allclose(  # rotation invariance
-    metrics.bures_wasserstein(
-      rot @ mean_a, rot @ jnp.diag(a) @ rot.T, rot @ mean_b, rot @ jnp.diag(b) @ rot.T
-    ),
+    metrics.bures_wasserstein(rot @ mean_a, rot @ jnp.diag(a) @ rot.T, rot @ mean_b, rot @ jnp.diag(b) @ rot.T),
     expected,
     rtol=1e-4,
   )
@@ -205,9 +185,7 @@ def test_bures_wasserstein_and_cbw_uvp_oracles(key):
   # A model that ignores x (samples of the target) is far off.
   indep = metrics.conditional_bw_uvp(
     key,
-    lambda k, xi, n: benchmarks.sample_benchmark_target(
-      k, bench, benchmarks.sample_benchmark_input(k, bench, n)
-    ),
+    lambda k, xi, n: benchmarks.sample_benchmark_target(k, bench, benchmarks.sample_benchmark_input(k, bench, n)),
     x,
     mean,
     cov,
@@ -241,9 +219,7 @@ def test_sde_matches_the_gaussian_bridge_marginals(key):
   """Euler–Maruyama with the drift at K = 1, θ*: the marginals at t = ½ and t = 1 are the bridge's (§3.3)."""
   gb = bridge()
   x0 = gaussian_sampler(MEAN0, COV0)(key, 8000)
-  path = jax.jit(lambda k, x: lsb.sample_sde(k, gb.lightsb_params(), x, EPS, 200, True))(
-    jax.random.fold_in(key, 1), x0
-  )
+  path = jax.jit(lambda k, x: lsb.sample_sde(k, gb.lightsb_params(), x, EPS, 200, True))(jax.random.fold_in(key, 1), x0)
   assert path.trajectory.shape == (201, 8000, 2) and float(path.times[100]) == 0.5
   np.testing.assert_array_equal(path.trajectory[-1], path.final)
   assert_moments_match(path.trajectory[100], gb.marginal_mean(0.5), gb.marginal_cov(0.5))
@@ -257,9 +233,7 @@ def test_sde_from_one_point_ends_at_the_plan(key):
   """From a fixed x0, a K = 3 full-S bridge ends at π_θ(·|x0): the mixture's mean and covariance."""
   params = random_mixture(key)
   x0 = jnp.array([0.3, -0.2])
-  final = lsb.sample_sde(
-    jax.random.fold_in(key, 1), params, jnp.broadcast_to(x0, (8000, 2)), EPS, 200
-  ).final
+  final = lsb.sample_sde(jax.random.fold_in(key, 1), params, jnp.broadcast_to(x0, (8000, 2)), EPS, 200).final
   assert_moments_match(final, lsb.plan_mean(params, x0, EPS), lsb.plan_cov(params, x0, EPS))
 
 
@@ -284,9 +258,7 @@ def test_fit_recovers_the_exact_parameters(key):
     s_init=1.0,
   )
   s = lsb.s_matrices(out.params)[0]
-  assert out.losses.shape == (steps,) and float(out.losses[-200:].mean()) < float(
-    out.losses[:20].mean()
-  )
+  assert out.losses.shape == (steps,) and float(out.losses[-200:].mean()) < float(out.losses[:20].mean())
   assert float(jnp.linalg.norm(s - gb.s_star) / jnp.linalg.norm(gb.s_star)) < 0.02
   assert float(jnp.linalg.norm(out.params.r[0] - gb.r_star)) < 0.03
   # Diagonal S with diagonal covariances (exact in the diagonal family), from fixed arrays of samples.
@@ -374,9 +346,7 @@ def test_ott_sinkhorn_plan_matches_with_epsilon_doubled(key):
 
   def errors(ott_epsilon):
     out = jax.jit(
-      lambda x, y: linear.solve(
-        pointcloud.PointCloud(x, y, epsilon=ott_epsilon), threshold=1e-4, max_iterations=5000
-      )
+      lambda x, y: linear.solve(pointcloud.PointCloud(x, y, epsilon=ott_epsilon), threshold=1e-4, max_iterations=5000)
     )(x, y)
     assert out.converged
     plan = out.matrix
@@ -399,15 +369,9 @@ def test_ott_sinkhorn_plan_matches_with_epsilon_doubled(key):
 def test_jit_vmap_grad_and_eager_agree(key):
   params = random_mixture(key)
   x0, x1 = jax.random.normal(key, (2, 8, 2))
-  np.testing.assert_allclose(
-    jax.jit(lsb.loss)(params, x0, x1, EPS), lsb.loss(params, x0, x1, EPS), rtol=1e-5
-  )
-  np.testing.assert_allclose(
-    jax.jit(lsb.plan_mean)(params, x0, EPS), lsb.plan_mean(params, x0, EPS), atol=1e-5
-  )
-  np.testing.assert_allclose(
-    jax.jit(lsb.drift)(params, x0, 0.4, EPS), lsb.drift(params, x0, 0.4, EPS), atol=1e-4
-  )
+  np.testing.assert_allclose(jax.jit(lsb.loss)(params, x0, x1, EPS), lsb.loss(params, x0, x1, EPS), rtol=1e-5)
+  np.testing.assert_allclose(jax.jit(lsb.plan_mean)(params, x0, EPS), lsb.plan_mean(params, x0, EPS), atol=1e-5)
+  np.testing.assert_allclose(jax.jit(lsb.drift)(params, x0, 0.4, EPS), lsb.drift(params, x0, 0.4, EPS), atol=1e-4)
   np.testing.assert_allclose(
     jax.jit(jax.vmap(lambda x: lsb.drift(params, x, 0.4, EPS)))(x0),
     lsb.drift(params, x0, 0.4, EPS),
@@ -419,9 +383,7 @@ def test_jit_vmap_grad_and_eager_agree(key):
     atol=1e-5,
   )
   eager = lsb.sample_plan(key, params, x0, EPS, 3)
-  np.testing.assert_allclose(
-    jax.jit(lsb.sample_plan, static_argnums=4)(key, params, x0, EPS, 3), eager, atol=1e-5
-  )
+  np.testing.assert_allclose(jax.jit(lsb.sample_plan, static_argnums=4)(key, params, x0, EPS, 3), eager, atol=1e-5)
   assert eager.shape == (8, 3, 2) and lsb.sample_plan(key, params, x0, EPS).shape == (8, 2)
   # ε may be traced; the gradient of the loss is finite and matches a finite difference.
   np.testing.assert_allclose(

@@ -36,9 +36,7 @@ def test_equals_ott_estimator(key, cost_fn):
   np.testing.assert_allclose(ours, theirs, rtol=1e-5)
   # Relative ε as in ott.
   ours = monge_gap(x, y, cost_fn=cost_fn, epsilon=0.01, relative_epsilon="mean")
-  theirs = monge_gap_from_samples(
-    x, y, cost_fn=cost_fn, epsilon=0.01, relative_epsilon="mean", **DEFAULT_SOLVER_KWARGS
-  )
+  theirs = monge_gap_from_samples(x, y, cost_fn=cost_fn, epsilon=0.01, relative_epsilon="mean", **DEFAULT_SOLVER_KWARGS)
   np.testing.assert_allclose(ours, theirs, rtol=1e-5)
 
 
@@ -77,9 +75,7 @@ def test_nonnegative_on_random_maps(key):
 
 def test_gradients_check_grads(x64, key):
   x, y = samples(key, n=6, d=2)
-  f = lambda y: monge_gap(
-    x, y, epsilon=0.5, solver=sinkhorn.Sinkhorn(threshold=1e-12, max_iterations=20_000)
-  )
+  f = lambda y: monge_gap(x, y, epsilon=0.5, solver=sinkhorn.Sinkhorn(threshold=1e-12, max_iterations=20_000))
   g = jax.grad(f)(y)
   assert np.all(np.isfinite(g)) and np.linalg.norm(g) > 0
   jax.test_util.check_grads(f, (y,), order=1, modes=("rev",), atol=1e-6, rtol=1e-5, eps=1e-5)

@@ -22,9 +22,7 @@ def random_problem(key, n, m, eta, uniform=True):
   cost = jax.random.uniform(k1, (n, m))
   a = jnp.full(n, 1.0 / n) if uniform else jax.random.dirichlet(k2, jnp.ones(n) * 5)
   b = jnp.full(m, 1.0 / m) if uniform else jax.random.dirichlet(k3, jnp.ones(m) * 5)
-  return linear_problem.LinearProblem(
-    geometry.Geometry(cost_matrix=cost, epsilon=1.0 / eta), a=a, b=b
-  )
+  return linear_problem.LinearProblem(geometry.Geometry(cost_matrix=cost, epsilon=1.0 / eta), a=a, b=b)
 
 
 def ott_reference(prob):
@@ -92,9 +90,7 @@ def test_gradient_and_hessian_of_the_lyapunov_potential(x64, key):
   np.testing.assert_allclose(grad_g, prob.b - plan.sum(0), rtol=1e-12)
   z = jnp.concatenate([f, g])
   hess = jax.hessian(lambda z: dual_objective(z[:6], z[6:], prob))(z)
-  expected = -(1 / prob.geom.epsilon) * np.block(
-    [[np.diag(plan.sum(1)), plan], [plan.T, np.diag(plan.sum(0))]]
-  )
+  expected = -(1 / prob.geom.epsilon) * np.block([[np.diag(plan.sum(1)), plan], [plan.T, np.diag(plan.sum(0))]])
   np.testing.assert_allclose(hess, expected, rtol=1e-10, atol=1e-12)
 
 
@@ -199,9 +195,7 @@ def test_gradient_wrt_marginal_weights_equals_otts(x64, key):
   alpha, beta = jax.random.normal(ka, (20,)), jax.random.normal(kb, (15,))
 
   def loss(solver):
-    return lambda alpha, beta: entropic_cost(
-      solver, x, y, jax.nn.softmax(alpha), jax.nn.softmax(beta)
-    )
+    return lambda alpha, beta: entropic_cost(solver, x, y, jax.nn.softmax(alpha), jax.nn.softmax(beta))
 
   ours = jax.jit(jax.grad(loss(TIGHT_SNS), argnums=(0, 1)))(alpha, beta)
   theirs = jax.jit(jax.grad(loss(TIGHT_OTT), argnums=(0, 1)))(alpha, beta)
@@ -227,9 +221,7 @@ def test_gradient_of_the_plan_through_a_cost_matrix_equals_otts(x64, key):
   def loss(solver):
     def f(cost):
       geom = geometry.Geometry(cost_matrix=cost, epsilon=prob.geom.epsilon)
-      return jnp.sum(
-        solver(linear_problem.LinearProblem(geom, a=prob.a, b=prob.b)).matrix * weights
-      )
+      return jnp.sum(solver(linear_problem.LinearProblem(geom, a=prob.a, b=prob.b)).matrix * weights)
 
     return f
 

@@ -86,14 +86,9 @@ def output_error(w, w_hat, x):
 # RTN
 
 
-@pytest.mark.parametrize(
-  "bits,symmetric", [(2, False), (3, False), (4, True), (3, True), (8, False)]
-)
+@pytest.mark.parametrize("bits,symmetric", [(2, False), (3, False), (4, True), (3, True), (8, False)])
 def test_rtn_is_the_nearest_point_of_the_brute_force_grid(bits, symmetric):
-  w = (
-    np.asarray(jax.random.normal(jax.random.key(bits), (4, 12)))
-    + np.array([0, 0, 2, -1.5], np.float32)[:, None]
-  )
+  w = np.asarray(jax.random.normal(jax.random.key(bits), (4, 12))) + np.array([0, 0, 2, -1.5], np.float32)[:, None]
   params = zq.rtn_params(w, bits=bits, group_size=4, symmetric=symmetric)
   scale, zero = np_params(w.reshape(4, 3, 4), bits, symmetric)
   np.testing.assert_allclose(np.asarray(params.scale), scale, rtol=1e-6)
@@ -108,9 +103,7 @@ def test_rtn_is_the_nearest_point_of_the_brute_force_grid(bits, symmetric):
     assert abs(w_hat[i, j] - grid[np.argmin(np.abs(grid - w[i, j]))]) <= 1e-3 * s
   # The grid's extremes: symmetric reaches ±max|g| (−2^{b−1} s is unused headroom); asymmetric spans [min, max].
   if symmetric:
-    np.testing.assert_allclose(
-      np.abs(w_hat.reshape(4, 3, 4)).max(-1), np.abs(w.reshape(4, 3, 4)).max(-1), rtol=1e-6
-    )
+    np.testing.assert_allclose(np.abs(w_hat.reshape(4, 3, 4)).max(-1), np.abs(w.reshape(4, 3, 4)).max(-1), rtol=1e-6)
 
 
 @settings(max_examples=25, deadline=None)
@@ -141,11 +134,7 @@ def test_rtn_all_zero_group_and_exact_zero():
 def test_per_group_beats_per_row_and_more_bits_beat_fewer():
   w = jax.random.normal(jax.random.key(1), (64, 128))
   w = w.at[:, ::37].mul(8.0)  # a few outlier input channels per row, as in LLM weights
-  err = {
-    (b, g): float(jnp.sum((zq.rtn(w, bits=b, group_size=g) - w) ** 2))
-    for b in (3, 4, 8)
-    for g in (None, 64, 16)
-  }
+  err = {(b, g): float(jnp.sum((zq.rtn(w, bits=b, group_size=g) - w) ** 2)) for b in (3, 4, 8) for g in (None, 64, 16)}
   for b in (3, 4, 8):
     assert err[(b, 16)] < err[(b, 64)] < err[(b, None)]
   for g in (None, 64, 16):
@@ -156,9 +145,7 @@ def test_rtn_jit_and_vmap_agree():
   ws = jax.random.normal(jax.random.key(2), (3, 16, 32))
   loop = jnp.stack([zq.rtn(w, bits=4, group_size=8) for w in ws])
   vmapped = jax.vmap(lambda w: zq.rtn(w, bits=4, group_size=8))(ws)
-  jitted = jax.jit(zq.rtn, static_argnames=("bits", "group_size", "symmetric"))(
-    ws[0], bits=4, group_size=8
-  )
+  jitted = jax.jit(zq.rtn, static_argnames=("bits", "group_size", "symmetric"))(ws[0], bits=4, group_size=8)
   np.testing.assert_allclose(np.asarray(vmapped), np.asarray(loop), rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(np.asarray(jitted), np.asarray(loop[0]), rtol=1e-6, atol=1e-6)
 
@@ -219,9 +206,7 @@ def test_bad_shapes_and_arguments_raise():
     (4, None, 20, False),  # 32 columns padded to 40
   ],
 )
-def test_gptq_matches_the_independent_numpy_obs_formulation(
-  x64, bits, group_size, block_size, symmetric
-):
+def test_gptq_matches_the_independent_numpy_obs_formulation(x64, bits, group_size, block_size, symmetric):
   k1, k2 = jax.random.split(jax.random.key(bits))
   w = jax.random.normal(k1, (16, 32), jnp.float64)
   x = correlated_inputs(k2, 96, 32).astype(jnp.float64)
@@ -351,14 +336,10 @@ def test_dense_input_hessians_match_the_recorded_inputs(small_model):
   hs = zq.dense_input_hessians(model.apply, params, batches)
   assert list(hs) == [("a",), ("b",), ("c",), ("head",)]  # call order
   x = jnp.concatenate(batches)
-  np.testing.assert_allclose(
-    np.asarray(hs[("a",)]), np.asarray(zq.hessian(x)), rtol=1e-4, atol=1e-4
-  )
+  np.testing.assert_allclose(np.asarray(hs[("a",)]), np.asarray(zq.hessian(x)), rtol=1e-4, atol=1e-4)
   p = params["params"]
   hidden = nn.gelu((x @ p["a"]["kernel"] + p["a"]["bias"]) * (x @ p["b"]["kernel"]))
-  np.testing.assert_allclose(
-    np.asarray(hs[("c",)]), np.asarray(zq.hessian(hidden)), rtol=1e-4, atol=1e-4
-  )
+  np.testing.assert_allclose(np.asarray(hs[("c",)]), np.asarray(zq.hessian(hidden)), rtol=1e-4, atol=1e-4)
 
 
 def test_quantize_model_rtn_is_per_layer_rtn_and_the_size_report_adds_up(small_model):
@@ -393,9 +374,7 @@ def test_quantize_model_rtn_is_per_layer_rtn_and_the_size_report_adds_up(small_m
   total = quantized + 32 + 16 + (16 * 8 + 8)  # + the biases of a and c, and the whole head
   assert (s.quantized_params, s.other_params) == (quantized, total - quantized)
   assert s.weight_bytes == 4 * quantized / 8
-  assert (
-    s.scale_bytes == (32 * 2 + 32 * 2 + 16 * 4) * (16 + 4) / 8
-  )  # groups × (fp16 scale + 4-bit zero)
+  assert s.scale_bytes == (32 * 2 + 32 * 2 + 16 * 4) * (16 + 4) / 8  # groups × (fp16 scale + 4-bit zero)
   assert s.lorc_params == 2 * (32 + 16) * 2 + 2 * (16 + 32)
   assert s.lorc_bytes == (s.lorc_params * 8 + 3 * 2 * 2 * 16) / 8
   assert s.fp32_bytes == 4 * total and s.fp16_bytes == 2 * total
@@ -405,22 +384,16 @@ def test_quantize_model_rtn_is_per_layer_rtn_and_the_size_report_adds_up(small_m
 
 def test_quantize_model_gptq_is_sequential(small_model):
   model, params, batches = small_model
-  out = zq.quantize_model(
-    model.apply, params, batches, algorithm=zq.GPTQQuantizer(block_size=8), bits=3
-  )
+  out = zq.quantize_model(model.apply, params, batches, algorithm=zq.GPTQQuantizer(block_size=8), bits=3)
   p, q = params["params"], out.params["params"]
   x = jnp.concatenate(batches)
   quantize = lambda k, inputs: gptq(k.T, inputs, bits=3, block_size=8).T
   # a and b read the model input, the same before and after quantization.
   for name in ("a", "b"):
-    np.testing.assert_allclose(
-      np.asarray(q[name]["kernel"]), np.asarray(quantize(p[name]["kernel"], x)), atol=1e-5
-    )
+    np.testing.assert_allclose(np.asarray(q[name]["kernel"]), np.asarray(quantize(p[name]["kernel"], x)), atol=1e-5)
   # c is calibrated on the output of the already-quantized a and b, not on the full-precision one.
   hidden_q = nn.gelu((x @ q["a"]["kernel"] + p["a"]["bias"]) * (x @ q["b"]["kernel"]))
-  np.testing.assert_allclose(
-    np.asarray(q["c"]["kernel"]), np.asarray(quantize(p["c"]["kernel"], hidden_q)), atol=1e-4
-  )
+  np.testing.assert_allclose(np.asarray(q["c"]["kernel"]), np.asarray(quantize(p["c"]["kernel"], hidden_q)), atol=1e-4)
   one_shot = zq.quantize_model(
     model.apply, params, batches, algorithm=zq.GPTQQuantizer(block_size=8), bits=3, sequential=False
   )
@@ -430,9 +403,7 @@ def test_quantize_model_gptq_is_sequential(small_model):
     np.asarray(quantize(p["c"]["kernel"], hidden)),
     atol=1e-4,
   )
-  assert not np.allclose(
-    np.asarray(one_shot.params["params"]["c"]["kernel"]), np.asarray(q["c"]["kernel"])
-  )
+  assert not np.allclose(np.asarray(one_shot.params["params"]["c"]["kernel"]), np.asarray(q["c"]["kernel"]))
   # The quantized model is closer to the full-precision one than RTN's.
   ref = model.apply(params, x)
   rtn_params = zq.quantize_model(model.apply, params, algorithm=zq.RTNQuantizer(), bits=3).params
@@ -453,9 +424,7 @@ def test_a_plain_function_is_a_weight_quantizer():
   kernel = jax.random.normal(jax.random.key(3), (32, 8))
   params = {"params": {"a": {"kernel": kernel}, "b": {"kernel": kernel[:8]}}}
   by_object = zq.quantize_dense_layers(params, algorithm=zq.RTNQuantizer(), bits=3, group_size=8)
-  by_function = zq.quantize_dense_layers(
-    params, algorithm=rtn_as_plain_function, bits=3, group_size=8
-  )
+  by_function = zq.quantize_dense_layers(params, algorithm=rtn_as_plain_function, bits=3, group_size=8)
   jax.tree.map(np.testing.assert_array_equal, by_object.params, by_function.params)
   # A quantizer that does not say whether it needs the Hessians is given them.
   with pytest.raises(ValueError, match="needs `hessians`"):

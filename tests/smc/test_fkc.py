@@ -39,9 +39,7 @@ def log_target_fn(mixtures, betas, schedule):
 
 
 def score_terms(mixtures, betas, schedule):
-  return fkc.product_of_powers(
-    [fkc.noised_gmm_score_fn(m, schedule) for m in mixtures], jnp.asarray(betas), schedule
-  )
+  return fkc.product_of_powers([fkc.noised_gmm_score_fn(m, schedule) for m in mixtures], jnp.asarray(betas), schedule)
 
 
 def grid_quadrature(log_density, half_width=8.0, n=401):
@@ -71,11 +69,7 @@ def test_noised_mixture_solves_fokker_planck(x64, key, schedule):
   def residual(x, t):
     s = jax.grad(log_q)(x, t)
     lap = jnp.trace(jax.hessian(log_q)(x, t))
-    rhs = (
-      -schedule.drift_divergence(x, t)
-      - schedule.drift(x, t) @ s
-      + 0.5 * schedule.diffusion_sq(t) * (lap + s @ s)
-    )
+    rhs = -schedule.drift_divergence(x, t) - schedule.drift(x, t) @ s + 0.5 * schedule.diffusion_sq(t) * (lap + s @ s)
     return jax.grad(log_q, argnums=1)(x, t) - rhs
 
   np.testing.assert_allclose(jax.jit(jax.vmap(residual))(xs, ts), 0.0, atol=1e-9)
@@ -126,9 +120,7 @@ def test_the_papers_closed_form_cases(x64, key):
   np.testing.assert_allclose(prod.log_weight_rate, div_f + g2 * jnp.sum(a * b, -1), rtol=1e-10)
   cfg = fkc.classifier_free_guidance(s1, s2, w, VP)(x, t)
   np.testing.assert_allclose(cfg.score, (1 - w) * a + w * b, rtol=1e-10, atol=1e-12)
-  np.testing.assert_allclose(
-    cfg.log_weight_rate, 0.5 * g2 * w * (w - 1) * jnp.sum((b - a) ** 2, -1), rtol=1e-10
-  )
+  np.testing.assert_allclose(cfg.log_weight_rate, 0.5 * g2 * w * (w - 1) * jnp.sum((b - a) ** 2, -1), rtol=1e-10)
 
 
 def test_weight_rate_matches_a_finite_difference_derivation_in_1d(x64):
@@ -164,9 +156,7 @@ def test_weights_are_constant_when_the_target_is_one_model(x64, key, betas):
   mixtures = [random_mixture(jax.random.fold_in(key, i)) for i in range(len(betas))]
   x = 2.0 * jax.random.normal(key, (64, 2))
   for t in (0.01, 0.4, 0.9):
-    np.testing.assert_allclose(
-      score_terms(mixtures, betas, VP)(x, t).log_weight_rate, 0.0, atol=1e-12
-    )
+    np.testing.assert_allclose(score_terms(mixtures, betas, VP)(x, t).log_weight_rate, 0.0, atol=1e-12)
   w0 = fkc.classifier_free_guidance(
     fkc.noised_gmm_score_fn(mixtures[0], VP),
     fkc.noised_gmm_score_fn(random_mixture(jax.random.fold_in(key, 9)), VP),
@@ -179,13 +169,9 @@ def test_weights_are_constant_when_the_target_is_one_model(x64, key, betas):
 def test_constant_weights_sampler_is_the_unweighted_sampler(key):
   """With w = 0 the weighted sampler returns exactly the plain sampler's particles and flat weights."""
   mix_u, mix_c = random_mixture(key), random_mixture(jax.random.fold_in(key, 1))
-  terms = fkc.classifier_free_guidance(
-    fkc.noised_gmm_score_fn(mix_u, VP), fkc.noised_gmm_score_fn(mix_c, VP), 0.0, VP
-  )
+  terms = fkc.classifier_free_guidance(fkc.noised_gmm_score_fn(mix_u, VP), fkc.noised_gmm_score_fn(mix_c, VP), 0.0, VP)
   x0 = jax.random.normal(jax.random.fold_in(key, 2), (256, 2))
-  run = functools.partial(
-    fkc.sample, jax.random.fold_in(key, 3), x0, terms, VP, num_steps=200, t_min=T_MIN
-  )
+  run = functools.partial(fkc.sample, jax.random.fold_in(key, 3), x0, terms, VP, num_steps=200, t_min=T_MIN)
   weighted, plain = run(ess_threshold=0.5), run(reweight=False)
   np.testing.assert_array_equal(weighted.particles, plain.particles)
   np.testing.assert_allclose(weighted.log_weights, 0.0, atol=1e-6)
@@ -205,15 +191,11 @@ def test_gaussian_start_normaliser_and_spread(x64, key):
   for b, s in ((2.0, 1.0), (0.5, 1.0), (1.0, 3.0), (3.0, 0.7)):
     start = fkc.gaussian_start(key, 20000, 2, b, s)
     log_z, _, _ = grid_quadrature(
-      lambda p, b=b, s=s: (
-        b * jax.scipy.stats.multivariate_normal.logpdf(p, jnp.zeros(2), s**2 * jnp.eye(2))
-      ),
+      lambda p, b=b, s=s: b * jax.scipy.stats.multivariate_normal.logpdf(p, jnp.zeros(2), s**2 * jnp.eye(2)),
       half_width=12 * s,
     )
     np.testing.assert_allclose(start.log_normalizer, log_z, atol=1e-8)
-    np.testing.assert_allclose(
-      np.cov(np.asarray(start.particles).T), s**2 / b * np.eye(2), atol=0.04 * s**2 / b
-    )
+    np.testing.assert_allclose(np.cov(np.asarray(start.particles).T), s**2 / b * np.eye(2), atol=0.04 * s**2 / b)
 
 
 def test_grad_of_the_weight_rate_in_the_guidance_weight(x64, key):
@@ -223,9 +205,7 @@ def test_grad_of_the_weight_rate_in_the_guidance_weight(x64, key):
   x, t, w = jnp.array([[0.3, -0.2]]), 0.4, 2.5
   grad = jax.grad(lambda w: fkc.classifier_free_guidance(su, sc, w, VP)(x, t).log_weight_rate[0])(w)
   diff = sc(x, t) - su(x, t)
-  np.testing.assert_allclose(
-    grad, 0.5 * VP.diffusion_sq(t) * (2 * w - 1) * jnp.sum(diff**2), rtol=1e-10
-  )
+  np.testing.assert_allclose(grad, 0.5 * VP.diffusion_sq(t) * (2 * w - 1) * jnp.sum(diff**2), rtol=1e-10)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -300,9 +280,7 @@ def test_stepping_by_hand_equals_sample_bit_for_bit(key, ess_threshold, reweight
   np.testing.assert_array_equal(state.particles, out.particles)
   np.testing.assert_array_equal(state.log_weights, out.log_weights)
   # The final logsumexp over unequal weights is one reduction that XLA may order differently in the two programs.
-  np.testing.assert_array_max_ulp(
-    jax.jit(fkc.log_normalizer_estimate)(state), out.log_normalizer, maxulp=2
-  )
+  np.testing.assert_array_max_ulp(jax.jit(fkc.log_normalizer_estimate)(state), out.log_normalizer, maxulp=2)
   np.testing.assert_array_equal(np.stack(ess), out.ess)
   np.testing.assert_array_equal(np.stack(resampled), out.resampled)
   assert np.all(out.resampled) == (ess_threshold == 1.0 and reweight)
@@ -456,9 +434,7 @@ def test_annealed_gaussian_moments_match(x64, key, beta, noise):
     # an O(h) bias of +0.4 at 500 steps, +0.13 at 1000, < 0.05 from 2000 on (measured, 16 runs).
     assert_within_mc_error(log_zs, gmm.log_mass(gmm.power(q, 2)), bias=0.05)
   # The unweighted annealed-score sampler does not reach the target variances (by 17% or more).
-  naive = run_many(
-    key, terms, beta, num_runs=2, num_particles=1024, num_steps=500, noise=noise, reweight=False
-  )
+  naive = run_many(key, terms, beta, num_runs=2, num_particles=1024, num_steps=500, noise=noise, reweight=False)
   assert np.max(np.abs(np.diag(np.mean(naive[1], 0)) / np.diag(cov) - 1.0)) > 0.15
 
 
@@ -467,9 +443,7 @@ def test_product_of_gaussians_moments_and_log_z(x64, key):
   """N(a, A) N(b, B) = N(a; b, A + B) N(c, (A⁻¹ + B⁻¹)⁻¹) for the noised experts at t_min."""
   e1 = gmm.gaussian_mixture([1.0], [[1.0, 0.0]], [[[0.5, 0.2], [0.2, 0.4]]])
   e2 = gmm.gaussian_mixture([1.0], [[-0.5, 1.0]], [[[1.5, 0.0], [0.0, 0.3]]])
-  terms = fkc.product_of_experts(
-    fkc.noised_gmm_score_fn(e1, VP), fkc.noised_gmm_score_fn(e2, VP), VP
-  )
+  terms = fkc.product_of_experts(fkc.noised_gmm_score_fn(e1, VP), fkc.noised_gmm_score_fn(e2, VP), VP)
   exact = gmm.product(fkc.noise_gmm(e1, VP, T_MIN), fkc.noise_gmm(e2, VP, T_MIN))
   mean, cov = gmm.moments(exact)
   means, covs, log_zs = run_many(key, terms, 2.0, num_runs=8, num_particles=1024, num_steps=500)
@@ -494,9 +468,7 @@ def test_guidance_matches_the_geometric_mean_where_plain_cfg_does_not(x64, key):
   """w = 3 on q_u = N(0, I), q_c = N((1,1), I/4): mean (1.2, 1.2), E|x|² = 3.08; plain CFG gives E|x|² ≈ 3.57."""
   u = gmm.gaussian_mixture([1.0], [[0.0, 0.0]], [1.0])
   c = gmm.gaussian_mixture([1.0], [[1.0, 1.0]], [0.25])
-  terms = fkc.classifier_free_guidance(
-    fkc.noised_gmm_score_fn(u, VP), fkc.noised_gmm_score_fn(c, VP), 3.0, VP
-  )
+  terms = fkc.classifier_free_guidance(fkc.noised_gmm_score_fn(u, VP), fkc.noised_gmm_score_fn(c, VP), 3.0, VP)
   qu, qc = fkc.noise_gmm(u, VP, T_MIN), fkc.noise_gmm(c, VP, T_MIN)
   gm = gmm.gaussian_geometric_mean(qu.means[0], qu.covs[0], qc.means[0], qc.covs[0], 3.0)
   means, covs, log_zs = run_many(key, terms, 1.0, num_runs=4, num_particles=2048)
@@ -504,9 +476,7 @@ def test_guidance_matches_the_geometric_mean_where_plain_cfg_does_not(x64, key):
   np.testing.assert_allclose(np.mean(means, 0), gm.mean, atol=0.1)
   assert abs(second.mean() - (gm.mean @ gm.mean + jnp.trace(gm.cov))) < 0.1
   assert abs(np.mean(log_zs) - gm.log_normalizer) < 3 * np.std(log_zs) + 0.1
-  naive_means, naive_covs, _ = run_many(
-    key, terms, 1.0, num_runs=2, num_particles=2048, reweight=False
-  )
+  naive_means, naive_covs, _ = run_many(key, terms, 1.0, num_runs=2, num_particles=2048, reweight=False)
   naive_second = np.mean(jnp.sum(naive_means**2, -1) + jnp.trace(naive_covs, axis1=1, axis2=2))
   assert naive_second - 3.08 > 0.3
 

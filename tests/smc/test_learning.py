@@ -10,9 +10,7 @@ from toolkit.smc import learning, ssm
 
 
 def model_fn(theta):
-  return ssm.linear_gaussian(
-    theta["A"], jnp.exp(theta["log_Q"]), 1.0, jnp.exp(theta["log_R"]), 0.0, 1.0
-  )
+  return ssm.linear_gaussian(theta["A"], jnp.exp(theta["log_Q"]), 1.0, jnp.exp(theta["log_R"]), 0.0, 1.0)
 
 
 def exact_mle(ys, theta0):
@@ -24,9 +22,7 @@ def exact_mle(ys, theta0):
 
 @pytest.mark.slow
 def test_ppg_learning_reaches_the_kalman_mle(x64):
-  _, ys = ssm.simulate(
-    jax.random.key(0), model_fn({"A": 0.9, "log_Q": jnp.log(0.5), "log_R": 0.0}), 201
-  )
+  _, ys = ssm.simulate(jax.random.key(0), model_fn({"A": 0.9, "log_Q": jnp.log(0.5), "log_R": 0.0}), 201)
   theta0 = {"A": jnp.array(0.5), "log_Q": jnp.array(0.0), "log_R": jnp.array(0.5)}
   mle = exact_mle(ys, theta0)
 
@@ -50,9 +46,7 @@ def test_ppg_learning_reaches_the_kalman_mle(x64):
     return {name: (v.mean(), v.std(ddof=1) / np.sqrt(len(v))) for name, v in per_seed.items()}
 
   ppg, paris = run(learning.ppg_estimator), run(learning.paris_estimator)
-  for name in (
-    mle
-  ):  # within the Monte Carlo error over seeds (log Q and log R trade off along a shallow ridge)
+  for name in mle:  # within the Monte Carlo error over seeds (log Q and log R trade off along a shallow ridge)
     mean, se = ppg[name]
     assert abs(mean - float(mle[name])) < 4 * se + 0.01, (name, ppg, mle)
   # PaRIS's O(1/N) score bias at N = 32 moves its fixed point visibly away (log Q by ~0.5).
@@ -75,9 +69,7 @@ def test_bad_input_is_rejected(key):
       estimator="smc",
     )
   with pytest.raises(ValueError, match="num_iterations"):
-    learning.fit(
-      key, model_fn, theta0, ys, optimizer=optax.adam(0.01), num_iterations=0, num_particles=8
-    )
+    learning.fit(key, model_fn, theta0, ys, optimizer=optax.adam(0.01), num_iterations=0, num_particles=8)
 
 
 def test_regression_optimum_maximises_the_expected_log_density(x64):

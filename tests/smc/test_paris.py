@@ -41,23 +41,15 @@ def replicate(fn, n_reps, seed=1):
 
 def test_estimates_match_the_rts_smoother(x64):
   model, ys, truth = lgssm()
-  fn = lambda k: paris.paris(
-    k, model, ys, lambda xp, x, t: jnp.stack([lag_product(xp, x, t), x[0]]), num_particles=256
-  )
+  fn = lambda k: paris.paris(k, model, ys, lambda xp, x, t: jnp.stack([lag_product(xp, x, t), x[0]]), num_particles=256)
   out = replicate(fn, 40)
   est = np.asarray(out.estimate)
   se = est.std(0) / np.sqrt(len(est))
-  assert (
-    abs(est[:, 0].mean() - truth["lag_product"]) < 4 * se[0] + 0.5
-  )  # + the O(1/N) bias at N = 256
+  assert abs(est[:, 0].mean() - truth["lag_product"]) < 4 * se[0] + 0.5  # + the O(1/N) bias at N = 256
   assert abs(est[:, 1].mean() - truth["sum_x"]) < 4 * se[1] + 0.2
   # log Ẑ is unbiased for Z on the natural scale; on the log scale it sits slightly below log Z (Jensen).
   ll = np.asarray(out.log_likelihood)
-  assert (
-    truth["log_likelihood"] - 1.0
-    < ll.mean()
-    < truth["log_likelihood"] + 4 * ll.std() / np.sqrt(len(ll))
-  )
+  assert truth["log_likelihood"] - 1.0 < ll.mean() < truth["log_likelihood"] + 4 * ll.std() / np.sqrt(len(ll))
 
 
 @pytest.mark.slow
@@ -91,9 +83,7 @@ def backward_frequencies(sampler, n_draws=40_000):
   draws = jax.jit(jax.vmap(lambda k: sampler(k, model, x_prev, lw_prev, x)))(
     jax.random.split(jax.random.key(0), n_draws // 4)
   )  # (n, 2, 4)
-  freq = np.stack(
-    [np.bincount(np.asarray(draws[:, i]).ravel(), minlength=5) / draws[:, i].size for i in range(2)]
-  )
+  freq = np.stack([np.bincount(np.asarray(draws[:, i]).ravel(), minlength=5) / draws[:, i].size for i in range(2)])
   logits = lw_prev[None] + ssm.transition_log_prob_matrix(model, x_prev, x, 1)
   return freq, np.asarray(jax.nn.softmax(logits, -1))
 
@@ -107,9 +97,7 @@ NO_ANCESTORS = jnp.zeros(2, jnp.int32)  # the exact and accept-reject kernels do
     lambda k, m, xp, lw, x: paris.backward_exact(k, m, xp, lw, x, NO_ANCESTORS, 1, 4).indices,
     lambda k, m, xp, lw, x: paris.backward_reject(k, m, xp, lw, x, NO_ANCESTORS, 1, 4).indices,
     # One round only: most lanes go through the exact fallback for their rows.
-    lambda k, m, xp, lw, x: (
-      paris.backward_reject(k, m, xp, lw, x, NO_ANCESTORS, 1, 4, max_rounds=1).indices
-    ),
+    lambda k, m, xp, lw, x: paris.backward_reject(k, m, xp, lw, x, NO_ANCESTORS, 1, 4, max_rounds=1).indices,
   ],
   ids=["exact", "reject", "reject_fallback"],
 )
@@ -121,9 +109,7 @@ def test_backward_kernels_draw_from_lambda(sampler, x64):
 def test_reject_kernel_agrees_with_exact_kernel(x64):
   model, ys, _truth = lgssm()
   run = lambda backward: np.asarray(
-    replicate(
-      lambda k: paris.paris(k, model, ys, lag_product, num_particles=128, backward=backward), 30
-    ).estimate
+    replicate(lambda k: paris.paris(k, model, ys, lag_product, num_particles=128, backward=backward), 30).estimate
   )
   exact, reject = run(paris.backward_exact), run(paris.backward_reject)
   pooled_se = np.sqrt(exact.var() / 30 + reject.var() / 30)
@@ -151,14 +137,10 @@ def test_score_matches_the_gradient_of_the_kalman_likelihood(x64):
     return ssm.linear_gaussian(theta[0], jnp.exp(theta[1]), 1.0, jnp.exp(theta[2]), 0.0, 1.0)
 
   theta = jnp.array([0.9, jnp.log(0.5), 0.0])
-  exact = np.asarray(
-    jax.grad(lambda th: ssm.kalman_smoother(model_fn(th), ys).log_likelihood)(theta)
-  )
+  exact = np.asarray(jax.grad(lambda th: ssm.kalman_smoother(model_fn(th), ys).log_likelihood)(theta))
   est = np.asarray(
     replicate(
-      lambda k: paris.paris(
-        k, model_fn(theta), ys, paris.score_functional(model_fn, theta, ys), num_particles=256
-      ),
+      lambda k: paris.paris(k, model_fn(theta), ys, paris.score_functional(model_fn, theta, ys), num_particles=256),
       30,
     ).estimate
   )
@@ -176,9 +158,7 @@ def test_underflowing_weights_stay_finite():
 
 def test_same_key_same_result_and_jit_matches(key):
   model, ys, _ = lgssm(T=11)
-  run = lambda k: paris.paris(
-    k, model, ys, lag_product, num_particles=16, backward=paris.backward_reject
-  )
+  run = lambda k: paris.paris(k, model, ys, lag_product, num_particles=16, backward=paris.backward_reject)
   a, b, c = run(key), run(key), jax.jit(run)(key)
   assert float(a.estimate) == float(b.estimate)
   np.testing.assert_allclose(float(a.estimate), float(c.estimate), rtol=1e-5)
@@ -212,9 +192,7 @@ def test_agrees_with_the_particles_library(x64):
     timeout=600,
   )
   theirs = np.asarray(json.loads(reply.stdout)["estimates"])
-  ours = np.asarray(
-    replicate(lambda k: paris.paris(k, model, ys, lag_product, num_particles=64), 40).estimate
-  )
+  ours = np.asarray(replicate(lambda k: paris.paris(k, model, ys, lag_product, num_particles=64), 40).estimate)
   # Same algorithm, same N and K: the same distribution of estimates, bias included.
   assert abs(ours.mean() - theirs.mean()) < 4 * np.sqrt(ours.var() / 40 + theirs.var() / 40)
   assert 0.6 < ours.std() / theirs.std() < 1.6
@@ -291,12 +269,8 @@ def test_step_by_step_equals_the_scanned_run(backward, x64):
   key = jax.random.key(4)
   scanned = jax.jit(lambda k: paris.paris(k, model, ys, fn, **options))(key)
   state, _ = run_step_by_step(key, model, ys, fn, **options)
-  np.testing.assert_array_equal(
-    np.asarray(paris.smoothed_estimate(state)), np.asarray(scanned.estimate)
-  )
-  np.testing.assert_array_equal(
-    np.asarray(state.log_likelihood), np.asarray(scanned.log_likelihood)
-  )
+  np.testing.assert_array_equal(np.asarray(paris.smoothed_estimate(state)), np.asarray(scanned.estimate))
+  np.testing.assert_array_equal(np.asarray(state.log_likelihood), np.asarray(scanned.log_likelihood))
   np.testing.assert_array_equal(np.asarray(state.particles), np.asarray(scanned.particles))
   np.testing.assert_array_equal(np.asarray(state.log_weights), np.asarray(scanned.log_weights))
   assert 0 < int(np.sum(scanned.resampled)) < 20  # the adaptive rule both resampled and skipped
@@ -306,22 +280,12 @@ def test_conditional_step_by_step_equals_the_scanned_forward_pass(x64):
   model, ys, _ = lgssm(T=16)
   reference = jnp.linspace(-1.0, 1.0, 16)[:, None]
   key = jax.random.key(5)
-  scanned = jax.jit(
-    lambda k: pg.forward_pass(k, model, ys, lag_product, num_particles=16, reference=reference)
-  )(key)
+  scanned = jax.jit(lambda k: pg.forward_pass(k, model, ys, lag_product, num_particles=16, reference=reference))(key)
   state, info = run_step_by_step(key, model, ys, lag_product, reference=reference, num_particles=16)
-  np.testing.assert_array_equal(
-    np.asarray(paris.smoothed_estimate(state)), np.asarray(scanned.output.estimate)
-  )
-  np.testing.assert_array_equal(
-    np.asarray(state.log_likelihood), np.asarray(scanned.output.log_likelihood)
-  )
-  np.testing.assert_array_equal(
-    np.asarray(state.particles), np.asarray(scanned.history.particles[-1])
-  )
-  np.testing.assert_array_equal(
-    np.asarray(info.backward_indices), np.asarray(scanned.history.backward_indices[-1])
-  )
+  np.testing.assert_array_equal(np.asarray(paris.smoothed_estimate(state)), np.asarray(scanned.output.estimate))
+  np.testing.assert_array_equal(np.asarray(state.log_likelihood), np.asarray(scanned.output.log_likelihood))
+  np.testing.assert_array_equal(np.asarray(state.particles), np.asarray(scanned.history.particles[-1]))
+  np.testing.assert_array_equal(np.asarray(info.backward_indices), np.asarray(scanned.history.backward_indices[-1]))
   np.testing.assert_array_equal(np.asarray(state.particles[-1]), np.asarray(reference[-1]))
   assert int(info.ancestors[-1]) == 15  # the frozen particle's ancestor is itself
 
@@ -329,17 +293,13 @@ def test_conditional_step_by_step_equals_the_scanned_forward_pass(x64):
 def test_a_user_backward_kernel_plugs_in(x64):
   model, ys, _ = lgssm(T=21)
   key = jax.random.key(6)
-  run = lambda backward: jax.jit(
-    lambda k: paris.paris(k, model, ys, lag_product, num_particles=32, backward=backward)
-  )(key)
-  np.testing.assert_array_equal(
-    np.asarray(run(user_kernel).estimate), np.asarray(run(paris.backward_exact).estimate)
+  run = lambda backward: jax.jit(lambda k: paris.paris(k, model, ys, lag_product, num_particles=32, backward=backward))(
+    key
   )
+  np.testing.assert_array_equal(np.asarray(run(user_kernel).estimate), np.asarray(run(paris.backward_exact).estimate))
   reference = jnp.zeros((21, 1))
   csmc = lambda backward: jax.jit(
-    lambda k: pg.forward_pass(
-      k, model, ys, lag_product, num_particles=16, backward=backward, reference=reference
-    )
+    lambda k: pg.forward_pass(k, model, ys, lag_product, num_particles=16, backward=backward, reference=reference)
   )(key)
   np.testing.assert_array_equal(
     np.asarray(csmc(user_kernel).output.estimate),
@@ -351,18 +311,14 @@ def test_the_default_resampler_is_multinomial(x64):
   """``resampler=`` replaced the hard-coded multinomial of conditional SMC: the default is the old behaviour."""
   model, ys, _ = lgssm(T=11)
   key, reference = jax.random.key(7), jnp.zeros((11, 1))
-  run = lambda **kw: pg.forward_pass(
-    key, model, ys, lag_product, num_particles=8, reference=reference, **kw
-  )
+  run = lambda **kw: pg.forward_pass(key, model, ys, lag_product, num_particles=8, reference=reference, **kw)
   np.testing.assert_array_equal(
     np.asarray(run().output.estimate),
     np.asarray(run(resampler=resampling.multinomial).output.estimate),
   )
   systematic = run(resampler=resampling.systematic)
   assert np.isfinite(float(systematic.output.estimate))
-  np.testing.assert_array_equal(
-    np.asarray(systematic.history.particles[:, -1]), np.asarray(reference)
-  )
+  np.testing.assert_array_equal(np.asarray(systematic.history.particles[:, -1]), np.asarray(reference))
 
 
 def exact_backward_draws(key, model, x_prev, lw_prev, x):
@@ -387,13 +343,9 @@ def test_mcmc_kernel_leaves_lambda_invariant(x64):
   draws, start = jax.jit(jax.vmap(lambda k: sampler(k, model, x_prev, lw_prev, x)))(
     jax.random.split(jax.random.key(0), n_reps)
   )  # (n_reps, 2, K), (n_reps, 2)
-  exact = np.asarray(
-    jax.nn.softmax(lw_prev[None] + ssm.transition_log_prob_matrix(model, x_prev, x, 1), -1)
-  )
+  exact = np.asarray(jax.nn.softmax(lw_prev[None] + ssm.transition_log_prob_matrix(model, x_prev, x, 1), -1))
   for k in range(K):
-    freq = np.stack(
-      [np.bincount(np.asarray(draws[:, i, k]), minlength=5) / n_reps for i in range(2)]
-    )
+    freq = np.stack([np.bincount(np.asarray(draws[:, i, k]), minlength=5) / n_reps for i in range(2)])
     np.testing.assert_allclose(freq, exact, atol=5 * np.sqrt(0.25 / n_reps))
     assert 0.5 * np.abs(freq - exact).sum(1).max() < 0.02  # total variation per row
   # The chain moves (otherwise invariance would be trivial): a good share of the first states left the start.
@@ -407,16 +359,10 @@ def test_mcmc_kernel_from_a_wrong_start_is_not_lambda():
   lw_prev = jnp.log(jnp.array([0.1, 0.3, 0.2, 0.25, 0.15]))
   x = jnp.array([[0.2], [2.5]])
   draws = jax.jit(
-    jax.vmap(
-      lambda k: (
-        paris.backward_mcmc(k, model, x_prev, lw_prev, x, jnp.zeros(2, jnp.int32), 1, 1).indices
-      )
-    )
+    jax.vmap(lambda k: paris.backward_mcmc(k, model, x_prev, lw_prev, x, jnp.zeros(2, jnp.int32), 1, 1).indices)
   )(jax.random.split(jax.random.key(0), 4000))
   freq = np.bincount(np.asarray(draws[:, 1, 0]), minlength=5) / 4000
-  exact = np.asarray(
-    jax.nn.softmax(lw_prev + ssm.transition_log_prob_matrix(model, x_prev, x, 1)[1])
-  )
+  exact = np.asarray(jax.nn.softmax(lw_prev + ssm.transition_log_prob_matrix(model, x_prev, x, 1)[1]))
   assert 0.5 * np.abs(freq - exact).sum() > 0.1
 
 
@@ -460,6 +406,4 @@ def test_bad_kernel_options_are_rejected(key):
   with pytest.raises(ValueError, match="reference_x"):
     paris.step(key, state, ys[1], 1, reference_x=jnp.zeros(1))
   with pytest.raises(ValueError, match="ess_threshold"):
-    paris.init(
-      key, model, ys[0], lag_product, num_particles=8, reference_x0=jnp.zeros(1), ess_threshold=0.5
-    )
+    paris.init(key, model, ys[0], lag_product, num_particles=8, reference_x0=jnp.zeros(1), ess_threshold=0.5)

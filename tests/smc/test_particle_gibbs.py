@@ -29,16 +29,10 @@ def test_ppg_removes_the_small_n_bias_of_paris(x64):
   m, cross = ko.smoothed_means[:, 0], ko.smoothed_cross_covs[:, 0, 0]
   truth = float(jnp.sum(m[:-1] * m[1:] + cross))
   n_reps = 60
-  paris_est = np.asarray(
-    replicate(lambda k: paris.paris(k, model, ys, lag_product, num_particles=16), n_reps).estimate
-  )
+  paris_est = np.asarray(replicate(lambda k: paris.paris(k, model, ys, lag_product, num_particles=16), n_reps).estimate)
   ppg_est = np.asarray(
     replicate(
-      lambda k: (
-        pg.particle_gibbs(
-          k, model, ys, lag_product, num_particles=16, num_sweeps=20, burn_in=4
-        ).estimate
-      ),
+      lambda k: pg.particle_gibbs(k, model, ys, lag_product, num_particles=16, num_sweeps=20, burn_in=4).estimate,
       n_reps,
     )
   )
@@ -63,13 +57,9 @@ def test_the_chain_leaves_the_smoothing_distribution_invariant(x64):
     )
   )(jax.random.key(3))
   est = np.asarray(out.estimates[20:])  # (sweeps, T): per-time smoothed means
-  batch = est.reshape(20, -1, 21).mean(
-    1
-  )  # batch means for an autocorrelation-robust standard error
+  batch = est.reshape(20, -1, 21).mean(1)  # batch means for an autocorrelation-robust standard error
   se = batch.std(0) / np.sqrt(20)
-  np.testing.assert_array_less(
-    np.abs(est.mean(0) - np.asarray(ko.smoothed_means[:, 0])), 4 * se + 0.02
-  )
+  np.testing.assert_array_less(np.abs(est.mean(0) - np.asarray(ko.smoothed_means[:, 0])), 4 * se + 0.02)
 
 
 def test_sweep_keeps_the_reference_and_returns_a_path_of_the_cloud(key, x64):
@@ -85,9 +75,7 @@ def test_sweep_keeps_the_reference_and_returns_a_path_of_the_cloud(key, x64):
     assert float(path[t, 0]) in members[t]
   # A sweep is this forward pass (on the first half of its key) followed by draw_path.
   res = pg.sweep(key, model, ys, lag_product, reference, num_particles=8)
-  same = pg.forward_pass(
-    jax.random.split(key)[0], model, ys, lag_product, num_particles=8, reference=reference
-  ).output
+  same = pg.forward_pass(jax.random.split(key)[0], model, ys, lag_product, num_particles=8, reference=reference).output
   assert res.reference.shape == (11, 1)
   assert float(res.paris.estimate) == pytest.approx(float(same.estimate))
 
@@ -96,16 +84,12 @@ def test_draw_path_follows_the_backward_indices():
   """A hand-built history whose backward indices are all equal pins the path down exactly."""
   T, n = 4, 3
   particles = jnp.arange(T * n, dtype=jnp.float32).reshape(T, n, 1)
-  J = jnp.array(
-    [[[2, 2]] * n, [[0, 0]] * n, [[1, 1]] * n]
-  )  # step t -> t+1 always points at one index
+  J = jnp.array([[[2, 2]] * n, [[0, 0]] * n, [[1, 1]] * n])  # step t -> t+1 always points at one index
   history = pg.ForwardHistory(particles, jnp.zeros((T, n)), J)
   log_w = jnp.array([-jnp.inf, 0.0, -jnp.inf])  # b_n = 1 for sure
   path = pg.draw_path(jax.random.key(0), history, log_w)
   # b_3 = 1, b_2 = J[2][1] = 1, b_1 = J[1][1] = 0, b_0 = J[0][0] = 2.
-  np.testing.assert_array_equal(
-    np.asarray(path[:, 0]), [0 * 3 + 2, 1 * 3 + 0, 2 * 3 + 1, 3 * 3 + 1]
-  )
+  np.testing.assert_array_equal(np.asarray(path[:, 0]), [0 * 3 + 2, 1 * 3 + 0, 2 * 3 + 1, 3 * 3 + 1])
 
 
 def test_bad_input_is_rejected(key):
@@ -113,6 +97,4 @@ def test_bad_input_is_rejected(key):
   with pytest.raises(ValueError, match="burn_in"):
     pg.particle_gibbs(key, model, ys, lag_product, num_particles=8, num_sweeps=5, burn_in=5)
   with pytest.raises(ValueError, match="ess_threshold"):
-    paris.init(
-      key, model, ys[0], lag_product, num_particles=8, reference_x0=jnp.zeros(1), ess_threshold=0.5
-    )
+    paris.init(key, model, ys[0], lag_product, num_particles=8, reference_x0=jnp.zeros(1), ess_threshold=0.5)

@@ -45,8 +45,11 @@ def test_residual_keeps_the_deterministic_copies():
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.floats(0.0, 1.0), min_size=6, max_size=6).filter(lambda v: sum(v) > 1e-3),
-       st.integers(0, 2 ** 31 - 1), st.sampled_from(SCHEMES))
+@given(
+  st.lists(st.floats(0.0, 1.0), min_size=6, max_size=6).filter(lambda v: sum(v) > 1e-3),
+  st.integers(0, 2**31 - 1),
+  st.sampled_from(SCHEMES),
+)
 def test_indices_are_valid_and_only_point_at_positive_weights(values, seed, scheme):
   w = np.asarray(values)
   idx = np.asarray(resampling.SCHEMES[scheme](jax.random.key(seed), jnp.asarray(w / w.sum()), 6))
@@ -58,7 +61,7 @@ def test_ess_closed_forms():
   assert float(resampling.ess(jnp.zeros(10))) == pytest.approx(10.0)
   assert float(resampling.ess(jnp.array([0.0, -jnp.inf, -jnp.inf]))) == pytest.approx(1.0)
   w = np.array([0.5, 0.3, 0.2])
-  assert float(resampling.ess(jnp.log(jnp.asarray(w)))) == pytest.approx(1.0 / np.sum(w ** 2), rel=1e-6)
+  assert float(resampling.ess(jnp.log(jnp.asarray(w)))) == pytest.approx(1.0 / np.sum(w**2), rel=1e-6)
 
 
 def test_log_weights_that_underflow_stay_finite(key):

@@ -12,7 +12,7 @@ from toolkit.smc import ssm
 def dense_joint(model, T):
   """Mean and covariance of (x_{0:T-1}, y_{0:T-1}) of a linear-Gaussian model, built from the recursion."""
   p = jax.tree.map(np.asarray, model.params)
-  d, q = p.A.shape[0], p.C.shape[0]
+  d = p.A.shape[0]
   means, covs = [p.m0], {(0, 0): p.P0}
   for t in range(1, T):
     means.append(p.A @ means[-1])
@@ -21,8 +21,8 @@ def dense_joint(model, T):
   for s in range(T):
     for t in range(s, T):
       block = np.linalg.matrix_power(p.A, t - s) @ covs[(s, s)]  # Cov(x_t, x_s)
-      Sx[t * d:(t + 1) * d, s * d:(s + 1) * d] = block
-      Sx[s * d:(s + 1) * d, t * d:(t + 1) * d] = block.T
+      Sx[t * d : (t + 1) * d, s * d : (s + 1) * d] = block
+      Sx[s * d : (s + 1) * d, t * d : (t + 1) * d] = block.T
   Cbig = np.kron(np.eye(T), p.C)
   Sy = Cbig @ Sx @ Cbig.T + np.kron(np.eye(T), p.R)
   return np.concatenate(means), Sx, Cbig, Sy
@@ -30,8 +30,13 @@ def dense_joint(model, T):
 
 def two_dim_model():
   return ssm.linear_gaussian(
-      A=[[0.8, 0.2], [-0.1, 0.9]], Q=[[0.4, 0.1], [0.1, 0.3]], C=[[1.0, 0.5]], R=[[0.6]],
-      m0=[0.5, -0.2], P0=[[1.0, 0.2], [0.2, 0.8]])
+    A=[[0.8, 0.2], [-0.1, 0.9]],
+    Q=[[0.4, 0.1], [0.1, 0.3]],
+    C=[[1.0, 0.5]],
+    R=[[0.6]],
+    m0=[0.5, -0.2],
+    P0=[[1.0, 0.2], [0.2, 0.8]],
+  )
 
 
 def test_kalman_matches_dense_gaussian_conditioning(x64):
@@ -46,11 +51,15 @@ def test_kalman_matches_dense_gaussian_conditioning(x64):
   post_cov = Sx - gain @ Cbig @ Sx
   np.testing.assert_allclose(np.asarray(out.smoothed_means), post_mean, atol=1e-10)
   for t in range(T):
-    np.testing.assert_allclose(np.asarray(out.smoothed_covs[t]), post_cov[2 * t:2 * t + 2, 2 * t:2 * t + 2],
-                               atol=1e-10)
+    np.testing.assert_allclose(
+      np.asarray(out.smoothed_covs[t]), post_cov[2 * t : 2 * t + 2, 2 * t : 2 * t + 2], atol=1e-10
+    )
   for t in range(T - 1):  # Cov(x_t, x_{t+1} | y) = J_t P_{t+1|n}
-    np.testing.assert_allclose(np.asarray(out.smoothed_cross_covs[t]),
-                               post_cov[2 * t:2 * t + 2, 2 * t + 2:2 * t + 4], atol=1e-10)
+    np.testing.assert_allclose(
+      np.asarray(out.smoothed_cross_covs[t]),
+      post_cov[2 * t : 2 * t + 2, 2 * t + 2 : 2 * t + 4],
+      atol=1e-10,
+    )
 
 
 def test_fisher_identity_from_rts_moments(x64):
@@ -60,7 +69,11 @@ def test_fisher_identity_from_rts_moments(x64):
   _, ys = ssm.simulate(jax.random.key(0), model, 60)
   grad = jax.grad(lambda a: ssm.kalman_smoother(ssm.linear_gaussian(a, Q, 1.0, 1.0, 0.0, 1.0), ys).log_likelihood)
   out = ssm.kalman_smoother(model, ys)
-  m, P, cross = out.smoothed_means[:, 0], out.smoothed_covs[:, 0, 0], out.smoothed_cross_covs[:, 0, 0]
+  m, P, cross = (
+    out.smoothed_means[:, 0],
+    out.smoothed_covs[:, 0, 0],
+    out.smoothed_cross_covs[:, 0, 0],
+  )
   e_xx_lag = m[:-1] * m[1:] + cross
   e_xx = m[:-1] ** 2 + P[:-1]
   assert float(grad(A)) == pytest.approx(float(jnp.sum(e_xx_lag - A * e_xx) / Q), rel=1e-10)

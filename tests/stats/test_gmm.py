@@ -45,9 +45,7 @@ def test_log_density_matches_scipy(x64, key):
   comps = [jax.scipy.stats.multivariate_normal.logpdf(x, m, c) for m, c in zip(mix.means, mix.covs)]
   expected = jax.nn.logsumexp(jnp.stack(comps, -1) + mix.log_weights, -1)
   np.testing.assert_allclose(gmm.log_density(mix, x), expected, rtol=1e-12)
-  np.testing.assert_allclose(
-    gmm.log_density(mix, x[3]), expected[3], rtol=1e-12
-  )  # one point, shape ()
+  np.testing.assert_allclose(gmm.log_density(mix, x[3]), expected[3], rtol=1e-12)  # one point, shape ()
 
 
 def test_products_powers_and_geometric_means_match_quadrature(x64, key):
@@ -139,9 +137,7 @@ def test_mixture_moments_oracles(x64, key):
   np.testing.assert_allclose(cov, want_cov, rtol=1e-12)
   mixes = [random_mixture(jax.random.fold_in(key, i)) for i in range(4)]
   stacked = jax.tree.map(lambda *a: jnp.stack(a), *mixes)
-  means, covs = gmm.mixture_moments(
-    jax.nn.log_softmax(stacked.log_weights, -1), stacked.means, stacked.covs
-  )
+  means, covs = gmm.mixture_moments(jax.nn.log_softmax(stacked.log_weights, -1), stacked.means, stacked.covs)
   for i, m in enumerate(mixes):
     np.testing.assert_allclose(means[i], gmm.moments(m)[0], rtol=1e-12)
     np.testing.assert_allclose(covs[i], gmm.moments(m)[1], rtol=1e-12)

@@ -19,16 +19,12 @@ def test_weighted_moments(x64, key):
 
 
 def test_moment_errors():
-  errs = metrics.moment_errors(
-    np.array([1.2, 0.0]), 1.1 * np.eye(2), np.array([1.0, 0.0]), np.eye(2)
-  )
+  errs = metrics.moment_errors(np.array([1.2, 0.0]), 1.1 * np.eye(2), np.array([1.0, 0.0]), np.eye(2))
   np.testing.assert_allclose(errs["mean_error"], 0.2 / np.sqrt(3.0))
   np.testing.assert_allclose(errs["cov_error"], 0.1)
   m2 = np.eye(2) + np.outer([1.0, 0.0], [1.0, 0.0])
   m2_hat = 1.1 * np.eye(2) + np.outer([1.2, 0.0], [1.2, 0.0])
-  np.testing.assert_allclose(
-    errs["second_moment_error"], np.linalg.norm(m2_hat - m2) / np.linalg.norm(m2)
-  )
+  np.testing.assert_allclose(errs["second_moment_error"], np.linalg.norm(m2_hat - m2) / np.linalg.norm(m2))
   assert errs["moment_error"] == max(errs["mean_error"], errs["second_moment_error"])
   with pytest.raises(ValueError, match="shapes"):
     metrics.moment_errors(np.zeros(2), np.eye(3), np.zeros(2), np.eye(2))
@@ -62,9 +58,7 @@ def test_energy_distance_of_two_gaussians_in_1d(key):
   within-sample terms by (1 - 1/n)."""
   mu1, s1, mu2, s2, n = 0.0, 1.0, 1.0, 0.5, 4000
   m, s = mu1 - mu2, np.hypot(s1, s2)
-  e_xy = s * np.sqrt(2 / np.pi) * np.exp(-(m**2) / (2 * s**2)) + m * (
-    1 - 2 * stats.norm.cdf(-m / s)
-  )
+  e_xy = s * np.sqrt(2 / np.pi) * np.exp(-(m**2) / (2 * s**2)) + m * (1 - 2 * stats.norm.cdf(-m / s))
   expected = 2 * e_xy - (1 - 1 / n) * 2 * (s1 + s2) / np.sqrt(np.pi)
   draws = []
   for i in range(4):

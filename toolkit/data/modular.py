@@ -54,10 +54,13 @@ def modular_arithmetic(key: jax.Array, p: int = 113, train_fraction: float = 0.4
   pairs = jnp.stack([a.ravel(), b.ravel()], axis=1).astype(jnp.int32)
   labels = _OPS[op](pairs[:, 0], pairs[:, 1], p).astype(jnp.int32)
   inputs = jnp.concatenate(
-    [jax.nn.one_hot(pairs[:, 0], p, dtype=jnp.float32), jax.nn.one_hot(pairs[:, 1], p, dtype=jnp.float32)],
+    [
+      jax.nn.one_hot(pairs[:, 0], p, dtype=jnp.float32),
+      jax.nn.one_hot(pairs[:, 1], p, dtype=jnp.float32),
+    ],
     axis=1,
   )
   order = jax.random.permutation(key, p * p)
-  n_train = int(round(train_fraction * p * p))
+  n_train = round(float(train_fraction) * p * p)
   train, test = order[:n_train], order[n_train:]
   return ModularSplit(inputs[train], labels[train], inputs[test], labels[test], pairs[train], pairs[test])

@@ -34,9 +34,7 @@ def load_corpus(name: str = "tiny_shakespeare") -> str:
   filename, sha256 = CORPORA[name]
   raw = gzip.decompress((CORPORA_DIR / filename).read_bytes())
   if hashlib.sha256(raw).hexdigest() != sha256:
-    raise ValueError(
-      f"corpus {name!r} ({CORPORA_DIR / filename}) does not match its recorded SHA-256."
-    )
+    raise ValueError(f"corpus {name!r} ({CORPORA_DIR / filename}) does not match its recorded SHA-256.")
   return raw.decode("utf-8")
 
 
@@ -51,13 +49,9 @@ def decode(tokens) -> str:
   """Inverse of ``encode``; a byte sequence that is not valid UTF-8 (a sampled one may not be) decodes with U+FFFD."""
   tokens = np.asarray(tokens)
   if not np.issubdtype(tokens.dtype, np.integer) or tokens.ndim != 1:
-    raise TypeError(
-      f"`tokens` must be a 1-D integer array, got dtype {tokens.dtype} and shape {tokens.shape}."
-    )
+    raise TypeError(f"`tokens` must be a 1-D integer array, got dtype {tokens.dtype} and shape {tokens.shape}.")
   if tokens.size and (tokens.min() < 0 or tokens.max() >= VOCAB_SIZE):
-    raise ValueError(
-      f"`tokens` must lie in [0, {VOCAB_SIZE}), got range [{tokens.min()}, {tokens.max()}]."
-    )
+    raise ValueError(f"`tokens` must lie in [0, {VOCAB_SIZE}), got range [{tokens.min()}, {tokens.max()}].")
   return tokens.astype(np.uint8).tobytes().decode("utf-8", errors="replace")
 
 
@@ -77,9 +71,7 @@ def split(tokens, valid_fraction: float = 0.1) -> TextSplit:
     raise ValueError(f"`valid_fraction` must lie in (0, 1), got {valid_fraction!r}.")
   n_valid = round(valid_fraction * tokens.size)
   if not 0 < n_valid < tokens.size:
-    raise ValueError(
-      f"`valid_fraction` {valid_fraction} leaves an empty part of {tokens.size} tokens."
-    )
+    raise ValueError(f"`valid_fraction` {valid_fraction} leaves an empty part of {tokens.size} tokens.")
   return TextSplit(tokens[: tokens.size - n_valid], tokens[tokens.size - n_valid :])
 
 
@@ -93,9 +85,7 @@ def batches(key: jax.Array, tokens: jax.Array, batch_size: int, seq_len: int) ->
   if n is None:
     raise ValueError(f"`tokens` must be 1-D, got shape {jnp.shape(tokens)}.")
   if not isinstance(seq_len, int) or seq_len < 1 or n <= seq_len:
-    raise ValueError(
-      f"`seq_len` must be a positive integer smaller than len(tokens) = {n}, got {seq_len!r}."
-    )
+    raise ValueError(f"`seq_len` must be a positive integer smaller than len(tokens) = {n}, got {seq_len!r}.")
   if not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
   starts = jax.random.randint(key, (batch_size,), 0, n - seq_len)
@@ -123,8 +113,7 @@ def evenly_spaced_windows(tokens, seq_len: int, num_windows: int) -> np.ndarray:
   tokens = np.asarray(tokens)
   if tokens.ndim != 1 or not isinstance(seq_len, int) or not 1 <= seq_len <= tokens.size:
     raise ValueError(
-      f"`seq_len` must be an integer in [1, len(tokens)] for 1-D `tokens`, got {seq_len!r} and shape "
-      f"{tokens.shape}."
+      f"`seq_len` must be an integer in [1, len(tokens)] for 1-D `tokens`, got {seq_len!r} and shape {tokens.shape}."
     )
   if not isinstance(num_windows, int) or num_windows < 1:
     raise ValueError(f"`num_windows` must be a positive integer, got {num_windows!r}.")
@@ -132,9 +121,7 @@ def evenly_spaced_windows(tokens, seq_len: int, num_windows: int) -> np.ndarray:
   return np.stack([tokens[s : s + seq_len] for s in starts]).astype(np.int32)
 
 
-def unigram_log_prob(
-  train_tokens: jax.Array, eval_tokens: jax.Array, vocab_size: int = VOCAB_SIZE
-) -> jax.Array:
+def unigram_log_prob(train_tokens: jax.Array, eval_tokens: jax.Array, vocab_size: int = VOCAB_SIZE) -> jax.Array:
   """Mean log-probability (nats per token) of ``eval_tokens`` under the add-one smoothed unigram of the training set.
 
   p(v) = (count_train(v) + 1) / (n_train + V); the unigram perplexity baseline is exp(−result).

@@ -43,9 +43,7 @@ def default_interpret(interpret: bool | None) -> bool:
 
 def check_bits(bits, supported: tuple[int, ...], name: str = "bits") -> int:
   """``bits`` as an int if it is an integer (not a bool) among ``supported``; else a ValueError naming ``name``."""
-  if (
-    isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or int(bits) not in supported
-  ):
+  if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or int(bits) not in supported:
     raise ValueError(f"`{name}` must be one of {supported}, got {bits!r}.")
   return int(bits)
 

@@ -47,8 +47,7 @@ def pack(codes: jax.Array, bits: int) -> jax.Array:
   per_word = 32 // bits
   if codes.shape[-1] % per_word:
     raise ValueError(
-      f"the last axis of `codes` ({codes.shape[-1]}) must be a multiple of {per_word} for "
-      f"{bits}-bit packing."
+      f"the last axis of `codes` ({codes.shape[-1]}) must be a multiple of {per_word} for {bits}-bit packing."
     )
   fields = codes.astype(jnp.uint32).reshape(*codes.shape[:-1], -1, per_word)
   shifts = jnp.arange(per_word, dtype=jnp.uint32) * bits
@@ -101,9 +100,7 @@ class QuantizedTensor:
     return sum(int(a.size) * a.dtype.itemsize for a in arrays)
 
 
-def _quantize(
-  x: jax.Array, bits: int, group_size: int, axis: int, name: str, scale_dtype
-) -> QuantizedTensor:
+def _quantize(x: jax.Array, bits: int, group_size: int, axis: int, name: str, scale_dtype) -> QuantizedTensor:
   _check_bits(bits, CACHE_BITS)
   if jnp.ndim(x) < 2:
     raise ValueError(f"`{name}` must have shape (..., tokens, channels), got {jnp.shape(x)}.")
@@ -111,12 +108,7 @@ def _quantize(
     raise TypeError(f"`{name}` must be a floating array, got dtype {jnp.result_type(x)}.")
   per_word = _per_word(bits)
   length = x.shape[axis]
-  if (
-    not isinstance(group_size, int)
-    or group_size < 1
-    or length % group_size
-    or group_size % per_word
-  ):
+  if not isinstance(group_size, int) or group_size < 1 or length % group_size or group_size % per_word:
     raise ValueError(
       f"`group_size` must divide the grouped axis of `{name}` ({length}) and be a multiple of "
       f"{per_word} (codes per int32 at {bits} bits), got {group_size!r}."
@@ -126,9 +118,7 @@ def _quantize(
   groups = moved.reshape(*moved.shape[:-1], length // group_size, group_size)
   if bits == 16:
     ones = jnp.ones(groups.shape[:-1], scale_dtype)
-    return QuantizedTensor(
-      moved, ones, jnp.zeros_like(ones), bits, group_size, axis, tuple(x.shape)
-    )
+    return QuantizedTensor(moved, ones, jnp.zeros_like(ones), bits, group_size, axis, tuple(x.shape))
   lo = jnp.min(groups, axis=-1)
   hi = jnp.max(groups, axis=-1)
   levels = (1 << bits) - 1
@@ -140,14 +130,10 @@ def _quantize(
   safe = jnp.where(scale > 0, scale, jnp.ones_like(scale))
   shifted = (groups - zero[..., None].astype(x.dtype)) / safe[..., None].astype(x.dtype)
   codes = jnp.clip(jnp.round(shifted), 0, levels).astype(jnp.int32)
-  return QuantizedTensor(
-    pack(codes.reshape(moved.shape), bits), safe, zero, bits, group_size, axis, tuple(x.shape)
-  )
+  return QuantizedTensor(pack(codes.reshape(moved.shape), bits), safe, zero, bits, group_size, axis, tuple(x.shape))
 
 
-def quantize_keys(
-  k: jax.Array, *, bits: int = 2, group_size: int = 32, scale_dtype=None
-) -> QuantizedTensor:
+def quantize_keys(k: jax.Array, *, bits: int = 2, group_size: int = 32, scale_dtype=None) -> QuantizedTensor:
   """Per-channel key quantization (KIVI §3.2): each group is ``group_size`` consecutive tokens of one channel.
 
   Args:
@@ -169,9 +155,7 @@ def quantize_keys(
   return _quantize(k, bits, group_size, -2, "k", scale_dtype)
 
 
-def quantize_values(
-  v: jax.Array, *, bits: int = 2, group_size: int = 32, scale_dtype=None
-) -> QuantizedTensor:
+def quantize_values(v: jax.Array, *, bits: int = 2, group_size: int = 32, scale_dtype=None) -> QuantizedTensor:
   """Per-token value quantization (KIVI §3.2): each group is ``group_size`` consecutive channels of one token."""
   return _quantize(v, bits, group_size, -1, "v", scale_dtype)
 
@@ -179,9 +163,7 @@ def quantize_values(
 def dequantize(q: QuantizedTensor) -> jax.Array:
   """The float array of the original shape: x̂ = code · scale + zero (computed in at least float32)."""
   codes = _codes(q.codes, q.bits)
-  dtype = jnp.promote_types(
-    jnp.promote_types(q.scale.dtype, jnp.float32), codes.dtype if q.bits == 16 else jnp.float32
-  )
+  dtype = jnp.promote_types(jnp.promote_types(q.scale.dtype, jnp.float32), codes.dtype if q.bits == 16 else jnp.float32)
   groups = codes.reshape(*codes.shape[:-1], -1, q.group_size).astype(dtype)
   values = groups * q.scale[..., None].astype(dtype) + q.zero[..., None].astype(dtype)
   return jnp.moveaxis(values.reshape(codes.shape), -1, q.axis)
@@ -253,9 +235,7 @@ def init_cache(
       f"({channels}) and `capacity` ({capacity})."
     )
   if residual < group_size or residual % group_size:
-    raise ValueError(
-      f"`residual` must be a positive multiple of `group_size` ({group_size}), got {residual}."
-    )
+    raise ValueError(f"`residual` must be a positive multiple of `group_size` ({group_size}), got {residual}.")
   b = tuple(batch_shape)
   empty = jax.ShapeDtypeStruct(b + (capacity, channels), dtype)
   key_axis = -2 if per_channel_keys else -1
@@ -324,11 +304,7 @@ def append(cache: KIVICache, k: jax.Array, v: jax.Array) -> KIVICache:
 
 def extend(cache: KIVICache, k: jax.Array, v: jax.Array) -> KIVICache:
   """Appends tokens (..., T, C) one at a time, so a prefilled cache is the one decoding would have built."""
-  if (
-    k.shape != v.shape
-    or k.shape[:-2] != cache.k_residual.shape[:-2]
-    or k.shape[-1] != cache.k_residual.shape[-1]
-  ):
+  if k.shape != v.shape or k.shape[:-2] != cache.k_residual.shape[:-2] or k.shape[-1] != cache.k_residual.shape[-1]:
     raise ValueError(
       f"`k` and `v` must both have shape {cache.k_residual.shape[:-2]} + (tokens, "
       f"{cache.k_residual.shape[-1]}), got {k.shape} and {v.shape}."
@@ -398,15 +374,11 @@ def decode_attention_xla(q: jax.Array, cache: KIVICache) -> jax.Array:
   v_groups = v_codes.reshape(*v_codes.shape[:-1], -1, g)  # (..., T, C/G, G)
   out_q = jnp.einsum("...tg,...tgc->...gc", p_q[..., None] * cache.values.scale, v_groups)
   out_q = out_q + jnp.einsum("...t,...tg->...g", p_q, cache.values.zero.astype(qf.dtype))[..., None]
-  out = out_q.reshape(*q.shape[:-1], channels) + jnp.einsum(
-    "...r,...rc->...c", p_r, cache.v_residual
-  )
+  out = out_q.reshape(*q.shape[:-1], channels) + jnp.einsum("...r,...rc->...c", p_r, cache.v_residual)
   return out.astype(q.dtype)
 
 
-_NEG = (
-  -1e30
-)  # a finite "minus infinity": a fully masked block then gives weights 0, not exp(-inf + inf) = NaN
+_NEG = -1e30  # a finite "minus infinity": a fully masked block then gives weights 0, not exp(-inf + inf) = NaN
 
 
 def _attention_kernel(
@@ -444,14 +416,10 @@ def _attention_kernel(
 
   def block(i, carry):
     t0 = i * bt
-    k_codes = _codes(kc_ref[:, pl.ds(t0 // per_word, bt // per_word)], bits).astype(
-      jnp.float32
-    )  # (C, bt)
+    k_codes = _codes(kc_ref[:, pl.ds(t0 // per_word, bt // per_word)], bits).astype(jnp.float32)  # (C, bt)
     k_scale = ks_ref[:, pl.ds(t0 // g, bt // g)].astype(jnp.float32)  # (C, bt/G)
     k_zero = kz_ref[:, pl.ds(t0 // g, bt // g)].astype(jnp.float32)
-    scores = jnp.sum(
-      k_codes.reshape(channels, bt // g, g) * (q[:, None] * k_scale)[:, :, None], axis=0
-    )
+    scores = jnp.sum(k_codes.reshape(channels, bt // g, g) * (q[:, None] * k_scale)[:, :, None], axis=0)
     scores = (scores + jnp.sum(q[:, None] * k_zero, axis=0)[:, None]).reshape(bt) * inv_sqrt
     valid = t0 + jnp.arange(bt) < n_quantized
 
@@ -459,9 +427,7 @@ def _attention_kernel(
       v_codes = _codes(vc_ref[pl.ds(t0, bt), :], bits).astype(jnp.float32)  # (bt, C)
       v_scale = vs_ref[pl.ds(t0, bt), :].astype(jnp.float32)  # (bt, C/G)
       v_zero = vz_ref[pl.ds(t0, bt), :].astype(jnp.float32)
-      out = jnp.sum(
-        v_codes.reshape(bt, channels // g, g) * (p[:, None] * v_scale)[:, :, None], axis=0
-      )
+      out = jnp.sum(v_codes.reshape(bt, channels // g, g) * (p[:, None] * v_scale)[:, :, None], axis=0)
       return (out + jnp.sum(p[:, None] * v_zero, axis=0)[:, None]).reshape(channels)
 
     return update(carry, scores, valid, weighted_values)
@@ -495,9 +461,7 @@ def decode_attention_pallas(
   ``block_tokens`` tokens (static; a multiple of G dividing the capacity, ``None``: the largest such block of at
   most 512 tokens). ``interpret`` (static) defaults to True on CPU, where Pallas does not compile."""
   if cache.keys.axis != -2:
-    raise ValueError(
-      "the Pallas kernel takes KIVI's per-channel keys; the per-token key ablation runs on 'xla'."
-    )
+    raise ValueError("the Pallas kernel takes KIVI's per-channel keys; the per-token key ablation runs on 'xla'.")
   g = cache.group_size
   bt = _block_tokens(cache.capacity, g) if block_tokens is None else block_tokens
   if not isinstance(bt, int) or bt < 1 or bt % g or cache.capacity % bt:
@@ -577,9 +541,7 @@ def decode_attention(
   """
   expected = cache.k_residual.shape[:-2] + cache.k_residual.shape[-1:]
   if q.shape != expected:
-    raise ValueError(
-      f"`q` must have shape {expected} (the cache's batch axes, then channels), got {q.shape}."
-    )
+    raise ValueError(f"`q` must have shape {expected} (the cache's batch axes, then channels), got {q.shape}.")
   if dispatch.check_impl(impl) == "pallas":
     return decode_attention_pallas(q, cache, block_tokens=block_tokens, interpret=interpret)
   return decode_attention_xla(q, cache)
@@ -639,9 +601,7 @@ class KIVI:
   def prefill(self, state: KIVICache, k: jax.Array, v: jax.Array) -> KIVICache:
     return extend(state, k, v)
 
-  def attend(
-    self, state: KIVICache, q: jax.Array, k: jax.Array, v: jax.Array
-  ) -> tuple[jax.Array, KIVICache]:
+  def attend(self, state: KIVICache, q: jax.Array, k: jax.Array, v: jax.Array) -> tuple[jax.Array, KIVICache]:
     state = append(state, k, v)
     return decode_attention(q, state, impl=self.impl), state
 

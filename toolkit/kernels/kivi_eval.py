@@ -73,9 +73,7 @@ def cache_bytes(cache: Any, config: transformer.TransformerConfig, context: int)
   """
   state = cache.init((1, config.num_heads), context, config.head_dim, jnp.float32)
   if isinstance(state, kivi.KIVICache):
-    return CacheBytes(
-      float(state.quantized_nbytes), float(state.residual_nbytes), float(state.capacity)
-    )
+    return CacheBytes(float(state.quantized_nbytes), float(state.residual_nbytes), float(state.capacity))
   total = float(sum(leaf.nbytes for leaf in jax.tree.leaves(state)))
   return CacheBytes(0.0, total, float(context))
 
@@ -90,9 +88,7 @@ class ChannelMagnitudes(NamedTuple):
   value_ratio: float
 
 
-def channel_magnitudes(
-  params: Any, config: transformer.TransformerConfig, tokens
-) -> ChannelMagnitudes:
+def channel_magnitudes(params: Any, config: transformer.TransformerConfig, tokens) -> ChannelMagnitudes:
   """Per-channel key and value magnitudes of every layer on ``tokens`` (B, T), from a prefill through the exact
   cache: KIVI's evidence for per-channel key quantization (outlier channels in keys, none in values)."""
   tokens = jnp.asarray(tokens)

@@ -120,19 +120,14 @@ def _check_bits(bits) -> int:
 
 
 def _check_group_size(group_size, k: int) -> int:
-  if (
-    isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1
-  ):
+  if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
     raise ValueError(f"`group_size` must be a positive int, got {group_size!r}.")
   if group_size % ACTIVATION_GROUP:
     raise ValueError(
-      f"`group_size` must be a multiple of {ACTIVATION_GROUP} (T-MAC's activation group g), got "
-      f"{group_size}."
+      f"`group_size` must be a multiple of {ACTIVATION_GROUP} (T-MAC's activation group g), got {group_size}."
     )
   if k % group_size:
-    raise ValueError(
-      f"K (the last axis of `codes`, {k}) must be a multiple of `group_size` ({group_size})."
-    )
+    raise ValueError(f"K (the last axis of `codes`, {k}) must be a multiple of `group_size` ({group_size}).")
   return int(group_size)
 
 
@@ -143,13 +138,9 @@ def _check_activations(x, k: int | None = None, name: str = "x") -> jax.Array:
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise TypeError(f"`{name}` must be a floating array, got dtype {x.dtype}.")
   if k is not None and x.shape[-1] != k:
-    raise ValueError(
-      f"the last axis of `{name}` ({x.shape[-1]}) must equal K = {k}, the weights' input size."
-    )
+    raise ValueError(f"the last axis of `{name}` ({x.shape[-1]}) must equal K = {k}, the weights' input size.")
   if x.shape[-1] % ACTIVATION_GROUP:
-    raise ValueError(
-      f"the last axis of `{name}` ({x.shape[-1]}) must be a multiple of {ACTIVATION_GROUP}."
-    )
+    raise ValueError(f"the last axis of `{name}` ({x.shape[-1]}) must be a multiple of {ACTIVATION_GROUP}.")
   return x
 
 
@@ -161,9 +152,7 @@ def _is_concrete(a) -> bool:
 # Weight preprocessing (run once).
 
 
-def preprocess(
-  codes: jax.Array, scales: jax.Array, zeros: jax.Array, *, bits: int, group_size: int
-) -> TMACWeights:
+def preprocess(codes: jax.Array, scales: jax.Array, zeros: jax.Array, *, bits: int, group_size: int) -> TMACWeights:
   """Bit-planes, 4-bit indices and packing of low-bit weights (T-MAC's offline weight transform).
 
   ``Ŵ[m, k] = scales[m, k // group_size]·(codes[m, k] − zeros[m, k // group_size])``. The codes are split into
@@ -188,24 +177,19 @@ def preprocess(
   m, k = codes_shape
   if k % ACTIVATION_GROUP:
     raise ValueError(
-      f"K (the last axis of `codes`, {k}) must be a multiple of {ACTIVATION_GROUP} (T-MAC's "
-      "activation group g)."
+      f"K (the last axis of `codes`, {k}) must be a multiple of {ACTIVATION_GROUP} (T-MAC's activation group g)."
     )
   group_size = _check_group_size(group_size, k)
   for name, arr in (("scales", scales), ("zeros", zeros)):
     if jnp.shape(arr) != (m, k // group_size):
-      raise ValueError(
-        f"`{name}` must have shape (M, K / group_size) = {(m, k // group_size)}, got "
-        f"{jnp.shape(arr)}."
-      )
+      raise ValueError(f"`{name}` must have shape (M, K / group_size) = {(m, k // group_size)}, got {jnp.shape(arr)}.")
     if not jnp.issubdtype(jnp.result_type(arr), jnp.floating):
       raise TypeError(f"`{name}` must be a floating array, got dtype {jnp.result_type(arr)}.")
   if _is_concrete(codes):
     values = np.asarray(codes)
     if values.size and (values.min() < 0 or values.max() >= 1 << bits):
       raise ValueError(
-        f"`codes` must lie in [0, {1 << bits}) for {bits}-bit weights, got values in "
-        f"[{values.min()}, {values.max()}]."
+        f"`codes` must lie in [0, {1 << bits}) for {bits}-bit weights, got values in [{values.min()}, {values.max()}]."
       )
   return _pack(jnp.asarray(codes), jnp.asarray(scales), jnp.asarray(zeros), bits, group_size)
 
@@ -218,14 +202,10 @@ def _pack(codes, scales, zeros, bits, group_size) -> TMACWeights:
   planes = (c[None] >> jnp.arange(bits, dtype=jnp.int32)[:, None, None]) & 1  # (b, M', K)
   quads = planes.reshape(bits, rows, k // ACTIVATION_GROUP, ACTIVATION_GROUP)
   idx = functools.reduce(jnp.bitwise_or, [quads[..., t] << t for t in range(ACTIVATION_GROUP)])
-  slots = idx.reshape(bits, ROWS_PER_WORD, rows // ROWS_PER_WORD, k // ACTIVATION_GROUP).astype(
-    jnp.uint32
-  )
+  slots = idx.reshape(bits, ROWS_PER_WORD, rows // ROWS_PER_WORD, k // ACTIVATION_GROUP).astype(jnp.uint32)
   # uint32, so the top field may use the sign bit.
   words = functools.reduce(jnp.bitwise_or, [slots[:, t] << (4 * t) for t in range(ROWS_PER_WORD)])
-  return TMACWeights(
-    jax.lax.bitcast_convert_type(words, jnp.int32), scales, zeros, bits, group_size, (m, k)
-  )
+  return TMACWeights(jax.lax.bitcast_convert_type(words, jnp.int32), scales, zeros, bits, group_size, (m, k))
 
 
 def unpack_indices(packed: TMACWeights) -> jax.Array:
@@ -285,27 +265,21 @@ def build_tables(x: jax.Array, *, signed: bool = True, mirrored: bool = False) -
   """
   x = _check_activations(x)
   if mirrored and not signed:
-    raise ValueError(
-      "`mirrored=True` needs the ±1 form (`signed=True`): the {0, 1} table is not antisymmetric."
-    )
+    raise ValueError("`mirrored=True` needs the ±1 form (`signed=True`): the {0, 1} table is not antisymmetric.")
   groups = x.reshape(*x.shape[:-1], -1, ACTIVATION_GROUP)
   pattern = _sign_patterns(signed)
   if mirrored:
     pattern = pattern[1::2]
   # A contraction with the 0/±1 patterns, not a broadcast-multiply-sum: jaxlib 0.10.2's XLA:CPU "ynn" fusion
   # miscompiles the latter for (1, ≥ 64, 4) inputs. Sums of four ±x_t, so integer-valued x gives exact tables.
-  return jnp.einsum(
-    "...jt,pt->...jp", groups, jnp.asarray(pattern, x.dtype), precision=jax.lax.Precision.HIGHEST
-  )
+  return jnp.einsum("...jt,pt->...jp", groups, jnp.asarray(pattern, x.dtype), precision=jax.lax.Precision.HIGHEST)
 
 
 def expand_mirrored(half: jax.Array) -> jax.Array:
   """The 16-entry ±1 table from its 8 odd entries: ``T'[p] = half[p // 2]`` for odd p, ``−half[(15 − p) // 2]``
   for even p (T-MAC's mirror consolidation)."""
   if half.shape[-1] != MIRRORED_ENTRIES:
-    raise ValueError(
-      f"the last axis of `half` must hold {MIRRORED_ENTRIES} entries, got {half.shape[-1]}."
-    )
+    raise ValueError(f"the last axis of `half` must hold {MIRRORED_ENTRIES} entries, got {half.shape[-1]}.")
   p = np.arange(TABLE_ENTRIES)
   odd = p % 2 == 1
   source = np.where(odd, p // 2, (15 - p) // 2)
@@ -328,8 +302,7 @@ def quantize_tables(tables: jax.Array, group_size: int) -> tuple[jax.Array, jax.
   """
   if group_size % ACTIVATION_GROUP or tables.shape[-2] % (group_size // ACTIVATION_GROUP):
     raise ValueError(
-      f"`group_size` ({group_size}) must be a multiple of 4 whose quarter divides the "
-      f"{tables.shape[-2]} tables."
+      f"`group_size` ({group_size}) must be a multiple of 4 whose quarter divides the {tables.shape[-2]} tables."
     )
   per_group = group_size // ACTIVATION_GROUP
   grouped = tables.reshape(*tables.shape[:-2], -1, per_group, tables.shape[-1])
@@ -386,9 +359,7 @@ def matmul(
       f"tmac.lut_gather, tmac.bitserial_matmul or tmac.onehot_lut, got {algorithm!r}."
     )
   if not isinstance(packed, TMACWeights):
-    raise TypeError(
-      f"`packed` must be the TMACWeights of `preprocess`, got {type(packed).__name__}."
-    )
+    raise TypeError(f"`packed` must be the TMACWeights of `preprocess`, got {type(packed).__name__}.")
   m, k = packed.shape
   x = _check_activations(x, k)
   lead = x.shape[:-1]
@@ -397,12 +368,9 @@ def matmul(
   if impl == "pallas":
     if algorithm is not None:
       raise ValueError(
-        f"`algorithm` selects an XLA formulation; it must be None with impl='pallas', got "
-        f"{algorithm!r}."
+        f"`algorithm` selects an XLA formulation; it must be None with impl='pallas', got {algorithm!r}."
       )
-    y = _matmul_pallas(x2, packed, int8_tables, interpret=dispatch.default_interpret(interpret))[
-      :, :m
-    ]
+    y = _matmul_pallas(x2, packed, int8_tables, interpret=dispatch.default_interpret(interpret))[:, :m]
   else:
     if algorithm is None:
       algorithm = lut_gather if int8_tables or n <= _LUT_MAX_ROWS else bitserial_matmul
@@ -412,9 +380,7 @@ def matmul(
 
 def _needs_float_tables(int8_tables: bool, name: str) -> None:
   if int8_tables:
-    raise ValueError(
-      f"`int8_tables=True` quantizes the lookup tables; it needs algorithm=lut_gather, not {name}."
-    )
+    raise ValueError(f"`int8_tables=True` quantizes the lookup tables; it needs algorithm=lut_gather, not {name}.")
 
 
 def _group_terms(x2: jax.Array, packed: TMACWeights) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -507,8 +473,7 @@ def onehot_lut(x2: jax.Array, packed: TMACWeights, *, int8_tables: bool = False)
   tables = build_tables(x2)  # (N, K/4, 16)
   idx = unpack_indices(packed)  # (b, M', K/4)
   onehot = sum(
-    (2.0 ** (i - 1)) * jax.nn.one_hot(idx[i], TABLE_ENTRIES, dtype=jnp.float32)
-    for i in range(packed.bits)
+    (2.0 ** (i - 1)) * jax.nn.one_hot(idx[i], TABLE_ENTRIES, dtype=jnp.float32) for i in range(packed.bits)
   )  # (M', K/4, 16)
   g = tables.shape[1] // per_group
   acc = jnp.einsum(
@@ -569,10 +534,7 @@ def _tmac_kernel(
       for q in range(MIRRORED_ENTRIES):
         p = 2 * q + 1
         # Σ_i 2^i ([idx_i = p] − [idx_i = 15 − p]): the mirrored lookup of entry p over all planes, |·| ≤ 15.
-        e = sum(
-          (1 << i) * ((ix == p).astype(jnp.int32) - (ix == 15 - p).astype(jnp.int32))
-          for i, ix in enumerate(idx)
-        )
+        e = sum((1 << i) * ((ix == p).astype(jnp.int32) - (ix == 15 - p).astype(jnp.int32)) for i, ix in enumerate(idx))
         part = part + jax.lax.dot_general(
           tables[q],
           e.astype(lane_dtype),
@@ -583,9 +545,7 @@ def _tmac_kernel(
       value = 0.5 * part.astype(jnp.float32)
       if int8_tables:
         value = value * level[:, None]
-      new.append(
-        accs[t] + value * scales_ref[g, t, :][None, :] + sums[:, None] * bias_ref[g, t, :][None, :]
-      )
+      new.append(accs[t] + value * scales_ref[g, t, :][None, :] + sums[:, None] * bias_ref[g, t, :][None, :])
     return tuple(new)
 
   init = tuple(jnp.zeros((bn, br), jnp.float32) for _ in range(ROWS_PER_WORD))
@@ -594,9 +554,7 @@ def _tmac_kernel(
     out_ref[t] = accs[t]
 
 
-def _matmul_pallas(
-  x2: jax.Array, packed: TMACWeights, int8_tables: bool, interpret: bool
-) -> jax.Array:
+def _matmul_pallas(x2: jax.Array, packed: TMACWeights, int8_tables: bool, interpret: bool) -> jax.Array:
   """(N, K) @ Ŵᵀ by :func:`_tmac_kernel`: grid (activation-row blocks, weight-row blocks), K looped inside."""
   n, k = x2.shape
   bits, word_rows, groups = packed.indices.shape

@@ -23,9 +23,7 @@ METHODS = ("lut", "bitserial", "onehot", "dequant", "fp32")
 ALGORITHMS = {"lut": tmac.lut_gather, "bitserial": tmac.bitserial_matmul, "onehot": tmac.onehot_lut}
 
 
-def random_weights(
-  key: jax.Array, m: int, k: int, bits: int, group_size: int, integer: bool = False
-):
+def random_weights(key: jax.Array, m: int, k: int, bits: int, group_size: int, integer: bool = False):
   """Uniform codes with fp16 scales and zeros (integer-valued ones when ``integer``)."""
   kc, ks, kz = jax.random.split(key, 3)
   codes = jax.random.randint(kc, (m, k), 0, 2**bits, dtype=jnp.int32)
@@ -55,9 +53,7 @@ def measure_bandwidth(mib: int = 256, num_repeats: int = 5) -> float:
 def method_fn(method: str):
   """``f(x, packed, w)`` for each method of ``METHODS``; ``w`` is the dense float32 matrix, read by ``fp32`` only."""
   if method in ALGORITHMS:
-    return jax.jit(
-      lambda x, packed, w: tmac.matmul(x, packed, impl="xla", algorithm=ALGORITHMS[method])
-    )
+    return jax.jit(lambda x, packed, w: tmac.matmul(x, packed, impl="xla", algorithm=ALGORITHMS[method]))
   if method == "dequant":
     return jax.jit(lambda x, packed, w: jnp.dot(tmac.dequantize(packed), x.T).T)
   if method == "fp32":
@@ -65,9 +61,7 @@ def method_fn(method: str):
   raise ValueError(f"unknown method {method!r}")
 
 
-def time_sweep(
-  key: jax.Array, m: int, k: int, n: int, bits_list, group_size: int, methods, num_repeats: int
-) -> list:
+def time_sweep(key: jax.Array, m: int, k: int, n: int, bits_list, group_size: int, methods, num_repeats: int) -> list:
   """Times every method at every bit width on the same activations, all interleaved in each repeat (so a change
   of load on the shared machine hits every bit width alike), and returns one dict of medians (ms) per bit width."""
   kx, kw = jax.random.split(key)
@@ -128,9 +122,7 @@ def with_bounds(result: dict, bandwidth_gbs: float) -> dict:
   }
 
 
-def exact_check(
-  key: jax.Array, *, m: int, k: int, n: int, group_size: int, bits_list, pallas_bits
-) -> dict:
+def exact_check(key: jax.Array, *, m: int, k: int, n: int, group_size: int, bits_list, pallas_bits) -> dict:
   """Max |y − x·Ŵᵀ| with integer activations, scales and zeros (every sum exact in float32) for every XLA
   algorithm and bit width, and for Pallas (interpret mode on CPU) at ``pallas_bits``: ``{"errors": {name: max
   error}, "max_abs_err": the largest}``."""
@@ -150,9 +142,7 @@ def exact_check(
     for name, kwargs in runs.items():
       y = np.asarray(tmac.matmul(x, packed, **kwargs), np.float64)
       errors[f"{name}_w{bits}"] = float(np.max(np.abs(y - expected)))
-    errors[f"dequantize_w{bits}"] = float(
-      np.max(np.abs(np.asarray(tmac.dequantize(packed), np.float64) - w))
-    )
+    errors[f"dequantize_w{bits}"] = float(np.max(np.abs(np.asarray(tmac.dequantize(packed), np.float64) - w)))
   return {"errors": errors, "max_abs_err": max(errors.values())}
 
 
@@ -210,9 +200,7 @@ def table_lines(results: list[dict], bandwidth_gbs: float) -> list[str]:
     "|---|---|---|---|---|",
   ]
   for (n, method), f in fits(results).items():
-    lines.append(
-      f"| {n} | {method} | {f['slope_ms_per_bit']:.2f} | {f['intercept_ms']:.2f} | {f['r2']:.3f} |"
-    )
+    lines.append(f"| {n} | {method} | {f['slope_ms_per_bit']:.2f} | {f['intercept_ms']:.2f} | {f['r2']:.3f} |")
   return lines
 
 

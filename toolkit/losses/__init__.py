@@ -1,10 +1,12 @@
 """Losses in the style of ``optax.losses``: ``(logits, labels) -> per-example loss``."""
 
-from toolkit.losses.stablemax import log_stablemax
-from toolkit.losses.stablemax import softmax_collapse_fraction
-from toolkit.losses.stablemax import stablemax
-from toolkit.losses.stablemax import stablemax_collapse_fraction
-from toolkit.losses.stablemax import stablemax_cross_entropy
+from toolkit.losses.stablemax import (
+  log_stablemax,
+  softmax_collapse_fraction,
+  stablemax,
+  stablemax_collapse_fraction,
+  stablemax_cross_entropy,
+)
 
 __all__ = [
   "log_stablemax",

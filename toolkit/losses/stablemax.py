@@ -34,9 +34,7 @@ def _check_labels(logits: jax.Array, labels) -> jax.Array:
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise TypeError(f"`labels` must be an integer array of class indices, got dtype {labels.dtype}.")
   if labels.shape != logits.shape[:-1]:
-    raise ValueError(
-      f"`labels` must have shape logits.shape[:-1] = {logits.shape[:-1]}, got {labels.shape}."
-    )
+    raise ValueError(f"`labels` must have shape logits.shape[:-1] = {logits.shape[:-1]}, got {labels.shape}.")
   # The range can only be checked on concrete values; under jit an out-of-range label gives a NaN loss, as in
   # optax (``take_along_axis`` fills out-of-bounds reads with NaN).
   if not isinstance(labels, jax.core.Tracer):

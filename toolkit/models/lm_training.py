@@ -84,9 +84,7 @@ def train(
   if not isinstance(num_steps, int) or num_steps < 1:
     raise ValueError(f"`num_steps` must be a positive integer, got {num_steps!r}.")
   if seq_len > config.max_len:
-    raise ValueError(
-      f"`seq_len` ({seq_len}) must not exceed the config's max_len ({config.max_len})."
-    )
+    raise ValueError(f"`seq_len` ({seq_len}) must not exceed the config's max_len ({config.max_len}).")
   num_warmup_steps = max(1, num_steps // 10) if num_warmup_steps is None else num_warmup_steps
   schedule = optax.warmup_cosine_decay_schedule(
     0.0,
@@ -175,9 +173,7 @@ def _log_probs(params: Any, config: TransformerConfig, windows: jax.Array) -> ja
 
 
 @functools.partial(jax.jit, static_argnames="config")
-def _weighted_nll(
-  params: Any, config: TransformerConfig, windows: jax.Array, weights: jax.Array
-) -> jax.Array:
+def _weighted_nll(params: Any, config: TransformerConfig, windows: jax.Array, weights: jax.Array) -> jax.Array:
   return -jnp.sum(sequence_log_probs(params, config, windows).sum(-1) * weights)
 
 
@@ -217,9 +213,7 @@ def make_evaluator(
   """
   windows = np.asarray(windows)
   if windows.ndim != 2 or windows.shape[0] < 1 or windows.shape[1] < 2:
-    raise ValueError(
-      f"`windows` must have shape (n, T + 1) with n >= 1 and T >= 1, got {windows.shape}."
-    )
+    raise ValueError(f"`windows` must have shape (n, T + 1) with n >= 1 and T >= 1, got {windows.shape}.")
   if not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
   n, seq_len = windows.shape[0], windows.shape[1] - 1
@@ -227,9 +221,7 @@ def make_evaluator(
   # One compiled shape: pad with copies of window 0 and weigh them out.
   windows = np.concatenate([windows, np.repeat(windows[:1], padded - n, axis=0)])
   weights = (np.arange(padded) < n).astype(np.float32)
-  chunks = [
-    (windows[i : i + batch_size], weights[i : i + batch_size]) for i in range(0, padded, batch_size)
-  ]
+  chunks = [(windows[i : i + batch_size], weights[i : i + batch_size]) for i in range(0, padded, batch_size)]
   references = None
   if reference_params is not None:
     references = [np.asarray(_log_probs(reference_params, config, w)) for w, _ in chunks]
@@ -243,16 +235,12 @@ def make_evaluator(
         nll, kl = jax.device_get(_weighted_nll_and_kl(params, config, w, wt, references[i]))
         nll_total, kl_total = nll_total + float(nll), kl_total + float(kl)
     loss = nll_total / (n * seq_len)
-    return Evaluation(
-      loss, math.exp(loss), kl_total / (n * seq_len) if references is not None else math.nan
-    )
+    return Evaluation(loss, math.exp(loss), kl_total / (n * seq_len) if references is not None else math.nan)
 
   return evaluator
 
 
-def evaluate(
-  params: Any, config: TransformerConfig, tokens, *, seq_len: int, batch_size: int | None = None
-) -> float:
+def evaluate(params: Any, config: TransformerConfig, tokens, *, seq_len: int, batch_size: int | None = None) -> float:
   """Mean next-token cross-entropy (nats per token) over consecutive non-overlapping windows of ``tokens``.
 
   Window i holds tokens [i·seq_len, (i + 1)·seq_len] and scores its last seq_len tokens, so every token after the
@@ -262,9 +250,7 @@ def evaluate(
   tokens = np.asarray(tokens, np.int32)
   windows = text.consecutive_windows(tokens, seq_len)
   if windows.shape[0] < 1:
-    raise ValueError(
-      f"`tokens` ({tokens.size}) must hold at least seq_len + 1 = {seq_len + 1} tokens."
-    )
+    raise ValueError(f"`tokens` ({tokens.size}) must hold at least seq_len + 1 = {seq_len + 1} tokens.")
   batch_size = max(1, 8192 // seq_len) if batch_size is None else batch_size
   return make_evaluator(config, windows, batch_size=batch_size)(params).loss
 
@@ -301,9 +287,7 @@ class TrainRecord(NamedTuple):
 
   valid_loss: float  # nats per byte on the validation split, windows of recipe.seq_len
   valid_perplexity: float
-  unigram_perplexity: (
-    float  # add-one smoothed unigram of the training split, on the validation split
-  )
+  unigram_perplexity: float  # add-one smoothed unigram of the training split, on the validation split
   train_seconds: float
   fingerprint: str
 
@@ -372,9 +356,7 @@ def pretrained(
       raise ValueError(f"checkpoint {params_path} does not match the parameters of {config}.")
     record = json.loads(record_path.read_text())["record"]
     logging.info("loaded the pretrained transformer %s", params_path)
-    return Pretrained(
-      jax.tree.map(jnp.asarray, restored), TrainRecord(**record), config, str(params_path)
-    )
+    return Pretrained(jax.tree.map(jnp.asarray, restored), TrainRecord(**record), config, str(params_path))
 
   corpus = text.split(text.encode(text.load_corpus(recipe.corpus)), recipe.valid_fraction)
   logging.info(
@@ -414,9 +396,7 @@ def pretrained(
     "jax": jax.__version__,
   }
   cache.write_atomically(record_path, json.dumps(meta, indent=2).encode())
-  cache.write_atomically(
-    params_path, serialization.msgpack_serialize(jax.tree.map(np.asarray, params))
-  )
+  cache.write_atomically(params_path, serialization.msgpack_serialize(jax.tree.map(np.asarray, params)))
   return Pretrained(params, record, config, str(params_path))
 
 

@@ -69,9 +69,7 @@ def init_params(key: jax.Array, net: ScoreNet, dim: int) -> Any:
   return net.init(key, jnp.zeros((1, dim)), jnp.zeros(()), jnp.zeros((1,), jnp.int32))
 
 
-def score_fn(
-  net: ScoreNet, params: Any, schedule: Any, label: Any
-) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def score_fn(net: ScoreNet, params: Any, schedule: Any, label: Any) -> Callable[[jax.Array, jax.Array], jax.Array]:
   """The learned score ``s(x, t) = -ε̂(x, t, label) / σ_t`` of class ``label``, for x (N, d) and a scalar t."""
   return lambda x, t: -net.apply(params, x, t, label) / schedule.sigma(t)
 
@@ -85,9 +83,7 @@ def sample_times(key: jax.Array, batch_size: int, t_min: float) -> jax.Array:
   """
   k_t, k_mix = jax.random.split(key)
   u = jax.random.uniform(k_t, (batch_size,))
-  return jnp.where(
-    jax.random.bernoulli(k_mix, 0.5, (batch_size,)), t_min + u * (1.0 - t_min), t_min ** (1.0 - u)
-  )
+  return jnp.where(jax.random.bernoulli(k_mix, 0.5, (batch_size,)), t_min + u * (1.0 - t_min), t_min ** (1.0 - u))
 
 
 def dsm_loss(
@@ -163,9 +159,7 @@ def train(
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
       raise ValueError(f"`{name}` must be a positive Python int, got {value!r}.")
   if not isinstance(optimizer, optax.GradientTransformation):
-    raise TypeError(
-      f"`optimizer` must be an optax.GradientTransformation, got {type(optimizer).__name__}."
-    )
+    raise TypeError(f"`optimizer` must be an optax.GradientTransformation, got {type(optimizer).__name__}.")
   opt_state = optimizer.init(params)
 
   def loss_fn(p, k):

@@ -78,13 +78,10 @@ class TransformerConfig:
     elif not isinstance(self.d_ff, int) or self.d_ff < 1:
       raise ValueError(f"`d_ff` must be a positive integer or None, got {self.d_ff!r}.")
     if self.d_model % self.num_heads:
-      raise ValueError(
-        f"`d_model` ({self.d_model}) must be divisible by `num_heads` ({self.num_heads})."
-      )
+      raise ValueError(f"`d_model` ({self.d_model}) must be divisible by `num_heads` ({self.num_heads}).")
     if self.head_dim % 2:
       raise ValueError(
-        f"head_dim = d_model / num_heads must be even for RoPE (it rotates channel pairs), got "
-        f"{self.head_dim}."
+        f"head_dim = d_model / num_heads must be even for RoPE (it rotates channel pairs), got {self.head_dim}."
       )
     if not self.rope_base > 1.0:
       raise ValueError(f"`rope_base` must be > 1, got {self.rope_base!r}.")
@@ -170,26 +167,19 @@ class FullPrecisionCache:
   for the whole sequence.
   """
 
-  def init(
-    self, batch_shape: tuple[int, ...], capacity: int, head_dim: int, dtype=jnp.float32
-  ) -> FullPrecisionState:
+  def init(self, batch_shape: tuple[int, ...], capacity: int, head_dim: int, dtype=jnp.float32) -> FullPrecisionState:
     if not isinstance(capacity, int) or capacity < 1:
       raise ValueError(f"`capacity` must be a positive integer, got {capacity!r}.")
     shape = tuple(batch_shape) + (capacity, head_dim)
-    return FullPrecisionState(
-      jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32)
-    )
+    return FullPrecisionState(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32))
 
   def prefill(self, state: FullPrecisionState, k: jax.Array, v: jax.Array) -> FullPrecisionState:
     if k.shape != v.shape or k.ndim != state.k.ndim or k.shape[-1] != state.k.shape[-1]:
       raise ValueError(
-        f"`k` and `v` must both have shape (B, H, T, D={state.k.shape[-1]}), got {k.shape} and "
-        f"{v.shape}."
+        f"`k` and `v` must both have shape (B, H, T, D={state.k.shape[-1]}), got {k.shape} and {v.shape}."
       )
     if k.shape[-2] > state.k.shape[-2]:
-      raise ValueError(
-        f"the prompt ({k.shape[-2]} tokens) does not fit the cache's capacity ({state.k.shape[-2]})."
-      )
+      raise ValueError(f"the prompt ({k.shape[-2]} tokens) does not fit the cache's capacity ({state.k.shape[-2]}).")
     return self._write(state, k, v)
 
   def attend(
@@ -198,9 +188,7 @@ class FullPrecisionCache:
     state = self._write(state, k[..., None, :], v[..., None, :])
     capacity, d = state.k.shape[-2], state.k.shape[-1]
     scores = jnp.einsum("...d,...td->...t", q, state.k).astype(jnp.float32) / math.sqrt(d)
-    weights = jax.nn.softmax(
-      jnp.where(jnp.arange(capacity) < state.length, scores, -jnp.inf), axis=-1
-    )
+    weights = jax.nn.softmax(jnp.where(jnp.arange(capacity) < state.length, scores, -jnp.inf), axis=-1)
     return jnp.einsum("...t,...td->...d", weights.astype(state.v.dtype), state.v), state
 
   @staticmethod
@@ -226,9 +214,7 @@ class DecodeState(NamedTuple):
 
 
 def _dense(features: int, name: str, dtype, std: float = 0.02) -> nn.Dense:
-  return nn.Dense(
-    features, use_bias=False, dtype=dtype, kernel_init=nn.initializers.normal(std), name=name
-  )
+  return nn.Dense(features, use_bias=False, dtype=dtype, kernel_init=nn.initializers.normal(std), name=name)
 
 
 class Attention(nn.Module):
@@ -240,9 +226,7 @@ class Attention(nn.Module):
     c = self.config
     # GPT-2's residual scaling: each residual branch's output layer is initialised 1/√(2L) smaller.
     out_std = 0.02 / math.sqrt(2 * c.num_layers)
-    self.q_proj, self.k_proj, self.v_proj = (
-      _dense(c.d_model, n, c.dtype) for n in ("q_proj", "k_proj", "v_proj")
-    )
+    self.q_proj, self.k_proj, self.v_proj = (_dense(c.d_model, n, c.dtype) for n in ("q_proj", "k_proj", "v_proj"))
     self.o_proj = _dense(c.d_model, "o_proj", c.dtype, out_std)
 
   def _heads(self, h: jax.Array, positions: jax.Array):
@@ -261,9 +245,7 @@ class Attention(nn.Module):
     out = causal_attention(q, k, v)
     return self.o_proj(jnp.swapaxes(out, 1, 2).reshape(b, t, -1)), k, v
 
-  def decode(
-    self, h: jax.Array, position: jax.Array, cache: KVCache, state: Any
-  ) -> tuple[jax.Array, Any]:
+  def decode(self, h: jax.Array, position: jax.Array, cache: KVCache, state: Any) -> tuple[jax.Array, Any]:
     """One token h (B, d_model) at ``position``: attention through the cache."""
     q, k, v = self._heads(h, position)
     out, state = cache.attend(state, q, k, v)
@@ -299,9 +281,7 @@ class Block(nn.Module):
     x = x + a
     return x + self.mlp(self.mlp_norm(x)), k, v
 
-  def decode(
-    self, x: jax.Array, position: jax.Array, cache: KVCache, state: Any
-  ) -> tuple[jax.Array, Any]:
+  def decode(self, x: jax.Array, position: jax.Array, cache: KVCache, state: Any) -> tuple[jax.Array, Any]:
     a, state = self.attn.decode(self.attn_norm(x), position, cache, state)
     x = x + a
     return x + self.mlp(self.mlp_norm(x)), state
@@ -312,10 +292,7 @@ def _check_tokens(tokens, ndim: int, what: str, max_len: int | None = None) -> j
   if not jnp.issubdtype(dtype, jnp.integer):
     raise TypeError(f"`{what}` must be an integer array of token ids, got dtype {dtype}.")
   if len(shape) != ndim or 0 in shape:
-    raise ValueError(
-      f"`{what}` must have shape {'(B, T)' if ndim == 2 else '(B,)'} with non-zero sizes, got "
-      f"{shape}."
-    )
+    raise ValueError(f"`{what}` must have shape {'(B, T)' if ndim == 2 else '(B,)'} with non-zero sizes, got {shape}.")
   if max_len is not None and shape[1] > max_len:
     raise ValueError(f"`{what}` has {shape[1]} tokens, more than the config's max_len ({max_len}).")
   return jnp.asarray(tokens, jnp.int32)
@@ -336,9 +313,7 @@ class Transformer(nn.Module):
 
   def setup(self):
     c = self.config
-    self.embed = nn.Embed(
-      c.vocab_size, c.d_model, embedding_init=nn.initializers.normal(0.02), dtype=c.dtype
-    )
+    self.embed = nn.Embed(c.vocab_size, c.d_model, embedding_init=nn.initializers.normal(0.02), dtype=c.dtype)
     self.blocks = [Block(c) for _ in range(c.num_layers)]
     self.final_norm = nn.RMSNorm(epsilon=1e-6, dtype=c.dtype)
     self.lm_head = _dense(c.vocab_size, "lm_head", c.dtype)
@@ -353,15 +328,11 @@ class Transformer(nn.Module):
       x, _, _ = block(x)
     return self._logits(x)
 
-  def prefill(
-    self, tokens: jax.Array, cache: KVCache, capacity: int
-  ) -> tuple[jax.Array, DecodeState]:
+  def prefill(self, tokens: jax.Array, cache: KVCache, capacity: int) -> tuple[jax.Array, DecodeState]:
     tokens = _check_tokens(tokens, 2, "tokens", self.config.max_len)
     c = self.config
     if not isinstance(capacity, int) or capacity < tokens.shape[1]:
-      raise ValueError(
-        f"`capacity` must be an integer >= the prompt length {tokens.shape[1]}, got {capacity!r}."
-      )
+      raise ValueError(f"`capacity` must be an integer >= the prompt length {tokens.shape[1]}, got {capacity!r}.")
     x = self.embed(tokens)
     states = []
     for block in self.blocks:
@@ -370,14 +341,10 @@ class Transformer(nn.Module):
       states.append(cache.prefill(state, k, v))
     return self._logits(x), DecodeState(tuple(states), jnp.asarray(tokens.shape[1], jnp.int32))
 
-  def decode(
-    self, token: jax.Array, state: DecodeState, cache: KVCache
-  ) -> tuple[jax.Array, DecodeState]:
+  def decode(self, token: jax.Array, state: DecodeState, cache: KVCache) -> tuple[jax.Array, DecodeState]:
     token = _check_tokens(token, 1, "token")
     if len(state.caches) != self.config.num_layers:
-      raise ValueError(
-        f"`state` holds {len(state.caches)} layer caches, the model has {self.config.num_layers}."
-      )
+      raise ValueError(f"`state` holds {len(state.caches)} layer caches, the model has {self.config.num_layers}.")
     x = self.embed(token)
     states = []
     for block, layer_state in zip(self.blocks, state.caches):
@@ -446,9 +413,7 @@ def decode_log_probs(
   if not isinstance(capacity, int) or capacity < t - 1:
     raise ValueError(f"`capacity` must be an integer >= T - 1 = {t - 1}, got {capacity!r}.")
   model = Transformer(config)
-  logits, state = model.apply(
-    params, tokens[:, :prompt_len], cache, capacity, method=Transformer.prefill
-  )
+  logits, state = model.apply(params, tokens[:, :prompt_len], cache, capacity, method=Transformer.prefill)
 
   def score(logits, target):
     log_probs = jax.nn.log_softmax(logits, axis=-1)
@@ -473,9 +438,7 @@ def sequence_log_probs(params: Any, config: TransformerConfig, tokens: jax.Array
   """Teacher-forced log p(tokens[:, t] | tokens[:, :t]) for t = 1 … T − 1, (B, T − 1): the no-cache oracle."""
   logits = Transformer(config).apply(params, tokens[:, :-1])
   log_probs = jax.nn.log_softmax(logits, axis=-1)
-  return jnp.take_along_axis(log_probs, jnp.asarray(tokens[:, 1:], jnp.int32)[..., None], axis=-1)[
-    ..., 0
-  ]
+  return jnp.take_along_axis(log_probs, jnp.asarray(tokens[:, 1:], jnp.int32)[..., None], axis=-1)[..., 0]
 
 
 __all__ = [

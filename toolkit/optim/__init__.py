@@ -1,7 +1,5 @@
 """Optimizer pieces as ``optax.GradientTransformation``s."""
 
-from toolkit.optim.perpgrad import perp_adamw
-from toolkit.optim.perpgrad import perpgrad
-from toolkit.optim.perpgrad import PerpGradState
+from toolkit.optim.perpgrad import PerpGradState, perp_adamw, perpgrad
 
-__all__ = ["perp_adamw", "perpgrad", "PerpGradState"]
+__all__ = ["PerpGradState", "perp_adamw", "perpgrad"]

@@ -51,9 +51,7 @@ def _project_and_rescale(grads, params, rescale: bool, parallel_rtol: float):
   return [(q * scale).astype(q.dtype) for q in perp]
 
 
-def perpgrad(
-  rescale: bool = True, per_leaf: bool = True, parallel_rtol: float = 1e-6
-) -> optax.GradientTransformation:
+def perpgrad(rescale: bool = True, per_leaf: bool = True, parallel_rtol: float = 1e-6) -> optax.GradientTransformation:
   """⊥Grad as an optax transformation: ``g - (θᵀg / θᵀθ) θ`` (arXiv 2501.04697, Eq. 9).
 
   Chain it in front of any optimizer, e.g. ``optax.chain(perpgrad(), optax.adamw(1e-2))`` (⊥AdamW); its update
@@ -99,9 +97,7 @@ def perpgrad(
       if g.shape != p.shape:
         raise ValueError(f"perpgrad: a gradient of shape {g.shape} was paired with a parameter of shape {p.shape}.")
     if per_leaf:
-      projected = [
-        _project_and_rescale([g], [p], rescale, parallel_rtol)[0] for g, p in zip(grads, leaves)
-      ]
+      projected = [_project_and_rescale([g], [p], rescale, parallel_rtol)[0] for g, p in zip(grads, leaves)]
     else:
       projected = _project_and_rescale(grads, leaves, rescale, parallel_rtol)
     return jax.tree.unflatten(updates_treedef, projected), state

@@ -24,18 +24,14 @@ def check_epsilon(epsilon: Any) -> None:
   except (TypeError, ValueError):
     raise TypeError(f"`epsilon` must be a positive scalar, got {epsilon!r}.") from None
   if not value > 0 or not math.isfinite(value):
-    raise ValueError(
-      f"`epsilon` must be a finite number > 0 (the Wiener variance of the prior), got {epsilon!r}."
-    )
+    raise ValueError(f"`epsilon` must be a finite number > 0 (the Wiener variance of the prior), got {epsilon!r}.")
 
 
 def check_points(x: Any, dim: int, name: str) -> jax.Array:
   """``x`` as a floating-point array of shape ``(..., dim)``."""
   x = jnp.asarray(x)
   if x.ndim < 1 or x.shape[-1] != dim:
-    raise ValueError(
-      f"`{name}` must have shape (..., d) with d = {dim} (the parameters' dimension), got {x.shape}."
-    )
+    raise ValueError(f"`{name}` must have shape (..., d) with d = {dim} (the parameters' dimension), got {x.shape}.")
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise TypeError(f"`{name}` must be a floating-point array, got dtype {x.dtype}.")
   return x

@@ -103,9 +103,7 @@ class GaussianBridge(NamedTuple):
     )
 
 
-def gaussian_bridge(
-  mean0: jax.Array, cov0: jax.Array, mean1: jax.Array, cov1: jax.Array, epsilon
-) -> GaussianBridge:
+def gaussian_bridge(mean0: jax.Array, cov0: jax.Array, mean1: jax.Array, cov1: jax.Array, epsilon) -> GaussianBridge:
   """The closed-form Gaussian Schrödinger bridge (arXiv 2006.02572; the benchmark's rotated-Gaussian solution).
 
   Args:
@@ -121,9 +119,7 @@ def gaussian_bridge(
   check_epsilon(epsilon)
   mean0, mean1 = jnp.asarray(mean0), jnp.asarray(mean1)
   if mean0.ndim != 1 or mean1.shape != mean0.shape:
-    raise ValueError(
-      f"`mean0` and `mean1` must have the same shape (d,), got {mean0.shape} and {mean1.shape}."
-    )
+    raise ValueError(f"`mean0` and `mean1` must have the same shape (d,), got {mean0.shape} and {mean1.shape}.")
   d = mean0.shape[0]
   cov0, cov1 = jnp.asarray(cov0), jnp.asarray(cov1)
   check_square(cov0, d, "cov0")
@@ -190,9 +186,7 @@ class GaussianPair(NamedTuple):
     return self.mean1 + (x - self.mean0) @ self.map_matrix.T
 
 
-def gaussian_pair(
-  mean0: jax.Array, cov0: jax.Array, mean1: jax.Array, cov1: jax.Array
-) -> GaussianPair:
+def gaussian_pair(mean0: jax.Array, cov0: jax.Array, mean1: jax.Array, cov1: jax.Array) -> GaussianPair:
   """The pair N(μ0, Σ0), N(μ1, Σ1) with its closed-form Brenier map (see :class:`GaussianPair`).
 
   Args:
@@ -203,9 +197,7 @@ def gaussian_pair(
   """
   mean0, mean1 = jnp.asarray(mean0), jnp.asarray(mean1)
   if mean0.ndim != 1 or mean1.shape != mean0.shape:
-    raise ValueError(
-      f"`mean0` and `mean1` must have the same shape (d,), got {mean0.shape} and {mean1.shape}."
-    )
+    raise ValueError(f"`mean0` and `mean1` must have the same shape (d,), got {mean0.shape} and {mean1.shape}.")
   d = mean0.shape[0]
   cov0, cov1 = jnp.asarray(cov0), jnp.asarray(cov1)
   check_square(cov0, d, "cov0")
@@ -285,9 +277,7 @@ class MixtureBenchmark(NamedTuple):
 
 def _grid_centres(key: jax.Array, dim: int, num: int, dist: float) -> jax.Array:
   """``(num, dim)``: along every axis the centres take the values dist·{0..num-1} - dist(num-1)/2, permuted."""
-  perms = jax.vmap(lambda k: jax.random.permutation(k, num))(
-    jax.random.split(key, dim)
-  )  # (dim, num)
+  perms = jax.vmap(lambda k: jax.random.permutation(k, num))(jax.random.split(key, dim))  # (dim, num)
   return dist * perms.T.astype(jnp.result_type(float)) - dist * (num - 1) / 2.0
 
 
@@ -354,9 +344,7 @@ def mixture_benchmark(
   )
 
 
-@functools.partial(
-  jax.jit, static_argnames=("dim", "num_input_components", "num_potential_components")
-)
+@functools.partial(jax.jit, static_argnames=("dim", "num_input_components", "num_potential_components"))
 def _build_benchmark(
   key,
   epsilon,
@@ -423,9 +411,7 @@ def benchmark_pieces(bench: MixtureBenchmark) -> BenchmarkPieces:
   plan_cov = jnp.linalg.inv(eye / bench.epsilon + inv_cov)
   plan_cov = 0.5 * (plan_cov + jnp.swapaxes(plan_cov, -1, -2))
   shifted_chol = jnp.linalg.cholesky(bench.potential_covs + bench.epsilon * eye)
-  weight_prec = jsp.linalg.solve_triangular(
-    shifted_chol, jnp.broadcast_to(eye, shifted_chol.shape), lower=True
-  )
+  weight_prec = jsp.linalg.solve_triangular(shifted_chol, jnp.broadcast_to(eye, shifted_chol.shape), lower=True)
   log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(shifted_chol, axis1=-2, axis2=-1)), -1)
   return BenchmarkPieces(
     bench=bench,
@@ -449,9 +435,7 @@ def _input_sample(key: jax.Array, pieces: BenchmarkPieces, n: int) -> jax.Array:
 
 def _conditional(pieces: BenchmarkPieces, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   x = check_points(x, pieces.bench.dim, "x")
-  white = jnp.einsum(
-    "nij,...nj->...ni", pieces.weight_prec, x[..., None, :] - pieces.bench.potential_means
-  )
+  white = jnp.einsum("nij,...nj->...ni", pieces.weight_prec, x[..., None, :] - pieces.bench.potential_means)
   log_w = jax.nn.log_softmax(pieces.weight_log_norm - 0.5 * jnp.sum(white * white, -1), axis=-1)
   means = pieces.plan_bias + jnp.einsum("nij,...j->...ni", pieces.plan_slope, x)
   return log_w, means, pieces.plan_cov
@@ -473,9 +457,7 @@ def sample_benchmark_input(key: jax.Array, bench: MixtureBenchmark, num_samples:
 
 
 @jax.jit
-def benchmark_conditional(
-  bench: MixtureBenchmark, x: jax.Array
-) -> tuple[jax.Array, jax.Array, jax.Array]:
+def benchmark_conditional(bench: MixtureBenchmark, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The benchmark's true π*(·|x) as a mixture: log weights ``(..., N)``, means ``(..., N, d)``, covs ``(N, d, d)``.
 
   Weights ∝ q_n N(x | μ_n, Σ_n + εI), means Σ̂_nΣ_n⁻¹μ_n + Σ̂_n x/ε, covariances Σ̂_n = (I/ε + Σ_n⁻¹)⁻¹.
@@ -484,9 +466,7 @@ def benchmark_conditional(
 
 
 @jax.jit
-def benchmark_conditional_moments(
-  bench: MixtureBenchmark, x: jax.Array
-) -> tuple[jax.Array, jax.Array]:
+def benchmark_conditional_moments(bench: MixtureBenchmark, x: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Mean ``(..., d)`` and covariance ``(..., d, d)`` of the benchmark's true π*(·|x) (the cBW-UVP reference)."""
   return gmm.mixture_moments(*benchmark_conditional(bench, x))
 
@@ -500,7 +480,8 @@ def sample_benchmark_target(key: jax.Array, bench: MixtureBenchmark, x: jax.Arra
 def benchmark_samplers(
   bench: MixtureBenchmark,
 ) -> tuple[Sampler, Sampler, Callable[[jax.Array, jax.Array], jax.Array]]:
-  """Samplers ``(key, n) -> (n, d)`` of p0 and p1, and ``(key, x) -> y ~ π*(·|x)``, for ``light_sb.fit`` and the metrics.
+  """Samplers ``(key, n) -> (n, d)`` of p0 and p1, and ``(key, x) -> y ~ π*(·|x)``, for ``light_sb.fit`` and the
+  metrics.
 
   The covariances are factorised once here, so a sampler traced inside a training loop is only gathers and matrix
   products. p1 samples are y ~ π*(·|x) with fresh x ~ p0 (independent of the p0 batch, as in the benchmark).
@@ -529,18 +510,14 @@ def benchmark_lightsb_params(bench: MixtureBenchmark) -> LightSBParams:
   pieces = benchmark_pieces(bench)
   white_mean = jnp.einsum("nij,nj->ni", pieces.weight_prec, bench.potential_means)
   d = bench.dim
-  log_alpha = (
-    pieces.weight_log_norm + 0.5 * d * jnp.log(2.0 * jnp.pi) - 0.5 * jnp.sum(white_mean**2, -1)
-  )
+  log_alpha = pieces.weight_log_norm + 0.5 * d * jnp.log(2.0 * jnp.pi) - 0.5 * jnp.sum(white_mean**2, -1)
   chol = jnp.linalg.cholesky(pieces.plan_slope)
   diag = jnp.diagonal(chol, axis1=-2, axis2=-1)
   return LightSBParams(log_alpha, pieces.plan_bias, 2.0 * jnp.log(diag), jnp.tril(chol, -1))
 
 
 @functools.partial(jax.jit, static_argnames="num_samples")
-def benchmark_target_variance(
-  key: jax.Array, bench: MixtureBenchmark, num_samples: int = 100_000
-) -> jax.Array:
+def benchmark_target_variance(key: jax.Array, bench: MixtureBenchmark, num_samples: int = 100_000) -> jax.Array:
   """tr Cov(y) of the target p1 by Monte Carlo (E tr Cov(y|x) + tr Cov(E[y|x]), x ~ p0): the cBW-UVP's Var(y)."""
   pieces = benchmark_pieces(bench)
   log_w, means, covs = _conditional(pieces, _input_sample(key, pieces, num_samples))

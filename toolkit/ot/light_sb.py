@@ -89,17 +89,12 @@ def _check_params(params: Any) -> None:
     raise ValueError(f"params.r must have shape (K, d), got {jnp.shape(params.r)}.")
   k, d = jnp.shape(params.r)
   if jnp.shape(params.log_alpha) != (k,):
-    raise ValueError(
-      f"params.log_alpha must have shape (K,) = ({k},), got {jnp.shape(params.log_alpha)}."
-    )
+    raise ValueError(f"params.log_alpha must have shape (K,) = ({k},), got {jnp.shape(params.log_alpha)}.")
   if jnp.shape(params.log_s) != (k, d):
-    raise ValueError(
-      f"params.log_s must have shape (K, d) = ({k}, {d}), got {jnp.shape(params.log_s)}."
-    )
+    raise ValueError(f"params.log_s must have shape (K, d) = ({k}, {d}), got {jnp.shape(params.log_s)}.")
   if params.s_lower is not None and jnp.shape(params.s_lower) != (k, d, d):
     raise ValueError(
-      f"params.s_lower must be None or have shape (K, d, d) = ({k}, {d}, {d}), "
-      f"got {jnp.shape(params.s_lower)}."
+      f"params.s_lower must be None or have shape (K, d, d) = ({k}, {d}, {d}), got {jnp.shape(params.s_lower)}."
     )
 
 
@@ -240,9 +235,7 @@ def log_v(params: LightSBParams, y: jax.Array, epsilon) -> jax.Array:
   check_epsilon(epsilon)
   y = check_points(y, params.dim, "y")
   d = params.dim
-  log_norm = -0.5 * d * jnp.log(2.0 * jnp.pi * epsilon) - 0.5 * jnp.sum(
-    params.log_s, axis=-1
-  )  # (K,)
+  log_norm = -0.5 * d * jnp.log(2.0 * jnp.pi * epsilon) - 0.5 * jnp.sum(params.log_s, axis=-1)  # (K,)
   log_comp = log_norm - 0.5 * _mahalanobis(params, y) / epsilon
   return jsp.special.logsumexp(params.log_alpha + log_comp, axis=-1)
 
@@ -534,15 +527,12 @@ def _as_sampler(data: jax.Array | Sampler, name: str) -> tuple[Sampler, int]:
   if callable(data):
     shape = jax.eval_shape(lambda k: data(k, 2), jax.random.key(0)).shape
     if len(shape) != 2 or shape[0] != 2:
-      raise ValueError(
-        f"the sampler `{name}` must return (n, d) samples, got shape {shape} for n = 2."
-      )
+      raise ValueError(f"the sampler `{name}` must return (n, d) samples, got shape {shape} for n = 2.")
     return data, shape[1]
   data = jnp.asarray(data)
   if data.ndim != 2 or data.shape[0] < 1:
     raise ValueError(
-      f"`{name}` must have shape (n, d) with n >= 1, or be a sampler (key, n) -> (n, d); "
-      f"got shape {data.shape}."
+      f"`{name}` must have shape (n, d) with n >= 1, or be a sampler (key, n) -> (n, d); got shape {data.shape}."
     )
   if not jnp.issubdtype(data.dtype, jnp.floating):
     raise TypeError(f"`{name}` must be a floating-point array, got dtype {data.dtype}.")
@@ -557,9 +547,7 @@ def _check_optimizer(optimizer: Any) -> optax.GradientTransformation:
   if optimizer is None:
     return optax.adam(DEFAULT_LEARNING_RATE)
   if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-    raise TypeError(
-      f"`optimizer` must be an optax GradientTransformation, got {type(optimizer).__name__}."
-    )
+    raise TypeError(f"`optimizer` must be an optax GradientTransformation, got {type(optimizer).__name__}.")
   return optimizer
 
 
@@ -618,9 +606,7 @@ def fit(
     raise ValueError(f"`x0` and `x1` must have the same dimension, got {d0} and {d1}.")
   init_key, train_key = jax.random.split(key)
   if params is None:
-    params = init_params(
-      init_key, sample1, num_components, epsilon=epsilon, diagonal=diagonal, s_init=s_init
-    )
+    params = init_params(init_key, sample1, num_components, epsilon=epsilon, diagonal=diagonal, s_init=s_init)
   _check_params(params)
   if params.dim != d0 or params.num_components != num_components or params.diagonal != diagonal:
     raise ValueError(
@@ -641,15 +627,11 @@ def fit(
     def step(carry, k):
       raw, opt_state = carry
       k0, k1 = jax.random.split(k)
-      value, grads = jax.value_and_grad(objective)(
-        raw, sample0(k0, batch_size), sample1(k1, batch_size)
-      )
+      value, grads = jax.value_and_grad(objective)(raw, sample0(k0, batch_size), sample1(k1, batch_size))
       updates, opt_state = optimizer.update(grads, opt_state, raw)
       return (optax.apply_updates(raw, updates), opt_state), value
 
-    (raw, _), losses = jax.lax.scan(
-      step, (raw, optimizer.init(raw)), jax.random.split(key, num_steps)
-    )
+    (raw, _), losses = jax.lax.scan(step, (raw, optimizer.init(raw)), jax.random.split(key, num_steps))
     return raw, losses
 
   raw, losses = run(train_key, params._replace(log_alpha=epsilon * params.log_alpha))

@@ -39,9 +39,7 @@ def gaussian_fit(samples: jax.Array) -> tuple[jax.Array, jax.Array]:
   return mean, jnp.einsum("...ni,...nj->...ij", centred, centred) / (samples.shape[-2] - 1)
 
 
-def bures_wasserstein(
-  mean_a: jax.Array, cov_a: jax.Array, mean_b: jax.Array, cov_b: jax.Array
-) -> jax.Array:
+def bures_wasserstein(mean_a: jax.Array, cov_a: jax.Array, mean_b: jax.Array, cov_b: jax.Array) -> jax.Array:
   """½ W2² between N(μa, Σa) and N(μb, Σb): ½‖μa-μb‖² + ½trΣa + ½trΣb - tr((Σa^{½} Σb Σa^{½})^{½}).
 
   The benchmark's ``BW`` (arXiv 2306.10161, ``compute_BW_with_gt_stats``); batched over leading axes.

@@ -109,9 +109,7 @@ def monge_gap_output(
   solver = _check_solver(solver, DEFAULT_SOLVER_KWARGS)
   cost_fn = costs.SqEuclidean() if cost_fn is None else cost_fn
   # scale_cost stays 1: ott 0.6 rescales the OT cost but not the displacement term otherwise.
-  geom = pointcloud.PointCloud(
-    source, mapped, cost_fn=cost_fn, epsilon=epsilon, relative_epsilon=relative_epsilon
-  )
+  geom = pointcloud.PointCloud(source, mapped, cost_fn=cost_fn, epsilon=epsilon, relative_epsilon=relative_epsilon)
   displacement = jnp.mean(jax.vmap(cost_fn)(source, mapped))
   out = solver(linear_problem.LinearProblem(geom))
   n = source.shape[0]
@@ -248,9 +246,7 @@ def fit_map(
   if optimizer is None:
     optimizer = optax.adam(DEFAULT_LEARNING_RATE)
   elif not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-    raise TypeError(
-      f"`optimizer` must be an optax GradientTransformation, got {type(optimizer).__name__}."
-    )
+    raise TypeError(f"`optimizer` must be an optax GradientTransformation, got {type(optimizer).__name__}.")
   init_key, data_key = jax.random.split(key)
   probe = source_sampler(init_key, 2)
   model = MapMLP(tuple(hidden))
@@ -266,9 +262,7 @@ def fit_map(
       static_b=True,
       solve_kwargs=fitting_solve_kwargs,
     )
-    gap = monge_gap(
-      x, mapped, cost_fn=cost_fn, epsilon=mg_epsilon, relative_epsilon="mean", solver=solver
-    )
+    gap = monge_gap(x, mapped, cost_fn=cost_fn, epsilon=mg_epsilon, relative_epsilon="mean", solver=solver)
     return fit, gap
 
   def objective(params, x, y):

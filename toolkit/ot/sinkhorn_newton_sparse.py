@@ -49,12 +49,7 @@ def dual_objective(f: jax.Array, g: jax.Array, prob: linear_problem.LinearProble
   geom = prob.geom
   log_plan = (f[:, None] + g[None, :] - geom.cost_matrix) / geom.epsilon
   total = jnp.exp(jsp.special.logsumexp(log_plan))
-  return (
-    jnp.dot(prob.a, f)
-    + jnp.dot(prob.b, g)
-    - geom.epsilon * total
-    + geom.epsilon * prob.a.sum() * prob.b.sum()
-  )
+  return jnp.dot(prob.a, f) + jnp.dot(prob.b, g) - geom.epsilon * total + geom.epsilon * prob.a.sum() * prob.b.sum()
 
 
 def marginal_error(f: jax.Array, g: jax.Array, prob: linear_problem.LinearProblem) -> jax.Array:
@@ -232,9 +227,7 @@ class SinkhornNewtonSparse:
     if self.num_sinkhorn_iters < 0 or self.max_newton_iters < 0:
       raise ValueError("num_sinkhorn_iters and max_newton_iters must be >= 0.")
     if self.sparsity is not None and not 0.0 < self.sparsity <= 1.0:
-      raise ValueError(
-        f"`sparsity` must lie in (0, 1] (a share of the plan's entries), got {self.sparsity}."
-      )
+      raise ValueError(f"`sparsity` must lie in (0, 1] (a share of the plan's entries), got {self.sparsity}.")
     if not 0.0 <= self.min_kept_mass <= 1.0:
       raise ValueError(f"`min_kept_mass` must lie in [0, 1], got {self.min_kept_mass}.")
     if not self.threshold > 0:
@@ -246,9 +239,7 @@ class SinkhornNewtonSparse:
       return min(n * m, 10 * max(n, m))
     return max(1, min(n * m, round(self.sparsity * n * m)))
 
-  def __call__(
-    self, prob: linear_problem.LinearProblem, init: tuple[jax.Array, jax.Array] | None = None
-  ) -> SNSOutput:
+  def __call__(self, prob: linear_problem.LinearProblem, init: tuple[jax.Array, jax.Array] | None = None) -> SNSOutput:
     """Solves ``prob`` from the potentials ``init`` (zeros by default); differentiable in ``prob``.
 
     >>> from ott.geometry import pointcloud
@@ -358,17 +349,13 @@ class SinkhornNewtonSparse:
         new = dual_objective(f_new, g_new, prob)
         sufficient_increase = new >= value + self.armijo * step * slope
         unresolved = (step * slope < resolution) & (new >= value - resolution)
-        return jnp.isfinite(new) & (
-          sufficient_increase | (unresolved & (marginal_error(f_new, g_new, prob) < error))
-        )
+        return jnp.isfinite(new) & (sufficient_increase | (unresolved & (marginal_error(f_new, g_new, prob) < error)))
 
       def cond(carry):
         step, tries = carry
         return (tries < self.max_backtracks) & ~accept(step)
 
-      step, _ = jax.lax.while_loop(
-        cond, lambda c: (0.5 * c[0], c[1] + 1), (jnp.asarray(1.0, dtype), 0)
-      )
+      step, _ = jax.lax.while_loop(cond, lambda c: (0.5 * c[0], c[1] + 1), (jnp.asarray(1.0, dtype), 0))
       # No step satisfied the Armijo condition: stay put rather than decrease D.
       return jnp.where(accept(step) & (slope > 0), step, 0.0)
 
@@ -391,9 +378,7 @@ class SinkhornNewtonSparse:
         # optimum): a Sinkhorn iteration instead, which always does.
         return jax.lax.cond(step > 0, lambda _: newton, take_sinkhorn, None)
 
-      f, g, step, is_newton = jax.lax.cond(
-        kept >= self.min_kept_mass, take_newton, take_sinkhorn, None
-      )
+      f, g, step, is_newton = jax.lax.cond(kept >= self.min_kept_mass, take_newton, take_sinkhorn, None)
       error = marginal_error(f, g, prob)
       i = state.iteration - self.num_sinkhorn_iters
       return _NewtonState(
@@ -409,9 +394,7 @@ class SinkhornNewtonSparse:
       )
 
     def cond(state):
-      return (state.error >= self.threshold) & (
-        state.iteration < self.num_sinkhorn_iters + self.max_newton_iters
-      )
+      return (state.error >= self.threshold) & (state.iteration < self.num_sinkhorn_iters + self.max_newton_iters)
 
     k = self.max_newton_iters
     init = warm._replace(
@@ -425,9 +408,7 @@ class SinkhornNewtonSparse:
     return jax.lax.while_loop(cond, newton_iteration, init)
 
 
-def first_order_conditions(
-  f: jax.Array, g: jax.Array, prob: linear_problem.LinearProblem
-) -> jax.Array:
+def first_order_conditions(f: jax.Array, g: jax.Array, prob: linear_problem.LinearProblem) -> jax.Array:
   """``∇D(f, g) = (a - P1, b - Pᵀ1)``, zero at the solution: the fixed point that implicit differentiation uses."""
   plan = prob.geom.transport_from_potentials(f, g)
   return jnp.concatenate([prob.a - plan.sum(1), prob.b - plan.sum(0)])
@@ -523,14 +504,10 @@ def _check_problem(prob: Any) -> None:
   if not isinstance(a, jax.core.Tracer) and not isinstance(b, jax.core.Tracer):
     sa, sb = float(jnp.sum(a)), float(jnp.sum(b))
     if abs(sa - sb) > 1e-6 * max(sa, sb):
-      raise ValueError(
-        f"the marginals must have the same mass for balanced OT: sum(a) = {sa}, sum(b) = {sb}."
-      )
+      raise ValueError(f"the marginals must have the same mass for balanced OT: sum(a) = {sa}, sum(b) = {sb}.")
 
 
-def solve(
-  geom: geometry_lib.Geometry, a: jax.Array | None = None, b: jax.Array | None = None, **options
-) -> SNSOutput:
+def solve(geom: geometry_lib.Geometry, a: jax.Array | None = None, b: jax.Array | None = None, **options) -> SNSOutput:
   """Solves entropic OT on ``geom`` with :class:`SinkhornNewtonSparse` (``options`` are its fields).
 
   Exported by ``toolkit.ot`` as ``solve_sinkhorn_newton_sparse``; like ott's ``linear.solve``.
@@ -542,7 +519,5 @@ def solve(
   True 1.0
   """
   if not isinstance(geom, geometry_lib.Geometry):
-    raise TypeError(
-      f"`geom` must be an ott Geometry (PointCloud, Geometry, ...), got {type(geom).__name__}."
-    )
+    raise TypeError(f"`geom` must be an ott Geometry (PointCloud, Geometry, ...), got {type(geom).__name__}.")
   return SinkhornNewtonSparse(**options)(linear_problem.LinearProblem(geom, a=a, b=b))

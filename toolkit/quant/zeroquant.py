@@ -195,17 +195,13 @@ def _group_params(g: jax.Array, bits: int, symmetric: bool) -> tuple[jax.Array, 
   return scale, zero
 
 
-def _fake_quant(
-  w: jax.Array, scale: jax.Array, zero: jax.Array, bits: int, symmetric: bool
-) -> jax.Array:
+def _fake_quant(w: jax.Array, scale: jax.Array, zero: jax.Array, bits: int, symmetric: bool) -> jax.Array:
   """ŵ = s (clamp(round(w / s) + z, lo, hi) − z), elementwise with broadcast scale and zero."""
   lo, hi = _grid(bits, symmetric)
   return scale * (jnp.clip(jnp.round(w / scale) + zero, lo, hi) - zero)
 
 
-def rtn_params(
-  w: jax.Array, *, bits: int, group_size: int | None = None, symmetric: bool = False
-) -> QuantParams:
+def rtn_params(w: jax.Array, *, bits: int, group_size: int | None = None, symmetric: bool = False) -> QuantParams:
   """The round-to-nearest grid of each group of ``w`` (the module docstring's formulas).
 
   Args:
@@ -224,9 +220,7 @@ def rtn_params(
   return QuantParams(*_group_params(groups, bits, bool(symmetric)))
 
 
-def rtn(
-  w: jax.Array, *, bits: int, group_size: int | None = None, symmetric: bool = False
-) -> jax.Array:
+def rtn(w: jax.Array, *, bits: int, group_size: int | None = None, symmetric: bool = False) -> jax.Array:
   """Round-to-nearest weight quantization, per row or per group of input channels (ZeroQuant-V2's "RTN").
 
   Each entry moves to the nearest point of its group's grid, so ``|w − ŵ| ≤ scale / 2``.
@@ -249,9 +243,7 @@ def rtn(
   out, columns = w.shape
   g = columns // params.scale.shape[1]
   groups = w.astype(params.scale.dtype).reshape(out, columns // g, g)
-  w_hat = _fake_quant(
-    groups, params.scale[..., None], params.zero[..., None], bits, bool(symmetric)
-  )
+  w_hat = _fake_quant(groups, params.scale[..., None], params.zero[..., None], bits, bool(symmetric))
   return w_hat.reshape(out, columns).astype(w.dtype)
 
 
@@ -300,8 +292,7 @@ def gptq(
   x = jnp.asarray(x)
   if x.ndim < 2 or x.shape[-1] != w.shape[1]:
     raise ValueError(
-      f"`x` must have shape (samples, in) with in = {w.shape[1]} (the input dimension of `w`), "
-      f"got shape {x.shape}."
+      f"`x` must have shape (samples, in) with in = {w.shape[1]} (the input dimension of `w`), got shape {x.shape}."
     )
   return gptq_from_hessian(
     w,
@@ -340,13 +331,10 @@ def gptq_from_hessian(
   out, columns = w.shape
   if h.shape != (columns, columns):
     raise ValueError(
-      f"`h` must be the ({columns}, {columns}) input Hessian of `w` (out, in) = {w.shape}, "
-      f"got shape {h.shape}."
+      f"`h` must be the ({columns}, {columns}) input Hessian of `w` (out, in) = {w.shape}, got shape {h.shape}."
     )
   g = _check_group_size(group_size, columns)
-  if (
-    isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1
-  ):
+  if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
     raise ValueError(f"`block_size` must be a positive integer, got {block_size!r}.")
   if isinstance(damp, (int, float)) and not damp >= 0:
     raise ValueError(f"`damp` must be >= 0, got {damp!r}.")
@@ -382,18 +370,14 @@ def gptq_from_hessian(
     i1 = b * block
     w1 = jax.lax.dynamic_slice_in_dim(w_cur, i1, block, axis=1)
     u_rows = jax.lax.dynamic_slice_in_dim(u, i1, block, axis=0)  # (block, padded)
-    u_blk = jax.lax.dynamic_slice_in_dim(
-      u_rows, i1, block, axis=1
-    )  # (block, block), upper triangular
+    u_blk = jax.lax.dynamic_slice_in_dim(u_rows, i1, block, axis=1)  # (block, block), upper triangular
 
     def column_step(j, inner):
       w1, q1, err1, scale, zero = inner
       if per_group:
         scale, zero = jax.lax.cond(
           j % g == 0,
-          lambda: _group_params(
-            jax.lax.dynamic_slice_in_dim(w1, j, g, axis=1).reshape(out, 1, g), bits, symmetric
-          ),
+          lambda: _group_params(jax.lax.dynamic_slice_in_dim(w1, j, g, axis=1).reshape(out, 1, g), bits, symmetric),
           lambda: (scale, zero),
         )
       col = jax.lax.dynamic_index_in_dim(w1, j, axis=1, keepdims=False)
@@ -425,9 +409,7 @@ def gptq_from_hessian(
 # Low-rank compensation.
 
 
-def lorc(
-  w: jax.Array, w_hat: jax.Array, *, rank: int, factor_bits: int | None = None
-) -> LoRCFactors:
+def lorc(w: jax.Array, w_hat: jax.Array, *, rank: int, factor_bits: int | None = None) -> LoRCFactors:
   """Low-rank compensation of the quantization error E = W − Ŵ (ZeroQuant-V2, LoRC).
 
   With the SVD E = U Σ Vᵀ, returns Û = U_m Σ_m^½ and V̂ = Σ_m^½ V_mᵀ, the best rank-m approximation of E in
@@ -449,14 +431,8 @@ def lorc(
   w_hat = _check_weight(w_hat, "w_hat")
   if w_hat.shape != w.shape:
     raise ValueError(f"`w_hat` must have the shape of `w` {w.shape}, got {w_hat.shape}.")
-  if (
-    isinstance(rank, bool)
-    or not isinstance(rank, (int, np.integer))
-    or not 1 <= rank <= min(w.shape)
-  ):
-    raise ValueError(
-      f"`rank` must be an integer in [1, {min(w.shape)}] for `w` of shape {w.shape}, got {rank!r}."
-    )
+  if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 1 <= rank <= min(w.shape):
+    raise ValueError(f"`rank` must be an integer in [1, {min(w.shape)}] for `w` of shape {w.shape}, got {rank!r}.")
   if factor_bits is not None:
     _check_bits(factor_bits)
   dtype = _compute_dtype(w, w_hat)
@@ -488,9 +464,7 @@ Path = tuple[str, ...]
 
 
 def _is_kernel_holder(node) -> bool:
-  return (
-    isinstance(node, Mapping) and "kernel" in node and getattr(node["kernel"], "ndim", None) == 2
-  )
+  return isinstance(node, Mapping) and "kernel" in node and getattr(node["kernel"], "ndim", None) == 2
 
 
 def dense_kernels(params) -> dict[Path, jax.Array]:
@@ -581,18 +555,11 @@ def _accumulate(moments: Callable, params, batches: Iterable[Any]) -> dict[Path,
       else:
         totals[name] = [xtx, n]
   if not totals:
-    raise ValueError(
-      "`apply_fn` called no nn.Dense layer (or `batches` was empty): nothing to calibrate."
-    )
-  return {
-    tuple(name.split(":", 1)[1].split("/")): 2.0 * xtx / n
-    for name, (xtx, n) in sorted(totals.items())
-  }
+    raise ValueError("`apply_fn` called no nn.Dense layer (or `batches` was empty): nothing to calibrate.")
+  return {tuple(name.split(":", 1)[1].split("/")): 2.0 * xtx / n for name, (xtx, n) in sorted(totals.items())}
 
 
-def dense_input_hessians(
-  apply_fn: Callable, params, batches: Iterable[Any]
-) -> dict[Path, jax.Array]:
+def dense_input_hessians(apply_fn: Callable, params, batches: Iterable[Any]) -> dict[Path, jax.Array]:
   """H = 2XᵀX/n of the inputs of every ``nn.Dense`` call of ``apply_fn(params, batch)`` over all ``batches``.
 
   The inputs are recorded with ``flax.linen.intercept_methods`` (every ``nn.Dense.__call__``) inside one jitted
@@ -674,9 +641,7 @@ def _call_quantizer(algorithm, w, h, *, bits, group_size, symmetric):
 # A quantizer that is a pytree with leaves (GPTQQuantizer's damp) is traced; any other (a plain function,
 # RTNQuantizer) is a static argument, so it must be hashable.
 _quantize_traced = jax.jit(_call_quantizer, static_argnames=("bits", "group_size", "symmetric"))
-_quantize_static = jax.jit(
-  _call_quantizer, static_argnames=("algorithm", "bits", "group_size", "symmetric")
-)
+_quantize_static = jax.jit(_call_quantizer, static_argnames=("algorithm", "bits", "group_size", "symmetric"))
 _lorc_jit = jax.jit(lorc, static_argnames=("rank", "factor_bits"))
 
 
@@ -687,9 +652,7 @@ def _quantize_kernel(kernel, h, *, algorithm, bits, group_size, symmetric, lorc_
   if leaves and not (len(leaves) == 1 and leaves[0] is algorithm):
     w_hat = _quantize_traced(algorithm, w, h, bits=bits, group_size=group_size, symmetric=symmetric)
   else:
-    w_hat = _quantize_static(
-      w=w, h=h, algorithm=algorithm, bits=bits, group_size=group_size, symmetric=symmetric
-    )
+    w_hat = _quantize_static(w=w, h=h, algorithm=algorithm, bits=bits, group_size=group_size, symmetric=symmetric)
   factors = None
   if lorc_rank:
     factors = _lorc_jit(w, w_hat, rank=lorc_rank, factor_bits=lorc_bits)
@@ -729,11 +692,7 @@ def size_report(
     if lorc_rank:
       entries = lorc_rank * (d_in + d_out)
       lorc_params += entries
-      lorc_bits_total += (
-        entries * SCALE_BITS
-        if lorc_bits is None
-        else entries * lorc_bits + 2 * lorc_rank * SCALE_BITS
-      )
+      lorc_bits_total += entries * SCALE_BITS if lorc_bits is None else entries * lorc_bits + 2 * lorc_rank * SCALE_BITS
   other = total - quantized
   return SizeReport(
     quantized_params=quantized,
@@ -751,9 +710,7 @@ def size_report(
 def _check_layers(kernels, exclude):
   layers = tuple(p for p in kernels if not any(name in p for name in exclude))
   if not layers:
-    raise ValueError(
-      f"no nn.Dense kernel left to quantize (found {list(kernels)}, exclude={tuple(exclude)})."
-    )
+    raise ValueError(f"no nn.Dense kernel left to quantize (found {list(kernels)}, exclude={tuple(exclude)}).")
   return layers
 
 
@@ -802,9 +759,7 @@ def quantize_dense_layers(
   if uses_hessian:
     missing = [p for p in layers if hessians is None or p not in hessians]
     if missing:
-      raise ValueError(
-        f"{algorithm!r} needs `hessians` for every quantized layer; missing {missing}."
-      )
+      raise ValueError(f"{algorithm!r} needs `hessians` for every quantized layer; missing {missing}.")
   new, factors = {}, {}
   for path in layers:
     h = hessians[path] if uses_hessian else None
@@ -914,8 +869,7 @@ def quantize_model(
       (
         st
         for st in stages
-        if hessians[st[0]].shape == hessians[path].shape
-        and bool(jnp.array_equal(hessians[st[0]], hessians[path]))
+        if hessians[st[0]].shape == hessians[path].shape and bool(jnp.array_equal(hessians[st[0]], hessians[path]))
       ),
       None,
     )

@@ -35,7 +35,8 @@ oracle for the score formula.
 SMC, one step at a time as in blackjax (:func:`init`, :func:`step`; :func:`sample` is a ``lax.scan`` over
 :func:`step`): Euler–Maruyama on a uniform grid of ``t`` from ``t_max`` down to ``t_min``, the increment ``h · G``
 at the pre-step state (as the authors), and resampling (a ``resampler`` function, systematic by default) after every
-increment (the authors' choice, ``ess_threshold=1``) or when the ESS falls below ``ess_threshold · N``. The product of the mean
+increment (the authors' choice, ``ess_threshold=1``) or when the ESS falls below ``ess_threshold · N``. The product of
+the mean
 weights at the resampling times and at the end estimates the normalising constant. The authors' heuristics that
 bias the result (score clipping, clamped or centred increments, a delayed start of resampling) are left out.
 
@@ -115,9 +116,7 @@ class VPSchedule(NamedTuple):
 
   def drift_divergence(self, x, t):
     """``∇·f_t(x)`` for each point of ``x`` (..., d): ``-½ b(t) d``."""
-    return jnp.full(
-      jnp.shape(x)[:-1], -0.5 * self.b(t) * jnp.shape(x)[-1], dtype=jnp.result_type(x)
-    )
+    return jnp.full(jnp.shape(x)[:-1], -0.5 * self.b(t) * jnp.shape(x)[-1], dtype=jnp.result_type(x))
 
   def diffusion_sq(self, t):
     return self.b(t)
@@ -158,8 +157,7 @@ def _check_schedule(schedule: Any) -> None:
   for name in ("drift", "drift_divergence", "diffusion_sq", "alpha", "sigma"):
     if not callable(getattr(schedule, name, None)):
       raise TypeError(
-        f"`schedule` must be a VPSchedule or VESchedule (or have .{name}), got "
-        f"{type(schedule).__name__}."
+        f"`schedule` must be a VPSchedule or VESchedule (or have .{name}), got {type(schedule).__name__}."
       )
 
 
@@ -185,9 +183,7 @@ TermsFn = Callable[[jax.Array, jax.Array], FKCTerms]  # (x (N, d), t) -> FKCTerm
 def _betas(betas: Any, k: int | None = None) -> jax.Array:
   betas = jnp.asarray(betas)
   if betas.ndim != 1:
-    raise ValueError(
-      f"`betas` must be a 1-D array with one exponent per model, got shape {betas.shape}."
-    )
+    raise ValueError(f"`betas` must be a 1-D array with one exponent per model, got shape {betas.shape}.")
   if k is not None and betas.shape[0] != k:
     raise ValueError(f"`betas` must have one exponent per score ({k}), got {betas.shape[0]}.")
   if not jnp.issubdtype(betas.dtype, jnp.floating):
@@ -195,9 +191,7 @@ def _betas(betas: Any, k: int | None = None) -> jax.Array:
   return betas
 
 
-def log_weight_rate(
-  scores: jax.Array, betas: jax.Array, schedule: Schedule, x: jax.Array, t: jax.Array
-) -> FKCTerms:
+def log_weight_rate(scores: jax.Array, betas: jax.Array, schedule: Schedule, x: jax.Array, t: jax.Array) -> FKCTerms:
   """Target score and log-weight rate of ``π_t ∝ Π_i (q_t^i)^{β_i}`` from the models' scores alone.
 
   The master formula (module docstring; the annealed, product and geometric-average weighted SDEs of arXiv
@@ -221,16 +215,13 @@ def log_weight_rate(
   scores = jnp.asarray(scores)
   if scores.ndim != 3 or scores.shape[1:] != jnp.shape(x):
     raise ValueError(
-      f"`scores` must have shape (K, N, d) with (N, d) = {jnp.shape(x)} (x's shape), "
-      f"got {scores.shape}."
+      f"`scores` must have shape (K, N, d) with (N, d) = {jnp.shape(x)} (x's shape), got {scores.shape}."
     )
   betas = _betas(betas, scores.shape[0]).astype(scores.dtype)
   target = jnp.einsum("k,knd->nd", betas, scores)
   norms = jnp.einsum("k,kn->n", betas, jnp.sum(scores**2, axis=-1))
   g2 = schedule.diffusion_sq(t)
-  rate = (jnp.sum(betas) - 1.0) * schedule.drift_divergence(x, t) + 0.5 * g2 * (
-    jnp.sum(target**2, -1) - norms
-  )
+  rate = (jnp.sum(betas) - 1.0) * schedule.drift_divergence(x, t) + 0.5 * g2 * (jnp.sum(target**2, -1) - norms)
   return FKCTerms(score=target, log_weight_rate=rate)
 
 
@@ -263,9 +254,7 @@ def product_of_experts(score_fn1: ScoreFn, score_fn2: ScoreFn, schedule: Schedul
   return product_of_powers((score_fn1, score_fn2), jnp.ones((2,)), schedule)
 
 
-def classifier_free_guidance(
-  score_uncond: ScoreFn, score_cond: ScoreFn, w: Any, schedule: Schedule
-) -> TermsFn:
+def classifier_free_guidance(score_uncond: ScoreFn, score_cond: ScoreFn, w: Any, schedule: Schedule) -> TermsFn:
   """Geometric average ``q_t^{u, 1-w} q_t^{c, w}``, the target of classifier-free guidance (arXiv 2503.02819,
   geometric-average weighted SDE): ``∇L = (1-w) s_u + w s_c`` (the usual CFG score),
   ``G = (g²/2) w(w-1)|s_c - s_u|²``.
@@ -278,9 +267,7 @@ def classifier_free_guidance(
   return product_of_powers((score_uncond, score_cond), jnp.stack([1.0 - w, w]), schedule)
 
 
-def master_log_weight_rate(
-  log_target: LogDensityFn, schedule: Schedule, x: jax.Array, t: jax.Array
-) -> FKCTerms:
+def master_log_weight_rate(log_target: LogDensityFn, schedule: Schedule, x: jax.Array, t: jax.Array) -> FKCTerms:
   """The master formula for any differentiable ``L``, by automatic differentiation, at one point.
 
   ``G = ∂_τ L - ∇·f - <f, ∇L> + (g²/2)(ΔL + |∇L|²)`` with ``∂_τ = -∂_t``; ``ΔL`` is the trace of
@@ -311,22 +298,16 @@ def from_log_density(log_target: LogDensityFn, schedule: Schedule) -> TermsFn:
   """The weighted SDE of any target path ``L(x, t)`` (single point in, scalar out) through the master formula."""
   _check_schedule(schedule)
   if not callable(log_target):
-    raise TypeError(
-      f"`log_target` must be a callable L(x (d,), t) -> scalar, got {type(log_target).__name__}."
-    )
+    raise TypeError(f"`log_target` must be a callable L(x (d,), t) -> scalar, got {type(log_target).__name__}.")
 
   def terms(x, t):
     t = jnp.asarray(t, dtype=x.dtype)
-    return jax.vmap(master_log_weight_rate, in_axes=(None, None, 0, None))(
-      log_target, schedule, x, t
-    )
+    return jax.vmap(master_log_weight_rate, in_axes=(None, None, 0, None))(log_target, schedule, x, t)
 
   return terms
 
 
-def weighted_sde_drift(
-  score: jax.Array, schedule: Schedule, x: jax.Array, t: jax.Array, noise: Any
-) -> jax.Array:
+def weighted_sde_drift(score: jax.Array, schedule: Schedule, x: jax.Array, t: jax.Array, noise: Any) -> jax.Array:
   """Drift in τ of the weighted SDE with noise level ``a``: ``-f_t(x) + (1 + a)/2 · g_t² ∇L(x)``."""
   return -schedule.drift(x, t) + 0.5 * (1.0 + noise) * schedule.diffusion_sq(t) * score
 
@@ -413,28 +394,16 @@ def _check_step_args(
   """Trace-time checks shared by :func:`step` and :func:`sample`."""
   _check_schedule(schedule)
   if not callable(terms_fn):
-    raise TypeError(
-      f"`terms_fn` must be a callable (x, t) -> FKCTerms, got {type(terms_fn).__name__}."
-    )
+    raise TypeError(f"`terms_fn` must be a callable (x, t) -> FKCTerms, got {type(terms_fn).__name__}.")
   a = _concrete_float(noise, "noise")
   if a is not None and not a >= 0.0:
     raise ValueError(f"`noise` (the noise level a) must be >= 0, got {a}.")
-  if (
-    not isinstance(ess_threshold, (int, float))
-    or isinstance(ess_threshold, bool)
-    or not 0.0 <= ess_threshold <= 1.0
-  ):
-    raise ValueError(
-      f"`ess_threshold` must be a Python float in [0, 1] (a fraction of N), got {ess_threshold!r}."
-    )
+  if not isinstance(ess_threshold, (int, float)) or isinstance(ess_threshold, bool) or not 0.0 <= ess_threshold <= 1.0:
+    raise ValueError(f"`ess_threshold` must be a Python float in [0, 1] (a fraction of N), got {ess_threshold!r}.")
   resampling.check_resampler(resampler)
   n = particles.shape[0]
   probe = jax.eval_shape(terms_fn, particles, jnp.zeros((), particles.dtype))
-  if (
-    not isinstance(probe, FKCTerms)
-    or probe.score.shape != particles.shape
-    or probe.log_weight_rate.shape != (n,)
-  ):
+  if not isinstance(probe, FKCTerms) or probe.score.shape != particles.shape or probe.log_weight_rate.shape != (n,):
     raise ValueError(
       f"`terms_fn` must return FKCTerms(score (N, d), log_weight_rate (N,)) for particles of shape "
       f"{particles.shape}, got {probe}."
@@ -465,16 +434,10 @@ def init(
   """
   particles = _check_particles(particles)
   n, dtype = particles.shape[0], particles.dtype
-  lw0 = (
-    jnp.zeros((n,), dtype)
-    if initial_log_weights is None
-    else jnp.asarray(initial_log_weights, dtype)
-  )
+  lw0 = jnp.zeros((n,), dtype) if initial_log_weights is None else jnp.asarray(initial_log_weights, dtype)
   if lw0.shape != (n,):
     raise ValueError(f"`initial_log_weights` must have shape (N,) = ({n},), got {lw0.shape}.")
-  return FKCState(
-    particles=particles, log_weights=lw0, log_normalizer=jnp.asarray(initial_log_normalizer, dtype)
-  )
+  return FKCState(particles=particles, log_weights=lw0, log_normalizer=jnp.asarray(initial_log_normalizer, dtype))
 
 
 def step(
@@ -537,15 +500,11 @@ def step(
     lw = lw + h * terms.log_weight_rate.astype(dtype)
   resample_key, move_key = jax.random.split(key)
   if reweight and ess_threshold > 0.0:
-    res = resampling.adaptive_resample(
-      resample_key, lw, ess_threshold=ess_threshold, resampler=resampler
-    )
+    res = resampling.adaptive_resample(resample_key, lw, ess_threshold=ess_threshold, resampler=resampler)
     # The drift is a function of the pre-step point: gather it with the particles instead of re-evaluating.
     x, score = x[res.ancestors], terms.score[res.ancestors]
   else:  # never resampling (or nothing to resample by): skip the resampler, which a select would still run
-    res = resampling.AdaptiveResampling(
-      jnp.arange(n), lw, jnp.array(False), jnp.zeros((), dtype), resampling.ess(lw)
-    )
+    res = resampling.AdaptiveResampling(jnp.arange(n), lw, jnp.array(False), jnp.zeros((), dtype), resampling.ess(lw))
     score = terms.score
   drift = weighted_sde_drift(score, schedule, x, t, noise)
   diffusion = jnp.sqrt(noise * h * schedule.diffusion_sq(t))
@@ -694,9 +653,7 @@ def gaussian_start(
   only error; for exact start weights pass ``initial_log_weights`` instead.
   """
   if not isinstance(num_particles, int) or num_particles < 1 or not isinstance(dim, int) or dim < 1:
-    raise ValueError(
-      f"`num_particles` and `dim` must be positive Python ints, got {num_particles!r}, {dim!r}."
-    )
+    raise ValueError(f"`num_particles` and `dim` must be positive Python ints, got {num_particles!r}, {dim!r}.")
   b = _concrete_float(total_beta, "total_beta")
   if b is not None and not b > 0:
     raise ValueError(f"`total_beta` (Σ β_i) must be > 0 for a normalisable start, got {b}.")
@@ -711,9 +668,7 @@ def gaussian_start(
 # Gaussian-mixture data noised by a schedule: the exact scores and log-densities of the tests and experiment.
 
 
-def noise_gmm(
-  mixture: gmm.GaussianMixture, schedule: Schedule, t: jax.Array
-) -> gmm.GaussianMixture:
+def noise_gmm(mixture: gmm.GaussianMixture, schedule: Schedule, t: jax.Array) -> gmm.GaussianMixture:
   """The forward process's marginal ``q_t`` of data ``q_0 = mixture``: means ``α_t m_k``, covs ``α_t² C_k + σ_t² I``.
 
   Exact: noised mixtures solve the forward Fokker-Planck equation, which the score formula of

@@ -209,9 +209,7 @@ def fit(
     num_backward=num_backward,
     estimator=estimator,
   )
-  return _climb(
-    k_loop, theta0, reference, score_fn, optimizer, num_iterations, jnp.shape(ys)[0] - 1
-  )
+  return _climb(k_loop, theta0, reference, score_fn, optimizer, num_iterations, jnp.shape(ys)[0] - 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -261,9 +259,7 @@ def markov_score_climbing(
   _check_learning_args(estimator, num_iterations)
   k_ref, k_loop = jax.random.split(key)
   guide = lambda lam: proposal.replace(params=lam) if guide_with_proposal else None
-  reference = pg.initial_reference(
-    k_ref, model, ys, num_particles=num_particles, proposal=guide(proposal.params)
-  )
+  reference = pg.initial_reference(k_ref, model, ys, num_particles=num_particles, proposal=guide(proposal.params))
 
   def score_fn(k, lam, ref):
     additive_fn = proposal_score_functional(proposal.replace(params=lam), model, ys)
@@ -278,9 +274,7 @@ def markov_score_climbing(
       proposal=guide(lam),
     )
 
-  return _climb(
-    k_loop, proposal.params, reference, score_fn, optimizer, num_iterations, jnp.shape(ys)[0]
-  )
+  return _climb(k_loop, proposal.params, reference, score_fn, optimizer, num_iterations, jnp.shape(ys)[0])
 
 
 class LinearGaussianProposalParams(NamedTuple):
@@ -296,9 +290,7 @@ class LinearGaussianProposalParams(NamedTuple):
 
 def _lg_regression_initial(lam, model, y):
   del model, y
-  return dist.Normal(jnp.reshape(lam.mu0, (1,)), jnp.reshape(jnp.exp(lam.log_sd0), (1,))).to_event(
-    1
-  )
+  return dist.Normal(jnp.reshape(lam.mu0, (1,)), jnp.reshape(jnp.exp(lam.log_sd0), (1,))).to_event(1)
 
 
 def _lg_regression_transition(lam, model, x_prev, y, t):
@@ -319,14 +311,10 @@ def linear_gaussian_regression_proposal(
   if params is None:
     f = lambda v: jnp.asarray(v, dtype=jnp.result_type(float))
     params = LinearGaussianProposalParams(f(0.0), f(0.0), f(0.0), f(0.0), f(0.0), f(0.0))
-  return paris_lib.Proposal(
-    params=params, initial=_lg_regression_initial, transition=_lg_regression_transition
-  )
+  return paris_lib.Proposal(params=params, initial=_lg_regression_initial, transition=_lg_regression_transition)
 
 
-def linear_gaussian_regression_optimum(
-  model: StateSpaceModel, ys: jax.Array
-) -> LinearGaussianProposalParams:
+def linear_gaussian_regression_optimum(model: StateSpaceModel, ys: jax.Array) -> LinearGaussianProposalParams:
   """argmin_λ KL(p(x_{0:n} | y) ‖ q_λ) for ``linear_gaussian_regression_proposal`` on a scalar model (exact)."""
   ko = ssm_lib.kalman_smoother(model, ys)
   m, P, cross = ko.smoothed_means[:, 0], ko.smoothed_covs[:, 0, 0], ko.smoothed_cross_covs[:, 0, 0]

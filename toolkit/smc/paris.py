@@ -219,9 +219,7 @@ def _inverse_cdf_rows(key: jax.Array, log_probs: jax.Array, num: int, block: int
   b = jax.vmap(lambda c, v: jnp.searchsorted(c, v, side="right"))(block_cdf, u)
   b = jnp.clip(b, 0, n_blocks - 1)
   mass_before = jnp.where(b > 0, jnp.take_along_axis(block_cdf, jnp.maximum(b - 1, 0), axis=1), 0.0)
-  inner_cdf = jnp.cumsum(
-    jnp.take_along_axis(blocks, b[..., None], axis=1), axis=-1
-  )  # (rows, num, block)
+  inner_cdf = jnp.cumsum(jnp.take_along_axis(blocks, b[..., None], axis=1), axis=-1)  # (rows, num, block)
   j = jnp.minimum(jnp.sum(inner_cdf <= (u - mass_before)[..., None], axis=-1), block - 1)
   # Rounding can land a draw on a zero-probability padding slot past the end: clip back into the row.
   return jnp.clip(b * block + j, 0, m - 1).astype(jnp.int32)
@@ -270,9 +268,7 @@ def backward_reject(
   """
   del ancestors
   if model.transition_log_bound is None:
-    raise ValueError(
-      "backward_reject needs `model.transition_log_bound` (an upper bound of log m)."
-    )
+    raise ValueError("backward_reject needs `model.transition_log_bound` (an upper bound of log m).")
   n = x.shape[0]
   log_bound = model.transition_log_bound(model.params, t)
   weights = jnp.exp(resampling.normalize_log_weights(log_weights_prev))
@@ -290,9 +286,7 @@ def backward_reject(
     r, k, accepted, idx = state
     k, k_prop, k_acc = jax.random.split(k, 3)
     u = jax.random.uniform(k_prop, (n, num_backward), dtype=cdf.dtype) * cdf[-1]
-    proposal = jnp.clip(jnp.searchsorted(cdf, u, side="right"), 0, cdf.shape[0] - 1).astype(
-      jnp.int32
-    )
+    proposal = jnp.clip(jnp.searchsorted(cdf, u, side="right"), 0, cdf.shape[0] - 1).astype(jnp.int32)
     log_u = jnp.log(jax.random.uniform(k_acc, (n, num_backward), dtype=cdf.dtype))
     accept = (~accepted) & (log_u <= log_m(proposal) - log_bound)
     return r + 1, k, accepted | accept, jnp.where(accept, proposal, idx)
@@ -312,9 +306,7 @@ def backward_reject(
   def fallback_some():
     # Exact logits for at most `budget` open rows (padding repeats a row; every write is an exact draw).
     rows = jnp.nonzero(open_rows, size=budget, fill_value=0)[0]
-    logits = log_weights_prev[None, :] + ssm_lib.transition_log_prob_matrix(
-      model, x_prev, x[rows], t
-    )
+    logits = log_weights_prev[None, :] + ssm_lib.transition_log_prob_matrix(model, x_prev, x[rows], t)
     draws = _inverse_cdf_rows(key_exact, logits, num_backward)
     return idx.at[rows].set(jnp.where(accepted[rows], idx[rows], draws))
 
@@ -370,18 +362,14 @@ def backward_mcmc(
   def move(chain, inputs):
     current, current_log_m = chain
     position, log_uniform = inputs
-    proposal = jnp.clip(jnp.searchsorted(cdf, position, side="right"), 0, cdf.shape[0] - 1).astype(
-      jnp.int32
-    )
+    proposal = jnp.clip(jnp.searchsorted(cdf, position, side="right"), 0, cdf.shape[0] - 1).astype(jnp.int32)
     proposal_log_m = log_m(proposal)
     accept = log_uniform <= proposal_log_m - current_log_m
     current = jnp.where(accept, proposal, current)
     return (current, jnp.where(accept, proposal_log_m, current_log_m)), current
 
   start = ancestors.astype(jnp.int32)
-  _, states = jax.lax.scan(
-    move, (start, log_m(start)), (positions, log_u), unroll=min(num_moves, 8)
-  )
+  _, states = jax.lax.scan(move, (start, log_m(start)), (positions, log_u), unroll=min(num_moves, 8))
   indices = states.reshape(num_backward, num_mcmc_steps, n)[:, -1].T
   return BackwardDraws(indices, jnp.zeros((), log_weights_prev.dtype))
 
@@ -409,9 +397,7 @@ def _sample_transition(key, model, x_anc, y, t, proposal):
   if proposal is None:
     return ssm_lib.transition_sample(key, model, x_anc, t)
   keys = jax.random.split(key, x_anc.shape[0])
-  return jax.vmap(lambda k, xa: proposal.transition(proposal.params, model, xa, y, t).sample(k))(
-    keys, x_anc
-  )
+  return jax.vmap(lambda k, xa: proposal.transition(proposal.params, model, xa, y, t).sample(k))(keys, x_anc)
 
 
 def _transition_log_weight(model, x_anc, x, y, t, proposal):
@@ -420,9 +406,7 @@ def _transition_log_weight(model, x_anc, x, y, t, proposal):
   log_g = ssm_lib.observation_log_prob(model, x, y, t)
   if proposal is None:
     return log_g
-  log_q = jax.vmap(
-    lambda xa, xi: proposal.transition(proposal.params, model, xa, y, t).log_prob(xi)
-  )(x_anc, x)
+  log_q = jax.vmap(lambda xa, xi: proposal.transition(proposal.params, model, xa, y, t).log_prob(xi))(x_anc, x)
   log_m = model.transition(model.params, x_anc, t).log_prob(x)
   return log_g + log_m - log_q
 
@@ -437,15 +421,11 @@ def _constrain(a: jax.Array, sharding) -> jax.Array:
 
 def _check_options(model, num_particles, num_backward, backward, resampler, ess_threshold) -> None:
   if not isinstance(model, StateSpaceModel):
-    raise TypeError(
-      f"`model` must be a toolkit.smc.ssm.StateSpaceModel, got {type(model).__name__}."
-    )
+    raise TypeError(f"`model` must be a toolkit.smc.ssm.StateSpaceModel, got {type(model).__name__}.")
   if not isinstance(num_particles, int) or num_particles < 2:
     raise ValueError(f"`num_particles` must be a Python int >= 2, got {num_particles!r}.")
   if not isinstance(num_backward, int) or num_backward < 1:
-    raise ValueError(
-      f"`num_backward` must be a Python int >= 1 (2 or more is recommended), got {num_backward!r}."
-    )
+    raise ValueError(f"`num_backward` must be a Python int >= 1 (2 or more is recommended), got {num_backward!r}.")
   if isinstance(backward, str) or not callable(backward):
     raise TypeError(
       f"`backward` must be a backward kernel (a function with the BackwardKernel signature, such as "
@@ -512,13 +492,10 @@ def init(
   n = num_particles
   if conditional:
     if ess_threshold != 1.0:
-      raise ValueError(
-        "conditional SMC resamples at every step: `ess_threshold` must be 1 with a reference."
-      )
+      raise ValueError("conditional SMC resamples at every step: `ess_threshold` must be 1 with a reference.")
     if jnp.shape(reference_x0) != (model.state_dim,):
       raise ValueError(
-        f"`reference_x0` must have shape (state_dim,) = ({model.state_dim},), got "
-        f"{jnp.shape(reference_x0)}."
+        f"`reference_x0` must have shape (state_dim,) = ({model.state_dim},), got {jnp.shape(reference_x0)}."
       )
   x0 = _sample_initial(key, model, y0, n, proposal)
   if conditional:  # the frozen particle is weighted like the others, below
@@ -566,9 +543,7 @@ def step(
   Example: see ``init``.
   """
   if state.conditional != (reference_x is not None):
-    raise ValueError(
-      "`reference_x` must be given exactly when the state is conditional (made with `reference_x0`)."
-    )
+    raise ValueError("`reference_x` must be given exactly when the state is conditional (made with `reference_x0`).")
   n = state.particles.shape[0]
   model, proposal, sharding = state.model, state.proposal, state.particle_sharding
   x_prev, lw_prev, tau_prev = state.particles, state.log_weights, state.statistics
@@ -636,9 +611,7 @@ def collect_output(initial: PaRISState, final: PaRISState, infos: PaRISInfo) -> 
 def check_observations(ys: jax.Array) -> None:
   """``ys`` must have a leading time axis of length >= 2 (ValueError otherwise)."""
   if jnp.ndim(ys) < 1 or jnp.shape(ys)[0] < 2:
-    raise ValueError(
-      f"`ys` must have a leading time axis of length >= 2, got shape {jnp.shape(ys)}."
-    )
+    raise ValueError(f"`ys` must have a leading time axis of length >= 2, got shape {jnp.shape(ys)}.")
 
 
 def paris(
@@ -704,9 +677,7 @@ def paris(
     return state, info._replace(ancestors=None, backward_indices=None)  # not stacked: O(N K) memory
 
   T = jnp.shape(ys)[0]
-  final, infos = jax.lax.scan(
-    one_step, state, (jax.random.split(k_scan, T - 1), ys[1:], jnp.arange(1, T))
-  )
+  final, infos = jax.lax.scan(one_step, state, (jax.random.split(k_scan, T - 1), ys[1:], jnp.arange(1, T)))
   return collect_output(state, final, infos)
 
 
@@ -714,12 +685,11 @@ def paris(
 # Additive functionals.
 
 
-def score_functional(
-  model_fn: Callable[[Any], StateSpaceModel], theta: Any, ys: jax.Array
-) -> AdditiveFn:
+def score_functional(model_fn: Callable[[Any], StateSpaceModel], theta: Any, ys: jax.Array) -> AdditiveFn:
   """The Fisher-identity functional: its smoothed expectation is ∇_θ log p_θ(y_{0:n}).
 
-  h̃_t(x_{t−1}, x_t) = ∇_θ [log m_θ(x_{t−1}, x_t) + log g_θ(x_t, y_t)], h_0(x_0) = ∇_θ [log χ_θ(x_0) + log g_θ(x_0, y_0)].
+  h̃_t(x_{t−1}, x_t) = ∇_θ [log m_θ(x_{t−1}, x_t) + log g_θ(x_t, y_t)],
+  h_0(x_0) = ∇_θ [log χ_θ(x_0) + log g_θ(x_0, y_0)].
   ``model_fn(theta)`` builds the model; the result has the pytree structure of ``theta``. Particles carry no
   gradient: only the complete-data log-density is differentiated, never the resampling.
   """
@@ -728,9 +698,7 @@ def score_functional(
     m = model_fn(th)
     y = ys[t]
     log_g = m.observation(m.params, x, t).log_prob(y)
-    log_m = jnp.where(
-      t == 0, m.initial(m.params).log_prob(x), m.transition(m.params, x_prev, t).log_prob(x)
-    )
+    log_m = jnp.where(t == 0, m.initial(m.params).log_prob(x), m.transition(m.params, x_prev, t).log_prob(x))
     return log_g + log_m
 
   grad_fn = jax.grad(complete_log_density)

@@ -207,9 +207,7 @@ def initial_reference(
   """A first reference path: one backward-simulated path of an unconditional PaRIS pass."""
   k_pass, k_path = jax.random.split(key)
   zero = lambda x_prev, x, t: jnp.zeros((), x.dtype)
-  result = forward_pass(
-    k_pass, model, ys, zero, num_particles=num_particles, num_backward=1, proposal=proposal
-  )
+  result = forward_pass(k_pass, model, ys, zero, num_particles=num_particles, num_backward=1, proposal=proposal)
   return draw_path(k_path, result.history, result.output.log_weights)
 
 
@@ -256,12 +254,9 @@ def particle_gibbs(
     >>> print(out.estimates.shape, out.reference.shape)
     (10,) (20, 1)
   """
-  if (
-    not isinstance(num_sweeps, int) or not isinstance(burn_in, int) or not 0 <= burn_in < num_sweeps
-  ):
+  if not isinstance(num_sweeps, int) or not isinstance(burn_in, int) or not 0 <= burn_in < num_sweeps:
     raise ValueError(
-      f"need Python ints with 0 <= burn_in < num_sweeps, got burn_in={burn_in!r}, "
-      f"num_sweeps={num_sweeps!r}."
+      f"need Python ints with 0 <= burn_in < num_sweeps, got burn_in={burn_in!r}, num_sweeps={num_sweeps!r}."
     )
   k_init, k_sweeps = jax.random.split(key)
   if reference is None:

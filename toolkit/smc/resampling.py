@@ -95,18 +95,20 @@ def residual(key: jax.Array, weights: jax.Array, num_samples: int) -> jax.Array:
 
 
 SCHEMES: dict[str, Resampler] = {
-    "multinomial": multinomial,
-    "stratified": stratified,
-    "systematic": systematic,
-    "residual": residual,
+  "multinomial": multinomial,
+  "stratified": stratified,
+  "systematic": systematic,
+  "residual": residual,
 }
 
 
 def check_resampler(resampler) -> Resampler:
   """``resampler`` itself if it is a resampling function ``(key, weights, num_samples) -> indices``."""
   if isinstance(resampler, str) or not callable(resampler):
-    raise TypeError(f"`resampler` must be a function (key, weights, num_samples) -> indices such as "
-                    f"toolkit.smc.resampling.systematic (one of {sorted(SCHEMES)}), got {resampler!r}.")
+    raise TypeError(
+      f"`resampler` must be a function (key, weights, num_samples) -> indices such as "
+      f"toolkit.smc.resampling.systematic (one of {sorted(SCHEMES)}), got {resampler!r}."
+    )
   return resampler
 
 
@@ -129,8 +131,12 @@ def ess(log_weights: jax.Array) -> jax.Array:
   return jnp.exp(log_ess(log_weights))
 
 
-def resample_log(key: jax.Array, log_weights: jax.Array, num_samples: int | None = None,
-                 resampler: Resampler = systematic) -> jax.Array:
+def resample_log(
+  key: jax.Array,
+  log_weights: jax.Array,
+  num_samples: int | None = None,
+  resampler: Resampler = systematic,
+) -> jax.Array:
   """Ancestor indices from unnormalised log-weights (normalised in log-space first, so underflow is harmless)."""
   check_resampler(resampler)
   n = log_weights.shape[0] if num_samples is None else num_samples
@@ -156,8 +162,13 @@ class AdaptiveResampling(NamedTuple):
   ess: jax.Array
 
 
-def adaptive_resample(key: jax.Array, log_weights: jax.Array, *, ess_threshold: float = 0.5,
-                      resampler: Resampler = systematic) -> AdaptiveResampling:
+def adaptive_resample(
+  key: jax.Array,
+  log_weights: jax.Array,
+  *,
+  ess_threshold: float = 0.5,
+  resampler: Resampler = systematic,
+) -> AdaptiveResampling:
   """Resample when ESS < ``ess_threshold`` · N (1 resamples always, 0 never), as a jit/vmap-safe select.
 
   Both branches are computed and one is selected: under ``vmap`` a ``lax.cond`` becomes a select anyway.
@@ -171,9 +182,9 @@ def adaptive_resample(key: jax.Array, log_weights: jax.Array, *, ess_threshold: 
   ancestors = jnp.where(do, idx, jnp.arange(n, dtype=idx.dtype))
   increment = jax.nn.logsumexp(log_weights) - jnp.log(n)
   return AdaptiveResampling(
-      ancestors=ancestors,
-      log_weights=jnp.where(do, jnp.zeros_like(log_weights), log_weights),
-      resampled=do,
-      log_normalizer_increment=jnp.where(do, increment, jnp.zeros_like(increment)),
-      ess=current_ess,
+    ancestors=ancestors,
+    log_weights=jnp.where(do, jnp.zeros_like(log_weights), log_weights),
+    resampled=do,
+    log_normalizer_increment=jnp.where(do, increment, jnp.zeros_like(increment)),
+    ess=current_ess,
   )

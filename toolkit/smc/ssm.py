@@ -163,7 +163,7 @@ def _lg_pairwise_transition_log_prob(p: LinearGaussianParams, x_prev, x, t):
   chol = jnp.linalg.cholesky(p.Q)
   white = lambda v: jax.scipy.linalg.solve_triangular(chol, v.T, lower=True).T
   z_new, z_mean = white(x), white(x_prev @ p.A.T)
-  sq = (jnp.sum(z_new ** 2, -1)[:, None] + jnp.sum(z_mean ** 2, -1)[None, :] - 2.0 * z_new @ z_mean.T)
+  sq = jnp.sum(z_new**2, -1)[:, None] + jnp.sum(z_mean**2, -1)[None, :] - 2.0 * z_new @ z_mean.T
   return -0.5 * jnp.maximum(sq, 0.0) + _gaussian_log_bound(p.Q)
 
 
@@ -174,8 +174,9 @@ def _as_matrix(name: str, value, rows: int | None, cols: int | None) -> jax.Arra
   if arr.ndim == 0:
     arr = arr.reshape(1, 1)
   if arr.ndim != 2 or (rows is not None and arr.shape[0] != rows) or (cols is not None and arr.shape[1] != cols):
-    raise ValueError(f"`{name}` must be a ({rows}, {cols}) matrix (a scalar for a 1-D model), got shape "
-                     f"{jnp.shape(value)}.")
+    raise ValueError(
+      f"`{name}` must be a ({rows}, {cols}) matrix (a scalar for a 1-D model), got shape {jnp.shape(value)}."
+    )
   return arr
 
 
@@ -195,10 +196,14 @@ def linear_gaussian(A, Q, C, R, m0, P0) -> StateSpaceModel:
   if m0.shape != (d,):
     raise ValueError(f"`m0` must have shape ({d},), got {m0.shape}.")
   return StateSpaceModel(
-      params=LinearGaussianParams(A, Q, C, R, m0, P0),
-      initial=_lg_initial, transition=_lg_transition, observation=_lg_observation,
-      state_dim=d, transition_log_bound=_lg_transition_log_bound,
-      pairwise_transition_log_prob=_lg_pairwise_transition_log_prob)
+    params=LinearGaussianParams(A, Q, C, R, m0, P0),
+    initial=_lg_initial,
+    transition=_lg_transition,
+    observation=_lg_observation,
+    state_dim=d,
+    transition_log_bound=_lg_transition_log_bound,
+    pairwise_transition_log_prob=_lg_pairwise_transition_log_prob,
+  )
 
 
 class KalmanOutput(NamedTuple):
@@ -286,8 +291,7 @@ def kalman_smoother(model: StateSpaceModel, ys: jax.Array) -> KalmanOutput:
     cross = gain @ P_next_s
     return (m_s, 0.5 * (P_s + P_s.T)), (m_s, P_s, cross)
 
-  _, (m_sm, P_sm, cross) = jax.lax.scan(
-      back, (ms[-1], Ps[-1]), (ms[:-1], Ps[:-1], mps[1:], Pps[1:]), reverse=True)
+  _, (m_sm, P_sm, cross) = jax.lax.scan(back, (ms[-1], Ps[-1]), (ms[:-1], Ps[:-1], mps[1:], Pps[1:]), reverse=True)
   m_sm = jnp.concatenate([m_sm, ms[-1:]])
   P_sm = jnp.concatenate([P_sm, Ps[-1:]])
   return KalmanOutput(loglik, ms, Ps, mps, Pps, m_sm, P_sm, cross)
@@ -306,7 +310,7 @@ class StochasticVolatilityParams(NamedTuple):
 
 
 def _sv_initial(p: StochasticVolatilityParams):
-  scale = p.sigma / jnp.sqrt(1.0 - p.phi ** 2)
+  scale = p.sigma / jnp.sqrt(1.0 - p.phi**2)
   return dist.Normal(jnp.reshape(p.mu, (1,)), jnp.reshape(scale, (1,))).to_event(1)
 
 
@@ -322,16 +326,20 @@ def _sv_observation(p: StochasticVolatilityParams, x, t):
 
 def _sv_transition_log_bound(p: StochasticVolatilityParams, t):
   del t
-  return -0.5 * jnp.log(2.0 * jnp.pi * p.sigma ** 2)
+  return -0.5 * jnp.log(2.0 * jnp.pi * p.sigma**2)
 
 
 def stochastic_volatility(mu=-1.0, phi=0.9, sigma=0.3) -> StateSpaceModel:
   """The basic stochastic-volatility model (log-variance an AR(1)); |phi| < 1, sigma > 0. Scalar observations."""
   f = lambda v: jnp.asarray(v, dtype=jnp.result_type(float))
   return StateSpaceModel(
-      params=StochasticVolatilityParams(f(mu), f(phi), f(sigma)),
-      initial=_sv_initial, transition=_sv_transition, observation=_sv_observation,
-      state_dim=1, transition_log_bound=_sv_transition_log_bound)
+    params=StochasticVolatilityParams(f(mu), f(phi), f(sigma)),
+    initial=_sv_initial,
+    transition=_sv_transition,
+    observation=_sv_observation,
+    state_dim=1,
+    transition_log_bound=_sv_transition_log_bound,
+  )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -351,7 +359,7 @@ def _growth_initial(p: GrowthParams):
 
 
 def _growth_transition(p: GrowthParams, x_prev, t):
-  mean = 0.5 * x_prev + 25.0 * x_prev / (1.0 + x_prev ** 2) + 8.0 * jnp.cos(1.2 * t)
+  mean = 0.5 * x_prev + 25.0 * x_prev / (1.0 + x_prev**2) + 8.0 * jnp.cos(1.2 * t)
   return dist.Normal(mean, jnp.sqrt(p.q)).to_event(1)
 
 
@@ -369,13 +377,22 @@ def growth_model(q=10.0, r=1.0, p0=5.0) -> StateSpaceModel:
   """Kitagawa's (1996) univariate nonlinear growth model, a standard bimodal-filtering benchmark."""
   f = lambda v: jnp.asarray(v, dtype=jnp.result_type(float))
   return StateSpaceModel(
-      params=GrowthParams(f(q), f(r), f(p0)),
-      initial=_growth_initial, transition=_growth_transition, observation=_growth_observation,
-      state_dim=1, transition_log_bound=_growth_transition_log_bound)
+    params=GrowthParams(f(q), f(r), f(p0)),
+    initial=_growth_initial,
+    transition=_growth_transition,
+    observation=_growth_observation,
+    state_dim=1,
+    transition_log_bound=_growth_transition_log_bound,
+  )
 
 
-def kalman_mle(model_fn: Callable[[Any], StateSpaceModel], ys: jax.Array, theta0: Any, *,
-               num_iterations: int = 80) -> tuple[Any, jax.Array]:
+def kalman_mle(
+  model_fn: Callable[[Any], StateSpaceModel],
+  ys: jax.Array,
+  theta0: Any,
+  *,
+  num_iterations: int = 80,
+) -> tuple[Any, jax.Array]:
   """The exact maximum-likelihood θ of a linear-Gaussian model family: L-BFGS (optax) on the Kalman likelihood.
 
   ``model_fn(theta)`` must build a ``linear_gaussian`` model. Returns (θ̂, log p_θ̂(y)); the oracle that

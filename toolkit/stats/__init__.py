@@ -6,11 +6,27 @@ errors). Generic names (``gmm.sample``, ``gmm.score``, ``gmm.log_density``) are 
 """
 
 from toolkit.stats import gmm, metrics, quadrature
-from toolkit.stats.gmm import GaussianGeometricMean, GaussianMixture, gaussian_mixture, mixture_moments
+from toolkit.stats.gmm import (
+  GaussianGeometricMean,
+  GaussianMixture,
+  gaussian_mixture,
+  mixture_moments,
+)
 from toolkit.stats.metrics import energy_distance, moment_errors, weighted_moments
 from toolkit.stats.quadrature import GridOracle, grid_oracle, grid_sample
 
 __all__ = [
-  "GaussianGeometricMean", "GaussianMixture", "GridOracle", "energy_distance", "gaussian_mixture", "gmm",
-  "grid_oracle", "grid_sample", "metrics", "mixture_moments", "moment_errors", "quadrature", "weighted_moments",
+  "GaussianGeometricMean",
+  "GaussianMixture",
+  "GridOracle",
+  "energy_distance",
+  "gaussian_mixture",
+  "gmm",
+  "grid_oracle",
+  "grid_sample",
+  "metrics",
+  "mixture_moments",
+  "moment_errors",
+  "quadrature",
+  "weighted_moments",
 ]

@@ -64,9 +64,7 @@ def gaussian_mixture(weights: Any, means: Any, covs: Any) -> GaussianMixture:
   elif covs.shape == (k, d):
     covs = jax.vmap(jnp.diag)(covs)
   elif covs.shape != (k, d, d):
-    raise ValueError(
-      f"`covs` must have shape (K, d, d), (K, d) or (K,) with K = {k}, d = {d}, got {covs.shape}."
-    )
+    raise ValueError(f"`covs` must have shape (K, d, d), (K, d) or (K,) with K = {k}, d = {d}, got {covs.shape}.")
   return GaussianMixture(jnp.log(weights), means, covs)
 
 
@@ -95,10 +93,7 @@ def _component_terms(mixture: GaussianMixture, x: jax.Array) -> tuple[jax.Array,
   prec_diff = jnp.einsum("kij,mkj->mki", prec, diff)
   half_log_det = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
   log_joint = (
-    mixture.log_weights
-    - half_log_det
-    - 0.5 * d * jnp.log(2 * jnp.pi)
-    - 0.5 * jnp.sum(diff * prec_diff, axis=-1)
+    mixture.log_weights - half_log_det - 0.5 * d * jnp.log(2 * jnp.pi) - 0.5 * jnp.sum(diff * prec_diff, axis=-1)
   )
   return log_joint, prec_diff
 
@@ -135,9 +130,7 @@ def log_mass(mixture: GaussianMixture) -> jax.Array:
   return jax.nn.logsumexp(mixture.log_weights)
 
 
-def mixture_moments(
-  log_weights: jax.Array, means: jax.Array, covs: jax.Array
-) -> tuple[jax.Array, jax.Array]:
+def mixture_moments(log_weights: jax.Array, means: jax.Array, covs: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Mean and covariance of ``Σ_k w_k N(m_k, Σ_k)`` from *normalised* log-weights, batched over leading axes.
 
   ``mean = Σ_k w_k m_k``, ``cov = Σ_k w_k (Σ_k + (m_k - mean)(m_k - mean)ᵀ)`` (the law of total covariance).
@@ -162,9 +155,7 @@ def mixture_moments(
   centred = means - mean[..., None, :]
   # Shared covariances keep the unbatched contraction (no broadcast copy of covs over the batch).
   cov_subscripts = "...k,kij->...ij" if jnp.ndim(covs) == 3 else "...k,...kij->...ij"
-  cov = jnp.einsum(cov_subscripts, w, covs) + jnp.einsum(
-    "...k,...ki,...kj->...ij", w, centred, centred
-  )
+  cov = jnp.einsum(cov_subscripts, w, covs) + jnp.einsum("...k,...ki,...kj->...ij", w, centred, centred)
   return mean, cov
 
 
@@ -191,9 +182,7 @@ def sample(key: jax.Array, mixture: GaussianMixture, num_samples: int) -> jax.Ar
   (5, 2)
   """
   if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 0:
-    raise ValueError(
-      f"`num_samples` must be a non-negative Python int (a static shape), got {num_samples!r}."
-    )
+    raise ValueError(f"`num_samples` must be a non-negative Python int (a static shape), got {num_samples!r}.")
   k_comp, k_noise = jax.random.split(key)
   comp = jax.random.categorical(k_comp, mixture.log_weights, shape=(num_samples,))
   chol = jnp.linalg.cholesky(mixture.covs)[comp]
@@ -253,9 +242,7 @@ def power(mixture: GaussianMixture, beta: int) -> GaussianMixture:
   (8, 1)
   """
   if not isinstance(beta, int) or isinstance(beta, bool) or beta < 1:
-    raise ValueError(
-      f"`beta` must be a positive Python int for the closed-form power, got {beta!r}."
-    )
+    raise ValueError(f"`beta` must be a positive Python int for the closed-form power, got {beta!r}.")
   out = mixture
   for _ in range(beta - 1):
     out = product(out, mixture)
@@ -274,10 +261,7 @@ def pad(mixture: GaussianMixture, num_components: int) -> GaussianMixture:
   """
   k = mixture.means.shape[0]
   if not isinstance(num_components, int) or num_components < k:
-    raise ValueError(
-      f"`num_components` must be a Python int >= the mixture's {k} components, got "
-      f"{num_components!r}."
-    )
+    raise ValueError(f"`num_components` must be a Python int >= the mixture's {k} components, got {num_components!r}.")
   extra = num_components - k
   return GaussianMixture(
     jnp.concatenate([mixture.log_weights, jnp.full((extra,), -jnp.inf)]),
@@ -317,7 +301,6 @@ def gaussian_geometric_mean(
     return jnp.linalg.slogdet(2 * jnp.pi * c)[1]
 
   log_z = -0.5 * (
-    (1.0 - w) * (log_det_2pi(cov_u) + mean_u @ prec_u @ mean_u)
-    + w * (log_det_2pi(cov_c) + mean_c @ prec_c @ mean_c)
+    (1.0 - w) * (log_det_2pi(cov_u) + mean_u @ prec_u @ mean_u) + w * (log_det_2pi(cov_c) + mean_c @ prec_c @ mean_c)
   ) + 0.5 * (log_det_2pi(cov) + mean @ prec @ mean)
   return GaussianGeometricMean(log_normalizer=log_z, mean=mean, cov=cov)

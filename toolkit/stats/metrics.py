@@ -94,9 +94,7 @@ def energy_distance(x: jax.Array, y: jax.Array) -> jax.Array:
   10.0
   """
   if jnp.ndim(x) != 2 or jnp.ndim(y) != 2 or jnp.shape(x)[1] != jnp.shape(y)[1]:
-    raise ValueError(
-      f"`x` and `y` must have shapes (n, d) and (m, d), got {jnp.shape(x)} and {jnp.shape(y)}."
-    )
+    raise ValueError(f"`x` and `y` must have shapes (n, d) and (m, d), got {jnp.shape(x)} and {jnp.shape(y)}.")
 
   def mean_dist(a, b):
     return jnp.mean(jnp.sqrt(jnp.maximum(jnp.sum((a[:, None, :] - b[None, :, :]) ** 2, -1), 1e-30)))

@@ -1,7 +1,8 @@
 """Exact moments, normaliser and draws of an unnormalised 2-D density by quadrature on a grid.
 
 The oracle of a sampler whose target has no closed form (e.g. ``q^½`` of a Gaussian mixture): the midpoint rule
-on a ``num_points × num_points`` grid over ``[-half_width, half_width]²``. For smooth densities that the grid resolves and
+on a ``num_points × num_points`` grid over ``[-half_width, half_width]²``. For smooth densities that the grid resolves
+and
 holds (``edge_mass`` ≈ 0) the error of the rule falls faster than any power of the cell width (it is the
 trapezoidal rule of a function that vanishes at the edges; L. N. Trefethen and J. A. C. Weideman, "The
 exponentially convergent trapezoidal rule", SIAM Review 56(3), 2014, §5).
@@ -52,9 +53,7 @@ def _edge_mass(w):
   return w[0].sum() + w[-1].sum() + w[:, 0].sum() + w[:, -1].sum()
 
 
-def grid_oracle(
-  log_density: Callable[[jax.Array], jax.Array], half_width: float, num_points: int
-) -> GridOracle:
+def grid_oracle(log_density: Callable[[jax.Array], jax.Array], half_width: float, num_points: int) -> GridOracle:
   """Mean, covariance and log-normaliser of ``exp(log_density)`` by the midpoint rule on ``[-L, L]²`` (float32).
 
   Args:
