@@ -660,6 +660,17 @@ def _quantize_kernel(kernel, h, *, algorithm, bits, group_size, symmetric, lorc_
   return w_hat.T.astype(kernel.dtype), factors
 
 
+def _quantize_layers(kernels, layer_hessians: Mapping[Path, jax.Array | None], **options):
+  """Quantizes the kernel of each layer of ``layer_hessians`` given its Hessian (``None`` when the quantizer needs
+  none); returns the new kernels and the LoRC factors of the layers that have some."""
+  new, factors = {}, {}
+  for path, h in layer_hessians.items():
+    new[path], f = _quantize_kernel(kernels[path], h, **options)
+    if f is not None:
+      factors[path] = f
+  return new, factors
+
+
 def size_report(
   params,
   layers: Sequence[Path],
@@ -760,21 +771,16 @@ def quantize_dense_layers(
     missing = [p for p in layers if hessians is None or p not in hessians]
     if missing:
       raise ValueError(f"{algorithm!r} needs `hessians` for every quantized layer; missing {missing}.")
-  new, factors = {}, {}
-  for path in layers:
-    h = hessians[path] if uses_hessian else None
-    new[path], f = _quantize_kernel(
-      kernels[path],
-      h,
-      algorithm=algorithm,
-      bits=bits,
-      group_size=group_size,
-      symmetric=symmetric,
-      lorc_rank=lorc_rank,
-      lorc_bits=lorc_bits,
-    )
-    if f is not None:
-      factors[path] = f
+  new, factors = _quantize_layers(
+    kernels,
+    {path: hessians[path] if uses_hessian else None for path in layers},
+    algorithm=algorithm,
+    bits=bits,
+    group_size=group_size,
+    symmetric=symmetric,
+    lorc_rank=lorc_rank,
+    lorc_bits=lorc_bits,
+  )
   size = size_report(
     params,
     layers,
@@ -883,20 +889,17 @@ def quantize_model(
       h = _accumulate(_moments_fn(apply_fn, (stage[0],)), current, calibration)[stage[0]]
     else:
       h = hessians[stage[0]]
-    new = {}
-    for p in stage:
-      new[p], f = _quantize_kernel(
-        kernels[p],
-        h,
-        algorithm=algorithm,
-        bits=bits,
-        group_size=group_size,
-        symmetric=symmetric,
-        lorc_rank=lorc_rank,
-        lorc_bits=lorc_bits,
-      )
-      if f is not None:
-        factors[p] = f
+    new, stage_factors = _quantize_layers(
+      kernels,
+      dict.fromkeys(stage, h),
+      algorithm=algorithm,
+      bits=bits,
+      group_size=group_size,
+      symmetric=symmetric,
+      lorc_rank=lorc_rank,
+      lorc_bits=lorc_bits,
+    )
+    factors.update(stage_factors)
     current = _replace_kernels(current, new)
   size = size_report(
     params,
