@@ -14,22 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.stats.test_gmm import grid_quadrature, random_mixture
 from toolkit.smc import fkc
 from toolkit.stats import gmm, metrics
 
 VP = fkc.VPSchedule()
 VE = fkc.VESchedule(0.01, 10.0)
 T_MIN = 1e-3
-
-
-@functools.partial(jax.jit, static_argnames=("k", "d"))
-def random_mixture(key, k=3, d=2):
-  """A mixture with distinct weights, means and full covariances."""
-  kw, km, kc = jax.random.split(key, 3)
-  a = jax.random.normal(kc, (k, d, d)) / np.sqrt(d)
-  covs = a @ jnp.swapaxes(a, -1, -2) + 0.2 * jnp.eye(d)
-  weights = jax.nn.softmax(jax.random.normal(kw, (k,)))
-  return gmm.gaussian_mixture(weights, 2.0 * jax.random.normal(km, (k, d)), covs)
 
 
 def log_target_fn(mixtures, betas, schedule):
@@ -40,18 +31,6 @@ def log_target_fn(mixtures, betas, schedule):
 
 def score_terms(mixtures, betas, schedule):
   return fkc.product_of_powers([fkc.noised_gmm_score_fn(m, schedule) for m in mixtures], jnp.asarray(betas), schedule)
-
-
-def grid_quadrature(log_density, half_width=8.0, n=401):
-  """log ∫ exp(log_density), mean and covariance on a 2-D midpoint grid (float64; spectrally accurate for the
-  smooth, well-resolved densities here)."""
-  g = jnp.linspace(-half_width, half_width, n)
-  pts = jnp.stack([a.ravel() for a in jnp.meshgrid(g, g)], -1)
-  lp = jax.jit(log_density)(pts)
-  log_z = jax.nn.logsumexp(lp) + 2 * jnp.log(g[1] - g[0])
-  w = jnp.exp(lp - jax.nn.logsumexp(lp))
-  mean = w @ pts
-  return log_z, mean, (w[:, None] * (pts - mean)).T @ (pts - mean)
 
 
 # ----------------------------------------------------------------------------------------------------------------
