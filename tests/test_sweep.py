@@ -1,0 +1,49 @@
+"""run_sweep on one device equals a Python loop over the grid; bad grids are refused with the argument named."""
+
+import jax
+import numpy as np
+import pytest
+
+from tests import sweep_fixtures
+from toolkit import sweep
+
+
+def test_product_grid_is_c_order_cartesian_product():
+  g = sweep.product_grid(a=[1, 2], b=[10, 20, 30])
+  assert g.shape == (2, 3)
+  pairs = list(zip(g.points["a"].tolist(), g.points["b"].tolist()))
+  assert pairs == [(a, b) for a in (1, 2) for b in (10, 20, 30)]
+
+
+def test_sweep_equals_python_loop_over_points():
+  g, points = sweep_fixtures.grid(num_seeds=2)
+  result = sweep.run_sweep(sweep_fixtures.train_one, points)
+  size = len(points["seed"])
+  fn = jax.jit(sweep_fixtures.train_one)
+  for i in range(size):
+    one = fn(jax.tree.map(lambda leaf, i=i: leaf[i], points))
+    np.testing.assert_allclose(result["loss"][i], one["loss"], rtol=1e-5)
+    np.testing.assert_allclose(result["weights"][i], one["weights"], rtol=1e-5, atol=1e-7)
+  # The sweep finds what it should: wider features fit better.
+  loss = result["loss"].reshape(g.shape).mean(-1)
+  assert np.all(np.diff(loss[:, 1]) < 0)
+
+
+def test_batch_size_chunks_give_the_same_result():
+  _, points = sweep_fixtures.grid(num_seeds=1)
+  whole = sweep.run_sweep(sweep_fixtures.train_one, points)
+  chunked = sweep.run_sweep(sweep_fixtures.train_one, points, batch_size=3)
+  np.testing.assert_allclose(chunked["loss"], whole["loss"], rtol=1e-6)
+
+
+def test_bad_grids_and_arguments_are_refused():
+  with pytest.raises(ValueError, match="leading axis"):
+    sweep.run_sweep(lambda p: p["a"], {"a": np.zeros(3), "b": np.zeros(4)})
+  with pytest.raises(ValueError, match="no points"):
+    sweep.run_sweep(lambda p: p["a"], {"a": np.zeros(0)})
+  with pytest.raises(TypeError, match="`fn`"):
+    sweep.run_sweep(None, {"a": np.zeros(3)})
+  with pytest.raises(ValueError, match="`batch_size`"):
+    sweep.run_sweep(lambda p: p["a"], {"a": np.zeros(3)}, batch_size=0)
+  with pytest.raises(ValueError, match="axis `b`"):
+    sweep.product_grid(a=[1], b=[])
