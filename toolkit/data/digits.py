@@ -78,7 +78,7 @@ def digits_split(
     std = np.where(std > 0, std, 1.0)
     x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
   y_clean = data.labels[train]
-  num_noisy = int(round(label_noise * num_train))
+  num_noisy = round(label_noise * num_train)
   noisy = np.asarray(jax.random.permutation(k_noisy, num_train))[:num_noisy]
   shift = np.asarray(jax.random.randint(k_class, (num_noisy,), 1, NUM_DIGITS_CLASSES))
   y_train = y_clean.copy()
