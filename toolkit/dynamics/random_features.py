@@ -158,7 +158,8 @@ def fit_optax(
   """The last layer fitted from zero by an optax optimiser on ``½‖Zw − y‖²`` for ``num_steps`` full-batch steps.
 
   >>> z = jnp.array([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]])
-  >>> [round(v, 2) for v in fit_optax(z, jnp.array([1.0, 4.0, 5.0]), optimizer=optax.adam(0.05), num_steps=500).tolist()]
+  >>> w = fit_optax(z, jnp.array([1.0, 4.0, 5.0]), optimizer=optax.adam(0.05), num_steps=500)
+  >>> [round(v, 2) for v in w.tolist()]
   [1.0, 2.0]
   """
   _check_matrix(features, targets)
