@@ -47,3 +47,10 @@ def test_bad_grids_and_arguments_are_refused():
     sweep.run_sweep(lambda p: p["a"], {"a": np.zeros(3)}, batch_size=0)
   with pytest.raises(ValueError, match="axis `b`"):
     sweep.product_grid(a=[1], b=[])
+
+
+def test_a_scan_from_a_constant_carry_needs_no_annotation():
+  def fn(point):
+    return jax.lax.scan(lambda c, _: (c * point["a"] + 1.0, None), 0.0, length=3)[0]
+
+  np.testing.assert_allclose(sweep.run_sweep(fn, {"a": np.array([0.0, 1.0, 2.0])}), [1.0, 3.0, 7.0])
