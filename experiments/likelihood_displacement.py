@@ -426,33 +426,48 @@ def draw_figures(ctx, toy, trajectories, k, ches, minus_edit, inner, drop, kinds
 
 
 def write_table(ctx, m, top_gainers, pair_seconds) -> None:
-  lines = [
-    "| part | quantity | value |",
-    "|---|---|---|",
-    f"| (a) toy | π(Yes) before → after DPO No ≻ Never | {m['toy_yes_prob_before']:.3f} → {m['toy_yes_prob_after']:.3f} |",
-    f"| (a) toy | π(No) after / before | {m['toy_no_prob_ratio']:.3g} (control: {m['control_toy_no_prob_ratio']:.3g}) |",
-    f"| (a) LM | π(No) before → after (No ≻ Never) | {m['lm_no_prob_before']:.3f} → {m['lm_no_prob_after']:.3f} "
-    f"({m['lm_frac_prompts_no_decreased']:.0%} of prompts fell) |",
-    f"| (a) LM | control No ≻ Yes: π(No) after / before | {m['control_lm_no_prob_ratio']:.3f} |",
-    f"| (a) LM | Yes-set mass before → after | {m['lm_yes_mass_before']:.4f} → {m['lm_yes_mass_after']:.4f} |",
-    "| (a) LM | largest mean gains | " + ", ".join(f"{n} {g:+.3f}" for n, g in top_gainers) + " |",
+  rows = [
+    (
+      "(a) toy",
+      "π(Yes) before → after DPO No ≻ Never",
+      f"{m['toy_yes_prob_before']:.3f} → {m['toy_yes_prob_after']:.3f}",
+    ),
+    (
+      "(a) toy",
+      "π(No) after / before",
+      f"{m['toy_no_prob_ratio']:.3g} (control: {m['control_toy_no_prob_ratio']:.3g})",
+    ),
+    (
+      "(a) LM",
+      "π(No) before → after (No ≻ Never)",
+      f"{m['lm_no_prob_before']:.3f} → {m['lm_no_prob_after']:.3f} ({m['lm_frac_prompts_no_decreased']:.0%} fell)",
+    ),
+    (
+      "(a) LM",
+      "control No ≻ Yes: π(No) after / before",
+      f"{m['control_lm_no_prob_ratio']:.3f} ({m['control_lm_frac_prompts_no_decreased']:.0%} fell)",
+    ),
+    ("(a) LM", "Yes-set mass before → after", f"{m['lm_yes_mass_before']:.4f} → {m['lm_yes_mass_after']:.4f}"),
+    ("(a) LM", "largest mean gains", ", ".join(f"{n} {g:+.3f}" for n, g in top_gainers)),
   ]
   for name in ("ches", "ln_ches", "minus_edit_distance", "last_hidden_inner_product"):
-    lines.append(
-      f"| (b) | Spearman({name}, drop of log π(y⁺)) | {m['spearman_' + name]:.3f} "
-      f"(p = {m['spearman_' + name + '_pvalue']:.2g}; after one step: {m['spearman_' + name + '_one_step']:.3f}) |"
-    )
-  lines += [
-    f"| (b) | pairs with a drop of log π(y⁺) | {m['chat_frac_pairs_displaced']:.0%} |",
-    f"| (c) | refusal rate SFT / all / CHES-filtered / random | {m['refusal_rate_sft']:.3f} / {m['refusal_rate_all']:.3f}"
-    f" / {m['refusal_rate_ches_filtered']:.3f} / {m['refusal_rate_random_mean']:.3f} "
-    f"[{m['refusal_rate_random_min']:.3f}, {m['refusal_rate_random_max']:.3f}] |",
-    f"| (c) | harmful rate SFT / all / CHES-filtered / random | {m['harmful_rate_sft']:.3f} / {m['harmful_rate_all']:.3f}"
-    f" / {m['harmful_rate_ches_filtered']:.3f} / {m['harmful_rate_random_mean']:.3f} |",
-    f"| (c) | pairs with a harmful y⁻: kept / all | {m['kept_frac_harmful_rejected']:.2f} / "
-    f"{m['all_frac_harmful_rejected']:.2f} |",
-    f"| | seconds (single-pair runs: {pair_seconds:.1f}) | {m['seconds']:.1f} |",
+    value = f"{m['spearman_' + name]:.3f} (p = {m['spearman_' + name + '_pvalue']:.2g})"
+    rows.append(("(b)", f"Spearman({name}, drop of log π(y⁺))", value))
+    rows.append(("(b')", f"Spearman({name}, drop after one step)", f"{m['spearman_' + name + '_one_step']:.3f}"))
+  rate = lambda kind: " / ".join(f"{m[f'{kind}_rate_{c}']:.3f}" for c in ("sft", "all", "ches_filtered", "random_mean"))
+  rows += [
+    ("(b)", "pairs with a drop of log π(y⁺)", f"{m['chat_frac_pairs_displaced']:.0%}"),
+    ("(c)", "refusal rate SFT / all / CHES-filtered / random", rate("refusal")),
+    ("(c)", "random subsets: min, max", f"{m['refusal_rate_random_min']:.3f}, {m['refusal_rate_random_max']:.3f}"),
+    ("(c)", "harmful rate SFT / all / CHES-filtered / random", rate("harmful")),
+    (
+      "(c)",
+      "pairs with a harmful y⁻: kept / all",
+      f"{m['kept_frac_harmful_rejected']:.2f} / {m['all_frac_harmful_rejected']:.2f}",
+    ),
+    ("", f"seconds (single-pair runs {pair_seconds:.1f})", f"{m['seconds']:.1f}"),
   ]
+  lines = ["| part | quantity | value |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
   ctx.write_text("table.md", "\n".join(lines))
 
 
