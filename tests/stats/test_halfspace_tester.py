@@ -135,7 +135,7 @@ def test_spike_marginal_matches_gaussian_moments_and_band_mass_closed_form():
   np.testing.assert_allclose(p * s**2 + (1 - p) * c**2, 1.0, rtol=1e-12)
   np.testing.assert_allclose(3 * p * s**4 + (1 - p) * c**4 * (3 - 2 * lam**2), 3.0, rtol=1e-12)
   x1 = np.asarray(hd.spike_marginal(jax.random.key(3), 400_000, 1))[:, 0].astype(np.float64)
-  se = lambda v: np.sqrt(v / x1.size)  # noqa: E731
+  se = lambda v: np.sqrt(v / x1.size)
   assert abs(x1.mean()) < 5 * se(1.0)
   assert abs((x1**2).mean() - 1) < 5 * se(2.0)
   assert abs((x1**3).mean()) < 5 * se(15.0)
