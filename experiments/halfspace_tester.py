@@ -313,11 +313,15 @@ def plot(results: dict, config: ConfigDict, opts: dict, ctx: xp.Context) -> None
 
 def write_table(main: dict, opts: dict, config: ConfigDict, threshold: float, ctx: xp.Context) -> None:
   lines = [
-    f"n = {config.num_samples}, d = {config.dim}, {config.num_seeds} seeds, δ = {config.delta:g}, "
-    f"Bonferroni z = {threshold:.2f}",
+    (
+      f"n = {config.num_samples}, d = {config.dim}, {config.num_seeds} seeds, δ = {config.delta:g}, "
+      f"Bonferroni z = {threshold:.2f}"
+    ),
     "",
-    "| scenario | opt | accept | global-only accept | err − opt (mean / max) | angle (mean, rad) | "
-    "global z (median) | band-mass z (median max) | in-band moment z (median max) | band-mass ratio (median max) |",
+    (
+      "| scenario | opt | accept | global-only accept | err − opt (mean / max) | angle (mean, rad) | "
+      "global z (median) | band-mass z (median max) | in-band moment z (median max) | band-mass ratio (median max) |"
+    ),
     "|---|---|---|---|---|---|---|---|---|---|",
   ]
   for name, s in main.items():

@@ -199,7 +199,7 @@ def noisy_data():
 def test_learn_equals_step_by_hand_and_recovers_w_star(noisy_data):
   x, y = noisy_data
   opt = optax.sgd(0.05)
-  kw = dict(sigma=0.1, optimizer=opt, batch_size=64)
+  kw = {"sigma": 0.1, "optimizer": opt, "batch_size": 64}
   w0 = _unit([0.2, 1.0, -0.5, 0.3])
   out = jax.jit(lambda k: ht.learn(k, x, y, num_steps=300, num_candidates=3, w0=w0, **kw))(jax.random.key(10))
   state = ht.init(w0, opt)
@@ -217,7 +217,7 @@ def test_learn_equals_step_by_hand_and_recovers_w_star(noisy_data):
 @pytest.mark.slow
 def test_tester_learner_jit_vmap_and_loop_agree(noisy_data):
   x, y = noisy_data
-  kw = dict(num_steps=200, num_candidates=2, degree=2)
+  kw = {"num_steps": 200, "num_candidates": 2, "degree": 2}
   run = jax.jit(lambda k: ht.halfspace_tester_learner(k, x, y, **kw))
   keys = jax.random.split(jax.random.key(11), 2)
   batched = jax.jit(jax.vmap(lambda k: ht.halfspace_tester_learner(k, x, y, **kw)))(keys)

@@ -473,7 +473,7 @@ def halfspace_tester_learner(
   _check_data(x, y)
   if not 0.0 < train_fraction < 1.0:
     raise ValueError(f"`train_fraction` must be in (0, 1), got {train_fraction!r}.")
-  num_train = int(round(train_fraction * x.shape[0]))
+  num_train = round(train_fraction * x.shape[0])
   if not 2 <= num_train <= x.shape[0] - 2:
     raise ValueError(f"`train_fraction`={train_fraction} leaves fewer than 2 points on one side of the split.")
   learned = learn(
