@@ -20,7 +20,13 @@ Direct Preference Optimization", ICLR 2025, arXiv 2410.08847 (our construction; 
 
 Every sequence is ``[BOS, task, t₁, t₂, ASK, response..., PAD...]`` of length :data:`SEQ_LEN`, with a 0/1 mask on
 the response tokens (the convention of ``toolkit.alignment.preference_training``). The refusal rate of a model on
-a prompt is the probability of a refusal's first word, Σ_{z ∈ REFUSAL_START} π(z | x), exact without sampling.
+a prompt is the probability of a refusal's first word, Σ_{z ∈ REFUSAL[0]} π(z | x), exact without sampling.
+
+>>> pairs = chat_pairs(jax.random.key(0), 4)
+>>> pairs.batch.chosen.shape, [PERTURBATIONS[k] for k in pairs.perturbation[:2]]
+((4, 12), ['synonyms', 'replace'])
+>>> round(normalized_edit_distance([1, 2, 3], [1, 3]), 3)  # one deletion over max length 3
+0.333
 """
 
 from __future__ import annotations
