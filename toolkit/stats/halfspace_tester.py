@@ -44,8 +44,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.scipy.special import ndtr
 from scipy.special import comb, ndtri
+
+from toolkit.stats.halfspace_data import gaussian_band_mass
 
 _MAX_DEGREE = 4
 
@@ -333,11 +334,6 @@ def band_statistics(
     moment_stats.append(moment_statistic(perp, inside, degree=band_degree, slack=moment_slack))
     counts.append(inside.sum())
   return BandStatistics(*(jnp.stack(v) for v in (masses, mass_stats, moment_stats, counts)))
-
-
-def gaussian_band_mass(width) -> jax.Array:
-  """2Φ(σ) − 1, the mass of a band of half-width σ around a hyperplane through 0 under N(0, I)."""
-  return 2.0 * ndtr(jnp.asarray(width, jnp.float32)) - 1.0
 
 
 class HalfspaceTests(NamedTuple):
