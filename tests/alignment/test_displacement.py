@@ -287,3 +287,15 @@ def test_linear_toy_bad_input():
     ld.linear_toy_log_prob_rate(w, h, 0, 1.0, beta=0.1)
   with pytest.raises(ValueError, match="num_steps"):
     ld.linear_toy_dpo(w, h, 0, 1, beta=0.1, optimizer=optax.sgd(0.1), num_steps=-1)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32, jnp.float64])
+def test_ches_keeps_the_hidden_dtype(dtype, x64):
+  h_pos, h_neg, m_pos, m_neg = _random_pair(9)
+  out = ld.ches_score(jnp.asarray(h_pos, dtype), jnp.asarray(h_neg, dtype), m_pos, m_neg, length_normalized=True)
+  assert out.dtype == dtype
+  np.testing.assert_allclose(
+    np.asarray(out, np.float64),
+    _ches_loop(h_pos, h_neg, m_pos, m_neg, True),
+    rtol=0.05 if dtype == jnp.bfloat16 else 1e-5,
+  )
