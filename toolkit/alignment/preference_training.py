@@ -218,7 +218,7 @@ def preference_step(
     optimizer: the optax transformation (static under jit).
     loss_fn: a :class:`~toolkit.losses.preference.PreferenceLoss` such as ``dpo_loss`` (static under jit).
     beta: β > 0, passed to ``loss_fn``; may be traced.
-    nll_weight: the weight of the chosen-NLL term (0 for plain DPO / IPO / hinge).
+    nll_weight: the weight of the chosen-NLL term (0 for plain DPO / IPO / hinge); may be traced.
 
   Returns:
     The new state and a :class:`PreferenceInfo` measured at the old parameters.
@@ -241,7 +241,8 @@ def preference_step(
     policy_rejected = response_log_probs(apply_fn, params, rejected, rejected_mask)
     losses = loss_fn(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta=beta)
     loss = jnp.mean(losses)
-    if nll_weight:
+    # A traced weight always adds the term (a jitted sweep over the weight compiles once); a Python 0 skips it.
+    if isinstance(nll_weight, jax.core.Tracer) or nll_weight:
       loss = loss + nll_weight * _mean_token_nll(apply_fn, params, chosen, chosen_mask)
     return loss, (policy_chosen, policy_rejected)
 
