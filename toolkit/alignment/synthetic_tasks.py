@@ -13,8 +13,8 @@ Token layout: content tokens 0 … C − 1, topic tokens C … C + T − 1, dist
 (14, 3, 6)
 >>> prompts = all_prompts(task)
 >>> y = jnp.concatenate([prompts[:1], jnp.array([[0, 1, 2]])], axis=1)
->>> float(gold_reward(task, y)[0]) in (0.0, 1 / 3, 2 / 3, 1.0)
-True
+>>> round(float(gold_reward(task, y)[0]) * 3)  # how many of the 3 response tokens are good
+2
 """
 
 from __future__ import annotations
