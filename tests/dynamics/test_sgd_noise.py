@@ -34,7 +34,7 @@ def run_perceptron(t, w0, key, *, temperature, batch_size, alpha=1.0, max_steps=
 
 def test_normalized_activation_has_unit_second_moment():
   for phi in (jax.nn.relu, jnp.tanh, jax.nn.silu):
-    exact, _ = integrate.quad(lambda g: float(phi(g)) ** 2 * np.exp(-g * g / 2) / np.sqrt(2 * np.pi), -12, 12)
+    exact, _ = integrate.quad(lambda g, phi=phi: float(phi(g)) ** 2 * np.exp(-g * g / 2) / np.sqrt(2 * np.pi), -12, 12)
     np.testing.assert_allclose(sn.gaussian_second_moment(phi), exact, rtol=1e-4)
     np.testing.assert_allclose(sn.gaussian_second_moment(sn.normalize_activation(phi)), 1.0, rtol=1e-6)
   # Closed form for ReLU: E relu(g)² = 1/2.
@@ -92,7 +92,7 @@ def test_full_batch_is_deterministic_and_stops_at_exactly_zero_hinge_loss():
 
 def test_jit_equals_no_jit_and_the_check_interval_does_not_change_the_result():
   t, w0 = sign_problem()
-  kw = dict(temperature=0.3, batch_size=8)
+  kw = {"temperature": 0.3, "batch_size": 8}
   a = run_perceptron(t, w0, jax.random.key(5), check_every=50, **kw)
   b = jax.jit(lambda k: run_perceptron(t, w0, k, check_every=50, **kw))(jax.random.key(5))
   c = run_perceptron(t, w0, jax.random.key(5), check_every=7, **kw)

@@ -321,7 +321,7 @@ def train(
   )
 
 
-def test_error(apply_fn: ApplyFn, params: Params, params0: Params, x: jax.Array, y: jax.Array) -> jax.Array:
+def sign_error(apply_fn: ApplyFn, params: Params, params0: Params, x: jax.Array, y: jax.Array) -> jax.Array:
   """The fraction of points misclassified by the centred predictor, ``mean[(f(w, x) − f(w₀, x)) y ≤ 0]``."""
   return jnp.mean((apply_fn(params, x) - apply_fn(params0, x)) * y <= 0)
 
@@ -341,7 +341,7 @@ __all__ = [
   "relative_weight_change",
   "step",
   "step_size",
-  "test_error",
+  "sign_error",
   "train",
   "tree_norm",
 ]

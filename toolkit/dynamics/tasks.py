@@ -50,8 +50,8 @@ def make_task(name: str, key: jax.Array, num_train: int, num_test: int, dim: int
   ``dim`` ignored; ``num_train + num_test ≤ 1797``).
 
   >>> t = make_task("sign", jax.random.key(0), 100, 50, dim=3)
-  >>> t.x_train.shape, t.y_test.shape, set(np.unique(t.y_train).tolist())
-  ((100, 3), (50,), {-1.0, 1.0})
+  >>> t.x_train.shape, t.y_test.shape, np.unique(t.y_train).tolist()
+  ((100, 3), (50,), [-1.0, 1.0])
   """
   if name not in TASKS:
     raise ValueError(f"`name` must be one of {TASKS}, got {name!r}.")
