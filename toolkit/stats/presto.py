@@ -100,7 +100,7 @@ class PrestoModel(NamedTuple):
     return jnp.cumsum(self.differences, axis=-1)
 
 
-class Problem(NamedTuple):
+class PrestoProblem(NamedTuple):
   """The penalised problem on standardised features (what :func:`step` needs besides its state).
 
   Attributes:
@@ -123,7 +123,7 @@ class Problem(NamedTuple):
   tol: jax.Array
 
 
-class SolverState(NamedTuple):
+class PrestoState(NamedTuple):
   """FISTA state.
 
   Attributes:
@@ -245,14 +245,14 @@ def _class_log_probs(eta: jax.Array, y: jax.Array, weights: jax.Array) -> jax.Ar
   return jnp.where(ok, log_p, jnp.where(used, -jnp.inf, 0.0))
 
 
-def _smooth(params, problem: Problem) -> jax.Array:
+def _smooth(params, problem: PrestoProblem) -> jax.Array:
   intercepts, psi = params
   eta = cumulative_logits(intercepts, jnp.cumsum(psi, axis=1), problem.x)
   log_p = _class_log_probs(eta, problem.y, problem.weights)
   return -jnp.sum(problem.weights * log_p) / jnp.sum(problem.weights)
 
 
-def _penalty(psi, problem: Problem) -> jax.Array:
+def _penalty(psi, problem: PrestoProblem) -> jax.Array:
   return problem.lam * jnp.sum(problem.penalty_factors * jnp.abs(psi))
 
 
@@ -283,7 +283,7 @@ def make_problem(
   weights: jax.Array | None = None,
   standardize: bool = True,
   tol: float | None = None,
-) -> Problem:
+) -> PrestoProblem:
   """Builds the penalised problem: standardises ``x`` (weighted) and sets the penalty factors."""
   x, y, num_classes = _check_xy(x, y, num_classes)
   _check_lam(lam)
@@ -301,7 +301,7 @@ def make_problem(
   factors = jnp.ones((x.shape[1], num_classes - 1), dtype)
   if not penalize_first:
     factors = factors.at[:, 0].set(0.0)
-  return Problem(
+  return PrestoProblem(
     x=(x - mean) / scale,
     y=y,
     weights=w,
@@ -313,7 +313,7 @@ def make_problem(
   )
 
 
-def null_intercepts(problem: Problem) -> jax.Array:
+def null_intercepts(problem: PrestoProblem) -> jax.Array:
   """``(K-1,)`` intercepts of the intercept-only fit, smoothed so they are strictly increasing.
 
   ``α_k = logit((Σ_{l≤k} n_l + ½(k+1)) / (n + ½K))`` with weighted class counts n_l (a start inside the domain).
@@ -324,14 +324,14 @@ def null_intercepts(problem: Problem) -> jax.Array:
   return jnp.log(cum) - jnp.log1p(-cum)
 
 
-def init(problem: Problem, intercepts: jax.Array | None = None, psi: jax.Array | None = None) -> SolverState:
+def init(problem: PrestoProblem, intercepts: jax.Array | None = None, psi: jax.Array | None = None) -> PrestoState:
   """FISTA state at a start (default: the smoothed intercept-only fit, ψ = 0); a warm start must be feasible."""
   p, k1 = problem.penalty_factors.shape
   dtype = problem.x.dtype
   intercepts = null_intercepts(problem) if intercepts is None else jnp.asarray(intercepts, dtype)
   psi = jnp.zeros((p, k1), dtype) if psi is None else jnp.asarray(psi, dtype)
   objective = _smooth((intercepts, psi), problem) + _penalty(psi, problem)
-  return SolverState(
+  return PrestoState(
     intercepts=intercepts,
     psi=psi,
     prev_intercepts=intercepts,
@@ -347,7 +347,7 @@ def init(problem: Problem, intercepts: jax.Array | None = None, psi: jax.Array |
 _MAX_BACKTRACKS = 60
 
 
-def step(problem: Problem, state: SolverState) -> SolverState:
+def step(problem: PrestoProblem, state: PrestoState) -> PrestoState:
   """One FISTA iteration with backtracking and a function-value restart."""
   t_next = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * state.momentum**2))
   coeff = (state.momentum - 1.0) / t_next
@@ -379,7 +379,7 @@ def step(problem: Problem, state: SolverState) -> SolverState:
   stall = 10 * jnp.finfo(f_y.dtype).eps * jnp.abs(state.objective)
   gap = lipschitz * jnp.maximum(jnp.max(jnp.abs(z[0] - y[0])), jnp.max(jnp.abs(z[1] - y[1])))
   pick = lambda new, old: jnp.where(accept, new, old)
-  return SolverState(
+  return PrestoState(
     intercepts=pick(z[0], x[0]),
     psi=pick(z[1], x[1]),
     prev_intercepts=x[0],
@@ -394,14 +394,14 @@ def step(problem: Problem, state: SolverState) -> SolverState:
   )
 
 
-def run(problem: Problem, state: SolverState, num_iterations: int) -> SolverState:
+def run(problem: PrestoProblem, state: PrestoState, num_iterations: int) -> PrestoState:
   """Iterates :func:`step` until converged or ``num_iterations`` steps in all (``lax.while_loop``)."""
   return jax.lax.while_loop(
     lambda s: (~s.converged) & (s.iteration < num_iterations), lambda s: step(problem, s), state
   )
 
 
-def to_model(problem: Problem, state: SolverState) -> PrestoModel:
+def to_model(problem: PrestoProblem, state: PrestoState) -> PrestoModel:
   """The fit on the original feature scale: β_k = (Σ_{l≤k} ψ_l) / scale, α_k = α̃_k - meanᵀβ_k."""
   differences = state.psi / problem.scale[:, None]
   return PrestoModel(
@@ -506,13 +506,13 @@ def _lambda_max_jit(x, y, weights, tol, num_classes, penalize_first, standardize
   return _lambda_max(problem, num_iterations)
 
 
-def _lambda_max(problem: Problem, num_iterations: int) -> jax.Array:
+def _lambda_max(problem: PrestoProblem, num_iterations: int) -> jax.Array:
   state = run(problem, init(problem), num_iterations)
   grad_psi = jax.grad(_smooth)((state.intercepts, state.psi), problem)[1]
   return jnp.max(jnp.where(problem.penalty_factors > 0, jnp.abs(grad_psi), 0.0))
 
 
-def _path(problem: Problem, lambdas: jax.Array, num_iterations: int) -> PrestoModel:
+def _path(problem: PrestoProblem, lambdas: jax.Array, num_iterations: int) -> PrestoModel:
   """Fits along decreasing ``lambdas`` with warm starts (``lax.scan``)."""
 
   def body(state, lam):
@@ -549,7 +549,7 @@ def fit_path(
   ...                  jnp.array([-1.0, 1.0]))
   >>> path = presto.fit_path(x, y, num_lambdas=5)
   >>> print(path.coef.shape, [int(jnp.sum(c != 0)) for c in path.differences])
-  (5, 3, 2) [0, 2, 4, 4, 4]
+  (5, 3, 2) [0, 3, 3, 6, 6]
   """
   _check_count(num_iterations, "num_iterations", 1)
   x, y, num_classes = _check_xy(x, y, num_classes)
