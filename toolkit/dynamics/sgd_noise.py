@@ -339,9 +339,9 @@ __all__ = [
   "normalize_activation",
   "perceptron_apply",
   "relative_weight_change",
+  "sign_error",
   "step",
   "step_size",
-  "sign_error",
   "train",
   "tree_norm",
 ]
