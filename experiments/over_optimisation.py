@@ -390,8 +390,8 @@ def plot(results, config, ctx) -> None:
       c = r["curves"]
       for i, (field, label) in enumerate(fields):
         style = "-" if r["nll_weight"] == 0 else "--"
-        label = f"β={r['beta']:g}, λ={r['nll_weight']:g}"
-        line = axes[i, j].plot(c["step"], c[field], style, label=label)[0]
+        run_label = f"β={r['beta']:g}, λ={r['nll_weight']:g}"
+        line = axes[i, j].plot(c["step"], c[field], style, label=run_label)[0]
         if field == "gold_reward":
           axes[i, j].axvline(r["test"]["peak_step"], color=line.get_color(), ls=":", lw=1)
         axes[i, j].set_ylabel(label, fontsize=8)
