@@ -216,3 +216,26 @@ def expected_hellinger(
       params, true_params, x, num_selected=num_selected, true_num_selected=true_num_selected, num_points=num_points
     )
   )
+
+
+def min_num_selected(params: topk_moe.TopKMoEParams, true_params: topk_moe.TopKMoEParams, true_num_selected: int):
+  """The Voronoi-cardinality rule: the largest total cardinality of ``K*`` Voronoi cells, a traced int scalar.
+
+  The over-specified result of the paper (arXiv 2309.13850, §4; the abstract states it qualitatively) needs the
+  fitted model to select at least ``max_{ℓ1 < … < ℓK*} Σ_j |A_ℓj|`` experts, i.e. the sum of the ``K*`` largest
+  cell cardinalities of ``G``'s atoms around ``G*``, for its density estimate to converge.
+
+  >>> g = topk_moe.topk_moe_params([0.0, 0.0], [[-1.0], [1.0]], [[0.0], [0.0]], [0.0, 3.0], [1.0, 1.0])
+  >>> split = jax.tree.map(lambda leaf: leaf[jnp.array([0, 0, 1])], g)  # the first atom doubled: cells (2, 1)
+  >>> print(int(min_num_selected(split, g, 1)), int(min_num_selected(split, g, 2)))
+  2 3
+  """
+  k_true = true_params.gate_bias.shape[-1]
+  if (
+    isinstance(true_num_selected, bool)
+    or not isinstance(true_num_selected, int)
+    or not (1 <= true_num_selected <= k_true)
+  ):
+    raise ValueError(f"`true_num_selected` must be a Python int in [1, {k_true}], got {true_num_selected!r}.")
+  size = jnp.sum(jax.nn.one_hot(voronoi_cells(params, true_params), k_true, dtype=jnp.int32), axis=0)
+  return jnp.sum(jax.lax.top_k(size, true_num_selected)[0])
