@@ -36,7 +36,14 @@ def test_response_log_probs_is_the_masked_sum_of_teacher_forced_log_probs(params
   np.testing.assert_allclose(pt.response_log_probs(APPLY, params, batch.chosen, batch.chosen_mask), expected, rtol=1e-5)
 
 
-@pytest.mark.parametrize("loss_fn, at_init", [(dpo_loss, np.log(2.0)), (ipo_loss, 1 / (4 * 0.5**2)), (hinge_loss, 1.0)])
+@pytest.mark.parametrize(
+  "loss_fn, at_init",
+  [
+    (dpo_loss, np.log(2.0)),
+    pytest.param(ipo_loss, 1 / (4 * 0.5**2), marks=pytest.mark.slow),
+    pytest.param(hinge_loss, 1.0, marks=pytest.mark.slow),
+  ],
+)
 def test_first_step_at_the_reference_gives_the_closed_form_loss(params, key, loss_fn, at_init):
   optimizer = optax.sgd(0.1)
   state = pt.init(params, optimizer)
@@ -84,6 +91,7 @@ def test_sft_step_follows_the_nll_gradient_and_lowers_it(params, key):
   assert nll(new_state.params) < 0.5 * nll(params)
 
 
+@pytest.mark.slow
 def test_jitted_steps_equal_unjitted_steps_and_nll_weight_adds_the_sft_term(params, key):
   batch = _batch(key)
   optimizer = optax.adam(1e-2)
@@ -119,6 +127,7 @@ def test_steps_refuse_bad_input(params, key):
     pt.init(params, "adam")
 
 
+@pytest.mark.slow
 def test_sampled_logits_are_the_teacher_forced_logits_and_cold_sampling_is_greedy(params, key):
   prompts = jnp.array([[1, 2, 3], [4, 5, 6]])
   out = pt.sample_responses(key, APPLY, params, prompts, num_new_tokens=4)
@@ -134,6 +143,7 @@ def test_sampled_logits_are_the_teacher_forced_logits_and_cold_sampling_is_greed
     pt.sample_responses(key, APPLY, params, prompts, num_new_tokens=2, temperature=0.0)
 
 
+@pytest.mark.slow
 def test_sampling_frequencies_match_the_model_distribution(params):
   # One new token from many copies of one prompt: the empirical frequencies are the softmax of the logits.
   prompts = jnp.tile(jnp.array([[1, 2]]), (4000, 1))

@@ -34,6 +34,7 @@ def test_gold_reward_matches_a_loop(task, key):
     st.gold_reward(task, tokens[:, :5])
 
 
+@pytest.mark.slow
 def test_demonstrations_and_labels_have_the_stated_rates(task, key):
   prompts = jnp.repeat(st.all_prompts(task), 40, axis=0)
   demos = st.demonstrations(key, task, prompts, good_prob=0.5)
