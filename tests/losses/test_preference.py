@@ -38,7 +38,7 @@ def test_losses_at_initialisation_policy_equals_reference(beta, key):
   np.testing.assert_allclose(hinge_loss(*args, beta=beta), 1.0)
 
 
-@settings(deadline=None, max_examples=25)
+@settings(deadline=None, max_examples=12)
 @given(
   st.lists(st.floats(-30, 30), min_size=4, max_size=4),
   st.floats(0.01, 5.0),

@@ -19,6 +19,7 @@ optimizer=..., loss_fn=...))`` (``beta`` may stay a traced argument, so a β swe
 :func:`sample_responses` draws fixed-length continuations and returns the logits of every generated position, which
 the over-optimisation indicators of ``toolkit.alignment.indicators`` consume.
 
+>>> import functools
 >>> import optax
 >>> from toolkit.losses.preference import dpo_loss
 >>> from toolkit.models.transformer import Transformer, TransformerConfig, init_params
@@ -27,11 +28,11 @@ the over-optimisation indicators of ``toolkit.alignment.indicators`` consume.
 >>> state = init(init_params(jax.random.key(0), config), optimizer)
 >>> mask = jnp.array([[0, 0, 1, 1]])
 >>> batch = PreferenceBatch(jnp.array([[1, 2, 3, 3]]), mask, jnp.array([[1, 2, 4, 4]]), mask)
->>> state, info = preference_step(state, batch, apply_fn=apply_fn, optimizer=optimizer, loss_fn=dpo_loss, beta=0.1)
+>>> step = jax.jit(functools.partial(preference_step, apply_fn=apply_fn, optimizer=optimizer, loss_fn=dpo_loss))
+>>> state, info = step(state, batch, beta=0.1)
 >>> round(float(info.loss), 4), float(info.margin[0])  # at the reference: log 2 and a zero margin
 (0.6931, 0.0)
->>> _, info = preference_step(state, batch, apply_fn=apply_fn, optimizer=optimizer, loss_fn=dpo_loss, beta=0.1)
->>> bool(info.margin[0] > 0)
+>>> bool(step(state, batch, beta=0.1)[1].margin[0] > 0)
 True
 """
 
