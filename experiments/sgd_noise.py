@@ -19,7 +19,9 @@ Two parts, each a set of sharded sweeps (``toolkit.sweep.run_sweep``; every trai
    of the test error over α × T. Stable temperatures scale as α⁻² in the lazy regime, so the grid is α × τ with
    ``T = τ/α²`` (every α sees the same range of τ). The effect of noise at each α: the test-error difference
    between the largest and the smallest τ, paired over seeds (same data, initialisation and batch seed), with its
-   z-score.
+   z-score. A run that has not fitted every training point by ``mlp_max_steps`` is evaluated where it stopped
+   (``converged`` False, reported per α and for the largest τ; the effect over the seeds whose two runs both
+   converged is reported as a diagnostic).
 
 Claims (the paper's abstract and Figs. 1–3; our quick-scale targets): T_c decreases as a power of P (the CI of
 the slope lies below 0); t* grows with T and with P (exponents' CIs above 0); noise has opposite effects on the
@@ -289,6 +291,12 @@ def analyse(config, perc: dict, mlp: dict, ctx: xp.Context) -> tuple[dict, dict]
     err = np.asarray(mlp[a]["test_error"], float)
     effects[a] = paired_effect(err[-1], err[0])
   z_small, z_large = effects[alphas[0]][1], effects[alphas[-1]][1]
+  # Diagnostic: the same effects over the seeds whose two runs both reached zero training loss.
+  effects_converged = {}
+  for a in alphas:
+    err, conv = np.asarray(mlp[a]["test_error"], float), np.asarray(mlp[a]["converged"], bool)
+    both = conv[0] & conv[-1]
+    effects_converged[a] = paired_effect(err[-1][both], err[0][both]) if both.sum() >= 2 else (np.nan, np.nan)
   control = {a: control_effect(mlp[a]) for a in (alphas[0], alphas[-1])}
 
   summary = {"tc": tc, "effects": effects, "noisy": noisy, "plateau": plateau, "control": control}
@@ -315,6 +323,10 @@ def analyse(config, perc: dict, mlp: dict, ctx: xp.Context) -> tuple[dict, dict]
     "noise_effect_large_alpha": effects[alphas[-1]][0],
     "noise_effect_large_alpha_z": z_large,
     "noise_effect_opposite_score": opposite_sign_score(z_small, z_large),
+    "noise_effect_small_alpha_converged_only": effects_converged[alphas[0]][0],
+    "noise_effect_large_alpha_converged_only": effects_converged[alphas[-1]][0],
+    "mlp_converged_fraction_small_alpha_largest_tau": float(np.mean(mlp[alphas[0]]["converged"][-1])),
+    "mlp_converged_fraction_large_alpha_largest_tau": float(np.mean(mlp[alphas[-1]]["converged"][-1])),
     "noise_effect_control_opposite_score": opposite_sign_score(control[alphas[0]][1], control[alphas[-1]][1]),
   }
   for p in sizes:
