@@ -368,7 +368,7 @@ def plot(config, perc: dict, mlp: dict, summary: dict, ctx: xp.Context) -> None:
   for ax in axes[:2]:
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("temperature T = dt / (B)")
+    ax.set_xlabel("temperature T = dt / (α h B), α = h = 1")
     ax.legend(fontsize=7)
   ax = axes[2]
   for p in sizes:
