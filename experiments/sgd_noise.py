@@ -131,7 +131,7 @@ def crossover_temperature(
   ``plateau_ok`` (runs,) is False (the smallest-T run did not converge, so its plateau value is not known).
 
   >>> crossover_temperature(np.array([1.0, 10.0, 100.0]), np.array([[1.0], [1.0], [4.0]])).round(2).tolist()
-  [50.0]
+  [31.62]
   """
   log_t = np.log(temperatures)
   out = np.full(weight_change.shape[1], np.nan)
