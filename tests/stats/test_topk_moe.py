@@ -104,29 +104,27 @@ def test_jit_vmap_grad(params, key):
   x = _x(key, 50)
   y = jnp.linspace(-2, 2, 50)
   f = lambda p: tm.log_likelihood(p, x, y, num_selected=2)
-  np.testing.assert_allclose(jax.jit(f)(params), f(params), rtol=1e-6)
-  draws = jax.vmap(lambda k: tm.sample(k, params, x, num_selected=2).y)(jax.random.split(key, 3))
-  loop = np.stack([tm.sample(k, params, x, num_selected=2).y for k in jax.random.split(key, 3)])
-  np.testing.assert_allclose(draws, loop, rtol=1e-6)
-  g = jax.grad(f)(params)
+  f_jit = jax.jit(f)
+  np.testing.assert_allclose(f_jit(params), f(params), rtol=1e-6)
+  draw = jax.jit(lambda k: tm.sample(k, params, x, num_selected=2).y)
+  keys = jax.random.split(key, 3)
+  np.testing.assert_allclose(jax.vmap(draw)(keys), np.stack([draw(k) for k in keys]), rtol=1e-6)
+  g = jax.jit(jax.grad(f))(params)
   assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(g))
   # Gradient of the selected logits by finite differences on β0 (the mask does not move with β0).
   eps = 1e-3
   e = jnp.zeros(4).at[1].set(eps)
-  fd = (f(params._replace(gate_bias=params.gate_bias + e)) - f(params._replace(gate_bias=params.gate_bias - e))) / (
-    2 * eps
-  )
-  np.testing.assert_allclose(g.gate_bias[1], fd, rtol=2e-2, atol=1e-4)
+  fd = f_jit(params._replace(gate_bias=params.gate_bias + e)) - f_jit(params._replace(gate_bias=params.gate_bias - e))
+  np.testing.assert_allclose(g.gate_bias[1], fd / (2 * eps), rtol=2e-2, atol=1e-4)
 
 
 def test_weights_drop_points(params, key):
   x = _x(key, 40)
   y = tm.sample(key, params, x, num_selected=2).y
   w = (jnp.arange(40) < 25).astype(jnp.float32)
+  ll = jax.jit(tm.log_likelihood, static_argnames="num_selected")
   np.testing.assert_allclose(
-    tm.log_likelihood(params, x, y, num_selected=2, weights=w),
-    tm.log_likelihood(params, x[:25], y[:25], num_selected=2),
-    rtol=1e-6,
+    ll(params, x, y, num_selected=2, weights=w), ll(params, x[:25], y[:25], num_selected=2), rtol=1e-6
   )
 
 

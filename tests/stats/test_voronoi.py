@@ -152,8 +152,9 @@ def test_hellinger_zero_and_symmetric():
 
 def test_jit_and_vmap():
   ps = jax.vmap(lambda k: _noisy(k, TRUTH, 0.2))(jax.random.split(jax.random.key(0), 3))
+  loss = jax.jit(vo.voronoi_loss_exact)
   batched = jax.vmap(lambda p: vo.voronoi_loss_exact(p, TRUTH))(ps)
-  loop = [vo.voronoi_loss_exact(tm.TopKMoEParams(*(leaf[i] for leaf in ps)), TRUTH) for i in range(3)]
+  loop = [loss(tm.TopKMoEParams(*(leaf[i] for leaf in ps)), TRUTH) for i in range(3)]
   np.testing.assert_allclose(batched, loop, rtol=1e-6)
   p0 = tm.TopKMoEParams(*(leaf[0] for leaf in ps))
   np.testing.assert_allclose(jax.jit(vo.voronoi_loss_over)(p0, TRUTH), vo.voronoi_loss_over(p0, TRUTH), rtol=1e-6)

@@ -344,8 +344,13 @@ def fit(
     value, grad = value_and_grad(raw, state=opt_state) if from_state else value_and_grad(raw)
     updates, new_state = optimizer.update(grad, opt_state, raw, value=value, grad=grad, value_fn=objective)
     new_raw = optax.apply_updates(raw, updates)
-    # A step to non-finite parameters (a line search that ran out of halvings) is refused and ends the loop.
+    # A step to non-finite parameters, or (L-BFGS, which keeps the new value in its state) one that raises the
+    # objective because the line search ran out of halvings, is refused and ends the loop: the likelihood is
+    # discontinuous where the top-K selection changes, and such a step can otherwise throw the fit far away.
     ok = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(new_raw)]))
+    if from_state:
+      new_value = optax.tree_utils.tree_get(new_state, "value")
+      ok = ok & jnp.isfinite(new_value) & (new_value <= value)
     new_raw, new_state = jax.tree.map(lambda a, b: jnp.where(ok, a, b), (new_raw, new_state), (raw, opt_state))
     grad_norm = jnp.where(ok, optax.tree_utils.tree_norm(grad), -jnp.inf)
     return new_raw, new_state, i + 1, grad_norm
