@@ -299,3 +299,49 @@ def test_tmac_matmul_refuses_bad_input(impl, options, key):
     tmac.matmul(jnp.ones((2, 128)), packed, impl="cuda")
   with pytest.raises(ValueError, match="x|K|128"):
     tmac.matmul(jnp.ones((2, 64)), packed, impl=impl, **options)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Preference (direct-alignment) losses: (policy_chosen, policy_rejected, reference_chosen, reference_rejected; β)
+# -> per-example loss.
+
+PREFERENCE_LOSSES = [
+  ("dpo_loss", losses.dpo_loss),
+  ("ipo_loss", losses.ipo_loss),
+  ("hinge_loss", losses.hinge_loss),
+]
+
+
+def _sequence_log_probs(key, batch=(4,), dtype=jnp.float32):
+  return tuple((-jnp.abs(4.0 * jax.random.normal(k, batch))).astype(dtype) for k in jax.random.split(key, 4))
+
+
+@pytest.mark.parametrize("name, loss", PREFERENCE_LOSSES)
+def test_preference_loss_jit_equals_no_jit_and_vmap_equals_loop(name, loss, key):
+  args = _sequence_log_probs(key, (5, 3))
+  eager = loss(*args, beta=0.2)
+  jitted = jax.jit(functools.partial(loss, beta=0.2))(*args)
+  np.testing.assert_allclose(np.asarray(eager), np.asarray(jitted), rtol=1e-6, atol=1e-7)
+  batched = jax.vmap(functools.partial(loss, beta=0.2))(*args)
+  looped = jnp.stack([loss(*(a[i] for a in args), beta=0.2) for i in range(5)])
+  np.testing.assert_allclose(np.asarray(batched), np.asarray(looped), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name, loss", PREFERENCE_LOSSES)
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32, jnp.float64])
+def test_preference_loss_keeps_the_dtype(name, loss, dtype, key, x64):
+  args = _sequence_log_probs(key, dtype=dtype)
+  out = loss(*args, beta=0.5)
+  assert out.dtype == dtype and out.shape == (4,)
+  assert jax.grad(lambda pc: loss(pc, *args[1:], beta=0.5).sum())(args[0]).dtype == dtype
+
+
+@pytest.mark.parametrize("name, loss", PREFERENCE_LOSSES)
+def test_preference_loss_refuses_bad_input(name, loss, key):
+  args = _sequence_log_probs(key)
+  with pytest.raises(ValueError, match="`beta`"):
+    loss(*args, beta=-1.0)
+  with pytest.raises(ValueError, match="same shape"):
+    loss(args[0][:2], *args[1:], beta=0.1)
+  with pytest.raises(TypeError, match="`reference_rejected`"):
+    loss(*args[:3], args[3].astype(jnp.int32), beta=0.1)

@@ -83,6 +83,43 @@ def check_feynman_kac_correctors(text: str) -> None:
   assert abs(exact_z - 4.256) < 1e-3 and abs(fkc_z - exact_z) < 0.5
 
 
+def check_kde_high_dim(text: str) -> None:
+  def number(label: str) -> float:
+    return float(text.split(label)[1].split()[0].rstrip(",;"))
+
+  # The estimator: scikit-learn in d = 3, a float64 logsumexp in d = 100 (float32 estimate), ∫ ρ̂ = 1.
+  assert number("max |log ρ̂ − sklearn| (d = 3):") < 1e-4
+  assert number("max relative error vs float64 brute force (d = 100, float32):") < 1e-5
+  assert abs(number("integral of ρ̂ (d = 2):") - 1.0) < 0.015
+  # The thresholds solve I_2(h_CLT) = α.
+  assert number("max |I_2(h_CLT) − α|:") < 1e-5
+  # Measured condensation threshold within 20% of h_G at the smoke size (log n = 8; finite-size shift ~ +7%).
+  assert abs(number("h_G relative error:")) < 0.2
+  assert number("participation at h_G/2:") > 0.5 and number("at 1.5 h_G:") < 0.1
+  # The KL optimum lies below h_CLT; in the classical regime (d = 2) the same measurement lies far above it.
+  assert number("KL-optimal / h_CLT:") < 1.0
+  assert 1.0 < number("control (d = 2, α = 4.00) KL-optimal / h_CLT:")
+
+
+def check_halfspace_tester(text: str) -> None:
+  def number(label: str) -> float:
+    return float(text.split(label)[1].split()[0])
+
+  # Gaussian oracle: band mass 2Φ(σ) − 1 and in-band covariance I on w^⊥.
+  assert number("band mass max z-score:") < 4.5
+  assert number("in-band covariance max |C − I|:") < number("sampling scale 4·√(2/m):")
+  # The spike marginal matches the Gaussian moments of degree <= 4 and its band-mass closed form, but not the mass.
+  assert number("spike max |moment − Gaussian| (k <= 4):") < 0.1
+  assert number("spike band mass closed form vs empirical, max abs diff:") < 0.005
+  assert number("spike band mass ratio at σ = 0.1:") > 3.5
+  # Gaussian accepted with small excess error; the spike fools the global test, not the band tests.
+  assert number("Gaussian accept rate:") >= 0.85
+  assert number("Gaussian max excess error:") < 0.02
+  assert number("spike accept rate:") == 0.0
+  assert number("spike global-only accept rate:") >= 0.85
+  assert number("spike mean excess error:") > 2 * number("Gaussian mean excess error:")
+
+
 def check_light_sb(text: str) -> None:
   def number(label: str) -> float:
     return float(text.split(label)[1].split()[0].rstrip("%"))
@@ -103,6 +140,22 @@ def check_light_sb(text: str) -> None:
   floor = number("cBW-UVP floor (true plan, sampled alike):")
   assert 0 < floor < 0.3
   assert 0.5 * floor < cbw < 1.0
+
+
+def check_presto(text: str) -> None:
+  def number(label: str) -> float:
+    return float(text.split(label)[1].split()[0].rstrip(",:"))
+
+  # The limits against independent oracles: statsmodels' proportional odds, closed-form intercept-only fit.
+  assert number("max |Δβ|:") < 1e-4 and number("max |Δα|:") < 1e-4
+  assert "PO limit: differences exactly zero: True" in text
+  assert number("max |α - logit(cum. freq.)|:") < 1e-6
+  assert "all converged True" in text
+  # The simulation at smoke size (4 fixed replications; the paired CIs are the experiment's claims): PRESTO's mean
+  # rare-class MSE below logistic regression's, proportional odds' and the unpenalised control's.
+  presto_mse = number("mean rare-class MSE PRESTO:")
+  assert 0 < presto_mse < min(number(f"mean rare-class MSE {k}:") for k in ("Logit", "PO", "lambda0"))
+  assert "MSE(PRESTO) - MSE(Logit): [" in text
 
 
 def check_paris_particle_gibbs(text: str) -> None:
@@ -183,15 +236,122 @@ def check_zeroquant(text: str) -> None:
       assert 1.0 < number(f"perplexity {name} W{bits}:") < 2 * fp
 
 
+def check_double_descent(text: str) -> None:
+  def number(label: str, after: str = "") -> float:
+    rest = text.split(after, 1)[1] if after else text
+    return float(rest.split(label)[1].split()[0].rstrip(","))
+
+  # Gradient descent equals its closed form per singular direction; min-norm equals lstsq.
+  assert number("max |GD - closed form| (float64):") < 1e-8
+  assert number("max |min-norm - lstsq|:") < 1e-8
+  assert number("condition number peaks at P/N =") == 1.0
+  # The peak iff a low training loss at P = N: min-norm peaks, early-stopped GD does not.
+  assert number("min-norm: train loss at P = N") < 0.01 and number("peak height", "min-norm:") > 2
+  assert number("GD 100 steps: train loss at P = N") > 0.05 and number("peak height", "GD 100 steps:") < 1.1
+
+
+def check_likelihood_displacement(text: str) -> None:
+  def number(label: str) -> float:
+    return float(text.split(label)[1].split()[0])
+
+  # CHES oracles: identical responses score 0, orthogonal sums −‖S⁺‖², LN-CHES = CHES/|y|² at equal lengths.
+  assert number("CHES(y, y), max abs:") < 1e-4
+  assert number("orthogonal sums, max |CHES + |S+|^2|:") < 1e-3
+  assert number("max |LN-CHES - CHES/|y|^2| at equal lengths:") < 1e-5
+  # The linear toy: the closed-form d/dt log π(y⁺) is the finite difference; No ≻ Never hands the mass to Yes, a far
+  # dispreferred token does not.
+  assert number("closed form vs finite difference, max rel error:") < 1e-4
+  assert number("toy pi(Yes) before:") < 0.05 and number("after:") > 0.5
+  assert number("toy pi(No) after / before:") < 0.5
+  assert number("control pi(Yes) after:") < 0.5
+  # The LM's hidden states are the lm_head input.
+  assert number("max |hidden @ lm_head - logits|:") < 1e-4
+  assert -1 <= number("one-step Spearman(CHES, drop):") <= 1
+
+
+def check_topk_moe(text: str) -> None:
+  def number(label: str) -> float:
+    return float(text.split(label)[1].split()[0].rstrip(",:"))
+
+  # numpyro's dense softmax MoE is the oracle at K = k; the sampler's expert frequencies are the top-K softmax.
+  assert number("K = k vs numpyro softmax MoE, max abs log-density error:") < 1e-5
+  assert number("sampled expert frequencies, max z-score:") < 5.0
+  assert number("draws from unselected experts:") == 0
+  # D1 vanishes at G*, is invariant to permutation and gating translation, which leave the density unchanged.
+  assert number("D1(G*, G*):") < 1e-6
+  assert number("D1 invariance, abs change:") < 1e-4
+  assert number("the translated model's density, max abs change:") < 1e-4
+  # The exact-specified MLE: D1 falls at about n^(-1/2) (wide band at the smoke size: 3 sizes x 4 replications).
+  assert -0.8 < number("exact-specified D1 log-log slope:") < -0.3
+  # Over-specified: the rule asks for K = 3; K = 2 stalls far above the K = 3 fit.
+  assert number("Voronoi-cardinality rule: K >=") == 3
+  assert number("Hellinger ratio K too small / K at the rule, largest n:") > 2
+
+
+def check_over_optimisation(text: str) -> None:
+  def number(label: str) -> float:
+    return float(text.split(label)[1].split()[0])
+
+  # Closed forms: at π = π_ref DPO = log 2, IPO = 1/(4β²), hinge = 1; dDPO/dh = −β σ(−βh); uniform and one-hot
+  # top-k mass and entropy.
+  for label in (
+    "DPO at init minus log 2, max abs:",
+    "IPO at init minus 1/(4β²), max abs:",
+    "hinge at init minus 1, max abs:",
+    "DPO gradient vs -β σ(-β h), max abs error:",
+    "uniform: mass minus k/V:",
+    "uniform: entropy minus log k:",
+    "one-hot: mass minus 1:",
+    "one-hot: entropy:",
+  ):
+    assert number(label) < 1e-6, label
+  # SFT learned the task (a uniform content token scores 1/3), and DPO's margin grows from 0.
+  assert number("SFT held-out gold reward:") > 0.5
+  assert number("λ=0 margin start") == 0.0 and float(text.split("λ=0 margin start")[1].split()[2]) > 1.0
+  # The NLL term raises the chosen likelihood; the top-k entropy falls without it.
+  start, end = (float(v) for v in text.split("λ=1 chosen log-likelihood start")[1].split()[0:3:2])
+  assert end > start
+  start, end = (float(v) for v in text.split("λ=0 top-4 entropy start")[1].split()[0:3:2])
+  assert end < start
+
+
+def check_sgd_noise(text: str) -> None:
+  def number(label: str) -> float:
+    return float(text.split(label)[1].split()[0].rstrip(","))
+
+  assert abs(number("E phi^2 of the normalised relu:") - 1.0) < 1e-4
+  assert number("max |centred output| at init:") == 0.0
+  # Full batch is gradient descent: the batch key does not matter; the stop is at exactly zero hinge loss.
+  assert number("full batch, two batch keys, max |w difference|:") < 1e-5
+  steps = text.split("full batch, steps to stop:")[1].split()[:2]
+  assert steps[0] == steps[1]
+  assert number("train hinge loss at stop:") == 0.0 and number("min margin:") >= 1.0
+  # T is the control parameter: equal weight change at T = 2 for B = 4 and 16; 16× the temperature moves it.
+  dw4, dw16, dw_hot = (number(f"{label}: mean log dw =") for label in ("T=2, B=4", "T=2, B=16", "T=32, B=16"))
+  assert abs(dw4 - dw16) < 0.4 and dw_hot - dw16 > 1.5
+  # Lazy limit: the relative weight change falls as 1/α.
+  ratios = text.split("weight change ratio per 10x alpha:")[1].split()[:2]
+  assert all(7 < float(r) < 13 for r in ratios)
+  assert "P = 64: T_c per seed" in text and "alpha = 100: test error" in text
+
+
 CHECKS = {
+  "double_descent.ipynb": check_double_descent,
   "feynman_kac_correctors.ipynb": check_feynman_kac_correctors,
   "grokking.ipynb": check_grokking,
+  "kde_high_dim.ipynb": check_kde_high_dim,
+  "halfspace_tester.ipynb": check_halfspace_tester,
   "kivi.ipynb": check_kivi,
   "light_sb.ipynb": check_light_sb,
+  "presto.ipynb": check_presto,
+  "likelihood_displacement.ipynb": check_likelihood_displacement,
   "monge_gap.ipynb": check_monge_gap,
+  "over_optimisation.ipynb": check_over_optimisation,
   "paris_particle_gibbs.ipynb": check_paris_particle_gibbs,
+  "sgd_noise.ipynb": check_sgd_noise,
   "sinkhorn_newton_sparse.ipynb": check_sinkhorn_newton_sparse,
   "tmac.ipynb": check_tmac,
+  "topk_moe.ipynb": check_topk_moe,
   "zeroquant.ipynb": check_zeroquant,
 }
 

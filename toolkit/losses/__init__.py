@@ -1,5 +1,19 @@
-"""Losses in the style of ``optax.losses``: ``(logits, labels) -> per-example loss``."""
+"""Losses in the style of ``optax.losses``: ``(logits, labels) -> per-example loss``.
 
+``preference`` holds the direct-alignment losses (DPO, IPO, SLiC hinge) on per-example sequence log-probabilities;
+its ``sequence_log_probs`` (aligned logits, tokens, mask) is reached through the module, since
+``toolkit.models.transformer.sequence_log_probs`` has another signature.
+"""
+
+from toolkit.losses import preference
+from toolkit.losses.preference import (
+  PreferenceLoss,
+  dpo_loss,
+  hinge_loss,
+  implicit_reward_margin,
+  implicit_rewards,
+  ipo_loss,
+)
 from toolkit.losses.stablemax import (
   log_stablemax,
   softmax_collapse_fraction,
@@ -9,7 +23,14 @@ from toolkit.losses.stablemax import (
 )
 
 __all__ = [
+  "PreferenceLoss",
+  "dpo_loss",
+  "hinge_loss",
+  "implicit_reward_margin",
+  "implicit_rewards",
+  "ipo_loss",
   "log_stablemax",
+  "preference",
   "softmax_collapse_fraction",
   "stablemax",
   "stablemax_collapse_fraction",
