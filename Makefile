@@ -51,6 +51,7 @@ bench: $(STAMP) $(PARTICLES_STAMP)
 	$(PY) -m experiments.bench_sinkhorn
 	$(PY) -m experiments.bench_paris
 	$(PY) -m experiments.bench_tmac
+	$(PY) -m experiments.bench_sweep
 
 clean:
 	rm -rf $(VENV) $(PARTICLES_VENV) $(REPORTS) .pytest_cache

@@ -3,12 +3,13 @@
 Modules: ``preference_training`` (SFT and DPO / IPO / hinge fine-tuning of a causal LM against a frozen reference,
 one pure step at a time, and response sampling), ``indicators`` (the top-k entropy and top-k probability mass
 over-optimisation indicators of Shi et al., arXiv 2410.11677), ``displacement`` (the CHES score, CHES filtering and
-the linear toy of likelihood displacement, Razin et al., arXiv 2410.08847) and ``displacement_data`` (its synthetic
-persona / chat / refusal preference data). The losses themselves live in
+the linear toy of likelihood displacement, Razin et al., arXiv 2410.08847), ``displacement_data`` (its synthetic
+persona / chat / refusal preference data) and ``synthetic_tasks`` (the topic task with a known gold reward of the
+over-optimisation experiment). The losses themselves live in
 ``toolkit.losses.preference``. Generic step names (``preference_training.init``) are reached through their module.
 """
 
-from toolkit.alignment import displacement, displacement_data, indicators, preference_training
+from toolkit.alignment import displacement, displacement_data, indicators, preference_training, synthetic_tasks
 from toolkit.alignment.displacement import (
   ChesSelection,
   LinearToyTrajectory,
