@@ -23,7 +23,6 @@ Massart noise, where w* is the Bayes classifier).
 
 from __future__ import annotations
 
-import os
 import time
 
 import jax
@@ -401,8 +400,6 @@ CLAIMS = (
 EXPERIMENT = xp.Experiment("halfspace_tester", PAPER, CLAIMS, get_config, run, validate_config)
 
 if __name__ == "__main__":
-  os.environ["XLA_FLAGS"] = " ".join(
-    [os.environ.get("XLA_FLAGS", ""), "--xla_cpu_enable_concurrency_optimized_scheduler=false"]
-  ).strip()
+  xp.append_xla_flags("--xla_cpu_enable_concurrency_optimized_scheduler=false")
   xp.define_flags(EXPERIMENT)
   xp.main(EXPERIMENT)

@@ -335,12 +335,6 @@ if __name__ == "__main__":
   # * the concurrency-optimised thunk scheduler deadlocks (all threads idle, the result never ready) on the d = 64
   #   evaluation: LAPACK custom calls next to a large batched dot; measured 5/10 runs hung, 0/13 with it off;
   # * multi-threaded Eigen kernels stall on tiny ops when another process holds a core (a 0.3 ms step took 3-50 ms).
-  os.environ["XLA_FLAGS"] = " ".join(
-    [
-      os.environ.get("XLA_FLAGS", ""),
-      "--xla_cpu_enable_concurrency_optimized_scheduler=false",
-      "--xla_cpu_multi_thread_eigen=false",
-    ]
-  ).strip()
+  xp.append_xla_flags("--xla_cpu_enable_concurrency_optimized_scheduler=false", "--xla_cpu_multi_thread_eigen=false")
   xp.define_flags(EXPERIMENT)
   xp.main(EXPERIMENT)

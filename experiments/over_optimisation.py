@@ -30,7 +30,6 @@ and the margin and the chosen likelihood used as "indicators" in the lead-time t
 from __future__ import annotations
 
 import functools
-import os
 import time
 
 import jax
@@ -520,12 +519,6 @@ CLAIMS = (
 EXPERIMENT = xp.Experiment("over_optimisation", PAPER, CLAIMS, get_config, run, validate_config)
 
 if __name__ == "__main__":
-  os.environ["XLA_FLAGS"] = " ".join(
-    [
-      os.environ.get("XLA_FLAGS", ""),
-      "--xla_cpu_enable_concurrency_optimized_scheduler=false",
-      "--xla_cpu_multi_thread_eigen=false",
-    ]
-  ).strip()
+  xp.append_xla_flags("--xla_cpu_enable_concurrency_optimized_scheduler=false", "--xla_cpu_multi_thread_eigen=false")
   xp.define_flags(EXPERIMENT)
   xp.main(EXPERIMENT)

@@ -19,7 +19,6 @@ the true probability. The claims are paired 95% t intervals of the per-replicati
 
 from __future__ import annotations
 
-import os
 import time
 
 import jax
@@ -254,8 +253,6 @@ CLAIMS = (
 EXPERIMENT = xp.Experiment("presto", PAPER, CLAIMS, get_config, run, validate_config)
 
 if __name__ == "__main__":
-  os.environ["XLA_FLAGS"] = " ".join(
-    [os.environ.get("XLA_FLAGS", ""), "--xla_cpu_enable_concurrency_optimized_scheduler=false"]
-  ).strip()
+  xp.append_xla_flags("--xla_cpu_enable_concurrency_optimized_scheduler=false")
   xp.define_flags(EXPERIMENT)
   xp.main(EXPERIMENT)

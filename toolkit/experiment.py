@@ -394,6 +394,12 @@ def write_results(
 FLAGS = flags.FLAGS
 
 
+def append_xla_flags(*flags: str) -> None:
+  """Appends ``flags`` to ``$XLA_FLAGS``; call it in a binary's ``__main__`` block, before the first computation
+  initialises XLA (a flag set later is ignored)."""
+  os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *flags]).strip()
+
+
 def define_flags(experiment: Experiment) -> None:
   """Defines ``--quick``, ``--seed``, ``--out_dir``, ``--restart`` and ``--config`` (the full config)."""
   flags.DEFINE_bool("quick", False, "Run the quick-scale config (the one `reproduce` runs) instead of the full one.")

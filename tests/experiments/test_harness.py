@@ -193,3 +193,12 @@ def test_run_cases_skips_finished_cases_after_a_restart(tmp_path):
   results = xp.run_cases(_ctx(tmp_path), ["a", "b", "c", "d"], run_case)
   assert calls == ["a", "b", "c", "c", "d"]  # a and b were not run again
   assert results == [{"case": c, "value": 10 * i} for i, c in enumerate("abcd")]
+
+
+def test_append_xla_flags_keeps_the_flags_already_set(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "--xla_a=1")
+  xp.append_xla_flags("--xla_b=2", "--xla_c=3")
+  assert os.environ["XLA_FLAGS"] == "--xla_a=1 --xla_b=2 --xla_c=3"
+  monkeypatch.delenv("XLA_FLAGS")
+  xp.append_xla_flags("--xla_b=2")
+  assert os.environ["XLA_FLAGS"] == "--xla_b=2"

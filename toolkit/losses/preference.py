@@ -145,8 +145,7 @@ def dpo_loss(
   >>> bool(jnp.allclose(dpo_loss(zero, zero, zero, zero, beta=0.1), jnp.log(2.0)))
   True
   """
-  pc, pr, rc, rr = _check_log_probs(policy_chosen, policy_rejected, reference_chosen, reference_rejected)
-  h = (pc - rc) - (pr - rr)
+  h = implicit_reward_margin(policy_chosen, policy_rejected, reference_chosen, reference_rejected)
   return -jax.nn.log_sigmoid(_check_beta(beta, h.dtype) * h)
 
 
@@ -167,8 +166,7 @@ def ipo_loss(
   >>> ipo_loss(zero, zero, zero, zero, beta=0.5)  # 1 / (4 β²)
   Array([1., 1.], dtype=float32)
   """
-  pc, pr, rc, rr = _check_log_probs(policy_chosen, policy_rejected, reference_chosen, reference_rejected)
-  h = (pc - rc) - (pr - rr)
+  h = implicit_reward_margin(policy_chosen, policy_rejected, reference_chosen, reference_rejected)
   beta = _check_beta(beta, h.dtype)
   return jnp.square(h - 1 / (2 * beta))
 
@@ -188,8 +186,7 @@ def hinge_loss(
   >>> hinge_loss(zero, zero, zero, zero, beta=0.1)
   Array([1., 1.], dtype=float32)
   """
-  pc, pr, rc, rr = _check_log_probs(policy_chosen, policy_rejected, reference_chosen, reference_rejected)
-  h = (pc - rc) - (pr - rr)
+  h = implicit_reward_margin(policy_chosen, policy_rejected, reference_chosen, reference_rejected)
   return jax.nn.relu(1 - _check_beta(beta, h.dtype) * h)
 
 
