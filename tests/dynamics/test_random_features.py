@@ -98,3 +98,12 @@ def test_jit_equals_no_jit_and_bad_input_is_refused(key):
     rf.fit_optax(z, y, optimizer="adam", num_steps=3)
   with pytest.raises(ValueError, match="`ridge`"):
     rf.fit_ridge(z, y, ridge=-1.0)
+
+
+def test_feature_map_refuses_bad_shapes_and_counts(key):
+  with pytest.raises(ValueError, match="`x`"):
+    rf.random_feature_map(jnp.ones((4, 3)), rf.init_first_layer(key, 5, 7))
+  with pytest.raises(ValueError, match="`num_features`"):
+    rf.init_first_layer(key, 3, -1)
+  with pytest.raises(ValueError, match="`num_inputs`"):
+    rf.init_first_layer(key, 2.5, 4)
