@@ -1,0 +1,1 @@
+"""Linear algebra: low-rank matrix completion by robust alternating minimisation (``matrix_completion``)."""

@@ -1,0 +1,1 @@
+"""Partial differential equations: the discrete physics-informed loss of ODIL/GliODIL for tumour growth (``odil``)."""
