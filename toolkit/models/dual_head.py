@@ -115,14 +115,14 @@ def dual_head_objective(logit_loss: LogitLoss = distillation.binary_kl_norm) -> 
   return objective
 
 
-class TrainState(NamedTuple):
+class DistillationState(NamedTuple):
   """``params`` (flax variables of the student) and the optimiser state."""
 
   params: dict
   opt_state: optax.OptState
 
 
-class StepInfo(NamedTuple):
+class DistillationStepInfo(NamedTuple):
   """Batch means of the two terms, and gradient cosines between them (before alignment).
 
   ``head_cosine`` is over the parameters of both heads, ``backbone_cosine`` over the rest; a cosine is 0 when
@@ -135,10 +135,12 @@ class StepInfo(NamedTuple):
   backbone_cosine: jax.Array
 
 
-def init(key: jax.Array, model: nn.Module, x_example: jax.Array, optimizer: optax.GradientTransformation) -> TrainState:
+def init(
+  key: jax.Array, model: nn.Module, x_example: jax.Array, optimizer: optax.GradientTransformation
+) -> DistillationState:
   """Initialises the student's variables on ``x_example`` (one batch) and the optimiser state."""
   params = model.init(key, x_example)
-  return TrainState(params, optimizer.init(params))
+  return DistillationState(params, optimizer.init(params))
 
 
 def _split(tree: dict) -> tuple[list, list]:
@@ -159,7 +161,7 @@ def _cosine(a: list, b: list) -> jax.Array:
 
 
 def step(
-  state: TrainState,
+  state: DistillationState,
   x: jax.Array,
   labels: jax.Array,
   teacher_logits: jax.Array,
@@ -170,14 +172,14 @@ def step(
   ce_weight: float = 1.0,
   distillation_weight: float = 1.0,
   align: bool = False,
-) -> tuple[TrainState, StepInfo]:
+) -> tuple[DistillationState, DistillationStepInfo]:
   """One optimiser step on ``ce_weight * mean CE + distillation_weight * mean distillation``.
 
   With ``align=True`` the distillation gradient is first projected by
   :func:`toolkit.losses.distillation.align_gradients` against the CE gradient (the authors' ``--ga``).
 
   Returns:
-    The new state and the :class:`StepInfo` of this batch (measured before the update).
+    The new state and the :class:`DistillationStepInfo` of this batch (measured before the update).
 
   Example:
     >>> model = DualHeadMLP(hidden=(8,), num_classes=3)
@@ -199,19 +201,19 @@ def step(
   g_ce = jax.tree.map(lambda g: ce_weight * g, g_ce)
   g_d = jax.tree.map(lambda g: distillation_weight * g, g_d)
   (head_ce, body_ce), (head_d, body_d) = _split(g_ce), _split(g_d)
-  info = StepInfo(ce, dist, _cosine(head_ce, head_d), _cosine(body_ce, body_d))
+  info = DistillationStepInfo(ce, dist, _cosine(head_ce, head_d), _cosine(body_ce, body_d))
   if align:
     g_d = distillation.align_gradients(g_d, g_ce)
   grads = jax.tree.map(jnp.add, g_ce, g_d)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  return TrainState(optax.apply_updates(state.params, updates), opt_state), info
+  return DistillationState(optax.apply_updates(state.params, updates), opt_state), info
 
 
-class TrainResult(NamedTuple):
-  """The trained ``params`` and ``history``: a :class:`StepInfo` of per-epoch means (leading axis = epochs)."""
+class DistillationResult(NamedTuple):
+  """The trained ``params`` and ``history``: a :class:`DistillationStepInfo` of per-epoch means (leading axis = epochs)."""
 
   params: dict
-  history: StepInfo
+  history: DistillationStepInfo
 
 
 def train(
@@ -228,7 +230,7 @@ def train(
   ce_weight: float = 1.0,
   distillation_weight: float = 1.0,
   align: bool = False,
-) -> TrainResult:
+) -> DistillationResult:
   """:func:`init`, then ``num_epochs`` epochs of :func:`step` over reshuffled mini-batches (the last partial batch
   of each epoch is dropped), as one ``lax.scan``; jit-able (all keyword arguments static) and vmap-able over
   ``key``.
@@ -241,7 +243,7 @@ def train(
     batch_size: examples per step, at most ``num_train``.
 
   Returns:
-    :class:`TrainResult`.
+    :class:`DistillationResult`.
   """
   num_train = x.shape[0]
   for name, value in (("num_epochs", num_epochs), ("batch_size", batch_size)):
@@ -278,7 +280,7 @@ def train(
     return state, jax.tree.map(jnp.mean, infos)
 
   state, history = jax.lax.scan(epoch, state, jax.random.split(k_data, num_epochs))
-  return TrainResult(state.params, history)
+  return DistillationResult(state.params, history)
 
 
 def accuracy(model: nn.Module, params: dict, x: jax.Array, labels: jax.Array) -> jax.Array:
