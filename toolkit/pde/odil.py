@@ -415,13 +415,16 @@ def initial_guess(
   ratio: float,
   seed: Seed = DEFAULT_SEED,
   horizon: float = 3.0,
+  search_radius: int = 2,
   num_levels: int = 1,
 ) -> Unknowns:
   """GliODIL's initial guess: a forward run with characteristic parameters, stopped where it best fits the lesion.
 
-  The seed is placed at the PET-weighted (else plain) centroid of the core (else of the whole lesion). The forward
-  model runs with (D_w, ρ, r) up to ``horizon × T`` and stops at the time t* whose visible lesion (u ≥ 0.25) has
-  the best Dice with the scan's. Running to t* equals running to T with ``D_w t*/T`` and ``ρ t*/T``, so those are
+  Seeds are tried at the PET-weighted (else plain) centroid of the core (else of the whole lesion) and at the cells
+  up to ``search_radius`` away along each axis (our addition: the centre is the unknown first-order optimisers move
+  least). From each, the forward model runs with (D_w, ρ, r) up to ``horizon × T``; the seed and the time t* whose
+  visible lesion (u ≥ 0.25) has the best Dice with the scan's are kept. Running to t* equals running to T with
+  ``D_w t*/T`` and ``ρ t*/T``, so those are
   the initial parameters and the run, resampled to the grid's N + 1 times, is the initial field: it satisfies the
   discrete PDE up to the resampling.
 
@@ -431,6 +434,7 @@ def initial_guess(
     d_white, rho, ratio: the characteristic parameters.
     seed: the initial Gaussian's shape.
     horizon: how far (in units of T) the forward run may go.
+    search_radius: candidate seeds per axis on each side of the centroid, in cells (0: the centroid only).
     num_levels: multigrid levels of the returned unknowns.
 
   Returns:
@@ -438,23 +442,36 @@ def initial_guess(
   """
   shape = _check_scan(scan)
   tg.check_count(num_steps, "num_steps")
+  tg.check_count(search_radius, "search_radius", minimum=0)
   labels = np.asarray(scan.labels)
   region = labels == tg.CORE if (labels == tg.CORE).any() else labels > 0
   if not region.any():
     raise ValueError("scan.labels shows no lesion: nothing to fit.")
   weight = region * (np.asarray(scan.pet) if scan.pet is not None else 1.0) + 1e-12 * region
-  coords = np.meshgrid(*[(np.arange(n) + 0.5) * float(scan.spacing) for n in shape], indexing="ij")
-  centre = np.array([(c * weight).sum() / weight.sum() for c in coords])
-  u0 = tg.gaussian_seed(
-    shape, jnp.asarray(centre, jnp.float32), scan.spacing, amplitude=seed.amplitude, width=seed.width
-  )
+  h = float(scan.spacing)
+  coords = np.meshgrid(*[(np.arange(n) + 0.5) * h for n in shape], indexing="ij")
+  centroid = np.array([(c * weight).sum() / weight.sum() for c in coords])
+  offsets = np.stack(
+    np.meshgrid(*[np.arange(-search_radius, search_radius + 1)] * len(shape), indexing="ij"), -1
+  ).reshape(-1, len(shape))
+  centres = jnp.asarray(centroid + h * offsets, jnp.float32)
   faces = tg.diffusion_faces(scan.tissue, d_white, ratio)
   num_run = round(horizon * num_steps)
-  run = jax.jit(tg.simulate, static_argnames=("num_steps",))
-  us = np.asarray(run(u0, faces, rho, duration=horizon * float(scan.duration), num_steps=num_run, spacing=scan.spacing))
+
+  @jax.jit
+  def runs(centres):
+    def one(c):
+      u0 = tg.gaussian_seed(shape, c, h, amplitude=seed.amplitude, width=seed.width)
+      return tg.simulate(u0, faces, rho, duration=horizon * float(scan.duration), num_steps=num_run, spacing=h)
+
+    return jax.lax.map(one, centres)
+
+  us_all = np.asarray(runs(centres))  # (candidates, num_run + 1, *shape)
   visible = labels > 0
-  dices = [tg.dice(u >= 0.25, visible) for u in us]
-  best = max(1, int(np.argmax(dices)))
+  dices = np.array([[tg.dice(u >= 0.25, visible) for u in us] for us in us_all])
+  which, best = np.unravel_index(np.argmax(dices), dices.shape)
+  best = max(1, int(best))
+  us, centre = us_all[which], np.asarray(centres[which])
   frac = best / num_run * horizon  # t* / T
   # Resample the run on [0, t*] at N + 1 equal times (linear in time).
   t = np.linspace(0.0, best, num_steps + 1)

@@ -384,7 +384,8 @@ def synthetic_brain(
     return m.mean(axis=tuple(range(1, 2 * ndim, 2)))
 
   w, g = frac(white), frac(grey)
-  return Tissue(jnp.asarray(w, jnp.float32), jnp.asarray(g, jnp.float32), jnp.asarray(1.0 - w - g, jnp.float32))
+  dtype = jnp.result_type(float)  # float32, or float64 under x64
+  return Tissue(jnp.asarray(w, dtype), jnp.asarray(g, dtype), jnp.asarray(1.0 - w - g, dtype))
 
 
 def block_average(x: jax.Array, factor: int, *, num_leading: int = 0) -> jax.Array:
