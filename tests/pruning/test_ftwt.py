@@ -126,7 +126,7 @@ def toy():
 
 
 def test_dynamic_forward_masks_and_counts(toy):
-  model, x, y, params, predictors = toy
+  model, x, _, params, predictors = toy
   out = ftwt.dynamic_forward(model, params, predictors, x, threshold=0.8)
   # The masks are the thresholded predictor logits, the counts their sums, and the logits those of the backbone
   # under those masks; the targets are the criterion on the masked network's unmasked outputs.

@@ -410,7 +410,7 @@ def flops_estimate(model: nn.Module, params: Any, x: jax.Array, *, threshold: fl
 
 
 class FTWTState(NamedTuple):
-  """The backbone's and the predictors' parameters and the optimiser state over both (``{"backbone", "predictors"}``)."""
+  """The backbone's and the predictors' parameters, and the optimiser state over ``{"backbone", "predictors"}``."""
 
   params: Any
   predictors: tuple[Any, ...]
