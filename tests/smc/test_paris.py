@@ -212,6 +212,9 @@ def test_bad_input_is_rejected(key):
     paris.paris(key, model, ys, lag_product, num_particles=8, ess_threshold=1.5)
   with pytest.raises(ValueError, match="ys"):
     paris.paris(key, model, ys[:1], lag_product, num_particles=8)
+  # One 1-D observation per time: a (T, 3) array would broadcast into a finite, meaningless estimate.
+  with pytest.raises(ValueError, match=r"`ys` must have shape \(T, 1\)"):
+    paris.paris(key, model, jnp.ones((5, 3)), lag_product, num_particles=8)
   with pytest.raises(TypeError, match="StateSpaceModel"):
     paris.paris(key, "lgssm", ys, lag_product, num_particles=8)
   with pytest.raises(ValueError, match="reference"):
@@ -219,6 +222,16 @@ def test_bad_input_is_rejected(key):
   no_bound = model.replace(transition_log_bound=None)
   with pytest.raises(ValueError, match="transition_log_bound"):
     paris.paris(key, no_bound, ys, lag_product, num_particles=8, backward=paris.backward_reject)
+
+
+def test_a_nan_observation_is_reported_not_swallowed(key):
+  model, ys, _ = lgssm(T=6)
+  clean = paris.paris(key, model, ys, lag_product, num_particles=8)
+  broken = paris.paris(key, model, ys.at[3].set(jnp.nan), lag_product, num_particles=8)
+  assert not bool(clean.nan_detected) and np.isfinite(clean.log_likelihood)
+  # Resampling after the NaN step makes the later weights finite again: the output must still say what happened.
+  assert bool(broken.nan_detected)
+  assert np.isnan(broken.log_likelihood) and np.all(np.isnan(np.asarray(broken.estimate)))
 
 
 # ---------------------------------------------------------------------------------------------------------------

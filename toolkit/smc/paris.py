@@ -185,6 +185,8 @@ class PaRISOutput(NamedTuple):
     resampled: (T - 1,) whether the step from t to t + 1 resampled.
     fallback_fraction: (T - 1,) share of backward draws the accept-reject kernel left to the exact kernel
       (0 for the other kernels).
+    nan_detected: whether a weight became NaN at some step (a NaN observation, a model whose log-density is NaN);
+      ``estimate`` and ``log_likelihood`` are then NaN too, never a finite value computed from broken weights.
   """
 
   estimate: Any
@@ -195,6 +197,7 @@ class PaRISOutput(NamedTuple):
   ess: jax.Array
   resampled: jax.Array
   fallback_fraction: jax.Array
+  nan_detected: jax.Array
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -596,22 +599,37 @@ def smoothed_estimate(state: PaRISState) -> Any:
 def collect_output(initial: PaRISState, final: PaRISState, infos: PaRISInfo) -> PaRISOutput:
   """The ``PaRISOutput`` of a run from its first and last states and its stacked ``PaRISInfo`` (leading axis:
   steps; only ``ess``, ``resampled`` and ``fallback_fraction`` are read)."""
+  ess = jnp.concatenate([resampling.ess(initial.log_weights)[None], infos.ess])
+  # A NaN weight at any step breaks every later estimate, even once resampling has made the weights finite again.
+  nan_detected = jnp.any(jnp.isnan(ess)) | jnp.isnan(final.log_likelihood)
   return PaRISOutput(
-    estimate=smoothed_estimate(final),
-    log_likelihood=final.log_likelihood,
+    estimate=jax.tree.map(lambda e: jnp.where(nan_detected, jnp.nan, e), smoothed_estimate(final)),
+    log_likelihood=jnp.where(nan_detected, jnp.nan, final.log_likelihood),
     statistics=final.statistics,
     particles=final.particles,
     log_weights=final.log_weights,
-    ess=jnp.concatenate([resampling.ess(initial.log_weights)[None], infos.ess]),
+    ess=ess,
     resampled=infos.resampled,
     fallback_fraction=infos.fallback_fraction,
+    nan_detected=nan_detected,
   )
 
 
-def check_observations(ys: jax.Array) -> None:
-  """``ys`` must have a leading time axis of length >= 2 (ValueError otherwise)."""
+def check_observations(ys: jax.Array, model: StateSpaceModel | None = None) -> None:
+  """``ys`` must have a leading time axis of length >= 2 and, given ``model``, one observation of the model's shape
+  per time (ValueError otherwise: broadcasting a wrong-shaped ``ys`` would give a finite, meaningless estimate)."""
   if jnp.ndim(ys) < 1 or jnp.shape(ys)[0] < 2:
     raise ValueError(f"`ys` must have a leading time axis of length >= 2, got shape {jnp.shape(ys)}.")
+  if isinstance(model, StateSpaceModel):
+    x0 = jax.ShapeDtypeStruct((model.state_dim,), jnp.result_type(float))
+    y_shape = jax.eval_shape(
+      lambda key, x: jnp.asarray(model.observation(model.params, x, 0).sample(key)), jax.random.key(0), x0
+    ).shape
+    if tuple(jnp.shape(ys)[1:]) != tuple(y_shape):
+      raise ValueError(
+        f"`ys` must have shape (T, {', '.join(map(str, y_shape))}) for this model (one observation of shape "
+        f"{tuple(y_shape)} per time), got {jnp.shape(ys)}."
+      )
 
 
 def paris(
@@ -655,7 +673,7 @@ def paris(
     >>> print(out.ess.shape, bool(abs(out.estimate - truth) < 1.5))
     (30,) True
   """
-  check_observations(ys)
+  check_observations(ys, model)
   k_init, k_scan = jax.random.split(key)
   state = init(
     k_init,

@@ -106,7 +106,7 @@ def forward_pass(
   Returns:
     ``ForwardPass``.
   """
-  paris_lib.check_observations(ys)
+  paris_lib.check_observations(ys, model)
   T = jnp.shape(ys)[0]
   conditional = reference is not None
   if conditional and jnp.shape(reference) != (T, getattr(model, "state_dim", None)):

@@ -5,6 +5,11 @@ filtering", 2005): each maps normalised weights ``w`` (N,) to ``num_samples`` an
 offspring counts are ``num_samples * w``. They take ``(key, weights, num_samples)`` like blackjax's
 ``blackjax.smc.resampling`` so the two are interchangeable, and have log-weight variants for callers that keep
 unnormalised log-weights. Shapes are static, so every function works under ``jit`` and ``vmap``.
+
+Invalid weights (a NaN, a negative entry, or no positive finite mass) are refused with a ``ValueError`` when the
+weights are concrete. Under ``jit`` they cannot raise: the resamplers then return garbage indices, and the SMC drivers
+(``paris``, ``fkc``) report the step through their outputs (NaN log-likelihood and estimate, ``nan_detected``).
+``normalize_log_weights`` propagates a NaN instead of hiding it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Resampler = Callable[[jax.Array, jax.Array, int], jax.Array]
 
@@ -25,10 +31,24 @@ def _check_weights(weights, name="weights") -> None:
     raise TypeError(f"`{name}` must be a floating array, got dtype {jnp.result_type(weights)}.")
 
 
+def _check_weight_values(weights, name="weights") -> None:
+  """Refuses NaN, negative or massless weights when they are concrete (they cannot be checked under ``jit``)."""
+  if isinstance(weights, jax.core.Tracer):
+    return
+  w = jnp.asarray(weights)
+  if bool(jnp.any(jnp.isnan(w))):
+    raise ValueError(f"`{name}` contains NaN (at indices {jnp.flatnonzero(jnp.isnan(w)).tolist()[:8]}).")
+  if bool(jnp.any(w < 0)):
+    raise ValueError(f"`{name}` must be non-negative, got a minimum of {float(jnp.min(w))}.")
+  total = jnp.sum(w)
+  if not bool(jnp.isfinite(total)) or not bool(total > 0):
+    raise ValueError(f"`{name}` must have a positive finite sum, got {float(total)}.")
+
+
 def _check_num_samples(num_samples) -> int:
-  if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
-    raise ValueError(f"`num_samples` must be a positive Python int (a static shape), got {num_samples!r}.")
-  return num_samples
+  if not isinstance(num_samples, int | np.integer) or isinstance(num_samples, bool) or num_samples < 1:
+    raise ValueError(f"`num_samples` must be a positive int (a static shape), got {num_samples!r}.")
+  return int(num_samples)
 
 
 def _sorted_to_indices(weights: jax.Array, positions: jax.Array) -> jax.Array:
@@ -43,6 +63,7 @@ def _sorted_to_indices(weights: jax.Array, positions: jax.Array) -> jax.Array:
 def systematic(key: jax.Array, weights: jax.Array, num_samples: int) -> jax.Array:
   """Systematic resampling: one uniform ``u``, positions ``(m + u) / M``. Returns sorted indices (M,)."""
   _check_weights(weights)
+  _check_weight_values(weights)
   m = _check_num_samples(num_samples)
   u = jax.random.uniform(key, (), dtype=weights.dtype)
   return _sorted_to_indices(weights, (jnp.arange(m, dtype=weights.dtype) + u) / m)
@@ -51,6 +72,7 @@ def systematic(key: jax.Array, weights: jax.Array, num_samples: int) -> jax.Arra
 def stratified(key: jax.Array, weights: jax.Array, num_samples: int) -> jax.Array:
   """Stratified resampling: one uniform per stratum ``[m/M, (m+1)/M)``. Returns sorted indices (M,)."""
   _check_weights(weights)
+  _check_weight_values(weights)
   m = _check_num_samples(num_samples)
   u = jax.random.uniform(key, (m,), dtype=weights.dtype)
   return _sorted_to_indices(weights, (jnp.arange(m, dtype=weights.dtype) + u) / m)
@@ -63,6 +85,7 @@ def multinomial(key: jax.Array, weights: jax.Array, num_samples: int) -> jax.Arr
   so no sort is needed; ``jax.random.categorical`` would cost O(N M) (Gumbel-max). Returns sorted indices.
   """
   _check_weights(weights)
+  _check_weight_values(weights)
   m = _check_num_samples(num_samples)
   e = jax.random.exponential(key, (m + 1,), dtype=weights.dtype)
   positions = jnp.cumsum(e)[:-1] / jnp.sum(e)
@@ -77,6 +100,7 @@ def residual(key: jax.Array, weights: jax.Array, num_samples: int) -> jax.Array:
   multinomial draws. The result is in particle order, not shuffled.
   """
   _check_weights(weights)
+  _check_weight_values(weights)
   m = _check_num_samples(num_samples)
   w = weights / jnp.sum(weights)
   copies = jnp.floor(m * w)
@@ -113,11 +137,13 @@ def check_resampler(resampler) -> Resampler:
 
 
 def normalize_log_weights(log_weights: jax.Array) -> jax.Array:
-  """Normalised log-weights ``lw - logsumexp(lw)``; an all ``-inf`` vector becomes uniform instead of NaN."""
+  """Normalised log-weights ``lw - logsumexp(lw)``; an all ``-inf`` vector becomes uniform instead of NaN, while a
+  NaN anywhere (or a ``+inf``) makes every entry NaN, so that a broken weight is never silently replaced."""
   _check_weights(log_weights, "log_weights")
   finite = jnp.any(jnp.isfinite(log_weights))
+  broken = jnp.any(jnp.isnan(log_weights) | (log_weights == jnp.inf))
   safe = jnp.where(finite, log_weights, jnp.zeros_like(log_weights))
-  return safe - jax.nn.logsumexp(safe)
+  return jnp.where(broken, jnp.nan, safe - jax.nn.logsumexp(safe))
 
 
 def log_ess(log_weights: jax.Array) -> jax.Array:
