@@ -57,6 +57,15 @@ def test_resampler_refuses_bad_input(name, resampler, key):
     resampler(key, jnp.ones(3, jnp.int32), 3)
   with pytest.raises(ValueError, match="num_samples"):
     resampler(key, jnp.ones(3) / 3, 0)
+  # Concrete weights are checked: NaN, a negative entry or no mass would otherwise give arbitrary indices.
+  with pytest.raises(ValueError, match="`weights` contains NaN"):
+    resampler(key, jnp.array([0.5, jnp.nan, 0.3, 0.2]), 8)
+  with pytest.raises(ValueError, match="`weights` must be non-negative"):
+    resampler(key, jnp.array([0.5, -0.1, 0.6]), 8)
+  with pytest.raises(ValueError, match="`weights` must have a positive finite sum"):
+    resampler(key, jnp.zeros(3), 8)
+  # Any integer scalar is a valid count.
+  assert resampler(key, jnp.ones(3) / 3, np.int64(4)).shape == (4,)
   with pytest.raises(TypeError, match="`resampler`"):
     resampling.adaptive_resample(key, jnp.zeros(3), resampler=name)  # a name is not a resampler
 
