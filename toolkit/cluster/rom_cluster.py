@@ -272,7 +272,7 @@ def _kmedoids_run(key, dissimilarity, num_clusters, num_iterations):
     it, medoids, _ = carry
     return it + 1, update(medoids), medoids
 
-  it, medoids, previous = jax.lax.while_loop(cond, body, (1, update(medoids0), medoids0))
+  _, medoids, previous = jax.lax.while_loop(cond, body, (1, update(medoids0), medoids0))
   voronoi_converged = jnp.all(medoids == previous)
   medoids, swaps = _swap_refine(dissimilarity, medoids, num_iterations)
   assignment = jnp.argmin(dissimilarity[:, medoids], axis=1)
