@@ -297,3 +297,40 @@ def test_kivi_strategy_and_bad_arguments():
     kivi.decode_attention(q[:, :2], state)
   with pytest.raises(ValueError, match="`k` and `v`"):
     kivi.extend(state, keys[:, :2], values[:, :2])
+
+
+def test_out_of_range_codes_never_spill_into_neighbours():
+  with pytest.raises(ValueError, match=r"`codes` must lie in \[0, 4\)"):
+    kivi.pack(jnp.array([5] + [0] * 15), 2)
+  with pytest.raises(ValueError, match=r"`codes` must lie in \[0, 16\)"):
+    kivi.pack(jnp.array([-1] + [0] * 7), 4)
+  with pytest.raises(TypeError, match="integer"):
+    kivi.pack(jnp.zeros(16), 2)
+  # Under jit the codes cannot be checked: each is masked to its own field, so the neighbours stay 0.
+  packed = jax.jit(kivi.pack, static_argnums=1)(jnp.array([5] + [0] * 15), 2)
+  np.testing.assert_array_equal(kivi.unpack(packed, 2)[1:], 0)
+
+
+def test_a_nan_input_dequantizes_to_nan_in_its_group_only():
+  # XLA:CPU's min/max reductions drop NaN: without the explicit guard this group would dequantize to finite values.
+  x = jnp.ones((2, 64, 32)).at[0, 3, 5].set(jnp.nan)
+  for q in (kivi.quantize_keys(x), kivi.quantize_values(x)):
+    nan = np.isnan(np.asarray(kivi.dequantize(q)))
+    assert nan[0, 3, 5] and nan.sum() == 32  # the group of 32 tokens (keys) or 32 channels (values) holding it
+
+
+def test_the_cache_refuses_to_overflow_and_flags_an_overflow_under_jit():
+  cache = kivi.init_cache((), capacity=32, channels=32, group_size=32, residual=64)
+  # The 64th residual token flushes a group: the cache holds capacity + residual - 1 = 95 tokens.
+  with pytest.raises(ValueError, match="does not fit the cache"):
+    kivi.extend(cache, jnp.ones((96, 32)), jnp.ones((96, 32)))
+  with pytest.raises(ValueError, match="`k` and `v` must both have shape"):
+    kivi.append(cache, jnp.ones(16), jnp.ones(16))
+  full = kivi.extend(cache, jnp.ones((95, 32)), jnp.ones((95, 32)))
+  assert (int(full.n_quantized), int(full.n_residual)) == (32, 63)
+  assert bool(jnp.all(jnp.isfinite(kivi.decode_attention(jnp.ones(32), full))))
+  with pytest.raises(ValueError, match="the cache is full"):
+    kivi.append(full, jnp.ones(32), jnp.ones(32))
+  over = jax.jit(kivi.append)(full, jnp.ones(32), jnp.ones(32))
+  assert bool(kivi.overflowed(over))
+  assert bool(jnp.all(jnp.isnan(kivi.decode_attention(jnp.ones(32), over))))

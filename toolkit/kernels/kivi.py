@@ -42,14 +42,24 @@ def _per_word(bits: int) -> int:
 
 
 def pack(codes: jax.Array, bits: int) -> jax.Array:
-  """Packs integer codes in [0, 2^bits) along the last axis, ``32 // bits`` per int32 word (lowest bits first)."""
+  """Packs integer codes in [0, 2^bits) along the last axis, ``32 // bits`` per int32 word (lowest bits first).
+
+  Concrete codes outside [0, 2^bits) are refused; under ``jit`` each code is masked to its ``bits`` low bits, so an
+  out-of-range code can never spill into its neighbours' fields.
+  """
   _check_bits(bits)
   per_word = 32 // bits
-  if codes.shape[-1] % per_word:
+  if not jnp.issubdtype(jnp.result_type(codes), jnp.integer):
+    raise TypeError(f"`codes` must be an integer array, got dtype {jnp.result_type(codes)}.")
+  if codes.ndim < 1 or codes.shape[-1] % per_word:
     raise ValueError(
-      f"the last axis of `codes` ({codes.shape[-1]}) must be a multiple of {per_word} for {bits}-bit packing."
+      f"the last axis of `codes` ({codes.shape}) must be a multiple of {per_word} for {bits}-bit packing."
     )
-  fields = codes.astype(jnp.uint32).reshape(*codes.shape[:-1], -1, per_word)
+  if not isinstance(codes, jax.core.Tracer) and codes.size:
+    lo, hi = int(jnp.min(codes)), int(jnp.max(codes))
+    if lo < 0 or hi >= 1 << bits:
+      raise ValueError(f"`codes` must lie in [0, {1 << bits}) for {bits}-bit packing, got values in [{lo}, {hi}].")
+  fields = (codes.astype(jnp.uint32) & jnp.uint32((1 << bits) - 1)).reshape(*codes.shape[:-1], -1, per_word)
   shifts = jnp.arange(per_word, dtype=jnp.uint32) * bits
   # OR of disjoint bit fields == their sum; done in uint32 so the top field may use the sign bit.
   words = jnp.sum(fields << shifts, axis=-1, dtype=jnp.uint32)
@@ -119,15 +129,19 @@ def _quantize(x: jax.Array, bits: int, group_size: int, axis: int, name: str, sc
   if bits == 16:
     ones = jnp.ones(groups.shape[:-1], scale_dtype)
     return QuantizedTensor(moved, ones, jnp.zeros_like(ones), bits, group_size, axis, tuple(x.shape))
-  lo = jnp.min(groups, axis=-1)
-  hi = jnp.max(groups, axis=-1)
+  # XLA:CPU's min/max reductions drop NaN (jaxlib 0.10.2: min over [NaN, 1, ...] is 1, where numpy gives NaN), so a
+  # NaN would quantize to a finite code. Poison the group's range explicitly: a NaN input dequantizes to NaN.
+  has_nan = jnp.any(jnp.isnan(groups), axis=-1)
+  lo = jnp.where(has_nan, jnp.nan, jnp.min(groups, axis=-1))
+  hi = jnp.where(has_nan, jnp.nan, jnp.max(groups, axis=-1))
   levels = (1 << bits) - 1
   # Scale and zero point are rounded to their storage dtype first, so the codes are the nearest ones to x under the
   # parameters that are actually stored (the paper stores them in fp16).
   zero = lo.astype(scale_dtype)
   scale = ((hi - lo) / levels).astype(scale_dtype)
-  # A constant group has range 0: any positive step gives code 0 and dequantizes exactly to its minimum.
-  safe = jnp.where(scale > 0, scale, jnp.ones_like(scale))
+  # A constant group has range 0: any positive step gives code 0 and dequantizes exactly to its minimum. A NaN range
+  # stays NaN (the comparison is False for NaN, so test for it first).
+  safe = jnp.where(jnp.isnan(scale) | (scale > 0), scale, jnp.ones_like(scale))
   shifted = (groups - zero[..., None].astype(x.dtype)) / safe[..., None].astype(x.dtype)
   codes = jnp.clip(jnp.round(shifted), 0, levels).astype(jnp.int32)
   return QuantizedTensor(pack(codes.reshape(moved.shape), bits), safe, zero, bits, group_size, axis, tuple(x.shape))
@@ -280,8 +294,24 @@ def _store(buffer: QuantizedTensor, group: QuantizedTensor, start: jax.Array) ->
 def append(cache: KIVICache, k: jax.Array, v: jax.Array) -> KIVICache:
   """Appends one token's key and value (..., C). When the residual is full, its oldest G tokens are quantized
   as one group (keys per channel, values per token) and the residual shifts by G: the latest R − G to R tokens stay
-  in full precision. A full cache is the caller's to avoid (its quantized part would be overwritten)."""
+  in full precision.
+
+  A cache holds at most ``capacity + residual - 1`` tokens. Appending past that raises a ``ValueError`` when the
+  cache's counts are concrete; under ``jit`` it cannot raise, so ``n_quantized`` then exceeds ``capacity`` and
+  ``decode_attention`` returns NaN (``overflowed`` tells which) instead of attending over overwritten groups."""
+  expected = cache.k_residual.shape[:-2] + cache.k_residual.shape[-1:]
+  if jnp.shape(k) != expected or jnp.shape(v) != expected:
+    raise ValueError(
+      f"`k` and `v` must both have shape {expected} (the cache's batch axes, then channels), got "
+      f"{jnp.shape(k)} and {jnp.shape(v)}."
+    )
   g = cache.group_size
+  if not isinstance(cache.n_residual, jax.core.Tracer) and not isinstance(cache.n_quantized, jax.core.Tracer):
+    if int(cache.n_residual) + 1 == cache.k_residual.shape[-2] and int(cache.n_quantized) + g > cache.capacity:
+      raise ValueError(
+        f"the cache is full: {cache.capacity} quantized + {cache.k_residual.shape[-2] - 1} residual tokens "
+        f"(capacity + residual - 1); make it with a larger `capacity`."
+      )
   k_res = _write(cache.k_residual, k[..., None, :], cache.n_residual, -2)
   v_res = _write(cache.v_residual, v[..., None, :], cache.n_residual, -2)
   count = cache.n_residual + 1
@@ -309,15 +339,23 @@ def extend(cache: KIVICache, k: jax.Array, v: jax.Array) -> KIVICache:
       f"`k` and `v` must both have shape {cache.k_residual.shape[:-2]} + (tokens, "
       f"{cache.k_residual.shape[-1]}), got {k.shape} and {v.shape}."
     )
-  room = cache.capacity + cache.k_residual.shape[-2]
+  # The R-th residual token flushes a group into the quantized part, so a cache holds capacity + R - 1 tokens.
+  room = cache.capacity + cache.k_residual.shape[-2] - 1
+  if not isinstance(cache.n_quantized, jax.core.Tracer) and not isinstance(cache.n_residual, jax.core.Tracer):
+    room -= int(cache.n_quantized) + int(cache.n_residual)
   if k.shape[-2] > room:
     raise ValueError(
-      f"the prompt ({k.shape[-2]} tokens) does not fit the cache's capacity ({cache.capacity} quantized + "
-      f"{cache.k_residual.shape[-2]} residual tokens)."
+      f"the prompt ({k.shape[-2]} tokens) does not fit the cache: room for {room} more tokens (capacity "
+      f"{cache.capacity} quantized + {cache.k_residual.shape[-2]} residual - 1, less those already stored)."
     )
   step = lambda c, kv: (append(c, *kv), None)
   cache, _ = jax.lax.scan(step, cache, (jnp.moveaxis(k, -2, 0), jnp.moveaxis(v, -2, 0)))
   return cache
+
+
+def overflowed(cache: KIVICache) -> jax.Array:
+  """Whether more tokens were appended (under ``jit``) than the cache holds: its quantized groups were overwritten."""
+  return cache.n_quantized > cache.capacity
 
 
 def dequantize_cache(cache: KIVICache) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -543,8 +581,10 @@ def decode_attention(
   if q.shape != expected:
     raise ValueError(f"`q` must have shape {expected} (the cache's batch axes, then channels), got {q.shape}.")
   if dispatch.check_impl(impl) == "pallas":
-    return decode_attention_pallas(q, cache, block_tokens=block_tokens, interpret=interpret)
-  return decode_attention_xla(q, cache)
+    out = decode_attention_pallas(q, cache, block_tokens=block_tokens, interpret=interpret)
+  else:
+    out = decode_attention_xla(q, cache)
+  return jnp.where(overflowed(cache), jnp.nan, out).astype(out.dtype)
 
 
 @dataclasses.dataclass(frozen=True)
