@@ -306,12 +306,14 @@ def append(cache: KIVICache, k: jax.Array, v: jax.Array) -> KIVICache:
       f"{jnp.shape(k)} and {jnp.shape(v)}."
     )
   g = cache.group_size
-  if not isinstance(cache.n_residual, jax.core.Tracer) and not isinstance(cache.n_quantized, jax.core.Tracer):
-    if int(cache.n_residual) + 1 == cache.k_residual.shape[-2] and int(cache.n_quantized) + g > cache.capacity:
-      raise ValueError(
-        f"the cache is full: {cache.capacity} quantized + {cache.k_residual.shape[-2] - 1} residual tokens "
-        f"(capacity + residual - 1); make it with a larger `capacity`."
-      )
+  concrete = not isinstance(cache.n_residual, jax.core.Tracer) and not isinstance(cache.n_quantized, jax.core.Tracer)
+  if (
+    concrete and int(cache.n_residual) + 1 == cache.k_residual.shape[-2] and int(cache.n_quantized) + g > cache.capacity
+  ):
+    raise ValueError(
+      f"the cache is full: {cache.capacity} quantized + {cache.k_residual.shape[-2] - 1} residual tokens "
+      f"(capacity + residual - 1); make it with a larger `capacity`."
+    )
   k_res = _write(cache.k_residual, k[..., None, :], cache.n_residual, -2)
   v_res = _write(cache.v_residual, v[..., None, :], cache.n_residual, -2)
   count = cache.n_residual + 1
