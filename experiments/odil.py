@@ -86,7 +86,7 @@ def run_patient(i: int, config: ConfigDict, key: jax.Array, fit_fn) -> dict:
     refine=config.refine,
     time_refine=config.time_refine,
   )
-  scan = odil.Scan(p.tissue, p.labels, p.pet if config.use_pet else None, config.duration, config.spacing)
+  scan = odil.TumourScan(p.tissue, p.labels, p.pet if config.use_pet else None, config.duration, config.spacing)
   guess = odil.initial_guess(
     scan,
     config.num_steps,

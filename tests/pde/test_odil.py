@@ -18,15 +18,15 @@ def _problem(shape=(10, 10), num_steps=6, seed_width=2.0):
   ramp = (jnp.arange(shape[0]) + 0.5) / shape[0]
   white = jnp.broadcast_to(0.95 - 0.7 * ramp.reshape((-1,) + (1,) * (len(shape) - 1)), shape).astype(float)
   csf = jnp.zeros(shape).at[(0,) * len(shape)].set(1.0 - white[(0,) * len(shape)])
-  tissue = tg.Tissue(white, 1 - white - csf, csf)
+  tissue = tg.TissueMaps(white, 1 - white - csf, csf)
   centre = jnp.asarray([n / 2 * SPACING for n in shape], tissue.white.dtype)
-  seed = odil.Seed(0.8, seed_width)
+  seed = odil.TumourSeed(0.8, seed_width)
   u0 = tg.gaussian_seed(shape, centre, SPACING, amplitude=seed.amplitude, width=seed.width)
   faces = tg.diffusion_faces(tissue, D_WHITE, RATIO)
   tol = 1e-13 if tissue.white.dtype == jnp.float64 else 1e-6
   u = tg.simulate(u0, faces, RHO, duration=DURATION, num_steps=num_steps, spacing=SPACING, cg_tol=tol)
   labels = tg.segment(u[-1], 0.25, 0.6)
-  scan = odil.Scan(tissue, labels, tg.pet_signal(u[-1], labels), DURATION, SPACING)
+  scan = odil.TumourScan(tissue, labels, tg.pet_signal(u[-1], labels), DURATION, SPACING)
   truth = odil.make_params(D_WHITE, RHO, RATIO, centre, theta_down=0.25, theta_up=0.6)
   return scan, u, truth, seed
 
@@ -46,7 +46,7 @@ def test_residual_of_forward_solution_is_zero(x64, shape):
 
 def test_residual_matches_closed_form_logistic(x64):
   # D = 0 (all CSF-free but tissue-less diffusion): the residual of the exact logistic solution is O(Δt²).
-  tissue = tg.Tissue(jnp.zeros((3,)), jnp.zeros((3,)), jnp.ones((3,)))
+  tissue = tg.TissueMaps(jnp.zeros((3,)), jnp.zeros((3,)), jnp.ones((3,)))
   u0 = np.array([0.05, 0.3, 0.7])
   maxima = []
   for n in (8, 16):
@@ -80,8 +80,8 @@ def test_gradient_against_finite_differences(x64):
 
 
 @pytest.mark.slow
-def test_weighted_residuals_square_to_loss_and_jit():
-  scan, u, truth, seed = _problem()
+def test_weighted_residuals_square_to_loss_and_jit(problem):
+  scan, u, truth, seed = problem
   unknowns = odil.make_unknowns(u * 0.9, truth._replace(log_rho=truth.log_rho + 0.2), num_levels=3)
   value = odil.loss(unknowns, scan, seed=seed)
   r = odil.weighted_residuals(unknowns, scan, seed=seed)
@@ -105,15 +105,21 @@ def test_multigrid_levels_sum():
   np.testing.assert_allclose(odil.field_from_levels(levels), field + 0.5, atol=1e-6)
 
 
-def test_step_by_hand_equals_fit():
-  scan, u, truth, seed = _problem()
+@pytest.fixture(scope="module")
+def problem():
+  return _problem()
+
+
+def test_step_by_hand_equals_fit(problem):
+  scan, u, truth, seed = problem
   start = odil.make_unknowns(jnp.linspace(0, 1, u.shape[0])[:, None, None] * u[-1], truth, num_levels=2)
   opt = optax.adam(1e-2)
   out = odil.fit(start, scan, optimizer=opt, num_iterations=5, seed=seed)
   state = odil.init(start, opt)
+  step = jax.jit(lambda state: odil.step(state, scan, optimizer=opt, seed=seed))
   losses = []
   for _ in range(5):
-    state, info = odil.step(state, scan, optimizer=opt, seed=seed)
+    state, info = step(state)
     losses.append(info.loss)
   np.testing.assert_allclose(out.losses, losses, rtol=1e-6)
   for a, b in zip(jax.tree.leaves(out.unknowns), jax.tree.leaves(state.unknowns)):
@@ -148,8 +154,8 @@ def test_initial_guess_is_a_forward_run():
   assert start.levels[0].shape == u.shape
 
 
-def test_bad_input():
-  scan, u, truth, seed = _problem()
+def test_bad_input(problem):
+  scan, u, truth, _ = problem
   unknowns = odil.make_unknowns(u, truth)
   with pytest.raises(TypeError, match="scan"):
     odil.loss(unknowns, (scan.tissue, scan.labels))

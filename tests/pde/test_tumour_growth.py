@@ -9,14 +9,14 @@ from toolkit.pde import tumour_growth as tg
 
 
 def _uniform(shape, dtype=jnp.float64):
-  return tg.Tissue(jnp.ones(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+  return tg.TissueMaps(jnp.ones(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
 
 def _random_tissue(key, shape):
   k1, k2 = jax.random.split(key)
   white = jax.random.uniform(k1, shape)
   grey = (1 - white) * jax.random.uniform(k2, shape)
-  return tg.Tissue(white, grey, 1 - white - grey)
+  return tg.TissueMaps(white, grey, 1 - white - grey)
 
 
 @pytest.mark.parametrize("shape", [(7, 9), (4, 5, 6)])
@@ -45,7 +45,7 @@ def test_tissue_dependent_faces(x64):
   # Grey matter diffuses r times slower; a face next to CSF (white + grey < 0.1 on the face) is closed.
   white = jnp.array([1.0, 1.0, 0.0, 0.0, 0.0])
   grey = jnp.array([0.0, 0.0, 1.0, 0.0, 0.0])
-  (faces,) = tg.diffusion_faces(tg.Tissue(white, grey, 1 - white - grey), 2.0, 10.0)
+  (faces,) = tg.diffusion_faces(tg.TissueMaps(white, grey, 1 - white - grey), 2.0, 10.0)
   np.testing.assert_allclose(faces, [2.0, 2.0 * (0.5 + 0.05), 2.0 * 0.05, 0.0])
 
 

@@ -112,7 +112,7 @@ def make_params(
   )
 
 
-class Unknowns(NamedTuple):
+class OdilUnknowns(NamedTuple):
   """Everything ODIL optimises: the field (as multigrid levels, finest first) and the parameters.
 
   Attributes:
@@ -125,26 +125,26 @@ class Unknowns(NamedTuple):
   params: GliodilParams
 
 
-class Scan(NamedTuple):
+class TumourScan(NamedTuple):
   """What is known of a patient: the tissue and one scan at the final time.
 
   Attributes:
-    tissue: :class:`toolkit.pde.tumour_growth.Tissue`, spatial shape ``(n_1, ..., n_d)``.
+    tissue: :class:`toolkit.pde.tumour_growth.TissueMaps`, spatial shape ``(n_1, ..., n_d)``.
     labels: int segmentation at the final time (0 background, 1 edema, 2 core).
     pet: PET-like signal at the final time (``None``: no PET term).
     duration: time T from the seed to the scan.
     spacing: grid spacing h.
   """
 
-  tissue: tg.Tissue
+  tissue: tg.TissueMaps
   labels: jax.Array
   pet: jax.Array | None
   duration: Any
   spacing: Any
 
 
-class Weights(NamedTuple):
-  """Weights of the loss terms (defaults: the authors' ``operator_fd``; ``segmentation`` 12 without PET, 4 with)."""
+class OdilWeights(NamedTuple):
+  """OdilWeights of the loss terms (defaults: the authors' ``operator_fd``; ``segmentation`` 12 without PET, 4 with)."""
 
   pde: float = 2400.0
   initial: float = 1000.0
@@ -155,7 +155,7 @@ class Weights(NamedTuple):
   bounds: float = 1.0
 
 
-class Bounds(NamedTuple):
+class OdilBounds(NamedTuple):
   """Ranges kept by the hinge penalties (``bounds`` term); D_w and ρ in the caller's units."""
 
   d_white: tuple[float, float] = (0.01, 10.0)
@@ -166,24 +166,24 @@ class Bounds(NamedTuple):
   pet_scale: tuple[float, float] = (0.5, 1.02)
 
 
-class Seed(NamedTuple):
+class TumourSeed(NamedTuple):
   """The initial condition's fixed shape: peak amplitude and width (standard deviation, length units)."""
 
   amplitude: float = 0.8
   width: float = 4.0
 
 
-DEFAULT_WEIGHTS, DEFAULT_BOUNDS, DEFAULT_SEED = Weights(), Bounds(), Seed()
+DEFAULT_WEIGHTS, DEFAULT_BOUNDS, DEFAULT_SEED = OdilWeights(), OdilBounds(), TumourSeed()
 
 
 class OdilState(NamedTuple):
   """State of the optax-driven optimisation: the unknowns and the optimiser's state."""
 
-  unknowns: Unknowns
+  unknowns: OdilUnknowns
   opt_state: Any
 
 
-class StepInfo(NamedTuple):
+class OdilStepInfo(NamedTuple):
   """Per-step diagnostics: the loss before the step."""
 
   loss: jax.Array
@@ -193,13 +193,13 @@ class OdilResult(NamedTuple):
   """Result of :func:`fit` / :func:`gauss_newton`.
 
   Attributes:
-    unknowns: the final :class:`Unknowns`.
+    unknowns: the final :class:`OdilUnknowns`.
     field: ``(N + 1, n_1, ..., n_d)`` the final tumour density at times ``0, Δt, ..., T``.
     losses: ``(num_iterations,)`` the loss before each iteration.
     loss: the final loss.
   """
 
-  unknowns: Unknowns
+  unknowns: OdilUnknowns
   field: jax.Array
   losses: jax.Array
   loss: jax.Array
@@ -210,10 +210,10 @@ class OdilResult(NamedTuple):
 
 
 def _check_scan(scan: Any) -> tuple[int, ...]:
-  if not isinstance(scan, Scan):
-    raise TypeError(f"`scan` must be an odil.Scan, got {type(scan).__name__}.")
-  if not isinstance(scan.tissue, tg.Tissue):
-    raise TypeError(f"scan.tissue must be a Tissue, got {type(scan.tissue).__name__}.")
+  if not isinstance(scan, TumourScan):
+    raise TypeError(f"`scan` must be an odil.TumourScan, got {type(scan).__name__}.")
+  if not isinstance(scan.tissue, tg.TissueMaps):
+    raise TypeError(f"scan.tissue must be a TissueMaps, got {type(scan.tissue).__name__}.")
   shape = tg.check_spatial(scan.tissue.white, "scan.tissue.white").shape
   if jnp.shape(scan.labels) != shape:
     raise ValueError(f"scan.labels must have the tissue's shape {shape}, got {jnp.shape(scan.labels)}.")
@@ -227,8 +227,8 @@ def _check_scan(scan: Any) -> tuple[int, ...]:
 
 
 def _check_unknowns(unknowns: Any, shape: tuple[int, ...]) -> None:
-  if not isinstance(unknowns, Unknowns):
-    raise TypeError(f"`unknowns` must be an odil.Unknowns, got {type(unknowns).__name__}.")
+  if not isinstance(unknowns, OdilUnknowns):
+    raise TypeError(f"`unknowns` must be an odil.OdilUnknowns, got {type(unknowns).__name__}.")
   if not isinstance(unknowns.params, GliodilParams):
     raise TypeError(f"unknowns.params must be a GliodilParams, got {type(unknowns.params).__name__}.")
   if not unknowns.levels:
@@ -262,12 +262,12 @@ def field_from_levels(levels: tuple[jax.Array, ...]) -> jax.Array:
   return out
 
 
-def make_unknowns(field: jax.Array, params: GliodilParams, *, num_levels: int = 1) -> Unknowns:
-  """:class:`Unknowns` holding ``field`` in the finest level and zeros in the ``num_levels - 1`` coarser ones."""
+def make_unknowns(field: jax.Array, params: GliodilParams, *, num_levels: int = 1) -> OdilUnknowns:
+  """:class:`OdilUnknowns` holding ``field`` in the finest level and zeros in the ``num_levels - 1`` coarser ones."""
   tg.check_count(num_levels, "num_levels")
   field = jnp.asarray(field)
   levels = (field,) + tuple(jnp.zeros(level_shape(field.shape, l), field.dtype) for l in range(1, num_levels))
-  return Unknowns(levels, params)
+  return OdilUnknowns(levels, params)
 
 
 def _relu(x):
@@ -280,13 +280,13 @@ def _interval(x, lo_hi):
 
 
 def pde_residual(
-  u: jax.Array, tissue: tg.Tissue, d_white: Any, ratio: Any, rho: Any, *, duration: Any, spacing: Any
+  u: jax.Array, tissue: tg.TissueMaps, d_white: Any, ratio: Any, rho: Any, *, duration: Any, spacing: Any
 ) -> jax.Array:
   """The Crank–Nicolson residual of u_t = ∇·(D∇u) + ρ|u|(1 - u) at steps n = 1..N.
 
   Args:
     u: ``(N + 1, n_1, ..., n_d)`` densities at times ``0, Δt, ..., T`` (Δt = duration / N).
-    tissue: :class:`toolkit.pde.tumour_growth.Tissue` of the spatial shape.
+    tissue: :class:`toolkit.pde.tumour_growth.TissueMaps` of the spatial shape.
     d_white, ratio, rho: D_w, r = D_w / D_g and ρ.
     duration: T.
     spacing: grid spacing h.
@@ -297,7 +297,7 @@ def pde_residual(
 
   >>> import jax.numpy as jnp
   >>> from toolkit.pde import tumour_growth as tg
-  >>> tissue = tg.Tissue(jnp.ones((12, 12)), jnp.zeros((12, 12)), jnp.zeros((12, 12)))
+  >>> tissue = tg.TissueMaps(jnp.ones((12, 12)), jnp.zeros((12, 12)), jnp.zeros((12, 12)))
   >>> u0 = tg.gaussian_seed((12, 12), jnp.array([6.0, 6.0]), 1.0, width=2.0)
   >>> u = tg.simulate(u0, tg.diffusion_faces(tissue, 0.5, 10.0), 0.3, duration=4.0, num_steps=8, spacing=1.0)
   >>> r = pde_residual(u, tissue, 0.5, 10.0, 0.3, duration=4.0, spacing=1.0)
@@ -319,7 +319,7 @@ def pde_residual(
 
 
 def residual_terms(
-  unknowns: Unknowns, scan: Scan, *, seed: Seed = DEFAULT_SEED, bounds: Bounds = DEFAULT_BOUNDS
+  unknowns: OdilUnknowns, scan: TumourScan, *, seed: TumourSeed = DEFAULT_SEED, bounds: OdilBounds = DEFAULT_BOUNDS
 ) -> dict[str, jax.Array]:
   """The unweighted residual arrays of every loss term (see the module's table), keyed by term name."""
   shape = _check_scan(scan)
@@ -356,12 +356,12 @@ def residual_terms(
 
 
 def weighted_residuals(
-  unknowns: Unknowns,
-  scan: Scan,
+  unknowns: OdilUnknowns,
+  scan: TumourScan,
   *,
-  weights: Weights = DEFAULT_WEIGHTS,
-  seed: Seed = DEFAULT_SEED,
-  bounds: Bounds = DEFAULT_BOUNDS,
+  weights: OdilWeights = DEFAULT_WEIGHTS,
+  seed: TumourSeed = DEFAULT_SEED,
+  bounds: OdilBounds = DEFAULT_BOUNDS,
 ) -> jax.Array:
   """All residuals stacked into one vector R, each term scaled by ``sqrt(w / size)``, so that ``|R|² = loss``."""
   terms = residual_terms(unknowns, scan, seed=seed, bounds=bounds)
@@ -369,12 +369,12 @@ def weighted_residuals(
 
 
 def loss(
-  unknowns: Unknowns,
-  scan: Scan,
+  unknowns: OdilUnknowns,
+  scan: TumourScan,
   *,
-  weights: Weights = DEFAULT_WEIGHTS,
-  seed: Seed = DEFAULT_SEED,
-  bounds: Bounds = DEFAULT_BOUNDS,
+  weights: OdilWeights = DEFAULT_WEIGHTS,
+  seed: TumourSeed = DEFAULT_SEED,
+  bounds: OdilBounds = DEFAULT_BOUNDS,
 ) -> jax.Array:
   """GliODIL's loss ``Σ_k w_k mean(r_k²)`` over the terms of :func:`residual_terms`.
 
@@ -390,11 +390,11 @@ def loss(
 
   >>> import jax.numpy as jnp
   >>> from toolkit.pde import tumour_growth as tg
-  >>> tissue = tg.Tissue(jnp.ones((12, 12)), jnp.zeros((12, 12)), jnp.zeros((12, 12)))
+  >>> tissue = tg.TissueMaps(jnp.ones((12, 12)), jnp.zeros((12, 12)), jnp.zeros((12, 12)))
   >>> params = make_params(0.5, 0.3, 10.0, [6.0, 6.0])
   >>> u0 = tg.gaussian_seed((12, 12), params.centre, 1.0)
   >>> u = tg.simulate(u0, tg.diffusion_faces(tissue, 0.5, 10.0), 0.3, duration=4.0, num_steps=8, spacing=1.0)
-  >>> scan = Scan(tissue, tg.segment(u[-1], 0.25, 0.6), None, 4.0, 1.0)
+  >>> scan = TumourScan(tissue, tg.segment(u[-1], 0.25, 0.6), None, 4.0, 1.0)
   >>> print(bool(loss(make_unknowns(u, params), scan) < 1e-8))  # the truth: every term ~ 0
   True
   """
@@ -407,17 +407,17 @@ def loss(
 
 
 def initial_guess(
-  scan: Scan,
+  scan: TumourScan,
   num_steps: int,
   *,
   d_white: float,
   rho: float,
   ratio: float,
-  seed: Seed = DEFAULT_SEED,
+  seed: TumourSeed = DEFAULT_SEED,
   horizon: float = 3.0,
   search_radius: int = 2,
   num_levels: int = 1,
-) -> Unknowns:
+) -> OdilUnknowns:
   """GliODIL's initial guess: a forward run with characteristic parameters, stopped where it best fits the lesion.
 
   Seeds are tried at the PET-weighted (else plain) centroid of the core (else of the whole lesion) and at the cells
@@ -438,7 +438,7 @@ def initial_guess(
     num_levels: multigrid levels of the returned unknowns.
 
   Returns:
-    :class:`Unknowns`.
+    :class:`OdilUnknowns`.
   """
   shape = _check_scan(scan)
   tg.check_count(num_steps, "num_steps")
@@ -486,22 +486,22 @@ def initial_guess(
 # Optimisation with optax.
 
 
-def init(unknowns: Unknowns, optimizer: optax.GradientTransformation) -> OdilState:
+def init(unknowns: OdilUnknowns, optimizer: optax.GradientTransformation) -> OdilState:
   """The optimisation state: the unknowns and ``optimizer.init(unknowns)``."""
-  if not isinstance(unknowns, Unknowns):
-    raise TypeError(f"`unknowns` must be an odil.Unknowns, got {type(unknowns).__name__}.")
+  if not isinstance(unknowns, OdilUnknowns):
+    raise TypeError(f"`unknowns` must be an odil.OdilUnknowns, got {type(unknowns).__name__}.")
   return OdilState(unknowns, optimizer.init(unknowns))
 
 
 def step(
   state: OdilState,
-  scan: Scan,
+  scan: TumourScan,
   *,
   optimizer: optax.GradientTransformation,
-  weights: Weights = DEFAULT_WEIGHTS,
-  seed: Seed = DEFAULT_SEED,
-  bounds: Bounds = DEFAULT_BOUNDS,
-) -> tuple[OdilState, StepInfo]:
+  weights: OdilWeights = DEFAULT_WEIGHTS,
+  seed: TumourSeed = DEFAULT_SEED,
+  bounds: OdilBounds = DEFAULT_BOUNDS,
+) -> tuple[OdilState, OdilStepInfo]:
   """One optimiser step on the GliODIL loss (deterministic: no key).
 
   Works with any optax transformation; those that take ``value``, ``grad`` and ``value_fn`` (``optax.lbfgs`` and
@@ -514,18 +514,18 @@ def step(
   value, grad = jax.value_and_grad(value_fn)(state.unknowns)
   opt = optax.with_extra_args_support(optimizer)
   updates, opt_state = opt.update(grad, state.opt_state, state.unknowns, value=value, grad=grad, value_fn=value_fn)
-  return OdilState(optax.apply_updates(state.unknowns, updates), opt_state), StepInfo(value)
+  return OdilState(optax.apply_updates(state.unknowns, updates), opt_state), OdilStepInfo(value)
 
 
 def fit(
-  unknowns: Unknowns,
-  scan: Scan,
+  unknowns: OdilUnknowns,
+  scan: TumourScan,
   *,
   optimizer: optax.GradientTransformation | None = None,
   num_iterations: int = 1000,
-  weights: Weights = DEFAULT_WEIGHTS,
-  seed: Seed = DEFAULT_SEED,
-  bounds: Bounds = DEFAULT_BOUNDS,
+  weights: OdilWeights = DEFAULT_WEIGHTS,
+  seed: TumourSeed = DEFAULT_SEED,
+  bounds: OdilBounds = DEFAULT_BOUNDS,
 ) -> OdilResult:
   """Minimises the GliODIL loss over the field and the parameters: :func:`init`, then ``lax.scan`` of :func:`step`.
 
@@ -541,11 +541,11 @@ def fit(
 
   >>> import jax.numpy as jnp
   >>> from toolkit.pde import tumour_growth as tg
-  >>> tissue = tg.Tissue(jnp.ones((12, 12)), jnp.zeros((12, 12)), jnp.zeros((12, 12)))
+  >>> tissue = tg.TissueMaps(jnp.ones((12, 12)), jnp.zeros((12, 12)), jnp.zeros((12, 12)))
   >>> u0 = tg.gaussian_seed((12, 12), jnp.array([6.0, 6.0]), 1.0)
   >>> u = tg.simulate(u0, tg.diffusion_faces(tissue, 0.5, 10.0), 0.3, duration=4.0, num_steps=8, spacing=1.0)
   >>> labels = tg.segment(u[-1], 0.25, 0.6)
-  >>> scan = Scan(tissue, labels, tg.pet_signal(u[-1], labels), 4.0, 1.0)
+  >>> scan = TumourScan(tissue, labels, tg.pet_signal(u[-1], labels), 4.0, 1.0)
   >>> start = make_unknowns(jnp.linspace(0, 1, 9)[:, None, None] * u[-1], make_params(1.0, 0.2, 10.0, [6.0, 6.0]))
   >>> out = fit(start, scan, num_iterations=30)
   >>> print(bool(out.loss < 0.01 * out.losses[0]))
@@ -573,15 +573,15 @@ def fit(
 
 
 def gauss_newton(
-  unknowns: Unknowns,
-  scan: Scan,
+  unknowns: OdilUnknowns,
+  scan: TumourScan,
   *,
   num_iterations: int = 10,
   num_cg_iterations: int = 100,
   damping: float = 1e-3,
-  weights: Weights = DEFAULT_WEIGHTS,
-  seed: Seed = DEFAULT_SEED,
-  bounds: Bounds = DEFAULT_BOUNDS,
+  weights: OdilWeights = DEFAULT_WEIGHTS,
+  seed: TumourSeed = DEFAULT_SEED,
+  bounds: OdilBounds = DEFAULT_BOUNDS,
 ) -> OdilResult:
   """Levenberg–Marquardt-damped Gauss–Newton on the stacked residuals R (``loss = |R|²``), CG without a matrix.
 
@@ -602,10 +602,11 @@ def gauss_newton(
 
   >>> import jax.numpy as jnp
   >>> from toolkit.pde import tumour_growth as tg
-  >>> tissue = tg.Tissue(jnp.ones((10,)), jnp.zeros((10,)), jnp.zeros((10,)))
+  >>> tissue = tg.TissueMaps(jnp.ones((10,)), jnp.zeros((10,)), jnp.zeros((10,)))
   >>> u0 = tg.gaussian_seed((10,), jnp.array([5.0]), 1.0)
   >>> u = tg.simulate(u0, tg.diffusion_faces(tissue, 0.5, 10.0), 0.3, duration=2.0, num_steps=4, spacing=1.0)
-  >>> scan = Scan(tissue, tg.segment(u[-1], 0.25, 0.6), tg.pet_signal(u[-1], tg.segment(u[-1], 0.25, 0.6)), 2.0, 1.0)
+  >>> labels = tg.segment(u[-1], 0.25, 0.6)
+  >>> scan = TumourScan(tissue, labels, tg.pet_signal(u[-1], labels), 2.0, 1.0)
   >>> start = make_unknowns(jnp.broadcast_to(u0, u.shape), make_params(0.5, 0.3, 10.0, [5.0]))
   >>> out = gauss_newton(start, scan, num_iterations=5)
   >>> print(bool(out.loss < 1e-3 * out.losses[0]))

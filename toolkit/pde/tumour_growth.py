@@ -46,8 +46,8 @@ TISSUE_THRESHOLD = 0.1
 BACKGROUND, EDEMA, CORE = 0, 1, 2
 
 
-class Tissue(NamedTuple):
-  """Tissue fractions on the grid, each of the spatial shape; they sum to 1 in every cell.
+class TissueMaps(NamedTuple):
+  """TissueMaps fractions on the grid, each of the spatial shape; they sum to 1 in every cell.
 
   Attributes:
     white: white-matter fraction m_WM.
@@ -60,11 +60,11 @@ class Tissue(NamedTuple):
   csf: jax.Array
 
 
-class Patient(NamedTuple):
+class SyntheticPatient(NamedTuple):
   """A synthetic patient: the tissue, the true tumour and what a scan shows of it at the final time.
 
   Attributes:
-    tissue: :class:`Tissue` on the working grid.
+    tissue: :class:`TissueMaps` on the working grid.
     field: ``(num_steps + 1, *shape)`` the true tumour-cell density on the working grid (block averages of the
       finer simulation), at the working grid's times.
     labels: ``shape`` int segmentation at the final time: ``CORE`` (2) where u ≥ θ_up, ``EDEMA`` (1) where
@@ -78,7 +78,7 @@ class Patient(NamedTuple):
     theta_up: upper segmentation threshold (core).
   """
 
-  tissue: Tissue
+  tissue: TissueMaps
   field: jax.Array
   labels: jax.Array
   pet: jax.Array
@@ -125,8 +125,8 @@ def check_count(value: Any, name: str, minimum: int = 1) -> None:
 
 
 def _check_tissue(tissue: Any) -> int:
-  if not isinstance(tissue, Tissue):
-    raise TypeError(f"`tissue` must be a Tissue, got {type(tissue).__name__}.")
+  if not isinstance(tissue, TissueMaps):
+    raise TypeError(f"`tissue` must be a TissueMaps, got {type(tissue).__name__}.")
   white = check_spatial(tissue.white, "tissue.white")
   if jnp.shape(tissue.grey) != white.shape:
     raise ValueError(f"tissue.grey must have the shape of tissue.white {white.shape}, got {jnp.shape(tissue.grey)}.")
@@ -144,13 +144,13 @@ def _face_mean(m: jax.Array, axis: int) -> jax.Array:
   return 0.5 * (lo + hi)
 
 
-def diffusion_faces(tissue: Tissue, d_white: Any, ratio: Any) -> tuple[jax.Array, ...]:
+def diffusion_faces(tissue: TissueMaps, d_white: Any, ratio: Any) -> tuple[jax.Array, ...]:
   """Diffusion coefficients on the interior cell faces, ``D_w (m̃_WM + m̃_GM / r)``, one array per axis.
 
   The face fractions m̃ are the means of the two cells; a face with ``m̃_WM + m̃_GM < 0.1`` gets 0.
 
   Args:
-    tissue: :class:`Tissue` of spatial shape ``(n_1, ..., n_d)``.
+    tissue: :class:`TissueMaps` of spatial shape ``(n_1, ..., n_d)``.
     d_white: white-matter diffusion D_w (length² / time), a scalar.
     ratio: r = D_w / D_g ≥ 1, a scalar.
 
@@ -295,7 +295,7 @@ def simulate(
     ``(num_steps + 1, n_1, ..., n_d)`` the densities at times ``0, Δt, ..., T``.
 
   >>> import jax.numpy as jnp
-  >>> tissue = Tissue(jnp.ones((16,)), jnp.zeros((16,)), jnp.zeros((16,)))
+  >>> tissue = TissueMaps(jnp.ones((16,)), jnp.zeros((16,)), jnp.zeros((16,)))
   >>> faces = diffusion_faces(tissue, 1.0, 10.0)
   >>> u = simulate(jnp.zeros(16).at[8].set(1.0), faces, 0.0, duration=2.0, num_steps=8, spacing=1.0)
   >>> print(u.shape, round(float(u[-1].sum()), 4))  # ρ = 0: mass conserved
@@ -326,7 +326,7 @@ def simulate(
 
 def synthetic_brain(
   shape: tuple[int, ...], spacing: float, *, key: jax.Array | None = None, supersample: int = 4
-) -> Tissue:
+) -> TissueMaps:
   """A brain-like slab of tissue: white matter, a folded grey-matter cortex, CSF ventricles and a CSF rim.
 
   Geometry (in coordinates scaled to the box [0, 1]^d): the brain is an ellipsoid; its outer band is grey matter
@@ -342,7 +342,7 @@ def synthetic_brain(
     supersample: sub-samples per cell and axis.
 
   Returns:
-    :class:`Tissue` of ``shape``.
+    :class:`TissueMaps` of ``shape``.
   """
   del spacing
   shape = tuple(int(n) for n in shape)
@@ -385,7 +385,7 @@ def synthetic_brain(
 
   w, g = frac(white), frac(grey)
   dtype = jnp.result_type(float)  # float32, or float64 under x64
-  return Tissue(jnp.asarray(w, dtype), jnp.asarray(g, dtype), jnp.asarray(1.0 - w - g, dtype))
+  return TissueMaps(jnp.asarray(w, dtype), jnp.asarray(g, dtype), jnp.asarray(1.0 - w - g, dtype))
 
 
 def block_average(x: jax.Array, factor: int, *, num_leading: int = 0) -> jax.Array:
@@ -423,7 +423,7 @@ def synthetic_patient(
   ratio: float | None = None,
   seed_amplitude: float = 0.8,
   seed_width: float = 4.0,
-) -> Patient:
+) -> SyntheticPatient:
   """A synthetic patient: a random brain, tumour parameters, seed and thresholds; the truth simulated finer.
 
   The parameter ranges are ours, chosen so the final tumour spans a fair part of the 48² grid (2 mm voxels,
@@ -445,7 +445,7 @@ def synthetic_patient(
     seed_amplitude, seed_width: the initial Gaussian (:func:`gaussian_seed`).
 
   Returns:
-    A :class:`Patient`.
+    A :class:`SyntheticPatient`.
   """
   check_count(refine, "refine")
   check_count(time_refine, "time_refine")
@@ -459,9 +459,9 @@ def synthetic_patient(
 
   fine_shape = tuple(n * refine for n in shape)
   fine = synthetic_brain(fine_shape, spacing / refine, key=k_brain, supersample=max(2, 4 // refine))
-  tissue = Tissue(*(block_average(m, refine) for m in fine))
+  tissue = TissueMaps(*(block_average(m, refine) for m in fine))
 
-  # Seed in white matter, away from the CSF (distance on the working grid).
+  # TumourSeed in white matter, away from the CSF (distance on the working grid).
   from scipy import ndimage
 
   far = ndimage.distance_transform_edt(np.asarray(tissue.csf) < 0.5) * spacing >= 12.0
@@ -481,7 +481,7 @@ def synthetic_patient(
   field = run(u0, faces, rho, duration=duration, num_steps=num_steps * time_refine, spacing=spacing / refine)
   field = block_average(field[::time_refine], refine, num_leading=1)
   labels = segment(field[-1], theta_down, theta_up)
-  return Patient(
+  return SyntheticPatient(
     tissue, field, labels, pet_signal(field[-1], labels), d_white, ratio, rho, centre, theta_down, theta_up
   )
 
