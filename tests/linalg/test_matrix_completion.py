@@ -42,7 +42,7 @@ def test_exact_half_step_chunked_gram(x64, monkeypatch):
   """The Gram matrices accumulated over many small chunks (with a padded last chunk) are the same."""
   design, entries = random_regressions(1)
   full = mc.normal_equations(design, entries, 7)
-  monkeypatch.setattr(mc, "_GRAM_CHUNK_FLOATS", 9 * 5)  # chunks of 5 entries
+  monkeypatch.setattr(mc, "_GRAM_CHUNK_FLOATS", 9 * 5)  # chunks of 5 entries, the last one padded
   chunked = mc.normal_equations(design, entries, 7)
   np.testing.assert_allclose(chunked[0], full[0], rtol=1e-12)
   np.testing.assert_allclose(chunked[1], full[1], rtol=1e-12)

@@ -29,7 +29,7 @@ it: the items below marked *ours* follow JNS13's structure as we recall it, not 
   as in the paper's framework; it does not change X). Both half-steps are done by a ``solver``
   (:data:`HalfStepSolver`): :func:`solve_exact` (Gram matrices by segment sums, then batched Cholesky with
   ``jax.scipy.linalg``), or :func:`solve_cg` — a few preconditioned conjugate-gradient steps per regression, on
-  the observed entries only (each a gather and a ``jax.ops.segment_sum``: O(|Ω|k)). *Ours*: the paper
+  the observed entries only (each a pass of gathers and segment sums over Ω: O(|Ω|k)). *Ours*: the paper
   preconditions each regression with a sketch (QR of a subsampled design) and runs a high-accuracy solver to a
   fixed error ε₀; we use the diagonal (Jacobi) preconditioner, one segment sum (incoherence makes each column's
   Gram matrix close to a multiple of I), and a fixed number of CG steps *warm-started* from the previous
@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import jax
@@ -55,8 +56,10 @@ import jax.numpy as jnp
 import jax.scipy as jsp
 import numpy as np
 
-# Entries of the Gram matrices accumulated per chunk by solve_exact (bounds its memory to ~this many floats).
-_GRAM_CHUNK_FLOATS = 1 << 22
+# Floats per chunk of the folded segment sums: (entries per chunk) × k for the O(|Ω|k) passes, × k² for the
+# Gram matrices of solve_exact (measured on a 2-core CPU: larger chunks were up to 10× slower, from memory traffic).
+_CHUNK_FLOATS = 1 << 16
+_GRAM_CHUNK_FLOATS = 1 << 20
 
 
 class Entries(NamedTuple):
@@ -209,21 +212,57 @@ def prepare(rows: jax.Array, cols: jax.Array, values: jax.Array, shape: tuple[in
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Sparse products on the index lists.
+# Segment sums over the index lists, folded over chunks of entries.
+#
+# A segment sum over all of Ω at once materialises (|Ω|, k) temporaries (the gathered design rows, their
+# products), so its time is dominated by memory traffic; folding it over chunks of entries (a lax.scan whose
+# carry is the (targets, ...) accumulator, updated in place by a scatter-add: a segment sum per chunk) keeps every
+# temporary small and cache-resident. The work is the same, O(|Ω|k) per pass.
+
+
+def _chunk(entries: Entries, size: int, num_targets: int) -> Entries:
+  """``entries`` padded and reshaped to ``(num_chunks, size)``; padding entries point past the last target, so
+  the scatter-adds (``mode="drop"``) ignore them."""
+  num = entries.target.shape[0]
+  size = int(max(1, min(num, size)))
+  num_chunks = -(-num // size)
+  pad = num_chunks * size - num
+  return Entries(
+    jnp.pad(entries.target, (0, pad), constant_values=num_targets).reshape(num_chunks, size),
+    jnp.pad(entries.design, (0, pad)).reshape(num_chunks, size),
+    jnp.pad(entries.value, (0, pad)).reshape(num_chunks, size),
+  )
+
+
+def _fold(chunks: Entries, init: Any, contribution: Callable[[Entries], Any]) -> Any:
+  """Σ over chunks of ``contribution(chunk)``, each leaf a per-entry array scatter-added into ``init[target]``."""
+
+  def body(acc, chunk):
+    parts = contribution(chunk)
+    acc = jax.tree.map(lambda s, x: s.at[chunk.target].add(x, mode="drop", indices_are_sorted=True), acc, parts)
+    return acc, None
+
+  return jax.lax.scan(body, init, chunks)[0]
 
 
 def _sparse_matmul(entries: Entries, x: jax.Array, num_targets: int) -> jax.Array:
   """``(num_targets, l)``: A x with A[target, design] = value (A = P_Ω(M) or its transpose)."""
-  return jax.ops.segment_sum(
-    entries.value[:, None] * x[entries.design], entries.target, num_targets, indices_are_sorted=True
-  )
+  chunks = _chunk(entries, _CHUNK_FLOATS // x.shape[1], num_targets)
+  return _fold(chunks, jnp.zeros((num_targets, x.shape[1]), x.dtype), lambda c: c.value[:, None] * x[c.design])
 
 
 def relative_residual(state: AltMinState, observations: Observations) -> jax.Array:
   """‖P_Ω(u vᵀ - M)‖_F / ‖P_Ω(M)‖_F, in O(|Ω|k)."""
   e = observations.by_row
-  fit = jnp.sum(state.u[e.target] * state.v[e.design], axis=-1)
-  return jnp.linalg.norm(fit - e.value) / jnp.linalg.norm(e.value)
+  m = state.u.shape[0]
+  chunks = _chunk(e, _CHUNK_FLOATS // state.u.shape[1], m)
+
+  def residual2(c):
+    fit = jnp.sum(state.u[c.target.clip(0, m - 1)] * state.v[c.design], axis=-1)
+    return (fit - c.value) ** 2
+
+  per_row = _fold(chunks, jnp.zeros((m,), e.value.dtype), residual2)
+  return jnp.sqrt(jnp.sum(per_row)) / jnp.linalg.norm(e.value)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -234,31 +273,20 @@ def normal_equations(design: jax.Array, entries: Entries, num_targets: int) -> t
   """The per-target Gram matrices and right-hand sides of one half-step, by segment sums.
 
   G_t = Σ_{e: target[e]=t} a_e a_eᵀ and b_t = Σ_{e: target[e]=t} value_e a_e with a_e = design[design[e]]:
-  O(|Ω|k²) work, accumulated over chunks of entries so memory stays O(|Ω|k + num_targets·k²).
+  O(|Ω|k²) work, folded over chunks of entries (memory O(num_targets·k²) plus one chunk).
 
   Returns:
     ``(num_targets, k, k)`` Gram matrices and ``(num_targets, k)`` right-hand sides.
   """
   k = design.shape[1]
-  num = entries.target.shape[0]
-  chunk = int(max(1, min(num, _GRAM_CHUNK_FLOATS // (k * k))))
-  num_chunks = -(-num // chunk)
-  pad = num_chunks * chunk - num
-  # Padding entries point past the last target: the scatter drops them.
-  target = jnp.pad(entries.target, (0, pad), constant_values=num_targets).reshape(num_chunks, chunk)
-  index = jnp.pad(entries.design, (0, pad)).reshape(num_chunks, chunk)
+  chunks = _chunk(entries, _GRAM_CHUNK_FLOATS // (k * k), num_targets)
 
-  def body(gram, chunk_idx):
-    t, i = chunk_idx
-    a = design[i]
-    return gram.at[t].add(a[:, :, None] * a[:, None, :], mode="drop", indices_are_sorted=True), None
+  def outer(c):
+    a = design[c.design]
+    return a[:, :, None] * a[:, None, :], c.value[:, None] * a
 
-  gram0 = jnp.zeros((num_targets, k, k), design.dtype)
-  gram, _ = jax.lax.scan(body, gram0, (target, index))
-  rhs = jax.ops.segment_sum(
-    entries.value[:, None] * design[entries.design], entries.target, num_targets, indices_are_sorted=True
-  )
-  return gram, rhs
+  init = (jnp.zeros((num_targets, k, k), design.dtype), jnp.zeros((num_targets, k), design.dtype))
+  return _fold(chunks, init, outer)
 
 
 def solve_exact(key: jax.Array, design: jax.Array, entries: Entries, init: jax.Array) -> jax.Array:
@@ -308,12 +336,12 @@ def solve_cg(
   """The approximate half-step: ``num_iterations`` Jacobi-preconditioned CG steps on every regression at once.
 
   Regression t solves G_t x = b_t (its normal equations, never formed): each CG step applies all G_t with one
-  gather of the design rows and one ``jax.ops.segment_sum`` over Ω (O(|Ω|k)), with per-target step sizes, so
+  pass over Ω (gathers of design rows and a segment sum, folded over chunks: O(|Ω|k)), with per-target step sizes, so
   it is exactly preconditioned CG run on each k-dimensional system separately (``jax.scipy.sparse.linalg.cg``
   vmapped over targets gives the same iterates; it cannot run on the index lists, as the targets have different
-  numbers of entries). The preconditioner is diag(G_t) (one segment sum). The paper (arXiv 2302.11068, Sec. 1
-  and 4) uses a sketching preconditioner and a high-accuracy solver; the Jacobi preconditioner and the warm start
-  are our choices (see the module docstring).
+  numbers of entries). The preconditioner is diag(G_t) (computed in the pass that forms the first residual).
+  The paper (arXiv 2302.11068, Sec. 1 and 4) uses a sketching preconditioner and a high-accuracy solver; the
+  Jacobi preconditioner and the warm start are our choices (see the module docstring).
 
   Args:
     key: unused (the solver is deterministic).
@@ -333,26 +361,34 @@ def solve_cg(
   """
   del key
   _check_count(num_iterations, "num_iterations", 0)
-  q = init.shape[0]
-  a = design[entries.design]  # (|Ω|, k)
+  q, k = init.shape
+  chunks = _chunk(entries, _CHUNK_FLOATS // k, q)
 
   def gram_times(x):
-    return jax.ops.segment_sum(
-      a * jnp.sum(a * x[entries.target], axis=-1, keepdims=True), entries.target, q, indices_are_sorted=True
-    )
+    def part(c):
+      a = design[c.design]
+      return a * jnp.sum(a * x[c.target.clip(0, q - 1)], axis=-1, keepdims=True)
 
-  diag = jax.ops.segment_sum(a * a, entries.target, q, indices_are_sorted=True)
-  inv_diag = jnp.where(diag > 0, 1.0 / jnp.where(diag > 0, diag, 1.0), 0.0)
-  observed = jnp.sum(diag, axis=-1, keepdims=True) > 0
-  x = jnp.where(observed, init, 0.0) if warm_start else jnp.zeros_like(init)
-  fit = jnp.sum(a * x[entries.target], axis=-1)
-  r = jax.ops.segment_sum(a * (entries.value - fit)[:, None], entries.target, q, indices_are_sorted=True)
-  z = inv_diag * r
-  p = z
-  rz = jnp.sum(r * z, axis=-1)
+    return _fold(chunks, jnp.zeros_like(x), part)
 
   def safe_div(num, den):
     return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
+
+  # One pass for the preconditioner diag(G_t) and the residual b_t - G_t x_0 of the start.
+  x = init if warm_start else jnp.zeros_like(init)
+
+  def diag_and_residual(c):
+    a = design[c.design]
+    fit = jnp.sum(a * x[c.target.clip(0, q - 1)], axis=-1)
+    return a * a, a * (c.value - fit)[:, None]
+
+  diag, r = _fold(chunks, (jnp.zeros_like(init), jnp.zeros_like(init)), diag_and_residual)
+  observed = jnp.sum(diag, axis=-1, keepdims=True) > 0
+  x = jnp.where(observed, x, 0.0)
+  inv_diag = safe_div(1.0, diag)
+  z = inv_diag * r
+  p = z
+  rz = jnp.sum(r * z, axis=-1)
 
   def body(_, carry):
     x, r, p, rz = carry
