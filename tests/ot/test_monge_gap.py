@@ -149,3 +149,7 @@ def test_bad_solver(key):
   x, y = samples(key, n=8)
   with pytest.raises(TypeError, match="solver"):
     monge_gap(x, y, solver="sinkhorn")
+  # A negative ε used to give a finite (negative) gap.
+  for epsilon in (0.0, -0.1):
+    with pytest.raises(ValueError, match="`epsilon` must be a finite number > 0"):
+      monge_gap(x, y, epsilon=epsilon)

@@ -270,3 +270,25 @@ def test_bad_input_raises_clear_errors(key):
     SinkhornNewtonSparse(sparsity=0.0)
   with pytest.raises(ValueError, match="balanced"):
     SinkhornNewtonSparse()(linear_problem.LinearProblem(geom, tau_a=0.5))
+  # ε ≤ 0 used to return f = g = 0 (ε = 0) or finite garbage (ε < 0); a negative marginal a NaN cost.
+  for epsilon in (0.0, -1.0):
+    with pytest.raises(ValueError, match="`epsilon` must be > 0"):
+      solve_sinkhorn_newton_sparse(geometry.Geometry(cost_matrix=jnp.ones((3, 4)), epsilon=epsilon))
+  with pytest.raises(ValueError, match="marginal `a` must be finite and non-negative"):
+    solve_sinkhorn_newton_sparse(geom, jnp.array([0.5, 0.6, -0.1]), jnp.full(4, 0.25))
+
+
+def test_unequal_masses_under_jit_do_not_count_as_converged(key):
+  x = jax.random.normal(key, (12, 2))
+  solve = jax.jit(lambda a, b: solve_sinkhorn_newton_sparse(pointcloud.PointCloud(x, x + 0.5, epsilon=0.1), a, b))
+  a = jnp.full(12, 1 / 12)
+  assert bool(solve(a, a).converged)
+  assert not bool(solve(a, 1.5 * a).converged)
+
+
+def test_the_default_threshold_is_reachable_in_float32(key):
+  # A fixed 1e-8 is below float32's rounding floor: the solver ran all its iterations and said converged=False.
+  x = jax.random.normal(key, (40, 2))
+  out = solve_sinkhorn_newton_sparse(pointcloud.PointCloud(x, x + 0.5, epsilon=0.05))
+  assert out.threshold == pytest.approx(1e-5) and bool(out.converged)
+  assert int(out.num_newton_iters) < SinkhornNewtonSparse().max_newton_iters

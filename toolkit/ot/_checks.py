@@ -13,8 +13,8 @@ def is_tracer(value: Any) -> bool:
   return isinstance(value, jax.core.Tracer)
 
 
-def check_epsilon(epsilon: Any) -> None:
-  """ε must be a positive scalar; checked at trace time when it is concrete."""
+def check_epsilon(epsilon: Any, meaning: str = "the Wiener variance of the prior") -> None:
+  """ε must be a positive scalar; checked at trace time when it is concrete (``meaning`` goes into the message)."""
   if is_tracer(epsilon):
     if jnp.ndim(epsilon) != 0:
       raise ValueError(f"`epsilon` must be a scalar, got shape {jnp.shape(epsilon)}.")
@@ -24,7 +24,7 @@ def check_epsilon(epsilon: Any) -> None:
   except (TypeError, ValueError):
     raise TypeError(f"`epsilon` must be a positive scalar, got {epsilon!r}.") from None
   if not value > 0 or not math.isfinite(value):
-    raise ValueError(f"`epsilon` must be a finite number > 0 (the Wiener variance of the prior), got {epsilon!r}.")
+    raise ValueError(f"`epsilon` must be a finite number > 0 ({meaning}), got {epsilon!r}.")
 
 
 def check_points(x: Any, dim: int, name: str) -> jax.Array:

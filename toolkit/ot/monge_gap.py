@@ -31,6 +31,8 @@ from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 from ott.tools import sinkhorn_divergence
 
+from toolkit.ot import _checks
+
 # A linear OT solver: an ott LinearProblem in, an output with ``ent_reg_cost`` and ``converged`` out (ott's
 # ``sinkhorn.Sinkhorn(...)``, ``toolkit.ot.SinkhornNewtonSparse(...)``, ...). It must be differentiable in the
 # problem (ott's implicit differentiation, SNS's) for the gap to be a training loss.
@@ -106,6 +108,8 @@ def monge_gap_output(
   True True
   """
   _check_samples(source, mapped)
+  if epsilon is not None:
+    _checks.check_epsilon(epsilon, "the entropic regularisation")
   solver = _check_solver(solver, DEFAULT_SOLVER_KWARGS)
   cost_fn = costs.SqEuclidean() if cost_fn is None else cost_fn
   # scale_cost stays 1: ott 0.6 rescales the OT cost but not the displacement term otherwise.
