@@ -481,20 +481,29 @@ def step(
   active = jnp.any(open_leaves)
   node = jnp.argmax(open_leaves).astype(jnp.int32)
   mask = (state.labels == node).astype(x.dtype)
-  split = _split(
-    key,
-    x,
-    mask,
-    num_init=cfg.num_init,
-    num_em_steps=cfg.num_em_steps,
-    max_kmeans_iterations=cfg.max_kmeans_iterations,
-    reg_covar=cfg.reg_covar,
-    agreement_threshold=cfg.agreement_threshold,
-    confidence_threshold=cfg.confidence_threshold,
-    use_bic=cfg.use_bic,
-    min_cluster_size=cfg.min_cluster_size,
-    mixture_labels=cfg.mixture_labels,
-  )
+
+  def attempt(_):
+    return _split(
+      key,
+      x,
+      mask,
+      num_init=cfg.num_init,
+      num_em_steps=cfg.num_em_steps,
+      max_kmeans_iterations=cfg.max_kmeans_iterations,
+      reg_covar=cfg.reg_covar,
+      agreement_threshold=cfg.agreement_threshold,
+      confidence_threshold=cfg.confidence_threshold,
+      use_bic=cfg.use_bic,
+      min_cluster_size=cfg.min_cluster_size,
+      mixture_labels=cfg.mixture_labels,
+    )
+
+  def skip(_):
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(attempt, None))
+
+  # Once every leaf is final the remaining attempts do nothing: `cond` skips their k-means and EM (about half of
+  # the 2 max_clusters - 1 attempts for a typical search). Under `vmap` both branches run, with the same result.
+  split = jax.lax.cond(active, attempt, skip, None)
   room = state.num_clusters < max_clusters
   accepted = active & split.info.accepted & room
   moved = accepted & (state.labels == node) & (split.assignment == 1)
