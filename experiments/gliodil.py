@@ -18,7 +18,7 @@ the same area as GliODIL's 10% contour.
 The quick truth is simulated with 4× finer time steps on the working grid; the full config also refines space 2×
 (block-averaged back), which adds a tissue-discretisation discrepancy the inverse solver cannot represent.
 
-  python -m experiments.odil --quick --out_dir=/tmp/odil
+  python -m experiments.gliodil --quick --out_dir=/tmp/gliodil
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from toolkit.pde import odil
 from toolkit.pde import tumour_growth as tg
 
 PAPER = xp.Paper(
-  "odil",
+  "gliodil",
   "Individualizing Glioma Radiotherapy Planning by Optimization of Data and Physics-Informed Discrete Loss",
   "2312.05063",
 )
@@ -259,7 +259,7 @@ CLAIMS = (
   ),
 )
 
-EXPERIMENT = xp.Experiment("odil", PAPER, CLAIMS, get_config, run, validate_config)
+EXPERIMENT = xp.Experiment("gliodil", PAPER, CLAIMS, get_config, run, validate_config)
 
 if __name__ == "__main__":
   xp.append_xla_flags("--xla_cpu_multi_thread_eigen=false")

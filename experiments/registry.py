@@ -73,8 +73,9 @@ PAPERS: tuple[Entry, ...] = (
     "dual_head_kd",
     "Dual-Head Knowledge Distillation: Enhancing Logits Utilization with an Auxiliary Head",
     "2411.08937",
+    "dual_head_kd",
   ),
-  Entry("lottery_jackpot", "Lottery Jackpots Exist in Pre-trained Models", "2104.08700"),
+  Entry("lottery_jackpot", "Lottery Jackpots Exist in Pre-trained Models", "2104.08700", "lottery_jackpot"),
   Entry(
     "ftwt",
     "Fire Together Wire Together: A Dynamic Pruning Approach with Self-Supervised Mask Prediction",
@@ -107,6 +108,7 @@ PAPERS: tuple[Entry, ...] = (
     "Physics-informed cluster analysis and a priori efficiency criterion for the construction "
     "of local reduced-order bases",
     "2103.13683",
+    "rom_cluster",
   ),
   Entry(
     "matrix_completion",
@@ -114,9 +116,10 @@ PAPERS: tuple[Entry, ...] = (
     "2302.11068",
   ),
   Entry(
-    "odil",
+    "gliodil",
     "Individualizing Glioma Radiotherapy Planning by Optimization of Data and Physics-Informed Discrete Loss",
     "2312.05063",
+    "gliodil",
   ),
 )
 

@@ -120,6 +120,28 @@ def check_halfspace_tester(text: str) -> None:
   assert number("spike mean excess error:") > 2 * number("Gaussian mean excess error:")
 
 
+def check_dual_head_kd(text: str) -> None:
+  def number(label: str) -> float:
+    return float(text.split(label)[1].split()[0].rstrip(","))
+
+  # The losses against their closed forms and brute force (float64).
+  assert number("BinaryKLNorm vs T^2 sum log cosh, max abs error:") < 1e-9
+  assert number("BinaryKLNorm vs Bernoulli(1/2) form, max abs error:") < 1e-9
+  assert number("BinaryKL vs brute-force Bernoulli KL, max abs error:") < 1e-9
+  assert number("KD vs scipy KL of softened probabilities, max abs error:") < 1e-9
+  assert number("BinaryKLNorm shift invariance, max change:") < 1e-4
+  assert number("BinaryKL after a shift of +3 on equal logits:") > 0.1
+  # Alignment leaves no conflict and touches nothing that did not conflict.
+  assert number("smallest cosine after alignment (200 random pairs):") > -1e-6
+  assert "non-conflicting pairs left unchanged: True" in text
+  # The cached teacher and every student arm learned; under DHKD each loss reaches only its own head.
+  assert number("teacher test accuracy:") > 0.8
+  for arm in ("CE", "CE + KD", "CE + BinaryKL (one head)", "DHKD", "DHKD + GA"):
+    assert number(f"{arm}: test accuracy") > 0.3
+  dhkd_line = text.split("DHKD: test accuracy")[1].split("\n")[0]
+  assert "head cosine +0.000" in dhkd_line
+
+
 def check_light_sb(text: str) -> None:
   def number(label: str) -> float:
     return float(text.split(label)[1].split()[0].rstrip("%"))
@@ -335,17 +357,81 @@ def check_sgd_noise(text: str) -> None:
   assert "P = 64: T_c per seed" in text and "alpha = 100: test error" in text
 
 
+def check_lottery_jackpot(text: str) -> None:
+  def number(label: str) -> float:
+    return float(text.split(label)[1].split()[0])
+
+  # Oracles: numpy's global threshold, the straight-through gradient ∂L/∂(W ⊙ m) ⊙ W, exact sparsity, frozen weights.
+  assert number("magnitude mask mismatches vs numpy threshold:") == 0
+  assert number("straight-through gradient max abs error:") < 1e-6
+  assert "initial mask equals the magnitude mask: True" in text
+  assert number("magnitude init: max sparsity drift (entries):") == 0
+  assert number("random init: max sparsity drift (entries):") == 0
+  assert number("kept weights that differ from the pretrained ones:") == 0
+  # The search from the magnitude mask beats the mask it starts from and the random-init search at equal budget.
+  assert number("dense test accuracy:") > 0.95
+  mag_before = number("magnitude init: mask accuracy before search")
+  jackpot = number(f"magnitude init: accuracy after {text.split('accuracy after ')[1].split()[0]} search epochs")
+  random_after = number(f"random init: accuracy after {text.split('accuracy after ')[1].split()[0]} search epochs")
+  assert number("random init: mask accuracy before search") < 0.2 < mag_before < jackpot - 0.1
+  assert jackpot > random_after
+
+
+def check_odil(text: str) -> None:
+  def number(label: str) -> float:
+    return float(text.split(label)[1].split()[0].rstrip(","))
+
+  # The discretisation against closed forms: exact conservation, second order in time, zero residual of a CN run.
+  assert number("mass drift with rho = 0 (float64):") < 1e-10
+  ratios = [float(w) for w in text.split("logistic error ratio when dt halves:")[1].split()[:2]]
+  assert all(3.6 < r < 4.4 for r in ratios)
+  assert number("max |CN residual| of a forward run (float64):") < 1e-9
+  assert number("loss at the forward solution:") < 1e-15  # all terms but the CSF one
+  assert number("gradient vs finite differences, relative error:") < 1e-5
+  # The synthetic patient: the fit improves on its start, and its 10% contour beats the uniform margin.
+  rmse_line = text.split("RMSE of u(T): GliODIL")[1].split("\n")[0]
+  assert float(rmse_line.split()[0].rstrip(",")) < float(rmse_line.split("initial guess")[1].split()[0])
+  margin = number("Dice@10% outside the lesion, uniform margin of equal area:")
+  assert number("Dice@10% outside the lesion, GliODIL:") > margin
+  assert number("relative error rho:") < 0.3
+
+
+def check_rom_cluster(text: str) -> None:
+  def number(label: str) -> float:
+    return float(text.split(label)[1].split()[0].rstrip(",:"))
+
+  # Exact identities: the rank-one projection error is ‖u‖ sin∠(u, v); POD errors are the discarded σ².
+  assert number("identity ‖u − Π_v u‖/‖u‖ = sin∠(u, v), max abs error:") < 1e-5
+  assert number("sign and scale invariance, max change:") < 1e-5
+  assert number("Eckart-Young relative error:") < 1e-4
+  # Grassmann distances against scipy; the solvers against closed forms.
+  assert number("principal angles vs scipy, max abs error:") < 1e-5
+  assert number("advection vs exact shifted pulse, max abs error:") < 1e-5
+  assert number("Burgers vs Cole-Hopf, max relative error:") < 1e-3
+  # Burgers with sign and scale changes: sine k-medoids beats Euclidean k-means (the control) and global POD.
+  sine = number("sine k-medoids: mean held-out error")
+  euclid = number("Euclidean k-means: mean held-out error")
+  assert sine < euclid and sine < number("global POD (K = 1): mean held-out error")
+  # The proxy criterion: exactly 1 for one cluster, and lower for the sine partition than for the Euclidean one.
+  assert abs(number("criterion with one cluster:") - 1.0) < 1e-5
+  assert number("sine k-medoids: criterion η") < min(1.0, number("Euclidean k-means: criterion η"))
+
+
 CHECKS = {
   "double_descent.ipynb": check_double_descent,
+  "dual_head_kd.ipynb": check_dual_head_kd,
   "feynman_kac_correctors.ipynb": check_feynman_kac_correctors,
   "grokking.ipynb": check_grokking,
   "kde_high_dim.ipynb": check_kde_high_dim,
   "halfspace_tester.ipynb": check_halfspace_tester,
   "kivi.ipynb": check_kivi,
   "light_sb.ipynb": check_light_sb,
+  "lottery_jackpot.ipynb": check_lottery_jackpot,
   "presto.ipynb": check_presto,
+  "rom_cluster.ipynb": check_rom_cluster,
   "likelihood_displacement.ipynb": check_likelihood_displacement,
   "monge_gap.ipynb": check_monge_gap,
+  "gliodil.ipynb": check_odil,
   "over_optimisation.ipynb": check_over_optimisation,
   "paris_particle_gibbs.ipynb": check_paris_particle_gibbs,
   "sgd_noise.ipynb": check_sgd_noise,

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from experiments import odil as odil_experiment
+from experiments import gliodil as odil_experiment
 from toolkit import experiment as xp
 
 

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 
-class Snapshots(NamedTuple):
+class PDESnapshots(NamedTuple):
   """Snapshots of a parametrised PDE.
 
   Attributes:
@@ -129,7 +129,7 @@ def advection_snapshots(
   amplitude_range: tuple[float, float] = (0.5, 2.0),
   time: float = 0.0,
   velocity: float = 1.0,
-) -> Snapshots:
+) -> PDESnapshots:
   """Pulses ``A exp(-(x - μ)² / w²)`` advected to ``time`` by :func:`solve_advection`; params columns ``(μ, A)``.
 
   >>> s = advection_snapshots(jax.random.key(0), 5, num_points=64)
@@ -145,7 +145,7 @@ def advection_snapshots(
   amp = jax.random.uniform(k_a, (num_samples,), minval=lo_a, maxval=hi_a)
   u0 = advection_exact(x[None, :], 0.0, mu[:, None], amp[:, None], width=width)
   u = solve_advection(u0, time, velocity=velocity)
-  return Snapshots(u, jnp.stack([mu, amp], axis=1), x)
+  return PDESnapshots(u, jnp.stack([mu, amp], axis=1), x)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -231,7 +231,7 @@ def burgers_snapshots(
   amplitude_range: tuple[float, float] = (0.5, 2.0),
   viscosity_range: tuple[float, float] = (1e-3, 1e-2),
   scale_range: tuple[float, float] = (0.5, 2.0),
-) -> Snapshots:
+) -> PDESnapshots:
   """Burgers solutions from ``u0 = A sin x`` at ``time``, reported times a random sign and scale.
 
   Parameters: A ~ U(amplitude_range), log ν ~ U(log viscosity_range), the reported scale
@@ -255,4 +255,4 @@ def burgers_snapshots(
   x = periodic_grid(num_points, 2 * math.pi)
   num_steps = burgers_num_steps(time, num_points, max_speed=hi_a, max_viscosity=hi_nu)
   u = solve_burgers(amp[:, None] * jnp.sin(x)[None, :], time, nu[:, None], num_steps=num_steps)
-  return Snapshots(scale[:, None] * u, jnp.stack([amp, nu, scale], axis=1), x)
+  return PDESnapshots(scale[:, None] * u, jnp.stack([amp, nu, scale], axis=1), x)

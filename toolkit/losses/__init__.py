@@ -5,7 +5,16 @@ its ``sequence_log_probs`` (aligned logits, tokens, mask) is reached through the
 ``toolkit.models.transformer.sequence_log_probs`` has another signature.
 """
 
-from toolkit.losses import preference
+from toolkit.losses import distillation, preference
+from toolkit.losses.distillation import (
+  DistillationTerms,
+  align_gradients,
+  binary_kl,
+  binary_kl_norm,
+  dual_head_loss,
+  dual_head_terms,
+  kd_loss,
+)
 from toolkit.losses.preference import (
   PreferenceLoss,
   dpo_loss,
@@ -23,12 +32,20 @@ from toolkit.losses.stablemax import (
 )
 
 __all__ = [
+  "DistillationTerms",
   "PreferenceLoss",
+  "align_gradients",
+  "binary_kl",
+  "binary_kl_norm",
+  "distillation",
   "dpo_loss",
+  "dual_head_loss",
+  "dual_head_terms",
   "hinge_loss",
   "implicit_reward_margin",
   "implicit_rewards",
   "ipo_loss",
+  "kd_loss",
   "log_stablemax",
   "preference",
   "softmax_collapse_fraction",

@@ -7,7 +7,16 @@ Names that several modules define (``init_params``, ``train``) are reached throu
 ``transformer.init_params``, ``lm_training.train``, ``score_net.train``.
 """
 
-from toolkit.models import dual_head, lm_training, mlp, score_net, transformer
+from toolkit.models import classifier, cnn, dual_head, lm_training, mlp, score_net, transformer
+from toolkit.models.classifier import (
+  ClassificationData,
+  ClassifierRecipe,
+  PretrainedClassifier,
+  classification_data,
+  pretrained_classifier,
+  train_classifier,
+)
+from toolkit.models.cnn import CNN
 from toolkit.models.dual_head import (
   DistillationResult,
   DistillationState,

@@ -210,7 +210,7 @@ def step(
 
 
 class DistillationResult(NamedTuple):
-  """The trained ``params`` and ``history``: a :class:`DistillationStepInfo` of per-epoch means (leading axis = epochs)."""
+  """The trained ``params`` and ``history``, a :class:`DistillationStepInfo` of per-epoch means (epochs first)."""
 
   params: dict
   history: DistillationStepInfo
