@@ -114,6 +114,7 @@ PAPERS: tuple[Entry, ...] = (
     "matrix_completion",
     "Low Rank Matrix Completion via Robust Alternating Minimization in Nearly Linear Time",
     "2302.11068",
+    "matrix_completion",
   ),
   Entry(
     "gliodil",

@@ -39,6 +39,27 @@ def check_sinkhorn_newton_sparse(text: str) -> None:
   assert float(text.split("max |P_SNS - P_Sinkhorn| =")[1].split()[0]) < 1e-6
 
 
+def check_matrix_completion(text: str) -> None:
+  def number(label: str) -> float:
+    return float(text.split(label)[1].split()[0].rstrip(",:"))
+
+  def error_after(name: str) -> float:
+    return float(text.split(f"{name}: relative error ‖UVᵀ − M‖/‖M‖ after")[1].split("iterations:")[1].split()[0])
+
+  # Oracles: the exact half-step is per-column least squares (numpy lstsq); CG converges to it (exact after k = 4).
+  assert number("exact half-step vs numpy lstsq per column, max relative error:") < 1e-10
+  cg = [number(f"CG steps {i}: max |approx - exact| =") for i in (1, 2, 3)]
+  assert cg[0] > cg[1] > cg[2] > 0
+  assert number("approx half-step (20 CG steps) vs exact, max abs error:") < 1e-10
+  # Recovery: approximate half-steps reach the exact solver's error; the cold-start control (same CG steps from
+  # zero) stalls far above it.
+  exact, approx, cold = error_after("exact"), error_after("approx"), error_after("cold start")
+  assert exact < 1e-4 and approx < 1e-4 and approx < 3 * exact
+  assert cold > 100 * approx
+  # Timing is printed for reading only (a shared CPU is noisy): both fits are present.
+  assert "exact: fitted time exponent in k:" in text and "approx: fitted time exponent in k:" in text
+
+
 def check_monge_gap(text: str) -> None:
   values = {}
   for line in text.splitlines():
@@ -430,6 +451,7 @@ CHECKS = {
   "presto.ipynb": check_presto,
   "rom_cluster.ipynb": check_rom_cluster,
   "likelihood_displacement.ipynb": check_likelihood_displacement,
+  "matrix_completion.ipynb": check_matrix_completion,
   "monge_gap.ipynb": check_monge_gap,
   "gliodil.ipynb": check_odil,
   "over_optimisation.ipynb": check_over_optimisation,

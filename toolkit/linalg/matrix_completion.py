@@ -98,7 +98,7 @@ class AltMinState(NamedTuple):
   v: jax.Array
 
 
-class StepInfo(NamedTuple):
+class AltMinStepInfo(NamedTuple):
   """What :func:`step` reports.
 
   Attributes:
@@ -525,7 +525,7 @@ def init(
 
 def step(
   key: jax.Array, state: AltMinState, observations: Observations, *, solver: HalfStepSolver
-) -> tuple[AltMinState, StepInfo]:
+) -> tuple[AltMinState, AltMinStepInfo]:
   """One outer iteration: the V half-step, QR of V, the U half-step, QR of U (arXiv 2302.11068, Sec. 4).
 
   With U orthonormal and X = U Vᵀ: V̂ = solver(U, Ω by column, warm start V); V̂ = Q_V R_V; Ŵ = solver(Q_V, Ω by
@@ -539,7 +539,7 @@ def step(
     solver: a :data:`HalfStepSolver` (:func:`solve_exact`, :class:`CGSolver`).
 
   Returns:
-    The new state and its :class:`StepInfo`.
+    The new state and its :class:`AltMinStepInfo`.
   """
   k_v, k_u = jax.random.split(key)
   v_hat = solver(k_v, state.u, observations.by_col, state.v)
@@ -547,7 +547,7 @@ def step(
   w = solver(k_u, q_v, observations.by_row, state.u @ r_v.T)
   q_u, r_u = _qr(w)
   new = AltMinState(u=q_u, v=q_v @ r_u.T)
-  return new, StepInfo(residual=relative_residual(new, observations))
+  return new, AltMinStepInfo(residual=relative_residual(new, observations))
 
 
 def complete(
