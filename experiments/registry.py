@@ -80,6 +80,7 @@ PAPERS: tuple[Entry, ...] = (
     "ftwt",
     "Fire Together Wire Together: A Dynamic Pruning Approach with Self-Supervised Mask Prediction",
     "2110.08232",
+    "ftwt",
   ),
   Entry(
     "double_descent",
@@ -102,7 +103,7 @@ PAPERS: tuple[Entry, ...] = (
   Entry("halfspace_tester", "An Efficient Tester-Learner for Halfspaces", "2302.14853", "halfspace_tester"),
   Entry("presto", "Predicting Rare Events by Shrinking Towards Proportional Odds", "2305.18700", "presto"),
   Entry("kde", "Kernel Density Estimators in Large Dimensions", "2408.05807", "kde_high_dim"),
-  Entry("ppp", "Probabilistic Partitive Partitioning (PPP)", "2003.04372"),
+  Entry("ppp", "Probabilistic Partitive Partitioning (PPP)", "2003.04372", "ppp"),
   Entry(
     "rom_cluster",
     "Physics-informed cluster analysis and a priori efficiency criterion for the construction "

@@ -22,6 +22,29 @@ def execute(path: str) -> str:
   )
 
 
+def check_ftwt(text: str) -> None:
+  def number(label: str) -> float:
+    return float(text.split(label)[1].split()[0].rstrip(",:"))
+
+  # Oracles: the mass criterion equals the authors' sort-and-cumsum loop; uniform heatmaps keep floor(τ C); τ = 1 keeps
+  # every live channel; the FLOPs counter equals a hand count; the mask loss never reaches the backbone when decoupled.
+  assert number("mass target mismatches vs the authors' sort-and-cumsum loop:") == 0
+  assert number("uniform heatmaps, max |kept - floor(τ C)|:") == 0
+  assert "τ = 1 keeps every live channel: True" in text
+  assert number("FLOPs counter vs hand count, max abs error:") == 0
+  assert number("decoupled: backbone gradient change from the mask loss:") == 0
+  assert number("joint: backbone gradient change from the mask loss:") > 1e-3  # the joint mode (control) does reach it
+  # The estimate before training falls as τ grows and is 0 at τ = 1.
+  estimates = [number(f"τ = {t}: estimated FLOPs reduction") for t in ("0.8", "0.9", "0.95", "1")]
+  assert estimates[0] > estimates[1] > estimates[2] > estimates[3] == 0 and estimates[0] > 0.4
+  # The headline run: FTWT prunes, and the static control gets at least FTWT's FLOPs (no more reduction than it).
+  measured = number("measured FLOPs reduction")
+  static = float(text.split("static L1 (keep")[1].split("FLOPs reduction")[1].split()[0])
+  assert 0.2 < measured < 1 and static <= measured + 1e-6
+  assert 0 <= number("FTWT: test accuracy") <= 1 and 0.5 <= number("FTWT: predictor accuracy") <= 1
+  assert number("dense test accuracy:") > 0.9
+
+
 def check_grokking(text: str) -> None:
   # The float32 collapse point of the single-sample demo lies in the window predicted from the mantissa.
   z = float(text.split("first z with softmax loss exactly 0 (float32):")[1].split()[0])
@@ -183,6 +206,26 @@ def check_light_sb(text: str) -> None:
   floor = number("cBW-UVP floor (true plan, sampled alike):")
   assert 0 < floor < 0.3
   assert 0.5 * floor < cbw < 1.0
+
+
+def check_ppp(text: str) -> None:
+  def number(label: str) -> float:
+    return float(text.split(label)[1].split()[0].rstrip(",:;"))
+
+  # The validation statistics against scikit-learn (ARI; BIC and log-likelihood of the same mixture).
+  assert number("ARI vs scikit-learn, abs error:") < 1e-5
+  assert number("BIC vs scikit-learn, relative error:") < 1e-5
+  assert number("log-likelihood vs scikit-learn, relative error:") < 1e-5
+  # PPP (our reconstruction) finds the 5 blobs without being told k, matching the truth and sklearn's GMM given k.
+  assert "clusters found: 5 (truth 5)" in text
+  assert number("PPP ARI to the truth:") > 0.95
+  assert number("PPP ARI to scikit-learn GaussianMixture (given k):") > 0.95
+  # Repeatability: PPP's seed-to-seed ARI >= 0.95, both plain k-means controls (wrong and right k) below it.
+  assert number("k right fraction:") >= 0.9
+  ppp_ari = number("PPP (ours): seed-to-seed ARI")
+  assert ppp_ari >= 0.95
+  assert number("plain k-means, wrong k: seed-to-seed ARI") < min(0.95, ppp_ari)
+  assert number("plain k-means, right k: seed-to-seed ARI") < min(0.95, ppp_ari)
 
 
 def check_presto(text: str) -> None:
@@ -442,12 +485,14 @@ CHECKS = {
   "double_descent.ipynb": check_double_descent,
   "dual_head_kd.ipynb": check_dual_head_kd,
   "feynman_kac_correctors.ipynb": check_feynman_kac_correctors,
+  "ftwt.ipynb": check_ftwt,
   "grokking.ipynb": check_grokking,
   "kde_high_dim.ipynb": check_kde_high_dim,
   "halfspace_tester.ipynb": check_halfspace_tester,
   "kivi.ipynb": check_kivi,
   "light_sb.ipynb": check_light_sb,
   "lottery_jackpot.ipynb": check_lottery_jackpot,
+  "ppp.ipynb": check_ppp,
   "presto.ipynb": check_presto,
   "rom_cluster.ipynb": check_rom_cluster,
   "likelihood_displacement.ipynb": check_likelihood_displacement,

@@ -417,7 +417,7 @@ class FTWTState(NamedTuple):
   opt_state: optax.OptState
 
 
-class StepInfo(NamedTuple):
+class FTWTStepInfo(NamedTuple):
   """Per-step diagnostics: task cross-entropy, mask loss, predictor accuracy and mean convolution MACs per input."""
 
   task_loss: jax.Array
@@ -469,7 +469,7 @@ def step(
   mask_weight: float | jax.Array = 1.0,
   decoupled: bool = True,
   straight_through: bool = True,
-) -> tuple[FTWTState, StepInfo]:
+) -> tuple[FTWTState, FTWTStepInfo]:
   """One gradient step on ``task loss + mask_weight · mask loss`` over the backbone and the predictors (FTWT §3.4).
 
   ``mask_weight`` is 0 after the paper's cool-down (half of training by default in the authors' code).
@@ -486,7 +486,7 @@ def step(
   updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
   trainable = optax.apply_updates(trainable, updates)
   geometry = model_geometry(model, x)
-  info = StepInfo(
+  info = FTWTStepInfo(
     task,
     masks_loss,
     predictor_accuracy(out.masks, out.targets),
