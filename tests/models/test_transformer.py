@@ -235,6 +235,15 @@ def test_bad_inputs(key):
     decode_log_probs(params, SMALL, tokens, FullPrecisionCache(), 8)
   with pytest.raises(ValueError, match="capacity"):
     decode_log_probs(params, SMALL, tokens, FullPrecisionCache(), 2, capacity=6)
+  # Ids outside the vocabulary: refused when concrete; under jit all-NaN logits (a negative id used to wrap around
+  # to a real row and give finite logits).
+  for bad in (-1, SMALL.vocab_size):
+    with pytest.raises(ValueError, match=r"token ids in \[0, 256\)"):
+      model.apply(params, tokens.at[0, 3].set(bad))
+    logits = jax.jit(model.apply)(params, jnp.zeros((2, 8), jnp.int32).at[0, 3].set(bad))
+    assert bool(jnp.all(jnp.isnan(logits[0]))) and bool(jnp.all(jnp.isfinite(logits[1])))  # 0 · NaN in attention
+  with pytest.raises(ValueError, match="token ids"):
+    model.apply(params, jnp.array([SMALL.vocab_size]), state, FullPrecisionCache(), method=Transformer.decode)
 
 
 # ----------------------------------------------------------------------------------------------------------------

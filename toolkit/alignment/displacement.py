@@ -211,7 +211,7 @@ def lowest_ches(scores: jax.Array, *, keep_fraction: float) -> ChesSelection:
 
 
 def _final_hidden(module: Transformer, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
-  tokens = _check_tokens(tokens, 2, "tokens", module.config.max_len)
+  tokens = _check_tokens(tokens, 2, "tokens", module.config.vocab_size, module.config.max_len)
   x = module.embed(tokens)
   for block in module.blocks:
     x, _, _ = block(x)

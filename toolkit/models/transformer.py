@@ -287,7 +287,11 @@ class Block(nn.Module):
     return x + self.mlp(self.mlp_norm(x)), state
 
 
-def _check_tokens(tokens, ndim: int, what: str, max_len: int | None = None) -> jax.Array:
+def _check_tokens(tokens, ndim: int, what: str, vocab_size: int, max_len: int | None = None) -> jax.Array:
+  """Shape, dtype and range checks; a traced id outside [0, V) is sent to V, which ``nn.Embed`` fills with NaN.
+
+  Without that, a negative traced id would wrap around to a real row and give finite logits.
+  """
   shape, dtype = jnp.shape(tokens), jnp.result_type(tokens)
   if not jnp.issubdtype(dtype, jnp.integer):
     raise TypeError(f"`{what}` must be an integer array of token ids, got dtype {dtype}.")
@@ -295,7 +299,12 @@ def _check_tokens(tokens, ndim: int, what: str, max_len: int | None = None) -> j
     raise ValueError(f"`{what}` must have shape {'(B, T)' if ndim == 2 else '(B,)'} with non-zero sizes, got {shape}.")
   if max_len is not None and shape[1] > max_len:
     raise ValueError(f"`{what}` has {shape[1]} tokens, more than the config's max_len ({max_len}).")
-  return jnp.asarray(tokens, jnp.int32)
+  if not isinstance(tokens, jax.core.Tracer):
+    lo, hi = int(jnp.min(tokens)), int(jnp.max(tokens))
+    if lo < 0 or hi >= vocab_size:
+      raise ValueError(f"`{what}` must hold token ids in [0, {vocab_size}) (the vocabulary), got ids in [{lo}, {hi}].")
+  tokens = jnp.asarray(tokens, jnp.int32)
+  return jnp.where((tokens < 0) | (tokens >= vocab_size), vocab_size, tokens)
 
 
 class Transformer(nn.Module):
@@ -322,14 +331,14 @@ class Transformer(nn.Module):
     return self.lm_head(self.final_norm(x)).astype(jnp.float32)
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
-    tokens = _check_tokens(tokens, 2, "tokens", self.config.max_len)
+    tokens = _check_tokens(tokens, 2, "tokens", self.config.vocab_size, self.config.max_len)
     x = self.embed(tokens)
     for block in self.blocks:
       x, _, _ = block(x)
     return self._logits(x)
 
   def prefill(self, tokens: jax.Array, cache: KVCache, capacity: int) -> tuple[jax.Array, DecodeState]:
-    tokens = _check_tokens(tokens, 2, "tokens", self.config.max_len)
+    tokens = _check_tokens(tokens, 2, "tokens", self.config.vocab_size, self.config.max_len)
     c = self.config
     if not isinstance(capacity, int) or capacity < tokens.shape[1]:
       raise ValueError(f"`capacity` must be an integer >= the prompt length {tokens.shape[1]}, got {capacity!r}.")
@@ -342,7 +351,7 @@ class Transformer(nn.Module):
     return self._logits(x), DecodeState(tuple(states), jnp.asarray(tokens.shape[1], jnp.int32))
 
   def decode(self, token: jax.Array, state: DecodeState, cache: KVCache) -> tuple[jax.Array, DecodeState]:
-    token = _check_tokens(token, 1, "token")
+    token = _check_tokens(token, 1, "token", self.config.vocab_size)
     if len(state.caches) != self.config.num_layers:
       raise ValueError(f"`state` holds {len(state.caches)} layer caches, the model has {self.config.num_layers}.")
     x = self.embed(token)
@@ -405,7 +414,7 @@ def decode_log_probs(
   >>> bool(jnp.allclose(out.log_probs, sequence_log_probs(params, config, tokens)[:, 3:], atol=1e-5))
   True
   """
-  tokens = _check_tokens(tokens, 2, "tokens", config.max_len)
+  tokens = _check_tokens(tokens, 2, "tokens", config.vocab_size, config.max_len)
   t = tokens.shape[1]
   if not isinstance(prompt_len, int) or not 1 <= prompt_len < t:
     raise ValueError(f"`prompt_len` must be an integer in [1, T) with T = {t}, got {prompt_len!r}.")
