@@ -104,6 +104,22 @@ def test_composes_in_chain_under_jit_and_equals_adamw_on_projected_gradient(key)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9), eager, jitted)
 
 
+@pytest.mark.parametrize("per_leaf", [True, False])
+@pytest.mark.parametrize(("grad_scale", "param_scale"), [(1e25, 1.0), (1.0, 1e20), (1e-30, 1e-25), (1e30, 1e-30)])
+def test_extreme_scales_give_the_unit_scale_update(key, per_leaf, grad_scale, param_scale):
+  # Squaring g ×1e25 overflowed float32 (a zero update); θ ×1e20 skipped the projection.
+  k1, k2 = jax.random.split(key)
+  params = {"a": jax.random.normal(k1, (3, 4)), "b": jax.random.normal(k2, (5,))}
+  grads = jax.tree.map(lambda p: jnp.cos(3 * p) + 0.5, params)
+  tx = perpgrad(per_leaf=per_leaf)
+  expected, _ = tx.update(grads, tx.init(params), params)
+  scaled_grads = jax.tree.map(lambda g: g * jnp.float32(grad_scale), grads)
+  scaled_params = jax.tree.map(lambda p: p * jnp.float32(param_scale), params)
+  updates, _ = tx.update(scaled_grads, tx.init(scaled_params), scaled_params)
+  for u, e in zip(jax.tree.leaves(updates), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(np.asarray(u, np.float64) / grad_scale, e, rtol=1e-4, atol=1e-5)
+
+
 def test_bad_use_raises_clear_errors(key):
   params, grads = tree_pair(key)
   tx = perpgrad()

@@ -36,6 +36,13 @@ def _dot(a: jax.Array, b: jax.Array) -> jax.Array:
 
 def _project_and_rescale(grads, params, rescale: bool, parallel_rtol: float):
   """Projects the list of leaves ``grads`` off the single direction formed by ``params`` (all leaves together)."""
+  # Squares overflow float32 from |x| ~ 1e19: g ×1e25 used to give ‖g‖² = inf and a zero update, θ ×1e20 a skipped
+  # projection. The projection is linear in g and invariant to the scale of θ, so both are divided by their
+  # largest entry first and the result multiplied back by g's.
+  grad_scale = _max_abs(grads)
+  grads_in = grads
+  grads = [g / grad_scale.astype(g.dtype) for g in grads]
+  params = [p / _max_abs(params).astype(p.dtype) for p in params]
   dot = sum(_dot(g, p) for g, p in zip(grads, params))
   sq_norm_params = sum(_dot(p, p) for p in params)
   # θ = 0 has no direction to remove: the coefficient is 0 and g passes through.
@@ -48,7 +55,15 @@ def _project_and_rescale(grads, params, rescale: bool, parallel_rtol: float):
   is_parallel = norm_perp <= parallel_rtol * norm_g
   scale = _safe_ratio(norm_g, norm_perp) if rescale else jnp.ones_like(norm_g)
   scale = jnp.where(is_parallel, 0.0, scale)
-  return [(q * scale).astype(q.dtype) for q in perp]
+  return [(q * (scale * grad_scale)).astype(g.dtype) for q, g in zip(perp, grads_in)]
+
+
+def _max_abs(leaves) -> jax.Array:
+  """The largest |entry| over the leaves, or 1 when they are all zero (or empty)."""
+  if not leaves:
+    return jnp.ones(())
+  m = jnp.max(jnp.stack([jnp.max(jnp.abs(x), initial=0.0).astype(jnp.float32) for x in leaves]))
+  return jnp.where(m > 0, m, 1.0)
 
 
 def perpgrad(rescale: bool = True, per_leaf: bool = True, parallel_rtol: float = 1e-6) -> optax.GradientTransformation:
