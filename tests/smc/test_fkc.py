@@ -263,6 +263,23 @@ def test_stepping_by_hand_equals_sample_bit_for_bit(key, ess_threshold, reweight
   np.testing.assert_array_equal(np.stack(ess), out.ess)
   np.testing.assert_array_equal(np.stack(resampled), out.resampled)
   assert np.all(out.resampled) == (ess_threshold == 1.0 and reweight)
+  assert not bool(out.diverged)
+
+
+@pytest.mark.parametrize(("beta", "num_steps", "diverged"), [(20, 50, True), (10, 50, True), (2, 200, False)])
+def test_a_step_count_too_coarse_for_the_weights_is_reported(beta, num_steps, diverged):
+  # β = 20 in 50 steps made every particle NaN from step 26, β = 10 gave log Z ≈ 5e15: both without a word.
+  data = gmm.gaussian_mixture([1.0], [[1.0, 0.0]], [0.5])
+  terms = fkc.annealing(fkc.noised_gmm_score_fn(data, VP), beta, VP)
+  start = fkc.gaussian_start(jax.random.key(0), 256, 2, beta)
+  run = jax.jit(lambda k: fkc.sample(k, start.particles, terms, VP, num_steps=num_steps))
+  out = run(jax.random.key(1))
+  assert bool(out.diverged) == diverged
+  # The spread is the step's max - min of h·G, recomputed here for the first step from the start particles.
+  g = terms(start.particles, jnp.asarray(1.0)).log_weight_rate * (1.0 - 1e-3) / num_steps
+  np.testing.assert_allclose(out.log_weight_spread[0], g.max() - g.min(), rtol=1e-4)
+  if not diverged:
+    assert float(jnp.max(out.log_weight_spread)) < 1.0 and bool(jnp.isfinite(out.log_normalizer))
 
 
 def test_step_resamples_with_the_given_resampler(key):
