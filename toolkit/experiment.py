@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -418,6 +419,20 @@ def define_flags(experiment: Experiment) -> None:
     )
   except (AttributeError, KeyError) as e:
     _fail(f"a --config.<field> override names no field of the config ({e}); its fields: {sorted(config.keys())}")
+  # absl's --help lists the key flags of the main module only (the config's fields appear in --config's default);
+  # these are defined here, so they are declared key flags of the binary.
+  for name in ("quick", "seed", "out_dir", "restart", "config"):
+    FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
+
+
+def _check_out_dir(out_dir: str) -> None:
+  """Fails with one line when ``out_dir`` cannot be created or written (a file, read-only, /sys, ...)."""
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=out_dir):
+      pass
+  except OSError as e:
+    _fail(f"--out_dir={out_dir} cannot be written: {e.strerror or e}.")
 
 
 def _resolve_config(experiment: Experiment) -> tuple[ConfigDict, str]:
@@ -472,6 +487,7 @@ def main(experiment: Experiment) -> None:
     if len(argv) > 1:
       _fail(f"unexpected positional arguments {argv[1:]}; flags look like --name=value.")
     config, scale = _resolve_config(experiment)
+    _check_out_dir(FLAGS.out_dir)
     logging.info("%s: %s scale, seed %d, devices %s", experiment.name, scale, FLAGS.seed, jax.devices())
     try:
       record = run_experiment(experiment, config, FLAGS.out_dir, FLAGS.seed, scale, restart=FLAGS.restart)

@@ -165,6 +165,22 @@ def test_bad_flags_exit_with_a_one_line_message(tmp_path, args, message):
   assert error_lines, result.stderr[-2000:]
 
 
+def test_unwritable_out_dir_exits_with_a_one_line_message(tmp_path):
+  a_file = tmp_path / "a_file"
+  a_file.write_text("")
+  for out_dir in (a_file, a_file / "below", "/proc/no_such_dir/x"):
+    result = run_binary(["--quick", f"--out_dir={out_dir}"], timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"error: --out_dir={out_dir} cannot be written:" in result.stderr, result.stderr[-2000:]
+
+
+def test_help_lists_the_binarys_flags_and_config_fields():
+  result = run_binary(["--help"], timeout=120)  # absl's --help exits with status 1
+  for flag in ("--out_dir", "--[no]quick", "--seed", "--[no]restart", "--config"):
+    assert flag in result.stdout, result.stdout[-2000:]
+  assert "train_fraction" in result.stdout  # a field of the config, with its default
+
+
 def test_overrides_apply_to_the_quick_config(tmp_path):
   """--quick picks the quick preset; --config.* overrides are applied on top of it."""
   result = run_binary([*TINY, "--config.runs.perp_adamw.lr=0.003", f"--out_dir={tmp_path}"], timeout=300)
