@@ -431,3 +431,12 @@ def test_bad_input_raises_clear_errors(key):
     benchmarks.gaussian_bridge(jnp.zeros(2), jnp.eye(2), jnp.zeros(2), jnp.eye(3), EPS)
   with pytest.raises(ValueError, match="potential_std"):
     benchmarks.mixture_benchmark(key, 3, 1.0)
+  # A non-PSD covariance gave a NaN bridge, an asymmetric one was symmetrised silently; t = 2 gave NaN samples.
+  with pytest.raises(ValueError, match="`cov1` must be positive definite"):
+    benchmarks.gaussian_bridge(jnp.zeros(2), jnp.eye(2), jnp.zeros(2), jnp.diag(jnp.array([1.0, -0.5])), EPS)
+  with pytest.raises(ValueError, match="`cov0` must be a finite symmetric"):
+    benchmarks.gaussian_bridge(jnp.zeros(2), jnp.array([[1.0, 0.5], [0.0, 1.0]]), jnp.zeros(2), jnp.eye(2), EPS)
+  for t in (2.0, -0.1, jnp.array([0.5, 1.5, 0.2, 0.1])):
+    with pytest.raises(ValueError, match=r"`t` must lie in \[0, 1\]"):
+      lsb.sample_bridge(key, params, x, t, EPS)
+  assert bool(jnp.all(jnp.isfinite(lsb.sample_bridge(key, params, x, jnp.array([0.0, 0.3, 1.0, 0.5]), EPS))))

@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def is_tracer(value: Any) -> bool:
@@ -40,6 +41,21 @@ def check_points(x: Any, dim: int, name: str) -> jax.Array:
 def check_square(cov: jax.Array, dim: int, name: str) -> None:
   if jnp.shape(cov) != (dim, dim):
     raise ValueError(f"`{name}` must have shape (d, d) = ({dim}, {dim}), got {jnp.shape(cov)}.")
+
+
+def check_covariance(cov: jax.Array, dim: int, name: str) -> None:
+  """(d, d), and when concrete symmetric positive definite (a non-PSD one gave NaN, an asymmetric one was
+  silently symmetrised by the matrix square root)."""
+  check_square(cov, dim, name)
+  if is_tracer(cov):
+    return
+  c = np.asarray(cov, np.float64)
+  scale = max(float(np.abs(c).max()), 1e-30)
+  if not np.all(np.isfinite(c)) or np.abs(c - c.T).max() > 1e-5 * scale:
+    raise ValueError(f"`{name}` must be a finite symmetric matrix (a covariance).")
+  smallest = float(np.linalg.eigvalsh(c).min())
+  if not smallest > 0:
+    raise ValueError(f"`{name}` must be positive definite (a covariance), got a smallest eigenvalue of {smallest:.3g}.")
 
 
 def check_count(value: Any, name: str, minimum: int = 1) -> None:

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import jax.scipy as jsp
 import numpy as np
 
-from toolkit.ot._checks import check_count, check_epsilon, check_points, check_square
+from toolkit.ot._checks import check_count, check_covariance, check_epsilon, check_points
 from toolkit.ot.light_sb import LightSBParams
 from toolkit.ot.metrics import sqrtm_psd
 from toolkit.stats import gmm
@@ -122,8 +122,8 @@ def gaussian_bridge(mean0: jax.Array, cov0: jax.Array, mean1: jax.Array, cov1: j
     raise ValueError(f"`mean0` and `mean1` must have the same shape (d,), got {mean0.shape} and {mean1.shape}.")
   d = mean0.shape[0]
   cov0, cov1 = jnp.asarray(cov0), jnp.asarray(cov1)
-  check_square(cov0, d, "cov0")
-  check_square(cov1, d, "cov1")
+  check_covariance(cov0, d, "cov0")
+  check_covariance(cov1, d, "cov1")
   eye = jnp.eye(d, dtype=cov0.dtype)
   root0 = sqrtm_psd(cov0)
   inv_root0 = jnp.linalg.inv(root0)
@@ -200,8 +200,8 @@ def gaussian_pair(mean0: jax.Array, cov0: jax.Array, mean1: jax.Array, cov1: jax
     raise ValueError(f"`mean0` and `mean1` must have the same shape (d,), got {mean0.shape} and {mean1.shape}.")
   d = mean0.shape[0]
   cov0, cov1 = jnp.asarray(cov0), jnp.asarray(cov1)
-  check_square(cov0, d, "cov0")
-  check_square(cov1, d, "cov1")
+  check_covariance(cov0, d, "cov0")
+  check_covariance(cov1, d, "cov1")
   chol0, chol1 = jnp.linalg.cholesky(cov0), jnp.linalg.cholesky(cov1)
   return GaussianPair(mean0, cov0, mean1, cov1, chol0, chol1, gaussian_brenier_matrix(cov0, cov1))
 

@@ -504,7 +504,13 @@ def sample_bridge(key: jax.Array, params: LightSBParams, x0: jax.Array, t, epsil
     x0: ``(..., d)`` starting points.
     t: time in [0, 1], a scalar or an array broadcastable to ``x0.shape[:-1]``.
     epsilon: ε.
+
+  A concrete ``t`` outside [0, 1] is refused (the bridge's variance t(1 - t)ε would be negative: NaN samples).
   """
+  if not isinstance(t, jax.core.Tracer):
+    t_values = jnp.asarray(t)
+    if t_values.size and not bool(jnp.all((t_values >= 0) & (t_values <= 1))):
+      raise ValueError(f"`t` must lie in [0, 1] (a bridge time), got values in [{t_values.min()}, {t_values.max()}].")
   k_plan, k_noise = jax.random.split(key)
   y = sample_plan(k_plan, params, x0, epsilon)
   t = jnp.asarray(t, x0.dtype)[..., None]
