@@ -1,7 +1,9 @@
 """The bias-free ReLU MLP is positively homogeneous: f(cθ) = c^L f(θ) (the premise of ⊥Grad, arXiv 2501.04697)."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from toolkit.models import MLP
 
@@ -23,3 +25,15 @@ def test_init_is_torch_linear_default(key):
   bound = 1 / np.sqrt(300)
   assert np.all(np.abs(w) <= bound) and np.abs(w).max() > 0.99 * bound
   np.testing.assert_allclose(w.var(), bound**2 / 3, rtol=0.02)
+
+
+@pytest.mark.parametrize("features", [(), (0,), (8, -1), (8.0, 2)])
+def test_bad_widths_are_refused(features):
+  # (0,) used to raise ZeroDivisionError from the initialiser.
+  with pytest.raises(ValueError, match="`features` must be a non-empty sequence of positive ints"):
+    MLP(features=features)
+
+
+def test_numpy_integer_widths_are_accepted():
+  params = MLP(features=(np.int64(4), 2)).init(jax.random.key(0), jnp.ones((1, 3)))
+  assert params["params"]["dense_0"]["kernel"].shape == (3, 4)

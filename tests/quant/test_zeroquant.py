@@ -187,6 +187,9 @@ def test_bad_shapes_and_arguments_raise():
     zq.lorc(w, jnp.ones((8, 4)), rank=2)
   with pytest.raises(TypeError, match="`algorithm`"):
     zq.quantize_dense_layers({"params": {"d": {"kernel": w}}}, algorithm="awq", bits=4)
+  # A bare string used to exclude nothing (its characters name no layer).
+  with pytest.raises(TypeError, match="`exclude` must be a sequence of layer names"):
+    zq.quantize_dense_layers({"params": {"d": {"kernel": w}}}, algorithm=zq.RTNQuantizer(), bits=4, exclude="d")
   # The checks run at trace time, under jit too.
   with pytest.raises(ValueError, match="`bits`"):
     jax.jit(lambda a: zq.rtn(a, bits=1))(w)

@@ -332,6 +332,17 @@ def test_vmap_over_keys_and_traced_guidance_weight(key):
   np.testing.assert_allclose(batched, looped, rtol=1e-4, atol=1e-4)
 
 
+def test_degenerate_schedules_and_empty_particle_sets_are_refused(key):
+  terms = fkc.annealing(lambda x, t: -x, 2.0, VP)
+  x = jnp.zeros((4, 2))
+  with pytest.raises(ValueError, match="0 < `sigma_min` < `sigma_max`"):
+    fkc.sample(key, x, terms, fkc.VESchedule(0.0, 10.0), num_steps=3)
+  with pytest.raises(ValueError, match="`beta_max` > 0"):
+    fkc.sample(key, x, terms, fkc.VPSchedule(0.1, 0.0), num_steps=3)
+  with pytest.raises(ValueError, match="at least one particle"):
+    fkc.sample(key, jnp.zeros((0, 2)), terms, VP, num_steps=3)
+
+
 def test_bad_inputs_raise_clear_errors(key):
   terms, start = _small_problem(key)
   x = start.particles

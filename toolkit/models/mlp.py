@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -20,6 +21,13 @@ class MLP(nn.Module):
 
   features: Sequence[int]
   use_bias: bool = False
+
+  def __post_init__(self):
+    if not self.features or not all(
+      isinstance(w, numbers.Integral) and not isinstance(w, bool) and w >= 1 for w in self.features
+    ):
+      raise ValueError(f"`features` must be a non-empty sequence of positive ints (layer widths), got {self.features}.")
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:

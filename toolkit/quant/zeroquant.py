@@ -719,6 +719,9 @@ def size_report(
 
 
 def _check_layers(kernels, exclude):
+  if isinstance(exclude, str) or not all(isinstance(name, str) for name in exclude):
+    # A bare string is a sequence of characters, none of which names a layer: it used to exclude nothing.
+    raise TypeError(f"`exclude` must be a sequence of layer names such as ('lm_head',), got {exclude!r}.")
   layers = tuple(p for p in kernels if not any(name in p for name in exclude))
   if not layers:
     raise ValueError(f"no nn.Dense kernel left to quantize (found {list(kernels)}, exclude={tuple(exclude)}).")

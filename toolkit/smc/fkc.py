@@ -159,6 +159,15 @@ def _check_schedule(schedule: Any) -> None:
       raise TypeError(
         f"`schedule` must be a VPSchedule or VESchedule (or have .{name}), got {type(schedule).__name__}."
       )
+  # A zero σ_min made VESchedule's log(σ_max/σ_min) infinite (NaN particles); check the concrete numbers.
+  if isinstance(schedule, VESchedule):
+    lo, hi = _concrete_float(schedule.sigma_min, "sigma_min"), _concrete_float(schedule.sigma_max, "sigma_max")
+    if lo is not None and hi is not None and not 0.0 < lo < hi:
+      raise ValueError(f"VESchedule needs 0 < `sigma_min` < `sigma_max`, got sigma_min={lo}, sigma_max={hi}.")
+  if isinstance(schedule, VPSchedule):
+    lo, hi = _concrete_float(schedule.beta_min, "beta_min"), _concrete_float(schedule.beta_max, "beta_max")
+    if lo is not None and hi is not None and not (0.0 <= lo and 0.0 < hi):
+      raise ValueError(f"VPSchedule needs `beta_min` >= 0 and `beta_max` > 0, got beta_min={lo}, beta_max={hi}.")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -399,6 +408,8 @@ def _check_particles(particles: Any) -> jax.Array:
     raise ValueError(f"`particles` must have shape (N, d), got {particles.shape}.")
   if not jnp.issubdtype(particles.dtype, jnp.floating):
     raise TypeError(f"`particles` must be a floating-point array, got dtype {particles.dtype}.")
+  if particles.shape[0] < 1:
+    raise ValueError(f"`particles` must hold at least one particle (N >= 1), got shape {particles.shape}.")
   return particles
 
 
