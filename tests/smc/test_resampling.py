@@ -110,3 +110,13 @@ def test_bad_input_is_rejected(key):
     resampling.adaptive_resample(key, jnp.zeros(3), resampler="ssp")
   with pytest.raises(ValueError, match="ess_threshold"):
     resampling.adaptive_resample(key, jnp.zeros(3), ess_threshold=2.0)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.5, 0.9, 1.0])
+def test_a_traced_threshold_decides_as_a_concrete_one(key, threshold):
+  # A traced threshold used to raise TracerBoolConversionError.
+  log_weights = jnp.log(jnp.array([0.7, 0.1, 0.1, 0.1]))  # ESS = 1 / 0.52 ≈ 1.92 of 4
+  traced = jax.jit(lambda t: resampling.adaptive_resample(key, log_weights, ess_threshold=t))(threshold)
+  concrete = resampling.adaptive_resample(key, log_weights, ess_threshold=threshold)
+  assert bool(traced.resampled) == bool(concrete.resampled) == (threshold > 1.92 / 4)
+  np.testing.assert_array_equal(traced.ancestors, concrete.ancestors)

@@ -126,3 +126,10 @@ def test_bad_input_is_rejected():
     ssm.kalman_smoother(two_dim_model(), jnp.zeros((5, 3)))
   with pytest.raises(ValueError, match="num_steps"):
     ssm.simulate(jax.random.key(0), two_dim_model(), 0)
+  # A non-PSD Q gave a finite log-likelihood; a complex A lost its imaginary part.
+  with pytest.raises(ValueError, match="`Q` must be positive semi-definite"):
+    ssm.linear_gaussian(np.eye(2), np.diag([1.0, -0.5]), np.eye(2), np.eye(2), np.zeros(2), np.eye(2))
+  with pytest.raises(ValueError, match="`R` must be a finite symmetric"):
+    ssm.linear_gaussian(np.eye(2), np.eye(2), np.eye(2), np.array([[1.0, 0.3], [0.0, 1.0]]), np.zeros(2), np.eye(2))
+  with pytest.raises(TypeError, match="`A` must be real"):
+    ssm.linear_gaussian(np.eye(2) * (1 + 1j), np.eye(2), np.eye(2), np.eye(2), np.zeros(2), np.eye(2))

@@ -199,11 +199,18 @@ def adaptive_resample(
 
   Both branches are computed and one is selected: under ``vmap`` a ``lax.cond`` becomes a select anyway.
   """
-  if not 0.0 <= ess_threshold <= 1.0:
-    raise ValueError(f"`ess_threshold` must be in [0, 1] (a fraction of N), got {ess_threshold}.")
   n = log_weights.shape[0]
   current_ess = ess(log_weights)
-  do = current_ess < ess_threshold * n if ess_threshold < 1.0 else jnp.array(True)
+  if isinstance(ess_threshold, jax.core.Tracer):
+    # A traced threshold (vmapped over, say) cannot pick the branch at trace time: the comparison does it
+    # (a threshold of 1 resamples whenever ESS < N, i.e. unless the weights are exactly equal).
+    if jnp.ndim(ess_threshold) != 0:
+      raise ValueError(f"`ess_threshold` must be a scalar, got shape {jnp.shape(ess_threshold)}.")
+    do = (current_ess < ess_threshold * n) | (ess_threshold >= 1.0)
+  else:
+    if not 0.0 <= ess_threshold <= 1.0:
+      raise ValueError(f"`ess_threshold` must be in [0, 1] (a fraction of N), got {ess_threshold}.")
+    do = current_ess < ess_threshold * n if ess_threshold < 1.0 else jnp.array(True)
   idx = resample_log(key, log_weights, n, resampler)
   ancestors = jnp.where(do, idx, jnp.arange(n, dtype=idx.dtype))
   increment = jax.nn.logsumexp(log_weights) - jnp.log(n)

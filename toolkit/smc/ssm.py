@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro.distributions as dist
 import optax
 from flax import struct
@@ -169,6 +170,9 @@ def _lg_pairwise_transition_log_prob(p: LinearGaussianParams, x_prev, x, t):
 
 def _as_matrix(name: str, value, rows: int | None, cols: int | None) -> jax.Array:
   arr = jnp.asarray(value)
+  if jnp.issubdtype(arr.dtype, jnp.complexfloating):
+    # The cast to a real dtype below would drop the imaginary part without a word.
+    raise TypeError(f"`{name}` must be real, got dtype {arr.dtype}.")
   if not jnp.issubdtype(arr.dtype, jnp.floating):
     arr = arr.astype(jnp.result_type(float))
   if arr.ndim == 0:
@@ -178,6 +182,19 @@ def _as_matrix(name: str, value, rows: int | None, cols: int | None) -> jax.Arra
       f"`{name}` must be a ({rows}, {cols}) matrix (a scalar for a 1-D model), got shape {jnp.shape(value)}."
     )
   return arr
+
+
+def _check_covariance(name: str, cov: jax.Array) -> None:
+  """A concrete covariance must be symmetric positive semi-definite (a non-PSD Q gave a finite log-likelihood)."""
+  if isinstance(cov, jax.core.Tracer):
+    return
+  c = np.asarray(cov, np.float64)
+  scale = max(float(np.abs(c).max()), 1e-300)
+  if not np.all(np.isfinite(c)) or np.abs(c - c.T).max() > 1e-5 * scale:
+    raise ValueError(f"`{name}` must be a finite symmetric matrix (a covariance).")
+  smallest = float(np.linalg.eigvalsh(c).min())
+  if smallest < -1e-6 * scale:
+    raise ValueError(f"`{name}` must be positive semi-definite (a covariance), got an eigenvalue of {smallest:.3g}.")
 
 
 def linear_gaussian(A, Q, C, R, m0, P0) -> StateSpaceModel:
@@ -192,6 +209,8 @@ def linear_gaussian(A, Q, C, R, m0, P0) -> StateSpaceModel:
   C = _as_matrix("C", C, None, d)
   R = _as_matrix("R", R, C.shape[0], C.shape[0])
   P0 = _as_matrix("P0", P0, d, d)
+  for name, cov in (("Q", Q), ("R", R), ("P0", P0)):
+    _check_covariance(name, cov)
   m0 = jnp.atleast_1d(jnp.asarray(m0, dtype=A.dtype))
   if m0.shape != (d,):
     raise ValueError(f"`m0` must have shape ({d},), got {m0.shape}.")
