@@ -234,6 +234,16 @@ def test_a_nan_observation_is_reported_not_swallowed(key):
   assert np.isnan(broken.log_likelihood) and np.all(np.isnan(np.asarray(broken.estimate)))
 
 
+def test_an_outlier_observation_is_reported_as_a_collapse(key):
+  # y = 1e3 puts all the weight on one particle (the estimate was 18.8 against the Kalman smoother's 989.5).
+  model, ys, _ = lgssm(T=6)
+  clean = paris.paris(key, model, ys, lag_product, num_particles=64)
+  outlier = paris.paris(key, model, ys.at[3].set(1e3), lag_product, num_particles=64)
+  assert not bool(clean.collapsed) and float(clean.ess.min()) >= paris.COLLAPSED_ESS
+  assert bool(outlier.collapsed) and float(outlier.ess[3]) < paris.COLLAPSED_ESS
+  assert not bool(outlier.nan_detected)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # One step at a time, pluggable kernels, the MCMC backward kernel.
 

@@ -172,6 +172,10 @@ class PaRISInfo(NamedTuple):
   fallback_fraction: jax.Array
 
 
+# An ESS below this means one particle holds (nearly) all the weight: PaRISOutput.collapsed.
+COLLAPSED_ESS = 1.5
+
+
 class PaRISOutput(NamedTuple):
   """Result of a PaRIS pass.
 
@@ -187,6 +191,9 @@ class PaRISOutput(NamedTuple):
       (0 for the other kernels).
     nan_detected: whether a weight became NaN at some step (a NaN observation, a model whose log-density is NaN);
       ``estimate`` and ``log_likelihood`` are then NaN too, never a finite value computed from broken weights.
+    collapsed: whether the weights collapsed onto one particle at some step (ESS < 1.5: a very peaked
+      likelihood, an outlier observation): the estimate then rests on a single path and may be far off (an outlier
+      y = 1e3 gave 18.8 against the Kalman smoother's 989.5). More particles or a better proposal are needed.
   """
 
   estimate: Any
@@ -198,6 +205,7 @@ class PaRISOutput(NamedTuple):
   resampled: jax.Array
   fallback_fraction: jax.Array
   nan_detected: jax.Array
+  collapsed: jax.Array
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -612,6 +620,7 @@ def collect_output(initial: PaRISState, final: PaRISState, infos: PaRISInfo) -> 
     resampled=infos.resampled,
     fallback_fraction=infos.fallback_fraction,
     nan_detected=nan_detected,
+    collapsed=jnp.any(ess < COLLAPSED_ESS),
   )
 
 
