@@ -354,3 +354,76 @@ def test_preference_loss_refuses_bad_input(name, loss, key):
     loss(args[0][:2], *args[1:], beta=0.1)
   with pytest.raises(TypeError, match="`reference_rejected`"):
     loss(*args[:3], args[3].astype(jnp.int32), beta=0.1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Concrete checks on constants closed over by a jitted function. Inside a jit trace a closed-over array is concrete
+# (not a Tracer), but jnp reductions of it are traced: a value check written with jnp raised JAX's
+# ConcretizationTypeError there (likelihood_displacement's experiment hit it). The checks run in numpy, so the
+# constant is checked like an argument: a good one gives the eager result, a bad one the eager ValueError.
+
+
+def _transformer_logits(tokens):
+  from toolkit.models.transformer import Transformer, TransformerConfig, init_params
+
+  config = TransformerConfig(d_model=16, num_heads=1, num_layers=1, d_ff=32, max_len=8, vocab_size=12)
+  params = init_params(jax.random.key(0), config)
+  return Transformer(config).apply(params, tokens)
+
+
+def _presto_problem(y):
+  from toolkit.stats import presto
+
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(6, 2)), jnp.float32)
+  return presto.make_problem(x, y, lam=0.1).penalty_factors
+
+
+def _sns_cost(b):
+  from ott.geometry import pointcloud
+
+  from toolkit import ot
+
+  x = jnp.linspace(0.0, 1.0, 4)[:, None]
+  out = ot.solve_sinkhorn_newton_sparse(pointcloud.PointCloud(x, x, epsilon=0.5), jnp.full(4, 0.25), b)
+  return out.reg_ot_cost
+
+
+def _bridge(t):
+  from toolkit.ot import light_sb as lsb
+
+  params = lsb.init_params(jax.random.key(0), jnp.ones((3, 2)), 2, epsilon=0.1)
+  return lsb.sample_bridge(jax.random.key(1), params, jnp.zeros((3, 2)), t, 0.1)
+
+
+_CODES = jnp.tile(jnp.arange(4), (2, 4))  # 16 two-bit codes per row: one packed word
+
+CLOSED_OVER_CHECKS = [
+  ("transformer tokens", _transformer_logits, jnp.array([[1, 2, 3]]), jnp.array([[1, 12, 3]]), "token ids"),
+  ("kivi.pack codes", lambda c: kivi.pack(c, 2), _CODES, _CODES.at[1, 5].set(4), "codes"),
+  ("presto labels", _presto_problem, jnp.array([0, 1, 2, 0, 1, 2]), jnp.array([0, 1, 2, 0, 1, -1]), "`y`"),
+  ("SNS marginal", _sns_cost, jnp.full(4, 0.25), jnp.array([0.5, -0.1, 0.3, 0.3]), "marginal `b`"),
+  ("LightSB bridge time", _bridge, jnp.array([0.0, 0.5, 1.0]), jnp.array([0.0, 0.5, 1.5]), "`t`"),
+  (
+    "resampler weights",
+    lambda w: resampling.systematic(jax.random.key(0), w, 4),
+    jnp.full(3, 1 / 3),
+    jnp.array([0.5, -0.1, 0.6]),
+    "`weights`",
+  ),
+  (
+    "stablemax labels",
+    lambda y: losses.stablemax_cross_entropy(jnp.zeros((2, 3)), y),
+    jnp.array([0, 2]),
+    jnp.array([0, 3]),
+    "`labels`",
+  ),
+]
+
+
+@pytest.mark.parametrize("name, fn, good, bad, match", CLOSED_OVER_CHECKS, ids=[c[0] for c in CLOSED_OVER_CHECKS])
+def test_closed_over_constants_are_checked_under_jit(name, fn, good, bad, match):
+  np.testing.assert_allclose(np.asarray(jax.jit(lambda: fn(good))()), np.asarray(fn(good)), rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match=match):
+    fn(bad)
+  with pytest.raises(ValueError, match=match):
+    jax.jit(lambda: fn(bad))()

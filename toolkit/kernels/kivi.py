@@ -24,6 +24,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from jax.experimental import pallas as pl
 
@@ -56,7 +57,8 @@ def pack(codes: jax.Array, bits: int) -> jax.Array:
       f"the last axis of `codes` ({codes.shape}) must be a multiple of {per_word} for {bits}-bit packing."
     )
   if not isinstance(codes, jax.core.Tracer) and codes.size:
-    lo, hi = int(jnp.min(codes)), int(jnp.max(codes))
+    concrete = np.asarray(codes)  # numpy: jnp reductions of a closed-over constant are traced under jit
+    lo, hi = int(concrete.min()), int(concrete.max())
     if lo < 0 or hi >= 1 << bits:
       raise ValueError(f"`codes` must lie in [0, {1 << bits}) for {bits}-bit packing, got values in [{lo}, {hi}].")
   fields = (codes.astype(jnp.uint32) & jnp.uint32((1 << bits) - 1)).reshape(*codes.shape[:-1], -1, per_word)

@@ -4,7 +4,7 @@ Shared by ``experiments/tmac.py`` and ``experiments/bench_tmac.py``: random low-
 bandwidth, interleaved timing of every formulation against dequantize-then-matmul and the fp32 matmul, the
 exactness check in integer arithmetic, the linear fit of time against bits, and the markdown table.
 
->>> linear_fit([1, 2, 3, 4], [3.0, 5.0, 7.0, 9.0])["slope_ms_per_bit"]
+>>> round(linear_fit([1, 2, 3, 4], [3.0, 5.0, 7.0, 9.0])["slope_ms_per_bit"], 9)
 2.0
 """
 

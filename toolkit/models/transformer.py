@@ -39,6 +39,7 @@ from typing import Any, NamedTuple, Protocol
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 
@@ -300,7 +301,9 @@ def _check_tokens(tokens, ndim: int, what: str, vocab_size: int, max_len: int | 
   if max_len is not None and shape[1] > max_len:
     raise ValueError(f"`{what}` has {shape[1]} tokens, more than the config's max_len ({max_len}).")
   if not isinstance(tokens, jax.core.Tracer):
-    lo, hi = int(jnp.min(tokens)), int(jnp.max(tokens))
+    # numpy, not jnp: inside a jit trace a concrete (closed-over) array still gives traced jnp reductions.
+    concrete = np.asarray(tokens)
+    lo, hi = int(concrete.min()), int(concrete.max())
     if lo < 0 or hi >= vocab_size:
       raise ValueError(f"`{what}` must hold token ids in [0, {vocab_size}) (the vocabulary), got ids in [{lo}, {hi}].")
   tokens = jnp.asarray(tokens, jnp.int32)

@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import jax.scipy as jsp
+import numpy as np
 import optax
 
 from toolkit.ot._checks import check_count, check_epsilon, check_points
@@ -508,8 +509,8 @@ def sample_bridge(key: jax.Array, params: LightSBParams, x0: jax.Array, t, epsil
   A concrete ``t`` outside [0, 1] is refused (the bridge's variance t(1 - t)ε would be negative: NaN samples).
   """
   if not isinstance(t, jax.core.Tracer):
-    t_values = jnp.asarray(t)
-    if t_values.size and not bool(jnp.all((t_values >= 0) & (t_values <= 1))):
+    t_values = np.asarray(t)  # numpy: jnp reductions of a closed-over constant are traced under jit
+    if t_values.size and not np.all((t_values >= 0) & (t_values <= 1)):
       raise ValueError(f"`t` must lie in [0, 1] (a bridge time), got values in [{t_values.min()}, {t_values.max()}].")
   k_plan, k_noise = jax.random.split(key)
   y = sample_plan(k_plan, params, x0, epsilon)

@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import jax.scipy as jsp
+import numpy as np
 from ott.geometry import geometry as geometry_lib
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn as sinkhorn_lib
@@ -517,12 +518,11 @@ def _check_problem(prob: Any) -> None:
     raise ValueError(f"the geometry's `epsilon` must be > 0 (entropic OT), got {float(epsilon)}.")
   a, b = prob.a, prob.b
   for name, marginal in (("a", a), ("b", b)):
-    if not isinstance(marginal, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(marginal) & (marginal >= 0))):
-      raise ValueError(
-        f"the marginal `{name}` must be finite and non-negative, got a minimum of {float(jnp.min(marginal))}."
-      )
+    # numpy: jnp reductions of a closed-over constant are traced under jit.
+    if not isinstance(marginal, jax.core.Tracer) and not np.all(np.isfinite(m := np.asarray(marginal)) & (m >= 0)):
+      raise ValueError(f"the marginal `{name}` must be finite and non-negative, got a minimum of {float(m.min())}.")
   if not isinstance(a, jax.core.Tracer) and not isinstance(b, jax.core.Tracer):
-    sa, sb = float(jnp.sum(a)), float(jnp.sum(b))
+    sa, sb = float(np.sum(np.asarray(a, np.float64))), float(np.sum(np.asarray(b, np.float64)))
     if abs(sa - sb) > 1e-6 * max(sa, sb):
       raise ValueError(f"the marginals must have the same mass for balanced OT: sum(a) = {sa}, sum(b) = {sb}.")
 

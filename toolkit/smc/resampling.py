@@ -35,13 +35,14 @@ def _check_weight_values(weights, name="weights") -> None:
   """Refuses NaN, negative or massless weights when they are concrete (they cannot be checked under ``jit``)."""
   if isinstance(weights, jax.core.Tracer):
     return
-  w = jnp.asarray(weights)
-  if bool(jnp.any(jnp.isnan(w))):
-    raise ValueError(f"`{name}` contains NaN (at indices {jnp.flatnonzero(jnp.isnan(w)).tolist()[:8]}).")
-  if bool(jnp.any(w < 0)):
-    raise ValueError(f"`{name}` must be non-negative, got a minimum of {float(jnp.min(w))}.")
-  total = jnp.sum(w)
-  if not bool(jnp.isfinite(total)) or not bool(total > 0):
+  # numpy: jnp reductions of a closed-over constant are traced under jit.
+  w = np.asarray(weights)
+  if np.any(np.isnan(w)):
+    raise ValueError(f"`{name}` contains NaN (at indices {np.flatnonzero(np.isnan(w)).tolist()[:8]}).")
+  if np.any(w < 0):
+    raise ValueError(f"`{name}` must be non-negative, got a minimum of {float(np.min(w))}.")
+  total = np.sum(w, dtype=np.float64)
+  if not np.isfinite(total) or not total > 0:
     raise ValueError(f"`{name}` must have a positive finite sum, got {float(total)}.")
 
 

@@ -189,12 +189,14 @@ def _check_xy(x, y, num_classes):
   if num_classes is None:
     if not concrete:
       raise TypeError("`num_classes` must be given when `y` is traced (under jit or vmap).")
-    num_classes = int(jnp.max(y)) + 1
+    num_classes = int(np.max(np.asarray(y))) + 1
   if not isinstance(num_classes, int | np.integer) or isinstance(num_classes, bool) or num_classes < 2:
     raise ValueError(f"`num_classes` must be an int >= 2, got {num_classes!r}.")
-  if concrete and (int(jnp.min(y)) < 0 or int(jnp.max(y)) >= num_classes):
+  # numpy: jnp reductions of a closed-over constant are traced under jit.
+  if concrete and (int(np.min(np.asarray(y))) < 0 or int(np.max(np.asarray(y))) >= num_classes):
     raise ValueError(
-      f"`y` must hold labels in 0..{num_classes - 1}, got values in {int(jnp.min(y))}..{int(jnp.max(y))}."
+      f"`y` must hold labels in 0..{num_classes - 1}, got values in "
+      f"{int(np.min(np.asarray(y)))}..{int(np.max(np.asarray(y)))}."
     )
   return x, y.astype(jnp.int32), int(num_classes)
 
