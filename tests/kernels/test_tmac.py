@@ -299,3 +299,19 @@ def test_bad_inputs_raise_clear_errors():
     tmac.matmul(np.ones((3, 32), np.float32), packed, impl="pallas", algorithm=tmac.lut_gather)
   with pytest.raises(TypeError, match="`packed` must be the TMACWeights"):
     tmac.matmul(np.ones((3, 32), np.float32), {"indices": None})
+
+
+@pytest.mark.parametrize("shape", [(0, 32), (3, 0, 32)])
+def test_an_empty_batch_gives_the_empty_product(shape):
+  # Oracle: numpy's (…, 0, K) @ (K, M) is an empty (…, 0, M) array; every path used to divide by N = 0.
+  rng = np.random.default_rng(0)
+  codes, scales, zeros = random_weights(rng, 20, 32, 3, 16)
+  packed = tmac.preprocess(codes, scales, zeros, bits=3, group_size=16)
+  x = np.ones(shape, np.float16)
+  expected = x @ dequantized(codes, scales, zeros, 16).T
+  for kwargs in ({}, {"int8_tables": True}, {"impl": "pallas", "interpret": True}) + tuple(
+    {"algorithm": a} for a in XLA_METHODS
+  ):
+    y = tmac.matmul(x, packed, **kwargs)
+    assert y.shape == expected.shape and y.dtype == jnp.float16, kwargs
+    assert jax.jit(lambda x, kw=kwargs: tmac.matmul(x, packed, **kw))(x).shape == expected.shape

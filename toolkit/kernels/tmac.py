@@ -330,7 +330,8 @@ def matmul(
   """``x @ Ŵᵀ`` with low-bit weights by table lookup (T-MAC's LUT-based mpGEMM).
 
   Args:
-    x: (..., K) float activations (N = the product of the leading axes; N = 1 is the GEMV of decoding).
+    x: (..., K) float activations (N = the product of the leading axes; N = 1 is the GEMV of decoding; N = 0
+      gives an empty result).
     packed: weights from :func:`preprocess`.
     impl: static, ``"pallas"``, ``"xla"`` or ``None`` (``toolkit.kernels.dispatch.default_impl()``: Pallas on
       GPU/TPU, XLA on CPU).
@@ -365,11 +366,12 @@ def matmul(
   lead = x.shape[:-1]
   x2 = x.reshape(-1, k).astype(jnp.float32)
   n = x2.shape[0]
+  if impl == "pallas" and algorithm is not None:
+    raise ValueError(f"`algorithm` selects an XLA formulation; it must be None with impl='pallas', got {algorithm!r}.")
+  if n == 0:
+    # An empty batch is a valid (0, K) @ (K, M) product, as in jnp.matmul; the kernels' tilings divide by N.
+    return jnp.zeros((*lead, m), x.dtype)
   if impl == "pallas":
-    if algorithm is not None:
-      raise ValueError(
-        f"`algorithm` selects an XLA formulation; it must be None with impl='pallas', got {algorithm!r}."
-      )
     y = _matmul_pallas(x2, packed, int8_tables, interpret=dispatch.default_interpret(interpret))[:, :m]
   else:
     if algorithm is None:
