@@ -297,6 +297,16 @@ def test_kivi_strategy_and_bad_arguments():
     kivi.decode_attention(q[:, :2], state)
   with pytest.raises(ValueError, match="`k` and `v`"):
     kivi.extend(state, keys[:, :2], values[:, :2])
+  # Zero and negative sizes are named (group_size=0 used to end in a ZeroDivisionError or pass silently).
+  for size in (0, -32):
+    with pytest.raises(ValueError, match="`group_size` must be a positive int"):
+      kivi.KIVI(group_size=size)
+    with pytest.raises(ValueError, match="`group_size` must be a positive int"):
+      kivi.init_cache((2,), 64, 32, group_size=size)
+  with pytest.raises(ValueError, match="`residual` must be a positive int"):
+    kivi.KIVI(residual=0)
+  with pytest.raises(ValueError, match="`capacity` must be a positive int"):
+    kivi.init_cache((2,), 0, 32)
 
 
 def test_out_of_range_codes_never_spill_into_neighbours():

@@ -38,6 +38,12 @@ def _check_bits(bits, allowed=SUPPORTED_BITS) -> int:
   return dispatch.check_bits(bits, allowed)
 
 
+def _check_sizes(**sizes) -> None:
+  for name, value in sizes.items():
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+      raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+
+
 def _per_word(bits: int) -> int:
   return 1 if bits == 16 else 32 // bits
 
@@ -244,6 +250,7 @@ def init_cache(
   """An empty cache. ``residual`` (R, paper default 128) must be a multiple of ``group_size`` (G, default 32);
   ``capacity`` (quantized tokens) and ``channels`` must be multiples of G."""
   _check_bits(bits, CACHE_BITS)
+  _check_sizes(capacity=capacity, channels=channels, group_size=group_size, residual=residual)
   per_word = _per_word(bits)
   if group_size % per_word or channels % group_size or capacity % group_size:
     raise ValueError(
@@ -625,6 +632,7 @@ class KIVI:
 
   def __post_init__(self):
     _check_bits(self.bits, CACHE_BITS)
+    _check_sizes(group_size=self.group_size, residual=self.residual)
     if self.impl is not None:
       dispatch.check_impl(self.impl)
 
