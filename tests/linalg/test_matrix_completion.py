@@ -236,3 +236,8 @@ def test_bad_input():
     mc.CGSolver(num_iterations=1.5)
   with pytest.raises(ValueError, match="`incoherence` must be"):
     mc.complete(key, *args, (30, 24), incoherence=0.0, **kw)
+  with pytest.raises(ValueError, match="`values` must be finite, got 1 non-finite"):
+    mc.prepare(prob.rows, prob.cols, prob.values.at[2].set(jnp.nan), (30, 24))
+  # Observations prepared for another shape would lose their out-of-range entries in the segment sums.
+  with pytest.raises(ValueError, match="`observations` index rows up to 29, outside `shape`"):
+    mc.init(key, mc.prepare(*args, (30, 24)), (20, 24), rank=2)

@@ -243,6 +243,10 @@ def test_bad_input():
   state = lj.init(params, sparsity=0.5, optimizer=opt)
   with pytest.raises(ValueError, match="score_grads"):
     lj.step(state, params, optimizer=opt)
+  zero_grads = jax.tree.map(jnp.zeros_like, state.scores)
+  for rate in (-0.5, 1.5):
+    with pytest.raises(ValueError, match=r"`rate` must be in \[0, 1\]"):
+      lj.step(state, zero_grads, optimizer=opt, rate=rate)
   with pytest.raises(ValueError, match="rate"):
     lj.step(state, state.scores, optimizer=opt, rate=jnp.ones(2))
   with pytest.raises(TypeError, match="state"):

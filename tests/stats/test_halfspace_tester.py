@@ -255,3 +255,16 @@ def test_bad_inputs_raise():
     hd.spike_params(0.9, 0.05)
   with pytest.raises(ValueError, match="`num_samples`"):
     hd.gaussian(jax.random.key(0), 0, 3)
+  # The step API checks what learn checks, and σ (NaN gradients at σ = 0 used to pass silently).
+  state, opt, key = ht.init(jnp.eye(3)[0], optax.sgd(0.1)), optax.sgd(0.1), jax.random.key(0)
+  with pytest.raises(ValueError, match="`y` must have shape"):
+    ht.step(key, state, x, jnp.ones(9), sigma=0.1, optimizer=opt, batch_size=4)
+  with pytest.raises(ValueError, match="`x` must have 3 columns"):
+    ht.step(key, state, jnp.zeros((10, 4)), y, sigma=0.1, optimizer=opt, batch_size=4)
+  with pytest.raises(ValueError, match="`batch_size` must be a Python int >= 1"):
+    ht.step(key, state, x, y, sigma=0.1, optimizer=opt, batch_size=0)
+  for sigma in (0.0, -1.0, float("nan")):
+    with pytest.raises(ValueError, match="`sigma` must be a scalar > 0"):
+      ht.step(key, state, x, y, sigma=sigma, optimizer=opt, batch_size=4)
+  with pytest.raises(ValueError, match="`w0` must be a non-zero vector"):
+    ht.init(jnp.zeros(3), opt)

@@ -199,3 +199,10 @@ def test_bad_inputs():
     presto.cross_validate(jax.random.key(0), x, y, num_folds=1)
   with pytest.raises(ValueError, match="`lambda_min_ratio`"):
     presto.lambda_path(1.0, 5, 0.0)
+  with pytest.raises(ValueError, match="`x` must be finite, got 1 non-finite"):
+    presto.fit(np.where(np.arange(x.size).reshape(x.shape) == 3, np.nan, x), y, lam=0.1)
+  for bad in (-np.ones(20), np.zeros(20), np.full(20, np.inf)):
+    with pytest.raises(ValueError, match="`weights` must be finite and >= 0 with a positive sum"):
+      presto.fit(x, y, lam=0.1, weights=bad)
+  with pytest.raises(ValueError, match="`weights` must be finite"):
+    presto.make_problem(x, y, lam=0.1, weights=-np.ones(20))

@@ -188,3 +188,7 @@ def test_bad_input(params):
     tm.fit_restarts(jax.random.key(0), x, jnp.zeros(5), params, num_selected=2, num_restarts=0)
   with pytest.raises(TypeError, match="optimizer"):
     tm.fit(x, jnp.zeros(5), params, num_selected=2, optimizer="adam")
+  with pytest.raises(ValueError, match="`num_steps` must be a positive int"):
+    tm.fit(x, jnp.zeros(5), params, num_selected=2, num_steps=0)
+  with pytest.raises(ValueError, match="`params.variance` must be > 0"):
+    tm.topk_moe_params([0.0, 0.0], [[1.0], [-1.0]], [[0.0], [0.0]], [1.0, -1.0], [1.0, -0.5])

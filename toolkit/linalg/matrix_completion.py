@@ -203,6 +203,9 @@ def prepare(rows: jax.Array, cols: jax.Array, values: jax.Array, shape: tuple[in
     )
   if values.shape[0] < 1:
     raise ValueError("need at least one observed entry, got none.")
+  if not isinstance(values, jax.core.Tracer) and not np.isfinite(np.asarray(values)).all():
+    # A NaN entry would spread through both half-steps' least squares into every factor.
+    raise ValueError(f"`values` must be finite, got {int((~np.isfinite(np.asarray(values))).sum())} non-finite.")
   by_row = jnp.argsort(rows * n + cols)
   by_col = jnp.argsort(cols * m + rows)
   return Observations(
@@ -511,6 +514,14 @@ def init(
   """
   m, n = _check_shape(shape)
   rank = _check_rank(rank, m, n)
+  # Observations prepared for a different (m, n): out-of-range indices would be dropped silently below.
+  for entries, axis, size in ((observations.by_row, "rows", m), (observations.by_col, "columns", n)):
+    if not isinstance(entries.target, jax.core.Tracer) and entries.target.size:
+      top = int(np.asarray(entries.target).max())
+      if top >= size:
+        raise ValueError(
+          f"`observations` index {axis} up to {top}, outside `shape` = {(m, n)}: prepared for another shape."
+        )
   if incoherence is not None and not (isinstance(incoherence, (int, float)) and incoherence > 0):
     raise ValueError(f"`incoherence` must be None or a number > 0, got {incoherence!r}.")
   u, _, _ = top_singular_subspace(key, observations, (m, n), rank, num_power_iterations=num_power_iterations)

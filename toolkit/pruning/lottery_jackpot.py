@@ -426,6 +426,8 @@ def step(
     raise ValueError("`score_grads` must have the structure of `state.scores` (None on dense leaves).")
   if jnp.ndim(rate) != 0:
     raise ValueError(f"`rate` must be a scalar, got shape {jnp.shape(rate)}.")
+  if not isinstance(rate, jax.core.Tracer) and not 0.0 <= float(rate) <= 1.0:
+    raise ValueError(f"`rate` must be in [0, 1] (the fraction of candidate pairs swapped), got {float(rate)}.")
   updates, opt_state = optimizer.update(score_grads, state.opt_state, state.scores)
   scores = optax.apply_updates(state.scores, updates)
   rate = jnp.asarray(rate, jnp.float32)

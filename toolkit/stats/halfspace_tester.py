@@ -88,6 +88,8 @@ def init(w0: jax.Array, optimizer: optax.GradientTransformation) -> PSGDState:
   """Starts projected SGD at ``w0`` (normalised to the unit sphere)."""
   if jnp.ndim(w0) != 1:
     raise ValueError(f"`w0` must have shape (dim,), got shape {jnp.shape(w0)}.")
+  if not isinstance(w0, jax.core.Tracer) and not np.any(np.asarray(w0)):
+    raise ValueError("`w0` must be a non-zero vector (it is normalised onto the unit sphere), got all zeros.")
   w = w0 / jnp.linalg.norm(w0)
   return PSGDState(w, optimizer.init(w), jnp.zeros((), jnp.int32))
 
@@ -103,6 +105,11 @@ def step(
   batch_size: int,
 ) -> tuple[PSGDState, PSGDInfo]:
   """One projected SGD step: a minibatch gradient of L_σ, the optimiser's update, then back onto the sphere."""
+  _check_data(x, y)
+  if x.shape[1] != jnp.shape(state.w)[0]:
+    raise ValueError(f"`x` must have {jnp.shape(state.w)[0]} columns, the dimension of `state.w`, got {x.shape[1]}.")
+  _check_int("batch_size", batch_size, 1)
+  _check_sigma(sigma)
   idx = jax.random.randint(key, (batch_size,), 0, x.shape[0])
   loss, grad = jax.value_and_grad(surrogate_loss)(state.w, x[idx], y[idx], sigma)
   updates, opt_state = optimizer.update(grad, state.opt_state, state.w)
@@ -123,6 +130,12 @@ def _check_data(x, y) -> None:
     raise ValueError(f"`x` must have shape (num_samples >= 2, dim), got shape {jnp.shape(x)}.")
   if jnp.shape(y) != (x.shape[0],):
     raise ValueError(f"`y` must have shape ({x.shape[0]},) to match `x`, got shape {jnp.shape(y)}.")
+
+
+def _check_sigma(sigma) -> None:
+  # A traced σ (a sweep over smoothing scales) cannot be checked here.
+  if not isinstance(sigma, jax.core.Tracer) and not (np.ndim(sigma) == 0 and float(sigma) > 0):
+    raise ValueError(f"`sigma` must be a scalar > 0, got {sigma!r}.")
 
 
 def _check_int(name: str, value, minimum: int) -> None:

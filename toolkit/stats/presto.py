@@ -181,6 +181,8 @@ def _check_xy(x, y, num_classes):
     raise ValueError(f"`x` must have shape (n, p) with n >= 1, got {x.shape}.")
   if not jnp.issubdtype(x.dtype, jnp.floating):
     x = x.astype(jnp.result_type(float))
+  if not isinstance(x, jax.core.Tracer) and not np.isfinite(np.asarray(x)).all():
+    raise ValueError(f"`x` must be finite, got {int((~np.isfinite(np.asarray(x))).sum())} non-finite entries.")
   if y.ndim != 1 or y.shape[0] != x.shape[0]:
     raise ValueError(f"`y` must have shape (n,) = ({x.shape[0]},), got {y.shape}.")
   if not jnp.issubdtype(y.dtype, jnp.integer):
@@ -199,6 +201,17 @@ def _check_xy(x, y, num_classes):
       f"{int(np.min(np.asarray(y)))}..{int(np.max(np.asarray(y)))}."
     )
   return x, y.astype(jnp.int32), int(num_classes)
+
+
+def _check_weights(weights, n: int, dtype) -> jax.Array:
+  w = jnp.ones(n, dtype) if weights is None else jnp.asarray(weights, dtype)
+  if w.shape != (n,):
+    raise ValueError(f"`weights` must have shape (n,) = ({n},), got {w.shape}.")
+  if not isinstance(w, jax.core.Tracer):
+    concrete = np.asarray(w)
+    if not (np.isfinite(concrete).all() and (concrete >= 0).all() and concrete.sum() > 0):
+      raise ValueError("`weights` must be finite and >= 0 with a positive sum (0 drops a point).")
+  return w
 
 
 def _check_lam(lam, name="lam"):
@@ -290,9 +303,7 @@ def make_problem(
   x, y, num_classes = _check_xy(x, y, num_classes)
   _check_lam(lam)
   dtype = x.dtype
-  w = jnp.ones(x.shape[0], dtype) if weights is None else jnp.asarray(weights, dtype)
-  if w.shape != (x.shape[0],):
-    raise ValueError(f"`weights` must have shape (n,) = ({x.shape[0]},), got {w.shape}.")
+  w = _check_weights(weights, x.shape[0], dtype)
   if standardize:
     total = jnp.sum(w)
     mean = w @ x / total
@@ -459,7 +470,7 @@ def fit(
   _check_count(num_iterations, "num_iterations", 1)
   x, y, num_classes = _check_xy(x, y, num_classes)
   _check_lam(lam)
-  weights = jnp.ones(x.shape[0], x.dtype) if weights is None else jnp.asarray(weights, x.dtype)
+  weights = _check_weights(weights, x.shape[0], x.dtype)
   tol = _default_tol(x.dtype) if tol is None else tol
   return _fit_jit(x, y, weights, lam, tol, num_classes, penalize_first, standardize, num_iterations)
 
@@ -494,7 +505,7 @@ def lambda_max(
   at the fit where they are all zero (the intercept-only fit, or the proportional-odds one if ψ_0 is free)."""
   _check_count(num_iterations, "num_iterations", 1)
   x, y, num_classes = _check_xy(x, y, num_classes)
-  weights = jnp.ones(x.shape[0], x.dtype) if weights is None else jnp.asarray(weights, x.dtype)
+  weights = _check_weights(weights, x.shape[0], x.dtype)
   tol = _default_tol(x.dtype) if tol is None else tol
   return _lambda_max_jit(x, y, weights, tol, num_classes, penalize_first, standardize, num_iterations)
 
@@ -555,7 +566,7 @@ def fit_path(
   """
   _check_count(num_iterations, "num_iterations", 1)
   x, y, num_classes = _check_xy(x, y, num_classes)
-  weights = jnp.ones(x.shape[0], x.dtype) if weights is None else jnp.asarray(weights, x.dtype)
+  weights = _check_weights(weights, x.shape[0], x.dtype)
   tol = _default_tol(x.dtype) if tol is None else tol
   if lambdas is None:
     lam_max = _lambda_max_jit(x, y, weights, tol, num_classes, penalize_first, standardize, num_iterations)

@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -131,6 +132,8 @@ def check_params(params: Any) -> None:
   for name in ("expert_bias", "variance"):
     if getattr(params, name).shape != (k,):
       raise ValueError(f"`params.{name}` must have shape (k,) = ({k},), got {getattr(params, name).shape}.")
+  if not isinstance(params.variance, jax.core.Tracer) and not (np.asarray(params.variance) > 0).all():
+    raise ValueError(f"`params.variance` must be > 0, got {np.asarray(params.variance).tolist()}.")
 
 
 def _check_num_selected(num_selected: Any, k: int) -> None:
@@ -318,6 +321,8 @@ def fit(
   x = _check_x(x, init_params.dim)
   y = _check_y(y, x.shape[0])
   _check_num_selected(num_selected, init_params.num_experts)
+  if isinstance(num_steps, bool) or not isinstance(num_steps, int | np.integer) or num_steps < 1:
+    raise ValueError(f"`num_steps` must be a positive int, got {num_steps!r}.")
   if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
     raise ValueError(f"`num_steps` must be a Python int >= 0, got {num_steps!r}.")
   if weights is not None:
