@@ -89,6 +89,17 @@ def test_masked_em_matches_sklearn_em_on_the_kept_points(x64, num_em_steps):
 def test_bad_input_errors():
   key = jax.random.key(0)
   x = jnp.zeros((40, 2))
+  labels = jnp.zeros(5, jnp.int32)
+  with pytest.raises(ValueError, match="`labels_a` and `labels_b` must be \\(n,\\) arrays of one length"):
+    ppp.adjusted_rand_index(labels, labels[:4], 2)
+  with pytest.raises(ValueError, match="`num_labels` must be a Python int >= 1"):
+    ppp.adjusted_rand_index(labels, labels, 0)
+  with pytest.raises(ValueError, match="`weights` must have shape"):
+    ppp.adjusted_rand_index(labels, labels, 2, jnp.ones(4))
+  with pytest.raises(ValueError, match="`responsibilities` \\(n, k\\) with n = 40"):
+    ppp.fit_em(x, jnp.ones(40), jnp.full((39, 2), 0.5), num_em_steps=2, reg_covar=1e-6)
+  with pytest.raises(ValueError, match="`num_em_steps` must be a Python int >= 0"):
+    ppp.fit_em(x, jnp.ones(40), jnp.full((40, 2), 0.5), num_em_steps=-1, reg_covar=1e-6)
   with pytest.raises(ValueError, match="`x` must have shape"):
     ppp.fit(key, jnp.zeros(40))
   with pytest.raises(TypeError, match="floating dtype"):

@@ -227,6 +227,11 @@ def test_jit_and_vmap(key):
 
 def test_bad_input(key):
   u = random_rows(key, 6, 5)
+  # Clusters outside [0, K) would be dropped by the segment reductions or clamped by indexing without a word.
+  with pytest.raises(ValueError, match=r"`assignment` must lie in \[0, 2\), got values in \[0, 5\]"):
+    rc.local_pod(u, jnp.array([0, 1, 5, 0, 1, 0]), num_clusters=2, num_modes=1)
+  with pytest.raises(ValueError, match=r"`assignment` must lie in \[0, 2\)"):
+    rc.local_projection_error(u, jnp.zeros((2, 5, 1)), jnp.array([0, 1, -1, 0, 1, 0]))
   with pytest.raises(ValueError, match="`snapshots` must be a 2-D"):
     rc.sine_dissimilarity(u[0])
   with pytest.raises(TypeError, match="floating dtype"):

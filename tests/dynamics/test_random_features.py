@@ -107,3 +107,12 @@ def test_feature_map_refuses_bad_shapes_and_counts(key):
     rf.init_first_layer(key, 3, -1)
   with pytest.raises(ValueError, match="`num_inputs`"):
     rf.init_first_layer(key, 2.5, 4)
+  z = jnp.ones((6, 4))
+  with pytest.raises(ValueError, match="`weights` \\(num_features,\\)"):
+    rf.squared_loss(z, jnp.ones(3), jnp.ones(6))
+  with pytest.raises(ValueError, match="`targets` must be"):
+    rf.squared_loss(z, jnp.ones(4), jnp.ones(5))
+  with pytest.raises(ValueError, match="`targets` must have \\(3,\\) outputs"):
+    rf.squared_loss(z, jnp.ones((4, 3)), jnp.ones((6, 2)))
+  with pytest.raises(ValueError, match="`labels` must have shape \\(6,\\)"):
+    rf.classification_error(z, jnp.ones((4, 3)), jnp.zeros(5, jnp.int32))

@@ -70,3 +70,22 @@ def test_bad_input():
     benchmarks.random_gaussian_pair(jax.random.key(0), 0)
   with pytest.raises(ValueError, match="num_potential_components"):
     benchmarks.mixture_benchmark(jax.random.key(0), 2, 1.0, num_potential_components=0)
+  # The metrics name their arguments instead of failing in dot_general or returning NaN.
+  x = jax.random.normal(jax.random.key(1), (20, 3))
+  with pytest.raises(ValueError, match="`matrix` must be square"):
+    metrics.sqrtm_psd(jnp.ones((2, 3)))
+  with pytest.raises(ValueError, match="`samples` must have shape \\(..., n, d\\) with n >= 2"):
+    metrics.gaussian_fit(x[:1])
+  with pytest.raises(ValueError, match="`samples` must be \\(n, d\\) and `true_mean` \\(d,\\)"):
+    metrics.bw_uvp(x, jnp.zeros(2), jnp.eye(2))
+  with pytest.raises(ValueError, match="`mean_b` must be \\(..., d\\) and `cov_b`"):
+    metrics.bures_wasserstein(jnp.zeros(2), jnp.eye(2), jnp.zeros(2), jnp.eye(3))
+  with pytest.raises(ValueError, match="`cov_a` must be positive semi-definite"):
+    metrics.bures_wasserstein(jnp.zeros(2), -jnp.eye(2), jnp.zeros(2), jnp.eye(2))
+  with pytest.raises(ValueError, match="`mapped` and `optimal` must be \\(n, d\\) arrays of one shape"):
+    metrics.l2_uvp(x, x[:5], 1.0)
+  with pytest.raises(ValueError, match="`target_variance` must be > 0"):
+    metrics.l2_uvp(x, x, 0.0)
+  # Rounding-level negative eigenvalues (a fitted covariance of collinear samples) are still accepted.
+  _, cov = metrics.gaussian_fit(jnp.stack([x[:, 0], 2 * x[:, 0], -x[:, 0]], 1))
+  assert np.isfinite(float(metrics.bures_wasserstein(jnp.zeros(3), cov, jnp.zeros(3), jnp.eye(3))))

@@ -91,3 +91,13 @@ def test_bad_input():
     kde_theory.h_clt(0.3, scale=-1.0)
   with pytest.raises(ValueError, match="`points` must have shape"):
     kde_theory.log_mean_density(jnp.zeros(3), 1.0)
+  for fn in (
+    kde_theory.rate_function,
+    kde_theory.annealed_kl_per_dim,
+    lambda h: kde_theory.tail_index(h, 0.2),
+    lambda h: kde_theory.asymptotic_kl_per_dim(h, 0.2),
+  ):
+    with pytest.raises(ValueError, match="`bandwidth` must be > 0"):
+      fn(jnp.array([0.5, -1.0]))
+  with pytest.raises(ValueError, match="`order` must be > 0"):
+    kde_theory.rate_function(1.0, 0.0)

@@ -192,6 +192,14 @@ def adjusted_rand_index(labels_a: jax.Array, labels_b: jax.Array, num_labels: in
   >>> print(float(adjusted_rand_index(jnp.array([0, 0, 1, 1]), jnp.array([1, 1, 0, 0]), 2)))
   1.0
   """
+  _check_int("num_labels", num_labels, 1)
+  if jnp.ndim(labels_a) != 1 or jnp.shape(labels_b) != jnp.shape(labels_a):
+    raise ValueError(
+      f"`labels_a` and `labels_b` must be (n,) arrays of one length, got {jnp.shape(labels_a)} and "
+      f"{jnp.shape(labels_b)}."
+    )
+  if weights is not None and jnp.shape(weights) != jnp.shape(labels_a):
+    raise ValueError(f"`weights` must have shape {jnp.shape(labels_a)} like the labels, got {jnp.shape(weights)}.")
   a = jax.nn.one_hot(labels_a, num_labels)
   b = jax.nn.one_hot(labels_b, num_labels)
   if weights is not None:
@@ -249,6 +257,13 @@ def fit_em(
   ``lax.fori_loop`` (ott's ``fit_model_em`` is a Python loop that checks for NaNs on the host, so it cannot run
   under ``jit``). Starting from the responsibilities of a hard partition is scikit-learn's k-means start.
   """
+  x = _check_points(x)
+  _check_int("num_em_steps", num_em_steps, 0)
+  if jnp.shape(weights) != x.shape[:1] or jnp.ndim(responsibilities) != 2 or len(responsibilities) != x.shape[0]:
+    raise ValueError(
+      f"`weights` must have shape (n,) and `responsibilities` (n, k) with n = {x.shape[0]} (the points of `x`), "
+      f"got {jnp.shape(weights)} and {jnp.shape(responsibilities)}."
+    )
   gmm = m_step(x, weights, responsibilities, reg_covar)
 
   def body(_, gmm):

@@ -44,6 +44,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from ott.tools import k_means as ott_k_means
 
 # (a, b) -> (n, m) dissimilarities between the rows of a (n, dim) and the rows of b (m, dim).
@@ -72,12 +73,17 @@ def _check_snapshots(snapshots, name: str = "snapshots") -> jax.Array:
   return snapshots
 
 
-def _check_assignment(assignment, n: int) -> jax.Array:
+def _check_assignment(assignment, n: int, num_clusters: int | None = None) -> jax.Array:
   assignment = jnp.asarray(assignment)
   if assignment.shape != (n,) or not jnp.issubdtype(assignment.dtype, jnp.integer):
     raise ValueError(
       f"`assignment` must be an integer array of shape ({n},), got {assignment.dtype}{assignment.shape}."
     )
+  if num_clusters is not None and not isinstance(assignment, jax.core.Tracer) and n:
+    # Out-of-range clusters would be dropped by the segment reductions (or clamped by indexing) without a word.
+    lo, hi = int(np.asarray(assignment).min()), int(np.asarray(assignment).max())
+    if lo < 0 or hi >= num_clusters:
+      raise ValueError(f"`assignment` must lie in [0, {num_clusters}), got values in [{lo}, {hi}].")
   return assignment
 
 
@@ -468,8 +474,8 @@ def local_pod(snapshots: jax.Array, assignment: jax.Array, *, num_clusters: int,
   """
   snapshots = _check_snapshots(snapshots)
   n, dim = snapshots.shape
-  assignment = _check_assignment(assignment, n)
   _check_int("num_clusters", num_clusters, 1)
+  assignment = _check_assignment(assignment, n, num_clusters)
   _check_int("num_modes", num_modes, 1, dim)
   full = max(n, num_modes)
   padded = jnp.concatenate([snapshots, jnp.zeros((full - n, dim), snapshots.dtype)])
@@ -521,6 +527,7 @@ def local_projection_error(snapshots: jax.Array, bases: LocalBases | jax.Array, 
   v = bases.bases if isinstance(bases, LocalBases) else jnp.asarray(bases)
   if v.ndim != 3 or v.shape[1] != snapshots.shape[1]:
     raise ValueError(f"`bases` must be (K, {snapshots.shape[1]}, N), got shape {v.shape}.")
+  _check_assignment(assignment, snapshots.shape[0], v.shape[0])
   vi = v[assignment]  # (n, dim, N)
   coeff = jnp.einsum("nd,ndk->nk", snapshots, vi)
   residual = snapshots - jnp.einsum("ndk,nk->nd", vi, coeff)

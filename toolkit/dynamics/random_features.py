@@ -179,12 +179,27 @@ def fit_optax(
   return jax.lax.scan(step, (w0, optimizer.init(w0)), length=num_steps)[0][0]
 
 
+def _check_readout(features: jax.Array, weights: jax.Array) -> None:
+  if jnp.ndim(features) != 2 or jnp.ndim(weights) not in (1, 2) or jnp.shape(weights)[0] != jnp.shape(features)[1]:
+    raise ValueError(
+      f"`features` must be (num_points, num_features) and `weights` (num_features,) or (num_features, "
+      f"num_outputs), got {jnp.shape(features)} and {jnp.shape(weights)}."
+    )
+
+
 def squared_loss(features: jax.Array, weights: jax.Array, targets: jax.Array) -> jax.Array:
   """Mean over points of ``½‖f(x) − y‖²`` (summed over outputs)."""
+  _check_readout(features, weights)
+  _check_matrix(features, targets)
+  if jnp.shape(targets)[1:] != jnp.shape(weights)[1:]:
+    raise ValueError(f"`targets` must have {jnp.shape(weights)[1:]} outputs like `weights`, got {jnp.shape(targets)}.")
   residual = (features @ weights - targets).reshape(targets.shape[0], -1)
   return 0.5 * jnp.mean(jnp.sum(residual**2, axis=-1))
 
 
 def classification_error(features: jax.Array, weights: jax.Array, labels: jax.Array) -> jax.Array:
   """Fraction of points whose largest output is not their label (one-hot regression used as a classifier)."""
+  _check_readout(features, weights)
+  if jnp.shape(labels) != jnp.shape(features)[:1]:
+    raise ValueError(f"`labels` must have shape ({jnp.shape(features)[0]},), got {jnp.shape(labels)}.")
   return jnp.mean(jnp.argmax(features @ weights, axis=-1) != labels)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def sqrtm_psd(matrix: jax.Array) -> jax.Array:
@@ -28,15 +29,32 @@ def sqrtm_psd(matrix: jax.Array) -> jax.Array:
   >>> print(sqrtm_psd(jnp.array([[4.0, 0.0], [0.0, 9.0]])).diagonal().tolist())
   [2.0, 3.0]
   """
+  if jnp.ndim(matrix) < 2 or jnp.shape(matrix)[-1] != jnp.shape(matrix)[-2]:
+    raise ValueError(f"`matrix` must be square, (..., d, d), got shape {jnp.shape(matrix)}.")
   w, v = jnp.linalg.eigh(0.5 * (matrix + jnp.swapaxes(matrix, -1, -2)))
   return (v * jnp.sqrt(jnp.maximum(w, 0.0))[..., None, :]) @ jnp.swapaxes(v, -1, -2)
 
 
 def gaussian_fit(samples: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Mean ``(..., d)`` and unbiased covariance ``(..., d, d)`` of samples ``(..., n, d)`` (as ``np.cov``)."""
+  if jnp.ndim(samples) < 2 or jnp.shape(samples)[-2] < 2:
+    raise ValueError(f"`samples` must have shape (..., n, d) with n >= 2, got {jnp.shape(samples)}.")
   mean = jnp.mean(samples, axis=-2)
   centred = samples - mean[..., None, :]
   return mean, jnp.einsum("...ni,...nj->...ij", centred, centred) / (samples.shape[-2] - 1)
+
+
+def _check_gaussian(mean, cov, suffix: str) -> None:
+  d = jnp.shape(mean)[-1] if jnp.ndim(mean) else None
+  if d is None or jnp.shape(cov)[-2:] != (d, d):
+    raise ValueError(
+      f"`mean_{suffix}` must be (..., d) and `cov_{suffix}` (..., d, d), got {jnp.shape(mean)} and {jnp.shape(cov)}."
+    )
+  if not isinstance(cov, jax.core.Tracer):
+    # Rounding-level negative eigenvalues are clipped by sqrtm_psd; a clearly negative one is not a covariance.
+    eig = np.linalg.eigvalsh(0.5 * (np.asarray(cov, np.float64) + np.swapaxes(np.asarray(cov, np.float64), -1, -2)))
+    if (eig.min(-1) < -1e-4 * np.maximum(np.abs(eig).max(-1), 1e-30)).any():
+      raise ValueError(f"`cov_{suffix}` must be positive semi-definite, got an eigenvalue {float(eig.min()):.3g}.")
 
 
 def bures_wasserstein(mean_a: jax.Array, cov_a: jax.Array, mean_b: jax.Array, cov_b: jax.Array) -> jax.Array:
@@ -48,6 +66,8 @@ def bures_wasserstein(mean_a: jax.Array, cov_a: jax.Array, mean_b: jax.Array, co
   >>> print(round(float(bw), 4))  # ½·2 + ½·(2 - 1)²·2
   2.0
   """
+  _check_gaussian(mean_a, cov_a, "a")
+  _check_gaussian(mean_b, cov_b, "b")
   root_a = sqrtm_psd(cov_a)
   cross = jnp.trace(sqrtm_psd(root_a @ cov_b @ root_a), axis1=-2, axis2=-1)
   return (
@@ -60,6 +80,10 @@ def bures_wasserstein(mean_a: jax.Array, cov_a: jax.Array, mean_b: jax.Array, co
 
 def bw_uvp(samples: jax.Array, true_mean: jax.Array, true_cov: jax.Array) -> jax.Array:
   """BW-UVP (%) = 100 · BW(Gaussian fit of samples, truth) / (½ tr Σ_true) (arXiv 2306.10161, Sec. 4)."""
+  if jnp.ndim(samples) != 2 or jnp.shape(true_mean) != jnp.shape(samples)[-1:]:
+    raise ValueError(
+      f"`samples` must be (n, d) and `true_mean` (d,), got {jnp.shape(samples)} and {jnp.shape(true_mean)}."
+    )
   mean, cov = gaussian_fit(samples)
   return 100.0 * bures_wasserstein(mean, cov, true_mean, true_cov) / (0.5 * jnp.trace(true_cov))
 
@@ -114,4 +138,10 @@ def l2_uvp(mapped: jax.Array, optimal: jax.Array, target_variance) -> jax.Array:
   >>> print(float(l2_uvp(jnp.ones((4, 2)), jnp.zeros((4, 2)), 4.0)))
   50.0
   """
+  if jnp.ndim(mapped) != 2 or jnp.shape(optimal) != jnp.shape(mapped):
+    raise ValueError(
+      f"`mapped` and `optimal` must be (n, d) arrays of one shape, got {jnp.shape(mapped)} and {jnp.shape(optimal)}."
+    )
+  if not isinstance(target_variance, jax.core.Tracer) and not float(target_variance) > 0:
+    raise ValueError(f"`target_variance` must be > 0, got {target_variance!r}.")
   return 100 * jnp.mean(jnp.sum((mapped - optimal) ** 2, axis=1)) / target_variance
