@@ -171,6 +171,13 @@ def test_bad_input():
     run_perceptron(t, w0, jax.random.key(0), temperature=0.1, batch_size=4, max_steps=0)
   with pytest.raises(ValueError, match="`x`"):
     sn.mlp_apply(sn.init_mlp(jax.random.key(0), 3, 4), jnp.ones((2, 5)))
+  with pytest.raises(ValueError, match="`centred_output`, `y` and `weights` must have one shape"):
+    sn.alpha_hinge_loss(1.0, jnp.ones(5), jnp.ones(4))
+  for alpha in (0.0, -2.0):
+    with pytest.raises(ValueError, match="`alpha` must be a scalar > 0"):
+      sn.alpha_hinge_loss(alpha, jnp.ones(5), jnp.ones(5))
+  with pytest.raises(ValueError, match="`batch_size` must be a scalar > 0"):
+    sn.step_size(0.1, 1.0, 10, 0)
   with pytest.raises(ValueError, match="name"):
     tasks.make_task("parity", jax.random.key(0), 10, 10)
   with pytest.raises(TypeError, match="activation"):

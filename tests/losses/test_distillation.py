@@ -185,6 +185,9 @@ def test_step_aligned_update_has_no_conflict():
     (lambda: dist.dual_head_terms(Z_S, Z_S[:, :3], np.zeros(6, int), Z_T[:, :3]), ValueError, "aux_logits"),
     (lambda: dist.dual_head_terms(Z_S, Z_S, np.zeros(6), Z_T), TypeError, "labels"),
     (lambda: dist.dual_head_terms(Z_S, Z_S, np.zeros(5, int), Z_T), ValueError, "labels"),
+    # A class id outside [0, C) gave a NaN loss.
+    (lambda: dist.dual_head_terms(Z_S, Z_S, np.full(6, 12), Z_T), ValueError, r"`labels` must lie in \[0, "),
+    (lambda: dist.dual_head_loss(Z_S, Z_S, np.full(6, -1), Z_T), ValueError, r"`labels` must lie in \[0, "),
     (lambda: dist.align_gradients({"a": jnp.ones(2)}, {"b": jnp.ones(2)}), ValueError, "same structure"),
     (lambda: dist.align_gradients({"a": jnp.ones(2)}, {"a": jnp.ones(3)}), ValueError, "equal shapes"),
   ],

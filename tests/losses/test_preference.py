@@ -151,6 +151,10 @@ def test_sequence_log_probs_keeps_dtype_and_refuses_bad_input(key):
     sequence_log_probs(logits, tokens[:, :3], jnp.ones((2, 3)))
   with pytest.raises(TypeError, match="tokens"):
     sequence_log_probs(logits, tokens.astype(jnp.float32), jnp.ones((2, 4)))
+  # An id outside [0, V) gave NaN (too large) or a wrapped-around token's log-probability (negative).
+  for bad in (3, -1):
+    with pytest.raises(ValueError, match=r"`tokens` must lie in \[0, 3\)"):
+      token_log_probs(logits, tokens.at[1, 2].set(bad))
 
 
 def test_module_exports():

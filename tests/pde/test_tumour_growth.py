@@ -126,6 +126,14 @@ def test_dice_and_uniform_margin():
 
 def test_bad_input():
   tissue = _uniform((5, 5), jnp.float32)
+  with pytest.raises(ValueError, match="`a` and `b` must be masks of one shape"):
+    tg.dice(np.ones((4, 4), bool), np.ones((3, 3), bool))
+  with pytest.raises(ValueError, match="`num_cells` must be an int >= 0"):
+    tg.uniform_margin(np.ones((4, 4), bool), -1)
+  with pytest.raises(ValueError, match="`mask` must have the lesion's shape"):
+    tg.uniform_margin(np.ones((4, 4), bool), 3, mask=np.ones((3, 3), bool))
+  with pytest.raises(ValueError, match="`theta_down` \\(0.6\\) must not exceed `theta_up`"):
+    tg.segment(jnp.full((4, 4), 0.5), 0.6, 0.25)
   with pytest.raises(ValueError, match="d_white"):
     tg.diffusion_faces(tissue, -1.0, 10.0)
   with pytest.raises(TypeError, match="tissue"):

@@ -144,6 +144,13 @@ def test_mixture_moments_oracles(x64, key):
 
 
 def test_bad_inputs_raise_clear_errors(key):
+  # Negative weights gave NaN log-weights, and a non-PD covariance a NaN Cholesky factor in every density.
+  with pytest.raises(ValueError, match="`weights` must be finite and >= 0 with a positive sum"):
+    gmm.gaussian_mixture([-0.5, 1.5], [[0.0, 0.0], [1.0, 1.0]], jnp.ones((2,)))
+  with pytest.raises(ValueError, match="`covs` must be positive definite, got a smallest eigenvalue of -1 "):
+    gmm.gaussian_mixture([0.5, 0.5], [[0.0, 0.0], [1.0, 1.0]], jnp.array([1.0, -1.0]))
+  with pytest.raises(ValueError, match="`x` and `mean` must be \\(d,\\) and `cov` \\(d, d\\)"):
+    gmm.gaussian_log_density(jnp.ones(3), jnp.zeros(2), jnp.eye(2))
   with pytest.raises(ValueError, match="`beta` must be a positive Python int"):
     gmm.power(random_mixture(key), 1.5)
   with pytest.raises(ValueError, match="`covs` must have shape"):

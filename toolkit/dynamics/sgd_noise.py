@@ -139,6 +139,12 @@ def alpha_hinge_loss(alpha, centred_output: jax.Array, y: jax.Array, weights: ja
   >>> float(alpha_hinge_loss(2.0, jnp.array([0.25, 1.0]), jnp.array([1.0, 1.0])))
   0.125
   """
+  if jnp.shape(y) != jnp.shape(centred_output) or (weights is not None and jnp.shape(weights) != jnp.shape(y)):
+    raise ValueError(
+      f"`centred_output`, `y` and `weights` must have one shape, got {jnp.shape(centred_output)}, {jnp.shape(y)} "
+      f"and {None if weights is None else jnp.shape(weights)}."
+    )
+  _check_positive_scalar("alpha", alpha)
   per_point = jax.nn.relu(1.0 - alpha * centred_output * y) / alpha
   if weights is None:
     return per_point.mean()
@@ -151,7 +157,15 @@ def step_size(temperature, alpha, width, batch_size):
   >>> step_size(1e-3, 2.0, 100, 8)
   1.6
   """
+  for name, value in (("temperature", temperature), ("alpha", alpha), ("width", width), ("batch_size", batch_size)):
+    _check_positive_scalar(name, value)
   return temperature * alpha * width * batch_size
+
+
+def _check_positive_scalar(name: str, value) -> None:
+  # A traced value (a sweep over α or T) cannot be checked here.
+  if not isinstance(value, jax.core.Tracer) and not (np.ndim(value) == 0 and float(value) > 0):
+    raise ValueError(f"`{name}` must be a scalar > 0, got {value!r}.")
 
 
 def tree_norm(tree) -> jax.Array:

@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 LogitLoss = Callable[..., jax.Array]
@@ -163,6 +164,11 @@ def _check_labels(logits: jax.Array, labels) -> jax.Array:
     raise TypeError(f"`labels` must be an integer array of class indices, got dtype {labels.dtype}.")
   if labels.shape != logits.shape[:-1]:
     raise ValueError(f"`labels` must have shape logits.shape[:-1] = {logits.shape[:-1]}, got {labels.shape}.")
+  if not isinstance(labels, jax.core.Tracer) and labels.size:
+    # An id outside [0, C) selects no class: the cross-entropy would be NaN or a wrapped-around class's.
+    lo, hi = int(np.asarray(labels).min()), int(np.asarray(labels).max())
+    if lo < 0 or hi >= logits.shape[-1]:
+      raise ValueError(f"`labels` must lie in [0, {logits.shape[-1]}) (the classes), got values in [{lo}, {hi}].")
   return labels
 
 

@@ -216,6 +216,10 @@ def token_log_probs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
       f"`tokens` must have shape logits.shape[:-1] with logits (..., T, V); got logits {logits.shape} and tokens "
       f"{tokens.shape}."
     )
+  if not isinstance(tokens, jax.core.Tracer) and tokens.size:
+    lo, hi = int(np.asarray(tokens).min()), int(np.asarray(tokens).max())
+    if lo < 0 or hi >= logits.shape[-1]:
+      raise ValueError(f"`tokens` must lie in [0, {logits.shape[-1]}) (the vocabulary), got values in [{lo}, {hi}].")
   compute = jnp.promote_types(logits.dtype, jnp.float32)
   log_probs = jax.nn.log_softmax(logits.astype(compute), axis=-1)
   picked = jnp.take_along_axis(log_probs, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]

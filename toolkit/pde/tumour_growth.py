@@ -401,6 +401,9 @@ def block_average(x: jax.Array, factor: int, *, num_leading: int = 0) -> jax.Arr
 
 def segment(u: jax.Array, theta_down: Any, theta_up: Any) -> jax.Array:
   """Segmentation labels: CORE (2) where u ≥ θ_up, EDEMA (1) where θ_down ≤ u < θ_up, BACKGROUND (0) elsewhere."""
+  concrete = not any(isinstance(t, jax.core.Tracer) for t in (theta_down, theta_up))
+  if concrete and not float(theta_down) <= float(theta_up):
+    raise ValueError(f"`theta_down` ({theta_down}) must not exceed `theta_up` ({theta_up}): no edema band is left.")
   return jnp.where(u >= theta_up, CORE, jnp.where(u >= theta_down, EDEMA, BACKGROUND)).astype(jnp.int32)
 
 
@@ -493,6 +496,8 @@ def synthetic_patient(
 def dice(a: Any, b: Any) -> float:
   """Dice score 2|A∩B| / (|A| + |B|) of two boolean masks (1 when both are empty)."""
   a, b = np.asarray(a, bool), np.asarray(b, bool)
+  if a.shape != b.shape:
+    raise ValueError(f"`a` and `b` must be masks of one shape, got {a.shape} and {b.shape}.")
   total = a.sum() + b.sum()
   return 1.0 if total == 0 else float(2.0 * (a & b).sum() / total)
 
@@ -504,6 +509,10 @@ def uniform_margin(lesion: Any, num_cells: int, *, spacing: float = 1.0, mask: A
   when given, until the region has ``num_cells`` cells, so it matches another target's volume exactly.
   """
   lesion = np.asarray(lesion, bool)
+  if isinstance(num_cells, bool) or not isinstance(num_cells, int | np.integer) or num_cells < 0:
+    raise ValueError(f"`num_cells` must be an int >= 0, got {num_cells!r}.")
+  if mask is not None and np.shape(mask) != lesion.shape:
+    raise ValueError(f"`mask` must have the lesion's shape {lesion.shape}, got {np.shape(mask)}.")
   from scipy import ndimage
 
   distance = ndimage.distance_transform_edt(~lesion, sampling=spacing)

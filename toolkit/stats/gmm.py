@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class GaussianMixture(NamedTuple):
@@ -65,6 +66,19 @@ def gaussian_mixture(weights: Any, means: Any, covs: Any) -> GaussianMixture:
     covs = jax.vmap(jnp.diag)(covs)
   elif covs.shape != (k, d, d):
     raise ValueError(f"`covs` must have shape (K, d, d), (K, d) or (K,) with K = {k}, d = {d}, got {covs.shape}.")
+  if not isinstance(weights, jax.core.Tracer):
+    w = np.asarray(weights)
+    if not (np.isfinite(w).all() and (w >= 0).all() and w.sum() > 0):
+      raise ValueError(f"`weights` must be finite and >= 0 with a positive sum, got {w.tolist()}.")
+  if not isinstance(covs, jax.core.Tracer):
+    # Every density and score goes through a Cholesky factor, which is NaN for a covariance that is not PD.
+    c = np.asarray(covs, np.float64)
+    smallest = np.linalg.eigvalsh(0.5 * (c + np.swapaxes(c, -1, -2))).min(-1)
+    if not (smallest > 0).all():
+      raise ValueError(
+        f"`covs` must be positive definite, got a smallest eigenvalue of {float(smallest.min()):.3g} "
+        f"(component {int(np.argmin(smallest))})."
+      )
   return GaussianMixture(jnp.log(weights), means, covs)
 
 
@@ -74,7 +88,11 @@ def gaussian_log_density(x: jax.Array, mean: jax.Array, cov: jax.Array) -> jax.A
   >>> print(round(float(gaussian_log_density(jnp.zeros(2), jnp.zeros(2), jnp.eye(2))), 4))  # -log 2π
   -1.8379
   """
-  d = mean.shape[-1]
+  d = jnp.shape(mean)[-1] if jnp.ndim(mean) == 1 else None
+  if d is None or jnp.shape(x) != (d,) or jnp.shape(cov) != (d, d):
+    raise ValueError(
+      f"`x` and `mean` must be (d,) and `cov` (d, d), got {jnp.shape(x)}, {jnp.shape(mean)} and {jnp.shape(cov)}."
+    )
   chol = jnp.linalg.cholesky(cov)
   z = jax.scipy.linalg.solve_triangular(chol, x - mean, lower=True)
   return -0.5 * (jnp.sum(z**2) + d * jnp.log(2 * jnp.pi)) - jnp.sum(jnp.log(jnp.diag(chol)))
