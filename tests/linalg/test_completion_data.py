@@ -43,6 +43,8 @@ def test_relative_error_and_incoherence_against_numpy():
 
 
 def test_bad_input():
+  with pytest.raises(ValueError, match="`a` and `b` must be \\(n, k\\) bases of one space"):
+    cd.subspace_distance(jnp.ones((5, 2)), jnp.ones((4, 2)))
   with pytest.raises(ValueError, match="`rank` must be"):
     cd.random_low_rank(jax.random.key(0), (5, 4), 5)
   with pytest.raises(ValueError, match="`num_observed` must be"):

@@ -22,6 +22,7 @@ from toolkit.models.transformer import (
   FullPrecisionCache,
   Transformer,
   TransformerConfig,
+  causal_attention,
   decode_log_probs,
   init_params,
   rope,
@@ -217,6 +218,10 @@ def test_default_config():
 
 
 def test_bad_inputs(key):
+  with pytest.raises(ValueError, match="`positions` \\(3,\\) must broadcast"):
+    rope(jnp.ones((4, 6)), jnp.arange(3))
+  with pytest.raises(ValueError, match="`q` and `k` must be \\(B, H, T, D\\) of one shape"):
+    causal_attention(jnp.ones((1, 1, 4, 8)), jnp.ones((1, 1, 5, 8)), jnp.ones((1, 1, 4, 8)))
   params = init_params(key, SMALL)
   model = Transformer(SMALL)
   with pytest.raises(TypeError, match="tokens"):

@@ -100,6 +100,8 @@ def test_same_key_same_result_and_jit_matches(key):
 
 
 def test_bad_input_is_rejected(key):
+  with pytest.raises(ValueError, match="`log_weights` must be a 1-D array over at least one particle"):
+    resampling.normalize_log_weights(jnp.zeros(0))
   with pytest.raises(ValueError, match="weights"):
     resampling.systematic(key, jnp.ones((2, 3)), 3)
   with pytest.raises(ValueError, match="num_samples"):

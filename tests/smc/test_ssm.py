@@ -116,6 +116,16 @@ def test_nonlinear_models_simulate_from_their_densities(make, x64):
 
 
 def test_bad_input_is_rejected():
+  # The docstrings' parameter ranges are enforced when the parameters are concrete (phi = 1.5 used to pass).
+  with pytest.raises(ValueError, match=r"`phi` must be a finite scalar in \(-1, 1\)"):
+    ssm.stochastic_volatility(phi=1.5)
+  with pytest.raises(ValueError, match="`sigma` must be a finite scalar > 0"):
+    ssm.stochastic_volatility(sigma=-0.3)
+  with pytest.raises(ValueError, match="`q` must be a finite scalar > 0"):
+    ssm.growth_model(q=-1.0)
+  jax.grad(lambda phi: ssm.stochastic_volatility(phi=phi).params.phi)(0.5)  # a traced phi is not checked
+  with pytest.raises(ValueError, match="`num_iterations` must be an int >= 0"):
+    ssm.kalman_mle(lambda th: ssm.linear_gaussian(th, 1.0, 1.0, 1.0, 0.0, 1.0), jnp.ones(5), 0.5, num_iterations=-1)
   with pytest.raises(ValueError, match="`Q`"):
     ssm.linear_gaussian(np.eye(2), np.eye(3), np.eye(2), np.eye(2), np.zeros(2), np.eye(2))
   with pytest.raises(ValueError, match="`m0`"):

@@ -268,3 +268,11 @@ def test_bad_inputs_raise():
       ht.step(key, state, x, y, sigma=sigma, optimizer=opt, batch_size=4)
   with pytest.raises(ValueError, match="`w0` must be a non-zero vector"):
     ht.init(jnp.zeros(3), opt)
+  with pytest.raises(ValueError, match="`eta` must be in \\[0, 1/2\\)"):
+    hd.massart_opt(eta=0.7)
+  with pytest.raises(ValueError, match="`w` must be \\(d,\\) and `y` \\(n,\\)"):
+    hd.error_rate(jnp.ones(3), jnp.ones((5, 3)), jnp.ones(4))
+  with pytest.raises(ValueError, match="`w` and `w_star` must be \\(d,\\) vectors of one size"):
+    hd.angle(jnp.ones(2), jnp.ones(3))
+  with pytest.raises(ValueError, match="`w` must be a non-zero vector"):
+    hd.angle(jnp.zeros(3), jnp.ones(3))

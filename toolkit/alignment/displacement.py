@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from toolkit.losses.preference import dpo_loss
@@ -258,6 +259,10 @@ def _check_toy(unembeddings, hidden, chosen, rejected) -> tuple[jax.Array, jax.A
 
 def linear_toy_log_probs(unembeddings: jax.Array, hidden: jax.Array) -> jax.Array:
   """log softmax(W h): the toy model's next-token log-probabilities, W (V, D), h (D,) → (V,)."""
+  if jnp.ndim(unembeddings) != 2 or jnp.shape(hidden)[-1:] != jnp.shape(unembeddings)[1:]:
+    raise ValueError(
+      f"`unembeddings` must be (V, D) and `hidden` (D,), got {jnp.shape(unembeddings)} and {jnp.shape(hidden)}."
+    )
   return jax.nn.log_softmax(unembeddings @ hidden)
 
 
@@ -272,6 +277,11 @@ def linear_toy_dpo_loss(
 ) -> jax.Array:
   """The toy's DPO loss −log σ(β h_margin) on one prompt, with the reference's log-probabilities (V,)."""
   log_probs = linear_toy_log_probs(unembeddings, hidden)
+  vocab = log_probs.shape[-1]
+  for name, token in (("chosen", chosen), ("rejected", rejected)):
+    # Indexing would clamp an out-of-range id to the last token without a word.
+    if not isinstance(token, jax.core.Tracer) and not (np.ndim(token) == 0 and 0 <= int(token) < vocab):
+      raise ValueError(f"`{name}` must be a token id in [0, {vocab}), got {token!r}.")
   return dpo_loss(
     log_probs[chosen], log_probs[rejected], reference_log_probs[chosen], reference_log_probs[rejected], beta=beta
   )

@@ -162,4 +162,6 @@ def relative_error(u: jax.Array, v: jax.Array, matrix: LowRankMatrix, *, block_r
 
 def subspace_distance(a: jax.Array, b: jax.Array) -> jax.Array:
   """sin of the largest principal angle between the column spaces of orthonormal ``a`` and ``b``: ‖(I - aaᵀ)b‖₂."""
+  if jnp.ndim(a) != 2 or jnp.ndim(b) != 2 or jnp.shape(a)[0] != jnp.shape(b)[0]:
+    raise ValueError(f"`a` and `b` must be (n, k) bases of one space R^n, got {jnp.shape(a)} and {jnp.shape(b)}.")
   return jnp.linalg.norm(b - a @ (a.T @ b), ord=2)

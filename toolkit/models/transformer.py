@@ -113,6 +113,12 @@ def rope(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax.Array
   d = x.shape[-1]
   if d % 2:
     raise ValueError(f"the last axis of `x` must be even for RoPE, got {d}.")
+  try:
+    jnp.broadcast_shapes(jnp.shape(positions), x.shape[:-1])
+  except ValueError:
+    raise ValueError(
+      f"`positions` {jnp.shape(positions)} must broadcast against x.shape[:-1] = {x.shape[:-1]}."
+    ) from None
   inv_freq = base ** (-jnp.arange(0, d // 2, dtype=jnp.float32) * 2.0 / d)
   angles = jnp.asarray(positions, jnp.float32)[..., None] * inv_freq
   cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
@@ -122,6 +128,10 @@ def rope(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax.Array
 
 def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
   """softmax(q kᵀ / √D + causal mask) v for q, k, v (B, H, T, D); the softmax is taken in float32."""
+  if q.ndim != 4 or k.shape != q.shape or v.shape[:-1] != q.shape[:-1]:
+    raise ValueError(
+      f"`q` and `k` must be (B, H, T, D) of one shape and `v` (B, H, T, Dv), got {q.shape}, {k.shape} and {v.shape}."
+    )
   t, d = q.shape[-2], q.shape[-1]
   scores = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32) / math.sqrt(d)
   mask = jnp.tril(jnp.ones((t, t), bool))

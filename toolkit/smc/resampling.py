@@ -25,8 +25,8 @@ Resampler = Callable[[jax.Array, jax.Array, int], jax.Array]
 
 
 def _check_weights(weights, name="weights") -> None:
-  if jnp.ndim(weights) != 1:
-    raise ValueError(f"`{name}` must be a 1-D array over particles, got shape {jnp.shape(weights)}.")
+  if jnp.ndim(weights) != 1 or jnp.shape(weights)[0] < 1:
+    raise ValueError(f"`{name}` must be a 1-D array over at least one particle, got shape {jnp.shape(weights)}.")
   if not jnp.issubdtype(jnp.result_type(weights), jnp.floating):
     raise TypeError(f"`{name}` must be a floating array, got dtype {jnp.result_type(weights)}.")
 

@@ -348,8 +348,19 @@ def _sv_transition_log_bound(p: StochasticVolatilityParams, t):
   return -0.5 * jnp.log(2.0 * jnp.pi * p.sigma**2)
 
 
+def _check_concrete_params(**params) -> None:
+  # Traced parameters (a learned θ under grad or jit) cannot be checked here.
+  for name, (value, expected, ok) in params.items():
+    if isinstance(value, jax.core.Tracer):
+      continue
+    v = np.asarray(value, dtype=float)
+    if v.ndim != 0 or not np.isfinite(v) or not (ok(float(v)) if ok else float(v) > 0):
+      raise ValueError(f"`{name}` must be a finite scalar {expected}, got {value!r}.")
+
+
 def stochastic_volatility(mu=-1.0, phi=0.9, sigma=0.3) -> StateSpaceModel:
   """The basic stochastic-volatility model (log-variance an AR(1)); |phi| < 1, sigma > 0. Scalar observations."""
+  _check_concrete_params(phi=(phi, "in (-1, 1) (a stationary AR(1))", lambda v: abs(v) < 1), sigma=(sigma, "> 0", None))
   f = lambda v: jnp.asarray(v, dtype=jnp.result_type(float))
   return StateSpaceModel(
     params=StochasticVolatilityParams(f(mu), f(phi), f(sigma)),
@@ -394,6 +405,7 @@ def _growth_transition_log_bound(p: GrowthParams, t):
 
 def growth_model(q=10.0, r=1.0, p0=5.0) -> StateSpaceModel:
   """Kitagawa's (1996) univariate nonlinear growth model, a standard bimodal-filtering benchmark."""
+  _check_concrete_params(q=(q, "> 0 (a variance)", None), r=(r, "> 0 (a variance)", None), p0=(p0, "> 0", None))
   f = lambda v: jnp.asarray(v, dtype=jnp.result_type(float))
   return StateSpaceModel(
     params=GrowthParams(f(q), f(r), f(p0)),
@@ -427,6 +439,8 @@ def kalman_mle(
     updates, state = opt.update(grad, state, theta, value=value, grad=grad, value_fn=nll)
     return optax.apply_updates(theta, updates), state
 
+  if isinstance(num_iterations, bool) or not isinstance(num_iterations, int | np.integer) or num_iterations < 0:
+    raise ValueError(f"`num_iterations` must be an int >= 0, got {num_iterations!r}.")
   theta, state = theta0, opt.init(theta0)
   for _ in range(num_iterations):
     theta, state = step(theta, state)

@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import ndtr, ndtri
 
 
@@ -163,6 +164,8 @@ def massart_labels(
 
 def massart_opt(eta: float = 0.2, margin: float = 0.3) -> float:
   """opt = E η(x) = eta · 2(1 − Φ(margin)) under the Gaussian: the error of w*, the Bayes classifier."""
+  if not (0 <= eta < 0.5 and margin >= 0):
+    raise ValueError(f"`eta` must be in [0, 1/2) and `margin` >= 0, got eta={eta!r}, margin={margin!r}.")
   return float(eta * 2.0 * (1.0 - ndtr(margin)))
 
 
@@ -184,11 +187,21 @@ def adversarial_labels(x: jax.Array, w_star: jax.Array, v: jax.Array, *, opt: fl
 
 def error_rate(w: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
   """Empirical 0-1 error Pr[sign⟨w, x⟩ ≠ y] (sign 0 counts as +1)."""
+  _check_x(x)
+  if jnp.shape(w) != jnp.shape(x)[1:] or jnp.shape(y) != jnp.shape(x)[:1]:
+    raise ValueError(
+      f"`w` must be (d,) and `y` (n,) for `x` of shape {jnp.shape(x)}, got {jnp.shape(w)} and {jnp.shape(y)}."
+    )
   pred = jnp.where(x @ w >= 0, 1.0, -1.0)
   return jnp.mean(pred != y)
 
 
 def angle(w: jax.Array, w_star: jax.Array) -> jax.Array:
   """Angle θ(w, w*) in radians; under N(0, I) and noiseless labels the error of w is θ/π."""
+  if jnp.ndim(w) != 1 or jnp.shape(w_star) != jnp.shape(w):
+    raise ValueError(f"`w` and `w_star` must be (d,) vectors of one size, got {jnp.shape(w)} and {jnp.shape(w_star)}.")
+  for name, v in (("w", w), ("w_star", w_star)):
+    if not isinstance(v, jax.core.Tracer) and not np.any(np.asarray(v)):
+      raise ValueError(f"`{name}` must be a non-zero vector (an angle needs a direction), got all zeros.")
   cos = jnp.dot(w, w_star) / (jnp.linalg.norm(w) * jnp.linalg.norm(w_star))
   return jnp.arccos(jnp.clip(cos, -1.0, 1.0))
