@@ -17,8 +17,9 @@ import os
 import jax
 from absl import app, flags
 
-from experiments import matrix_completion as mc_experiment
 from toolkit import experiment as xp
+
+from . import matrix_completion as mc_experiment
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("n", 2000, "m = n, the matrix size.")

@@ -40,7 +40,10 @@ flags.DEFINE_integer("particles_replicates", 1, "Runs of the particles library (
 flags.DEFINE_integer("seed", 0, "Seed of the data.")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PARTICLES_PYTHON = os.path.join(REPO, ".venv-particles", "bin", "python")
+# The particles library's own environment (`make install` builds it in a clone); TOOLKIT_PARTICLES_PYTHON points
+# elsewhere, e.g. from an installed package.
+PARTICLES_PYTHON = os.environ.get("TOOLKIT_PARTICLES_PYTHON", os.path.join(REPO, ".venv-particles", "bin", "python"))
+PEER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers", "particles_paris.py")
 MODEL = {"A": 0.9, "Q": 0.5, "R": 1.0, "m0": 0.0, "P0": 1.0}
 KERNELS = {
   "exact": paris.backward_exact,
@@ -66,7 +69,7 @@ def run_particles(ys: np.ndarray, num_particles: int, replicates: int, seed: int
     "ess_min": 1.0,
   }
   reply = subprocess.run(
-    [PARTICLES_PYTHON, os.path.join(REPO, "experiments", "peers", "particles_paris.py")],
+    [PARTICLES_PYTHON, PEER_SCRIPT],
     input=json.dumps(request),
     capture_output=True,
     text=True,

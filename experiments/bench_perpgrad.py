@@ -16,10 +16,11 @@ import jax
 import optax
 from absl import app, flags
 
-from experiments import grokking
 from toolkit.data import modular_arithmetic
 from toolkit.models import MLP
 from toolkit.optim import perp_adamw
+
+from . import grokking
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("steps", 50, "Optimiser steps per timed chunk.")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 from absl import app, flags
 
-from experiments import sinkhorn_newton_sparse as sns_experiment
+from . import sinkhorn_newton_sparse as sns_experiment
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("n", 500, "Points (rows and columns) per problem.")

@@ -16,8 +16,9 @@ import os
 import jax
 from absl import app, flags
 
-from experiments import tmac as tmac_experiment
 from toolkit.kernels import tmac_benchmark as bench
+
+from . import tmac as tmac_experiment
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("m", 4096, "Output rows M of the weight matrix.")

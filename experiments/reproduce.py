@@ -19,9 +19,11 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from experiments import registry
+from . import registry
 
 FLAGS = flags.FLAGS
+# `experiments` when run from a clone, `toolkit.experiments` when installed (the `toolkit` command).
+_PACKAGE = __spec__.parent if __spec__ is not None and __spec__.parent else "experiments"
 flags.DEFINE_string("out_dir", "reports", "Where REPORT.md, results.json and each experiment's outputs go.")
 flags.DEFINE_list("only", [], "Run only these papers (keys of experiments/registry.py).")
 flags.DEFINE_integer("timeout", 900, "Seconds allowed to each experiment before it is stopped and reported.")
@@ -29,13 +31,14 @@ flags.DEFINE_integer("seed", 0, "Seed passed to every experiment.")
 
 
 def _module(entry: registry.Entry) -> str:
-  # A dotted name is taken as is (tests point at their own modules); a bare one lives under experiments/.
-  return entry.experiment if "." in entry.experiment else f"experiments.{entry.experiment}"
+  # A dotted name is taken as is (tests point at their own modules); a bare one lives beside this module:
+  # `experiments` in a clone, `toolkit.experiments` in an installed package.
+  return entry.experiment if "." in entry.experiment else f"{_PACKAGE}.{entry.experiment}"
 
 
 def run_one(entry: registry.Entry, out_dir: str, timeout: float, seed: int = 0) -> dict:
   """Runs one experiment's quick config in a subprocess; returns its status, seconds and metrics record."""
-  exp_dir = os.path.join(out_dir, entry.key)
+  exp_dir = os.path.abspath(os.path.join(out_dir, entry.key))
   os.makedirs(exp_dir, exist_ok=True)
   metrics_path = os.path.join(exp_dir, "metrics.json")
   if os.path.exists(metrics_path):
@@ -84,8 +87,9 @@ def run_one(entry: registry.Entry, out_dir: str, timeout: float, seed: int = 0) 
   }
 
 
-def _repo_root() -> str:
-  return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def _repo_root() -> str | None:
+  """The clone's root, where `python -m experiments.<name>` resolves; None in an installed package."""
+  return os.path.dirname(os.path.dirname(os.path.abspath(__file__))) if _PACKAGE == "experiments" else None
 
 
 def _echo_progress(key: str, log_path: str, printed: int) -> int:
