@@ -14,10 +14,11 @@ MULTIDEVICE_FLAGS := --xla_force_host_platform_device_count=8
 # XLA compilation is most of the suite's time on CPU (a warm cache runs the PaRIS experiment test in 11 s instead of
 # 45 s), and the same programs recur across test modules, xdist workers and notebook kernels: the tests share JAX's
 # persistent compilation cache, kept in the clone (every program, however quick to compile).
+comma := ,
 TEST_ENV := JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.jax_cache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
 	JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
 
-.PHONY: install reproduce lint test test-fast test-multidevice bench clean $(PARTICLES_VENV)
+.PHONY: install reproduce lint test test-fast test-multidevice bench docs notebooks clean $(PARTICLES_VENV)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +52,14 @@ test: lint $(PARTICLES_STAMP)
 test-fast: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest tests toolkit --doctest-modules --ignore=tests/multidevice -m "not slow"
 
+## The documentation site in docs/_build/html: Sphinx, warnings as errors (tests/test_docs.py runs the same build).
+docs: $(STAMP)
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
+## Executes every notebook at its tutorial size and stores its outputs (the docs render them; NOTEBOOKS=a,b for some).
+notebooks: $(STAMP)
+	$(TEST_ENV) $(PY) docs/notebooks.py $(subst $(comma), ,$(NOTEBOOKS))
+
 bench: $(STAMP) $(PARTICLES_STAMP)
 	$(PY) -m experiments.bench_perpgrad
 	$(PY) -m experiments.bench_sinkhorn
@@ -59,4 +68,4 @@ bench: $(STAMP) $(PARTICLES_STAMP)
 	$(PY) -m experiments.bench_sweep
 
 clean:
-	rm -rf $(VENV) $(PARTICLES_VENV) $(REPORTS) .pytest_cache .jax_cache
+	rm -rf $(VENV) $(PARTICLES_VENV) $(REPORTS) .pytest_cache .jax_cache docs/_build docs/generated build

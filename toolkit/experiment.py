@@ -304,6 +304,7 @@ def _fmt(value) -> str:
 
 
 def config_fingerprint(config: ConfigDict, seed: int, scale: str) -> str:
+  """A short hash of what determines a run's result: a checkpoint resumes only into the run that made it."""
   payload = json.dumps({"config": config.to_dict(), "seed": seed, "scale": scale}, sort_keys=True, default=str)
   return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

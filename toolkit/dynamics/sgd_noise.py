@@ -72,6 +72,8 @@ def normalize_activation(activation: Callable[[jax.Array], jax.Array]) -> Callab
   def normalized(x):
     return activation(x) / scale
 
+  name = getattr(activation, "__name__", "φ")
+  normalized.__doc__ = f"``{name}(x) / {scale:.6g}``: {name} with unit second moment under N(0, 1)."
   return normalized
 
 

@@ -96,8 +96,10 @@ class QuantizedTensor:
   Attributes:
     codes: int32 words, the grouped axis moved last and packed: (..., other, grouped / (32 / bits)); at 16 bits the
       unquantized values in the same (moved) layout.
-    scale, zero: (..., other, grouped / group_size): per-group step and float minimum.
-    bits, group_size: static.
+    scale: (..., other, grouped / group_size): per-group step.
+    zero: (..., other, grouped / group_size): per-group float minimum.
+    bits: static.
+    group_size: static.
     axis: static, the grouped axis of the original array (-2: tokens, for keys; -1: channels, for values).
     shape: static, the original shape.
   """

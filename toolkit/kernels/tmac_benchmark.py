@@ -168,6 +168,7 @@ def fits(results: list[dict]) -> dict:
 
 
 def table_lines(results: list[dict], bandwidth_gbs: float) -> list[str]:
+  """The benchmark's Markdown table: milliseconds per method, ratios to the baselines and the bandwidth bound."""
   methods = [m for m in METHODS if any(m in r["ms"] for r in results)]
   head = " | ".join(f"{m} ms" for m in methods)
   lines = [

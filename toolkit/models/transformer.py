@@ -324,11 +324,12 @@ class Transformer(nn.Module):
   """The decoder-only language model (see the module docstring).
 
   Entry points (call them through ``model.apply(params, ..., method=...)``):
-    ``__call__(tokens)``: teacher-forced causal forward pass, tokens (B, T) int → logits (B, T, V) float32.
-    ``prefill(tokens, cache, capacity)``: the same logits, plus a ``DecodeState`` whose per-layer caches hold the
-      prompt's keys and values (capacity tokens each) and whose position is T.
-    ``decode(token, state, cache)``: one step, token (B,) int at position ``state.position`` → logits (B, V) and
-      the advanced state.
+
+  - ``__call__(tokens)``: teacher-forced causal forward pass, tokens (B, T) int → logits (B, T, V) float32.
+  - ``prefill(tokens, cache, capacity)``: the same logits, plus a ``DecodeState`` whose per-layer caches hold the
+    prompt's keys and values (capacity tokens each) and whose position is T.
+  - ``decode(token, state, cache)``: one step, token (B,) int at position ``state.position`` → logits (B, V) and
+    the advanced state.
   """
 
   config: TransformerConfig

@@ -1,4 +1,4 @@
-"""Optimizer pieces as ``optax.GradientTransformation``s."""
+"""Optimizer pieces as ``optax.GradientTransformation`` objects."""
 
 from toolkit.optim.perpgrad import PerpGradState, perp_adamw, perpgrad
 

@@ -27,7 +27,7 @@ Sinkhorn (Luise, Rudi, Pontil, Ciliberto. "Differential Properties of Sinkhorn A
 Wasserstein Distance", NeurIPS 2018, arXiv 1805.11897; Cuturi, Teboul, Niles-Weed, Vert. "Supervised Quantile
 Normalization for Low-rank Matrix Approximation", ICML 2020, arXiv 2002.03229): reverse mode solves one linear
 system with the Hessian -∇²D of the Newton step (exact here, not sparsified) by the same conjugate gradient, then
-pulls the solution back through θ ↦ ∇D(f*, g*; θ). No iteration is differentiated (the loops are ``while_loop``s).
+pulls the solution back through θ ↦ ∇D(f*, g*; θ). No iteration is differentiated (the loops are ``while_loop`` loops).
 """
 
 from __future__ import annotations

@@ -10,19 +10,15 @@ ODIL does not integrate the PDE: the discrete tumour density on every cell at ev
 and the model's parameters are all unknowns of one least-squares problem, whose loss is the sum of the weighted
 mean squares of the residual terms (GliODIL, Methods "Loss function"; the authors' code):
 
-==============  ==========================================================================  ===============
-term            residual                                                                     default weight
-==============  ==========================================================================  ===============
-``pde``         Crank–Nicolson: (u^n - u^{n-1})/Δt - ½[L u^n + L u^{n-1}] - ½[f(u^n) + f(u^{n-1})],  2400
-                with L u = ∇·(D∇u) in conservative flux form, f(u) = ρ|u|(1 - u), n = 1..N
-``initial``     u^0 - seed(x; x₀), a Gaussian of learnable centre x₀ (cut at 0.1, clipped at 1)   1000
-``segmentation``  one-sided hinges at the final time: core needs u ≥ θ_up, edema θ_down ≤ u ≤ θ_up,  12 (4 with PET)
-                background u ≤ θ_down; the thresholds θ_down, θ_up are learned
-``pet``         (u - s·PET) where PET > 0.1, with a learned scale s (optional)                  45
-``range``       u outside [0, 1]                                                                 1
-``csf``         u where white + grey matter < 0.1                                                0.01
-``bounds``      hinges keeping D_w, ρ, r, θ_down, θ_up, s in their ranges                        1
-==============  ==========================================================================  ===============
+- ``pde`` (default weight 2400): Crank–Nicolson, (u^n - u^{n-1})/Δt - ½[L u^n + L u^{n-1}] - ½[f(u^n) + f(u^{n-1})],
+  with L u = ∇·(D∇u) in conservative flux form, f(u) = ρ|u|(1 - u), n = 1..N;
+- ``initial`` (1000): u^0 - seed(x; x₀), a Gaussian of learnable centre x₀ (cut at 0.1, clipped at 1);
+- ``segmentation`` (12, or 4 with PET): one-sided hinges at the final time: core needs u ≥ θ_up, edema
+  θ_down ≤ u ≤ θ_up, background u ≤ θ_down; the thresholds θ_down, θ_up are learned;
+- ``pet`` (45): (u - s·PET) where PET > 0.1, with a learned scale s (optional);
+- ``range`` (1): u outside [0, 1];
+- ``csf`` (0.01): u where white + grey matter < 0.1;
+- ``bounds`` (1): hinges keeping D_w, ρ, r, θ_down, θ_up, s in their ranges.
 
 The discretisation (tissue-dependent diffusion ``D = D_w (m_WM + m_GM / r)`` on the faces, no flux into the CSF)
 is :mod:`toolkit.pde.tumour_growth`'s, shared with the forward simulator.
@@ -587,7 +583,7 @@ def gauss_newton(
 
   Each iteration solves ``(JᵀJ + λI) δ = -JᵀR`` by ``num_cg_iterations`` of ``jax.scipy.sparse.linalg.cg`` whose
   products are ``Jᵀ(Jv)`` through ``jax.linearize`` (a jvp) and ``jax.vjp``; the step is taken if it lowers the
-  loss (then λ /= 3), else λ *= 3 and the unknowns stay. ODIL's Newton method, without its multigrid solver.
+  loss (then λ /= 3), else λ \\*= 3 and the unknowns stay. ODIL's Newton method, without its multigrid solver.
 
   Args:
     unknowns: the starting point.

@@ -95,6 +95,7 @@ class SyntheticPatient(NamedTuple):
 
 
 def check_spatial(x: Any, name: str, *, min_ndim: int = 1, max_ndim: int = 3) -> jax.Array:
+  """``x`` as a floating array of 1 to 3 spatial axes; a ``TypeError``/``ValueError`` naming ``name`` otherwise."""
   x = jnp.asarray(x)
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise TypeError(f"`{name}` must be a floating-point array, got dtype {x.dtype}.")
@@ -120,6 +121,7 @@ def check_positive(value: Any, name: str) -> None:
 
 
 def check_count(value: Any, name: str, minimum: int = 1) -> None:
+  """Refuses anything but a Python int of at least ``minimum``, naming ``name``."""
   if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
     raise ValueError(f"`{name}` must be a Python int >= {minimum}, got {value!r}.")
 

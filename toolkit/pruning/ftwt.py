@@ -77,7 +77,7 @@ def heatmap_scores(activation: jax.Array) -> jax.Array:
   """Per-channel heatmap scores ``max over the spatial axes of |activation|`` (FTWT §3.2).
 
   Args:
-    activation: (batch, *spatial, channels), e.g. a layer's post-ReLU output.
+    activation: ``(batch, *spatial, channels)``, e.g. a layer's post-ReLU output.
 
   Returns:
     (batch, channels) scores.
