@@ -130,10 +130,13 @@ def test_wheel_installs_and_runs_outside_the_source_tree(tmp_path):
     "from toolkit.data import digits, text\n"
     "assert digits.load_digits()[0].shape[0] == 1797\n"
     "assert len(text.load_corpus()) > 10**6\n"
+    "from toolkit import cache\n"
+    "cache.write_atomically(cache.cache_dir('models') / 'probe.bin', b'1')\n"
+    "assert str(cache.cache_dir('models')).startswith(sys.argv[2])\n"
     "from toolkit.experiments import reproduce, registry\n"
     "print(reproduce._module(registry.by_key('presto')), len(names))\n"
   )
-  out = run([python, "-c", check, str(REPO)], workdir, env)
+  out = run([python, "-c", check, str(REPO), env["TOOLKIT_CACHE_DIR"]], workdir, env)
   assert out.split()[0] == "toolkit.experiments.presto"
   modules = int(out.split()[1])
   assert "double_descent" in run(["toolkit", "list"], workdir, env)
