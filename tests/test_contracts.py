@@ -398,7 +398,7 @@ def _bridge(t):
 _CODES = jnp.tile(jnp.arange(4), (2, 4))  # 16 two-bit codes per row: one packed word
 
 CLOSED_OVER_CHECKS = [
-  ("transformer tokens", _transformer_logits, jnp.array([[1, 2, 3]]), jnp.array([[1, 12, 3]]), "token ids"),
+  ("transformer tokens", _transformer_logits, jnp.array([[1, 2, 3]]), jnp.array([[1, 12, 3]]), "must lie in"),
   ("kivi.pack codes", lambda c: kivi.pack(c, 2), _CODES, _CODES.at[1, 5].set(4), "codes"),
   ("presto labels", _presto_problem, jnp.array([0, 1, 2, 0, 1, 2]), jnp.array([0, 1, 2, 0, 1, -1]), "`y`"),
   ("SNS marginal", _sns_cost, jnp.full(4, 0.25), jnp.array([0.5, -0.1, 0.3, 0.3]), "marginal `b`"),

@@ -280,9 +280,9 @@ def test_linear_toy_bad_input():
   with pytest.raises(ValueError, match="`unembeddings` must be \\(V, D\\) and `hidden` \\(D,\\)"):
     ld.linear_toy_log_probs(w, h[:-1])
   # Indexing used to clamp an out-of-range id to the last token.
-  with pytest.raises(ValueError, match=r"`chosen` must be a token id in \[0, "):
+  with pytest.raises(ValueError, match=r"`chosen` must lie in \[0, "):
     ld.linear_toy_dpo_loss(w, h, w.shape[0] + 1, 0, jnp.zeros(w.shape[0]), beta=0.1)
-  with pytest.raises(ValueError, match=r"`rejected` must be a token id in \[0, "):
+  with pytest.raises(ValueError, match=r"`rejected` must lie in \[0, "):
     ld.linear_toy_dpo_loss(w, h, 0, -1, jnp.zeros(w.shape[0]), beta=0.1)
   with pytest.raises(ValueError, match="hidden"):
     ld.linear_toy_log_prob_rate(w, h[:-1], 0, 1, beta=0.1)

@@ -243,11 +243,11 @@ def test_bad_inputs(key):
   # Ids outside the vocabulary: refused when concrete; under jit all-NaN logits (a negative id used to wrap around
   # to a real row and give finite logits).
   for bad in (-1, SMALL.vocab_size):
-    with pytest.raises(ValueError, match=r"token ids in \[0, 256\)"):
+    with pytest.raises(ValueError, match=r"`tokens` must lie in \[0, 256\) \(the vocabulary\)"):
       model.apply(params, tokens.at[0, 3].set(bad))
     logits = jax.jit(model.apply)(params, jnp.zeros((2, 8), jnp.int32).at[0, 3].set(bad))
     assert bool(jnp.all(jnp.isnan(logits[0]))) and bool(jnp.all(jnp.isfinite(logits[1])))  # 0 · NaN in attention
-  with pytest.raises(ValueError, match="token ids"):
+  with pytest.raises(ValueError, match="`token` must lie in"):
     model.apply(params, jnp.array([SMALL.vocab_size]), state, FullPrecisionCache(), method=Transformer.decode)
 
 

@@ -42,9 +42,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
+from toolkit import _checks
 from toolkit.losses.preference import dpo_loss
 from toolkit.models.transformer import Transformer, TransformerConfig, _check_tokens
 
@@ -251,8 +251,7 @@ def _check_toy(unembeddings, hidden, chosen, rejected) -> tuple[jax.Array, jax.A
   for name, token in (("chosen", chosen), ("rejected", rejected)):
     if jnp.ndim(token) != 0 or not jnp.issubdtype(jnp.result_type(token), jnp.integer):
       raise TypeError(f"`{name}` must be a scalar integer token id, got {token!r}.")
-    if not isinstance(token, jax.core.Tracer) and not 0 <= int(token) < unembeddings.shape[0]:
-      raise ValueError(f"`{name}` must be a token id in [0, {unembeddings.shape[0]}), got {int(token)}.")
+    _checks.check_ids(token, unembeddings.shape[0], name, "the vocabulary")
   dtype = jnp.result_type(unembeddings, hidden)
   return unembeddings.astype(dtype), hidden.astype(dtype)
 
@@ -280,8 +279,9 @@ def linear_toy_dpo_loss(
   vocab = log_probs.shape[-1]
   for name, token in (("chosen", chosen), ("rejected", rejected)):
     # Indexing would clamp an out-of-range id to the last token without a word.
-    if not isinstance(token, jax.core.Tracer) and not (np.ndim(token) == 0 and 0 <= int(token) < vocab):
-      raise ValueError(f"`{name}` must be a token id in [0, {vocab}), got {token!r}.")
+    if jnp.ndim(token) != 0:
+      raise ValueError(f"`{name}` must be a scalar token id, got shape {jnp.shape(token)}.")
+    _checks.check_ids(token, vocab, name, "the vocabulary")
   return dpo_loss(
     log_probs[chosen], log_probs[rejected], reference_log_probs[chosen], reference_log_probs[rejected], beta=beta
   )

@@ -44,8 +44,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from ott.tools import k_means as ott_k_means
+
+from toolkit import _checks
 
 # (a, b) -> (n, m) dissimilarities between the rows of a (n, dim) and the rows of b (m, dim).
 Dissimilarity = Callable[[jax.Array, jax.Array], jax.Array]
@@ -79,11 +80,9 @@ def _check_assignment(assignment, n: int, num_clusters: int | None = None) -> ja
     raise ValueError(
       f"`assignment` must be an integer array of shape ({n},), got {assignment.dtype}{assignment.shape}."
     )
-  if num_clusters is not None and not isinstance(assignment, jax.core.Tracer) and n:
+  if num_clusters is not None:
     # Out-of-range clusters would be dropped by the segment reductions (or clamped by indexing) without a word.
-    lo, hi = int(np.asarray(assignment).min()), int(np.asarray(assignment).max())
-    if lo < 0 or hi >= num_clusters:
-      raise ValueError(f"`assignment` must lie in [0, {num_clusters}), got values in [{lo}, {hi}].")
+    _checks.check_ids(assignment, num_clusters, "assignment")
   return assignment
 
 

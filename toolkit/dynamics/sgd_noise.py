@@ -39,6 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from toolkit import _checks
+
 Params = Any
 ApplyFn = Callable[[Params, jax.Array], jax.Array]
 
@@ -146,7 +148,7 @@ def alpha_hinge_loss(alpha, centred_output: jax.Array, y: jax.Array, weights: ja
       f"`centred_output`, `y` and `weights` must have one shape, got {jnp.shape(centred_output)}, {jnp.shape(y)} "
       f"and {None if weights is None else jnp.shape(weights)}."
     )
-  _check_positive_scalar("alpha", alpha)
+  _checks.check_positive(alpha, "alpha")
   per_point = jax.nn.relu(1.0 - alpha * centred_output * y) / alpha
   if weights is None:
     return per_point.mean()
@@ -160,14 +162,8 @@ def step_size(temperature, alpha, width, batch_size):
   1.6
   """
   for name, value in (("temperature", temperature), ("alpha", alpha), ("width", width), ("batch_size", batch_size)):
-    _check_positive_scalar(name, value)
+    _checks.check_positive(value, name)
   return temperature * alpha * width * batch_size
-
-
-def _check_positive_scalar(name: str, value) -> None:
-  # A traced value (a sweep over α or T) cannot be checked here.
-  if not isinstance(value, jax.core.Tracer) and not (np.ndim(value) == 0 and float(value) > 0):
-    raise ValueError(f"`{name}` must be a scalar > 0, got {value!r}.")
 
 
 def tree_norm(tree) -> jax.Array:

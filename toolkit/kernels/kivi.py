@@ -28,6 +28,7 @@ import numpy as np
 from flax import struct
 from jax.experimental import pallas as pl
 
+from toolkit import _checks
 from toolkit.kernels import dispatch
 
 SUPPORTED_BITS = (2, 4, 8)  # packed code widths
@@ -62,11 +63,7 @@ def pack(codes: jax.Array, bits: int) -> jax.Array:
     raise ValueError(
       f"the last axis of `codes` ({codes.shape}) must be a multiple of {per_word} for {bits}-bit packing."
     )
-  if not isinstance(codes, jax.core.Tracer) and codes.size:
-    concrete = np.asarray(codes)  # numpy: jnp reductions of a closed-over constant are traced under jit
-    lo, hi = int(concrete.min()), int(concrete.max())
-    if lo < 0 or hi >= 1 << bits:
-      raise ValueError(f"`codes` must lie in [0, {1 << bits}) for {bits}-bit packing, got values in [{lo}, {hi}].")
+  _checks.check_ids(codes, 1 << bits, "codes", f"{bits}-bit codes")
   fields = (codes.astype(jnp.uint32) & jnp.uint32((1 << bits) - 1)).reshape(*codes.shape[:-1], -1, per_word)
   shifts = jnp.arange(per_word, dtype=jnp.uint32) * bits
   # OR of disjoint bit fields == their sum; done in uint32 so the top field may use the sign bit.

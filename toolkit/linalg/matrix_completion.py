@@ -56,6 +56,8 @@ import jax.numpy as jnp
 import jax.scipy as jsp
 import numpy as np
 
+from toolkit import _checks
+
 # Floats per chunk of the folded segment sums: (entries per chunk) × k for the O(|Ω|k) passes, × k² for the
 # Gram matrices of solve_exact (measured on a 2-core CPU: larger chunks were up to 10× slower, from memory traffic).
 _CHUNK_FLOATS = 1 << 16
@@ -167,11 +169,7 @@ def _check_index(idx: Any, name: str, size: int) -> jax.Array:
     raise ValueError(f"`{name}` must be a 1-D array of indices, got shape {idx.shape}.")
   if not jnp.issubdtype(idx.dtype, jnp.integer):
     raise TypeError(f"`{name}` must hold integers, got dtype {idx.dtype}.")
-  if not isinstance(idx, jax.core.Tracer) and idx.size:
-    concrete = np.asarray(idx)  # numpy, so the check also runs on constants inside a jit trace
-    lo, hi = int(concrete.min()), int(concrete.max())
-    if lo < 0 or hi >= size:
-      raise ValueError(f"`{name}` must lie in [0, {size}), got values in [{lo}, {hi}].")
+  _checks.check_ids(idx, size, name)
   return idx.astype(jnp.int32)
 
 

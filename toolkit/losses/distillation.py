@@ -34,8 +34,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
+
+from toolkit import _checks
 
 LogitLoss = Callable[..., jax.Array]
 """``(student_logits, teacher_logits) -> per-example loss``, e.g. :func:`binary_kl_norm` or :func:`kd_loss`."""
@@ -164,11 +165,8 @@ def _check_labels(logits: jax.Array, labels) -> jax.Array:
     raise TypeError(f"`labels` must be an integer array of class indices, got dtype {labels.dtype}.")
   if labels.shape != logits.shape[:-1]:
     raise ValueError(f"`labels` must have shape logits.shape[:-1] = {logits.shape[:-1]}, got {labels.shape}.")
-  if not isinstance(labels, jax.core.Tracer) and labels.size:
-    # An id outside [0, C) selects no class: the cross-entropy would be NaN or a wrapped-around class's.
-    lo, hi = int(np.asarray(labels).min()), int(np.asarray(labels).max())
-    if lo < 0 or hi >= logits.shape[-1]:
-      raise ValueError(f"`labels` must lie in [0, {logits.shape[-1]}) (the classes), got values in [{lo}, {hi}].")
+  # An id outside [0, C) selects no class: the cross-entropy would be NaN or a wrapped-around class's.
+  _checks.check_ids(labels, logits.shape[-1], "labels", "the classes")
   return labels
 
 

@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from toolkit import _checks
+
 
 class PreferenceLoss(Protocol):
   """A direct-alignment loss: four arrays of equal shape (per-example summed log-probabilities of the chosen and
@@ -216,10 +218,7 @@ def token_log_probs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
       f"`tokens` must have shape logits.shape[:-1] with logits (..., T, V); got logits {logits.shape} and tokens "
       f"{tokens.shape}."
     )
-  if not isinstance(tokens, jax.core.Tracer) and tokens.size:
-    lo, hi = int(np.asarray(tokens).min()), int(np.asarray(tokens).max())
-    if lo < 0 or hi >= logits.shape[-1]:
-      raise ValueError(f"`tokens` must lie in [0, {logits.shape[-1]}) (the vocabulary), got values in [{lo}, {hi}].")
+  _checks.check_ids(tokens, logits.shape[-1], "tokens", "the vocabulary")
   compute = jnp.promote_types(logits.dtype, jnp.float32)
   log_probs = jax.nn.log_softmax(logits.astype(compute), axis=-1)
   picked = jnp.take_along_axis(log_probs, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]

@@ -39,8 +39,9 @@ from typing import Any, NamedTuple, Protocol
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
+
+from toolkit import _checks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -310,12 +311,7 @@ def _check_tokens(tokens, ndim: int, what: str, vocab_size: int, max_len: int | 
     raise ValueError(f"`{what}` must have shape {'(B, T)' if ndim == 2 else '(B,)'} with non-zero sizes, got {shape}.")
   if max_len is not None and shape[1] > max_len:
     raise ValueError(f"`{what}` has {shape[1]} tokens, more than the config's max_len ({max_len}).")
-  if not isinstance(tokens, jax.core.Tracer):
-    # numpy, not jnp: inside a jit trace a concrete (closed-over) array still gives traced jnp reductions.
-    concrete = np.asarray(tokens)
-    lo, hi = int(concrete.min()), int(concrete.max())
-    if lo < 0 or hi >= vocab_size:
-      raise ValueError(f"`{what}` must hold token ids in [0, {vocab_size}) (the vocabulary), got ids in [{lo}, {hi}].")
+  _checks.check_ids(tokens, vocab_size, what, "the vocabulary")
   tokens = jnp.asarray(tokens, jnp.int32)
   return jnp.where((tokens < 0) | (tokens >= vocab_size), vocab_size, tokens)
 

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from toolkit import _checks
+
 Resampler = Callable[[jax.Array, jax.Array, int], jax.Array]
 
 
@@ -29,21 +31,6 @@ def _check_weights(weights, name="weights") -> None:
     raise ValueError(f"`{name}` must be a 1-D array over at least one particle, got shape {jnp.shape(weights)}.")
   if not jnp.issubdtype(jnp.result_type(weights), jnp.floating):
     raise TypeError(f"`{name}` must be a floating array, got dtype {jnp.result_type(weights)}.")
-
-
-def _check_weight_values(weights, name="weights") -> None:
-  """Refuses NaN, negative or massless weights when they are concrete (they cannot be checked under ``jit``)."""
-  if isinstance(weights, jax.core.Tracer):
-    return
-  # numpy: jnp reductions of a closed-over constant are traced under jit.
-  w = np.asarray(weights)
-  if np.any(np.isnan(w)):
-    raise ValueError(f"`{name}` contains NaN (at indices {np.flatnonzero(np.isnan(w)).tolist()[:8]}).")
-  if np.any(w < 0):
-    raise ValueError(f"`{name}` must be non-negative, got a minimum of {float(np.min(w))}.")
-  total = np.sum(w, dtype=np.float64)
-  if not np.isfinite(total) or not total > 0:
-    raise ValueError(f"`{name}` must have a positive finite sum, got {float(total)}.")
 
 
 def _check_num_samples(num_samples) -> int:
@@ -64,7 +51,7 @@ def _sorted_to_indices(weights: jax.Array, positions: jax.Array) -> jax.Array:
 def systematic(key: jax.Array, weights: jax.Array, num_samples: int) -> jax.Array:
   """Systematic resampling: one uniform ``u``, positions ``(m + u) / M``. Returns sorted indices (M,)."""
   _check_weights(weights)
-  _check_weight_values(weights)
+  _checks.check_weight_values(weights)
   m = _check_num_samples(num_samples)
   u = jax.random.uniform(key, (), dtype=weights.dtype)
   return _sorted_to_indices(weights, (jnp.arange(m, dtype=weights.dtype) + u) / m)
@@ -73,7 +60,7 @@ def systematic(key: jax.Array, weights: jax.Array, num_samples: int) -> jax.Arra
 def stratified(key: jax.Array, weights: jax.Array, num_samples: int) -> jax.Array:
   """Stratified resampling: one uniform per stratum ``[m/M, (m+1)/M)``. Returns sorted indices (M,)."""
   _check_weights(weights)
-  _check_weight_values(weights)
+  _checks.check_weight_values(weights)
   m = _check_num_samples(num_samples)
   u = jax.random.uniform(key, (m,), dtype=weights.dtype)
   return _sorted_to_indices(weights, (jnp.arange(m, dtype=weights.dtype) + u) / m)
@@ -86,7 +73,7 @@ def multinomial(key: jax.Array, weights: jax.Array, num_samples: int) -> jax.Arr
   so no sort is needed; ``jax.random.categorical`` would cost O(N M) (Gumbel-max). Returns sorted indices.
   """
   _check_weights(weights)
-  _check_weight_values(weights)
+  _checks.check_weight_values(weights)
   m = _check_num_samples(num_samples)
   e = jax.random.exponential(key, (m + 1,), dtype=weights.dtype)
   positions = jnp.cumsum(e)[:-1] / jnp.sum(e)
@@ -101,7 +88,7 @@ def residual(key: jax.Array, weights: jax.Array, num_samples: int) -> jax.Array:
   multinomial draws. The result is in particle order, not shuffled.
   """
   _check_weights(weights)
-  _check_weight_values(weights)
+  _checks.check_weight_values(weights)
   m = _check_num_samples(num_samples)
   w = weights / jnp.sum(weights)
   copies = jnp.floor(m * w)

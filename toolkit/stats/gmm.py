@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from toolkit import _checks
+
 
 class GaussianMixture(NamedTuple):
   """An unnormalised mixture ``Σ_k exp(log_weights_k) N(x; means_k, covs_k)``; its mass is ``Σ_k exp(log_weights_k)``.
@@ -66,10 +68,7 @@ def gaussian_mixture(weights: Any, means: Any, covs: Any) -> GaussianMixture:
     covs = jax.vmap(jnp.diag)(covs)
   elif covs.shape != (k, d, d):
     raise ValueError(f"`covs` must have shape (K, d, d), (K, d) or (K,) with K = {k}, d = {d}, got {covs.shape}.")
-  if not isinstance(weights, jax.core.Tracer):
-    w = np.asarray(weights)
-    if not (np.isfinite(w).all() and (w >= 0).all() and w.sum() > 0):
-      raise ValueError(f"`weights` must be finite and >= 0 with a positive sum, got {w.tolist()}.")
+  _checks.check_weight_values(weights)
   if not isinstance(covs, jax.core.Tracer):
     # Every density and score goes through a Cholesky factor, which is NaN for a covariance that is not PD.
     c = np.asarray(covs, np.float64)

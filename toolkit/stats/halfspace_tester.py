@@ -46,6 +46,7 @@ import numpy as np
 import optax
 from scipy.special import comb, ndtri
 
+from toolkit import _checks
 from toolkit.stats.halfspace_data import gaussian_band_mass
 
 _MAX_DEGREE = 4
@@ -109,7 +110,7 @@ def step(
   if x.shape[1] != jnp.shape(state.w)[0]:
     raise ValueError(f"`x` must have {jnp.shape(state.w)[0]} columns, the dimension of `state.w`, got {x.shape[1]}.")
   _check_int("batch_size", batch_size, 1)
-  _check_sigma(sigma)
+  _checks.check_positive(sigma, "sigma")
   idx = jax.random.randint(key, (batch_size,), 0, x.shape[0])
   loss, grad = jax.value_and_grad(surrogate_loss)(state.w, x[idx], y[idx], sigma)
   updates, opt_state = optimizer.update(grad, state.opt_state, state.w)
@@ -130,12 +131,6 @@ def _check_data(x, y) -> None:
     raise ValueError(f"`x` must have shape (num_samples >= 2, dim), got shape {jnp.shape(x)}.")
   if jnp.shape(y) != (x.shape[0],):
     raise ValueError(f"`y` must have shape ({x.shape[0]},) to match `x`, got shape {jnp.shape(y)}.")
-
-
-def _check_sigma(sigma) -> None:
-  # A traced σ (a sweep over smoothing scales) cannot be checked here.
-  if not isinstance(sigma, jax.core.Tracer) and not (np.ndim(sigma) == 0 and float(sigma) > 0):
-    raise ValueError(f"`sigma` must be a scalar > 0, got {sigma!r}.")
 
 
 def _check_int(name: str, value, minimum: int) -> None:

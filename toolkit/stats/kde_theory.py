@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from toolkit import _checks
 
 _BISECTION_STEPS = 80
 
@@ -47,12 +48,6 @@ def _check_scale(scale) -> None:
 def _check_alpha(alpha) -> None:
   if isinstance(alpha, (int, float)) and not alpha > 0:
     raise ValueError(f"`alpha` must be > 0 (alpha = log(n)/d), got {alpha}.")
-
-
-def _check_positive(name: str, value) -> None:
-  # Any shape; a traced value (a sweep over bandwidths under jit) cannot be checked here.
-  if not isinstance(value, jax.core.Tracer) and not (np.asarray(value, dtype=float) > 0).all():
-    raise ValueError(f"`{name}` must be > 0, got {value!r}.")
 
 
 def _rate_of_precision(a: jax.Array) -> jax.Array:
@@ -74,8 +69,8 @@ def rate_function(bandwidth, order=1.0, *, scale=1.0) -> jax.Array:
   0.4382
   """
   _check_scale(scale)
-  _check_positive("bandwidth", bandwidth)
-  _check_positive("order", order)
+  _checks.check_positive(bandwidth, "bandwidth", scalar=False)
+  _checks.check_positive(order, "order", scalar=False)
   h = jnp.asarray(bandwidth, dtype=float)
   return _rate_of_precision(1.0 + jnp.asarray(order, dtype=h.dtype) * (scale / h) ** 2)
 
@@ -125,7 +120,7 @@ def tail_index(bandwidth, alpha, *, scale=1.0) -> jax.Array:
 
   ``μ < 1``: extreme-value regime; ``1 < μ < 2``: α-stable fluctuations; ``μ ≥ 2``: the CLT holds.
   """
-  _check_positive("bandwidth", bandwidth)
+  _checks.check_positive(bandwidth, "bandwidth", scalar=False)
   return (jnp.asarray(bandwidth, dtype=float) / h_glass(alpha, scale=scale)) ** 2
 
 
@@ -138,7 +133,7 @@ def h_kl(alpha, *, scale=1.0) -> jax.Array:
 def annealed_kl_per_dim(bandwidth, *, scale=1.0) -> jax.Array:
   """``(1/d) KL(N(0, σ²I) ‖ N(0, (σ² + h²)I)) = ½[log(1 + t) − t/(1 + t)]``, ``t = h²/σ²``: the KL to ``E ρ̂_h``."""
   _check_scale(scale)
-  _check_positive("bandwidth", bandwidth)
+  _checks.check_positive(bandwidth, "bandwidth", scalar=False)
   t = (jnp.asarray(bandwidth, dtype=float) / scale) ** 2
   return 0.5 * (jnp.log1p(t) - t / (1.0 + t))
 
@@ -154,7 +149,7 @@ def asymptotic_kl_per_dim(bandwidth, alpha, *, scale=1.0) -> jax.Array:
   Returns:
     The KL per dimension (continuous at ``h_G``, minimal at :func:`h_kl`).
   """
-  _check_positive("bandwidth", bandwidth)
+  _checks.check_positive(bandwidth, "bandwidth", scalar=False)
   h = jnp.asarray(bandwidth, dtype=float)
   a = _critical_precision(alpha)
   u = 1.0 / a + 1.0 / a**2

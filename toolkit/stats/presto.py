@@ -60,6 +60,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from toolkit import _checks
+
 # λ used for "infinitely large": every penalised coefficient is soft-thresholded to exactly zero.
 _HUGE_LAMBDA = 1e8
 
@@ -207,10 +209,7 @@ def _check_weights(weights, n: int, dtype) -> jax.Array:
   w = jnp.ones(n, dtype) if weights is None else jnp.asarray(weights, dtype)
   if w.shape != (n,):
     raise ValueError(f"`weights` must have shape (n,) = ({n},), got {w.shape}.")
-  if not isinstance(w, jax.core.Tracer):
-    concrete = np.asarray(w)
-    if not (np.isfinite(concrete).all() and (concrete >= 0).all() and concrete.sum() > 0):
-      raise ValueError("`weights` must be finite and >= 0 with a positive sum (0 drops a point).")
+  _checks.check_weight_values(w)  # a weight of 0 drops a point
   return w
 
 
