@@ -148,6 +148,11 @@ def _verdict(outcome: dict) -> str:
   return f"passed ({passed}/{len(claims)})" if passed == len(claims) else f"**failed** ({passed}/{len(claims)})"
 
 
+def _cell(text: str) -> str:
+  """Text for a Markdown table cell: a bar would end the cell."""
+  return text.replace("|", "\\|")
+
+
 def _value(v) -> str:
   return "—" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -167,26 +172,29 @@ def write_report(outcomes: Sequence[dict], out_dir: str) -> str:
       "`<key>/summary.md`, `metrics.json`, `log.txt`."
     ),
     "",
-    "| paper | claim | target | measured | verdict | seconds | figure |",
-    "|---|---|---|---|---|---|---|",
+    "| paper | claim | paper's figure | target | measured | verdict | seconds | figure |",
+    "|---|---|---|---|---|---|---|---|",
   ]
   for o in outcomes:
     entry = o["entry"]
     paper = f"{entry.title} ([{entry.arxiv}](https://arxiv.org/abs/{entry.arxiv}))"
     if o["status"] == "not implemented":
-      lines.append(f"| {paper} | | | | not implemented | | |")
+      lines.append(f"| {paper} | | | | | not implemented | | |")
       continue
     record = o["record"]
     if record is None:
-      lines.append(f"| {paper} | | | | {_verdict(o)} (see `{entry.key}/log.txt`) | {o['seconds']:.0f} | |")
+      lines.append(f"| {paper} | | | | | {_verdict(o)} (see `{entry.key}/log.txt`) | {o['seconds']:.0f} | |")
       continue
     claims = record["claims"]
-    claim_text = "<br>".join(c["statement"] for c in claims)
+    claim_text = "<br>".join(_cell(c["statement"]) for c in claims)
+    # The paper's own value for each claim, with its source, or "—" where the paper gives none.
+    paper_text = "<br>".join(_cell(c.get("paper_value") or "—") for c in claims)
     target_text = "<br>".join(f"`{c['metric']}` {c['comparison']} {c['target']:g}" for c in claims)
     measured_text = "<br>".join(f"{_value(c['measured'])}" + ("" if c["passed"] else " ✗") for c in claims)
     figures = " ".join(f"[{name}]({entry.key}/{name})" for name in record["figures"])
     lines.append(
-      f"| {paper} | {claim_text} | {target_text} | {measured_text} | {_verdict(o)} | {o['seconds']:.0f} | {figures} |"
+      f"| {paper} | {claim_text} | {paper_text} | {target_text} | {measured_text} | {_verdict(o)} | "
+      f"{o['seconds']:.0f} | {figures} |"
     )
   path = os.path.join(out_dir, "REPORT.md")
   with open(path, "w") as f:

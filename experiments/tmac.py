@@ -12,13 +12,15 @@ medians (the machine is shared):
   dequant    dequantize-then-matmul (rebuild the float32 matrix from the same packed weights, then ``W @ x``);
   fp32       the float32 matmul of the dequantized matrix (``W @ x``, XLA:CPU's fast layout).
 
-The paper's CPU claims reproduced here: the table-lookup kernel's cost grows linearly with the bit width (fit of
-time vs bits and its R²; the lookup count is exactly ``b·N·M·K/4``), it equals dequantize-then-matmul exactly in
-integer arithmetic, and b-bit weights take b/16 of the fp16 bytes plus the group scales. The paper's speed-ups over
-llama.cpp rest on register-resident int8 tables and ``tbl``/``pshufb`` shuffles, which XLA cannot express: the
-measured ratios against dequantize-then-matmul and fp32, and the memory-bandwidth bound (weight bytes over a
-measured read bandwidth), are reported as they come out. The Pallas kernel is only checked for exactness here
-(interpret mode is not a performance number).
+The claims are the paper's contrast: the table-lookup kernel's time grows linearly with the bit width (fit of time
+vs bits, R², and its growth from 1 to 4 bits) while dequantize-then-matmul, the control, stays flat; at 1 bit the
+lookup beats dequantizing; and a 2-bit table-lookup GEMV beats the float32 GEMV, as reading 7× fewer bytes should.
+The last fails here and stays in the report, failed: the paper's speed rests on register-resident int8 tables and
+``tbl``/``pshufb`` shuffles, which XLA cannot express (a native kernel is issue 17's). Exactness against
+dequantize-then-matmul, the lookup count ``b·N·M·K/4`` and the bytes (b/16 of fp16 plus the group scales) are true
+by construction: they are measured and tested (tests/experiments/test_tmac_experiment.py), not claimed. The
+memory-bandwidth bound (weight bytes over a measured read bandwidth) is reported beside the times. The Pallas kernel
+is only checked for exactness here (interpret mode is not a performance number).
 
   python -m experiments.tmac --quick --out_dir=runs/tmac
   python -m experiments.tmac --out_dir=runs/tmac_full
@@ -256,6 +258,14 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
     measured["w2_compression_vs_fp16"] = by_bits[2]["fp16_bytes"] / by_bits[2]["weight_bytes"]
   if 1 in by_bits and "dequant" in by_bits[1]["ms"]:
     measured["gemv_w1_lut_vs_dequant_speedup"] = by_bits[1]["ms"]["dequant"] / by_bits[1]["ms"]["lut"]
+  if 2 in by_bits and "fp32" in by_bits[2]["ms"]:
+    measured["gemv_w2_lut_vs_fp32_speedup"] = by_bits[2]["ms"]["fp32"] / by_bits[2]["ms"]["lut"]
+  # The paper's contrast, on the batch of tokens: time at the widest over the narrowest bit width, per method.
+  gemm = {r["bits"]: r for r in timed if r["n"] == max(config.n)}
+  narrow, wide = gemm[min(gemm)]["ms"], gemm[max(gemm)]["ms"]
+  for method in ("lut", "dequant"):
+    if method in narrow:
+      measured[f"gemm_{method}_growth_over_bits"] = wide[method] / narrow[method]
   measured["max_rel_err_vs_dequant"] = max(measured[f"n{r['n']}_w{r['bits']}_max_rel_err"] for r in timed)
   return measured
 
@@ -274,26 +284,21 @@ CLAIMS = (
     target=0.9,
   ),
   xp.Claim(
-    metric="lookups_and_index_bytes_exactly_linear",
-    statement="Lookups (b·N·M·K/4) and packed index bytes (b bits per weight) are exactly proportional to b",
-    paper_value="the bit-serial LUT does one table pass per bit-plane",
-    comparison="==",
-    target=1,
-  ),
-  xp.Claim(
-    metric="exact_max_abs_err",
-    statement="The table lookup (XLA gather, bit-serial, one-hot and the Pallas kernel) equals "
-    "dequantize-then-matmul exactly in integer arithmetic",
-    paper_value="T-MAC is exact up to the optional table quantization (reference NMSE check < 5e-4)",
-    comparison="<=",
-    target=0,
-  ),
-  xp.Claim(
-    metric="w2_compression_vs_fp16",
-    statement="2-bit weights (group 128, fp16 scales and zeros) read ≥ 7× fewer bytes than fp16",
-    paper_value="b/16 of the fp16 bytes plus the group scales: 4 MiB + 0.5 MiB vs 32 MiB at 4096²",
+    metric="gemm_lut_growth_over_bits",
+    statement="The table-lookup time grows with the bit width: 4-bit over 1-bit time ≥ 2.5 (4 for a line through "
+    "the origin; a batch of 32 tokens)",
+    paper_value="GEMV kernel figure: T-MAC latency rises about linearly from 1 to 4 bits (one table pass per "
+    "bit-plane)",
     comparison=">=",
-    target=7.0,
+    target=2.5,
+  ),
+  xp.Claim(
+    metric="gemm_dequant_growth_over_bits",
+    statement="Control: dequantize-then-matmul stays flat in the bit width: 4-bit over 1-bit time ≤ 1.5 (same "
+    "packed weights, same batch)",
+    paper_value="GEMV kernel figure: llama.cpp's dequantization kernels stay flat across 1–4 bits (3 bits often worst)",
+    comparison="<=",
+    target=1.5,
   ),
   xp.Claim(
     metric="gemv_w1_lut_vs_dequant_speedup",
@@ -301,6 +306,15 @@ CLAIMS = (
     paper_value="largest gains at 1–2 bits, where dequantization kernels pay their flat cost",
     comparison=">=",
     target=1.5,
+  ),
+  xp.Claim(
+    metric="gemv_w2_lut_vs_fp32_speedup",
+    statement="A 2-bit table-lookup GEMV beats the float32 GEMV (it reads 7× fewer weight bytes); fails on XLA:CPU, "
+    "which cannot keep the tables in registers",
+    paper_value="repository README: Llama-2-7B W2 prefill on a Surface Laptop 7 (4 threads) 50.1 tok/s vs 21.5 for "
+    "OpenBLAS's float matmul; kernel figure: 4096² GEMV ≈ 0.05–0.1 ms at 1–2 bits on M2 (1 thread)",
+    comparison=">=",
+    target=1.0,
   ),
 )
 

@@ -62,6 +62,10 @@ def test_reproduce_one_paper_from_the_command_line(tmp_path):
   assert 0 < by_metric["max_cbw_uvp_percent"] <= 1.0
   report = (tmp_path / "REPORT.md").read_text()
   assert "passed (" in report and "(light_sb/cbw_uvp.png)" in report
+  # The paper's own figure stands beside each measured value.
+  header, row = report.splitlines()[4], next(line for line in report.splitlines() if "Light Schr" in line)
+  assert header.split(" | ")[2] == "paper's figure"
+  assert row.count(" | ") == header.count(" | ") and results[0]["paper_value"].split(" |")[0][:20] in row
   assert (tmp_path / "light_sb" / "cbw_uvp.png").stat().st_size > 10_000
 
 
