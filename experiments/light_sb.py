@@ -9,6 +9,11 @@ Wasserstein distance between the Gaussian fit of 1000 model samples of y|x and t
 π*(·|x), averaged over 1000 test inputs and normalised by ½ Var(y). Each case also reports the metric's sampling
 floor: the same score for the true plan sampled alike (1000 samples per input).
 
+Each case has its own target: twice the paper's cBW-UVP for that (ε, d), or the sampling floor + 0.1 points where
+the floor is above that (our 1000 samples per input cannot resolve less). The control is LightSB with K = 1, a
+single Gaussian potential (so a conditional plan with one Gaussian mode, the mean linear in x), trained alike: it
+must miss the target in every case, or the target does not test the mixture.
+
   python -m experiments.light_sb --quick --out_dir=runs/light_sb
 """
 
@@ -57,6 +62,7 @@ def get_config(scale: str = "full") -> ConfigDict:
   config.dims = (2, 16) if scale == "quick" else (2, 16, 64)
   config.epsilons = (1.0,) if scale == "quick" else (0.1, 1.0, 10.0)
   config.num_components = 50
+  config.control_components = 1  # the control: a single Gaussian potential, trained and scored alike
   config.diagonal = True
   config.s_init = 1.0
   config.batch_size = 128
@@ -78,8 +84,11 @@ def validate_config(config: ConfigDict) -> None:
   for eps in config.epsilons:
     if float(eps) not in PAPER_LEARNING_RATE:
       raise xp.ConfigError(f"--config.epsilons: {eps} is not a benchmark ε; known: {tuple(PAPER_LEARNING_RATE)}")
-  if config.num_components < 1:
-    raise xp.ConfigError(f"--config.num_components must be >= 1, got {config.num_components}")
+  if config.num_components < 1 or config.control_components < 1:
+    raise xp.ConfigError(
+      f"--config.num_components and --config.control_components must be >= 1, got {config.num_components} and "
+      f"{config.control_components}"
+    )
   for name in (
     "batch_size",
     "num_steps",
@@ -106,22 +115,25 @@ def run_case(eps: float, dim: int, config: ConfigDict, key: jax.Array) -> tuple[
   sample_x0, sample_x1, sample_true_plan = benchmarks.benchmark_samplers(bench)
   lr = config.learning_rate or PAPER_LEARNING_RATE[float(eps)]
 
+  def train(num_components):
+    return lsb.fit(
+      k_fit,
+      sample_x0,
+      sample_x1,
+      epsilon=eps,
+      num_components=num_components,
+      diagonal=config.diagonal,
+      optimizer=optax.adam(lr),
+      batch_size=config.batch_size,
+      num_steps=config.num_steps,
+      s_init=config.s_init,
+    )
+
   start = time.perf_counter()  # compilation included
-  out = lsb.fit(
-    k_fit,
-    sample_x0,
-    sample_x1,
-    epsilon=eps,
-    num_components=config.num_components,
-    diagonal=config.diagonal,
-    optimizer=optax.adam(lr),
-    batch_size=config.batch_size,
-    num_steps=config.num_steps,
-    s_init=config.s_init,
-  )
-  jax.block_until_ready(out)
+  out = jax.block_until_ready(train(config.num_components))
   train_seconds = time.perf_counter() - start
   params = out.params
+  control_params = train(config.control_components).params
 
   start = time.perf_counter()
   var_y = benchmarks.benchmark_target_variance(k_var, bench, config.num_target_samples)
@@ -135,7 +147,11 @@ def run_case(eps: float, dim: int, config: ConfigDict, key: jax.Array) -> tuple[
   def truth(k, x, m):
     return sample_true_plan(k, jnp.broadcast_to(x, (m, dim)))
 
+  def control(k, x, m):
+    return lsb.sample_plan(k, control_params, x, eps, m)
+
   cbw = float(metrics.conditional_bw_uvp(k_eval, model, x_test, true_mean, true_cov, var_y, num_samples=n))
+  control_cbw = float(metrics.conditional_bw_uvp(k_eval, control, x_test, true_mean, true_cov, var_y, num_samples=n))
   floor = float(metrics.conditional_bw_uvp(k_eval, truth, x_test, true_mean, true_cov, var_y, num_samples=n))
   # BW-UVP of the target marginal: y = LightSB(x), x ~ p0, against the Gaussian fit of true target samples.
   k_x, k_y, k_model = jax.random.split(k_target, 3)
@@ -144,6 +160,7 @@ def run_case(eps: float, dim: int, config: ConfigDict, key: jax.Array) -> tuple[
   target_mean, target_cov = metrics.gaussian_fit(y_true)
   target_bw_uvp = float(metrics.bw_uvp(y_model, target_mean, target_cov))
   losses = np.asarray(out.losses)
+  paper = PAPER_CBW_UVP.get((float(eps), int(dim)))
   result = {
     "eps": float(eps),
     "dim": int(dim),
@@ -151,17 +168,24 @@ def run_case(eps: float, dim: int, config: ConfigDict, key: jax.Array) -> tuple[
     "num_steps": int(config.num_steps),
     "cbw_uvp": cbw,
     "cbw_uvp_floor": floor,
+    "control_cbw_uvp": control_cbw,
+    "case_target": case_target(paper, floor),
     "target_bw_uvp": target_bw_uvp,
     "var_y": float(var_y),
     "train_seconds": train_seconds,
     "eval_seconds": time.perf_counter() - start,
-    "paper_cbw_uvp": PAPER_CBW_UVP.get((float(eps), int(dim))),
+    "paper_cbw_uvp": paper,
     # Loss curve: means over 100 equal windows (the minibatch loss is noisy).
     "loss_curve": losses[: losses.size // 100 * 100].reshape(100, -1).mean(1).tolist()
     if losses.size >= 100
     else losses.tolist(),
   }
   return result, params
+
+
+def case_target(paper: float | None, floor: float) -> float:
+  """A case's cBW-UVP target (%): twice the paper's, or the sampling floor + 0.1 where that is higher."""
+  return max(2 * paper if paper is not None else 0.0, floor + 0.1)
 
 
 def save_params(params: lsb.LightSBParams, path: str) -> None:
@@ -201,8 +225,13 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
 
   measured = {}
   for name, r in results.items():
-    for field in ("cbw_uvp", "cbw_uvp_floor", "target_bw_uvp", "train_seconds"):
+    for field in ("cbw_uvp", "cbw_uvp_floor", "control_cbw_uvp", "case_target", "target_bw_uvp", "train_seconds"):
       measured[f"{name}_{field}"] = r[field]
+  # Each case against its own target: LightSB must meet it everywhere, the K = 1 control miss it everywhere.
+  measured["max_cbw_uvp_over_case_target"] = max(r["cbw_uvp"] / r["case_target"] for r in results.values())
+  measured["min_control_cbw_uvp_over_case_target"] = min(
+    r["control_cbw_uvp"] / r["case_target"] for r in results.values()
+  )
   measured["max_cbw_uvp_percent"] = max(r["cbw_uvp"] for r in results.values())
   measured["max_cbw_uvp_floor_percent"] = max(r["cbw_uvp_floor"] for r in results.values())
   measured["max_train_seconds"] = max(r["train_seconds"] for r in results.values())
@@ -232,12 +261,17 @@ def plot_results(results: dict, ctx: xp.Context) -> None:
   ours = [results[n]["cbw_uvp"] for n in names]
   floor = [results[n]["cbw_uvp_floor"] for n in names]
   paper = [results[n]["paper_cbw_uvp"] or np.nan for n in names]
+  control = [results[n].get("control_cbw_uvp", np.nan) for n in names]
   ax.bar(xs - width, ours, width, label="LightSB (ours)")
+  ax.scatter(xs - width, control, marker="v", color="tab:red", zorder=3, label="control: K = 1")
+  ax.scatter(
+    xs, [results[n]["case_target"] for n in names], marker="_", s=300, color="black", zorder=3, label="case target"
+  )
   ax.bar(xs, floor, width, label="true plan, sampled alike (floor)", color="gray")
   ax.bar(xs + width, paper, width, label="LightSB (paper)", color="tab:orange")
   for x, v in zip(xs - width, ours):
     ax.text(x, v, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
-  ax.axhline(1.0, color="red", ls=":", lw=1, label="quick target 1%")
+  ax.set_yscale("log")
   ax.set_xticks(xs, [f"ε={results[n]['eps']:g}\nd={results[n]['dim']}" for n in names])
   ax.set_ylabel("cBW-UVP (%)")
   ax.set_title("EOT benchmark (Gushchin et al. 2023), lower is better")
@@ -294,29 +328,39 @@ def plot_2d_case(results: dict, config: ConfigDict, ctx: xp.Context, keys, cases
 def write_table(results: dict, ctx: xp.Context) -> None:
   lines = [
     (
-      "| ε | d | cBW-UVP (%) | floor: true plan sampled alike (%) | paper LightSB (%) | target BW-UVP (%) | "
-      "train s | eval s | steps |"
+      "| ε | d | cBW-UVP (%) | floor: true plan sampled alike (%) | paper LightSB (%) | case target (%) | "
+      "control K = 1 (%) | target BW-UVP (%) | train s | eval s | steps |"
     ),
-    "|---|---|---|---|---|---|---|---|---|",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for r in results.values():
     paper = "—" if r["paper_cbw_uvp"] is None else f"{r['paper_cbw_uvp']:.2f}"
     lines.append(
       f"| {r['eps']:g} | {r['dim']} | {r['cbw_uvp']:.3f} | {r['cbw_uvp_floor']:.3f} | {paper} | "
-      f"{r['target_bw_uvp']:.3f} | {r['train_seconds']:.1f} | {r['eval_seconds']:.1f} | {r['num_steps']} |"
+      f"{r['case_target']:.3f} | {r['control_cbw_uvp']:.3f} | {r['target_bw_uvp']:.3f} | "
+      f"{r['train_seconds']:.1f} | {r['eval_seconds']:.1f} | {r['num_steps']} |"
     )
   ctx.write_text("table.md", "\n".join(lines))
 
 
 CLAIMS = (
   xp.Claim(
-    metric="max_cbw_uvp_percent",
-    statement="LightSB recovers the benchmark's conditional plans: cBW-UVP below 1% on every quick case (1.5% at "
-    "full scale, where the metric's own sampling floor reaches 0.8% at d = 64, ε = 10)",
-    paper_value="LightSB poster table: cBW-UVP 0.03–0.62% (d = 2..128, ε = 0.1, 1, 10); best prior solver 1–18%",
+    metric="max_cbw_uvp_over_case_target",
+    statement="LightSB recovers the benchmark's conditional plans: cBW-UVP within each case's target (2× the "
+    "paper's, or the sampling floor + 0.1 points), worst case's ratio to its target",
+    paper_value="LightSB poster table: cBW-UVP 0.03–0.62% (d = 2..128, ε = 0.1, 1, 10), e.g. 0.05 / 0.09% at "
+    "ε = 1, d = 2 / 16; best prior solver 1–18%",
     comparison="<=",
     target=1.0,
-    full_target=1.5,
+  ),
+  xp.Claim(
+    metric="min_control_cbw_uvp_over_case_target",
+    statement="Control: LightSB with K = 1 (one Gaussian potential), trained alike, misses the target in every "
+    "case (smallest ratio to the target)",
+    paper_value="— (the paper's K ablation is not quoted here; a single Gaussian cannot represent the "
+    "benchmark's mixture plans)",
+    comparison=">",
+    target=1.0,
   ),
   xp.Claim(
     metric="max_train_seconds",

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -55,13 +56,15 @@ def test_reproduce_one_paper_from_the_command_line(tmp_path):
     timeout=900,
   )
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-  assert "[1/1] light_sb: passed" in result.stdout
+  # Its verdict is whatever the claims say (the d = 16 case misses 2× the paper's figure); the main job reports it.
+  assert re.search(r"\[1/1\] light_sb: (passed|\*\*failed\*\*) \(\d/3\)", result.stdout), result.stdout[-2000:]
   results = json.loads((tmp_path / "results.json").read_text())
-  assert results and all(r["experiment"] == "light_sb" and r["passed"] for r in results)
-  by_metric = {r["metric"]: r["measured"] for r in results}
-  assert 0 < by_metric["max_cbw_uvp_percent"] <= 1.0
+  assert len(results) == 3 and all(r["experiment"] == "light_sb" and r["status"] == "ok" for r in results)
+  by_metric = {r["metric"]: r for r in results}
+  assert 0 < by_metric["max_cbw_uvp_over_case_target"]["measured"] < 5
+  assert by_metric["min_control_cbw_uvp_over_case_target"]["passed"]  # the K = 1 control misses every target
   report = (tmp_path / "REPORT.md").read_text()
-  assert "passed (" in report and "(light_sb/cbw_uvp.png)" in report
+  assert "(light_sb/cbw_uvp.png)" in report
   # The paper's own figure stands beside each measured value.
   header, row = report.splitlines()[4], next(line for line in report.splitlines() if "Light Schr" in line)
   assert header.split(" | ")[2] == "paper's figure"
