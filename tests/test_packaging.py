@@ -159,6 +159,18 @@ def test_wheel_installs_and_runs_outside_the_source_tree(tmp_path):
   assert record["measured"]["min_norm_peak_height"] > 1
   assert (workdir / "run" / "double_descent.png").exists()
   timings["imports, toolkit list, one binary"] = time.time() - start
+
+  # The main job from the installed package: each paper's binary starts in its own process as
+  # `python -m toolkit.experiments.<name>`. Stopped by its time limit here (a whole quick run is the clone's test).
+  start = time.time()
+  reports = workdir / "reports"
+  cmd = ["toolkit", "reproduce", "--only=light_sb", "--timeout=25", f"--out_dir={reports}"]
+  result = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1 and "light_sb: **timeout**" in result.stdout, result.stdout + result.stderr
+  log = (reports / "light_sb" / "log.txt").read_text()
+  assert "light_sb: quick scale, seed 0" in log and "Traceback" not in log, log[-3000:]
+  assert "**timeout**" in (reports / "REPORT.md").read_text()
+  timings["toolkit reproduce (stopped at 25 s)"] = time.time() - start
   size = wheel.stat().st_size / 2**20
   print(
     f"wheel {wheel.name}: {size:.2f} MiB, {modules} modules; " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
