@@ -4,7 +4,7 @@ Diffusion "models" (VP SDE, b0 = 0.1, b1 = 20) of labelled 2-D Gaussian mixtures
 of the noised mixtures or (ii) one small class-conditional score network (flax MLP, denoising score matching)
 trained on the same mixtures. Targets built from them at inference time, each with an exact oracle at ``t_min``:
 
-* annealing ``q^β``, β = 2 and ½, of ``A = ½N((-2,0), ½I) + ½N((2,0), 0.05I)``;
+* annealing ``q^β``, β = 2, ½ and 10 (the paper's Figure 1), of ``A = ½N((-2,0), ½I) + ½N((2,0), 0.05I)``;
 * the product ``q^{P1} q^{P2}`` of two experts, ``P1 = ½N((-1,0), 0.3I) + ½N((1,0), 0.3I)`` and
   ``P2 = N((½,½), I)``;
 * guidance (the geometric average ``q_u^{1-w} q_c^w``), w = 2, 3, 4, of ``U = N(0, I)`` and ``C = N((1,1), ¼I)``.
@@ -20,7 +20,8 @@ first two moments ``E[x]``, ``E[xxᵀ]`` (and of the covariance, reported), the 
 scale, half of the training times log-uniform so that small-t scores, which the weights need, are learned) is
 judged against the same exact targets, so its own score error counts against it.
 
-Also run, and reported outside the claims: ``product_disjoint``, the authors' toy product of the top two and the
+The paper's Figure 1 settings, annealing to β = 10 and ``product_disjoint``, have a claim of their own (FKC closer
+to the exact target than naive in both). ``product_disjoint`` is the authors' toy product of the top two and the
 bottom two of four modes (±1.5, ±1.5) (std 0.4, weights (0.2, 0.8) and (0.7, 0.3)). Its product
 lives where neither expert has mass (log Z = -15.7): the naive product only misweights its two modes slightly
 (moment error ≈ 4%), while the weights, which lose 13 nats along the way, are noisy: FKC's log Z is right there
@@ -78,6 +79,7 @@ CLASSES = tuple(DATA)
 SETTINGS = {
   "anneal_beta2": (("A", "A"), (2.0, 0.0)),
   "anneal_beta0.5": (("A", "A"), (0.5, 0.0)),
+  "anneal_beta10": (("A", "A"), (10.0, 0.0)),
   "product": (("P1", "P2"), (1.0, 1.0)),
   "product_disjoint": (("D1", "D2"), (1.0, 1.0)),
   "cfg_w2": (("U", "C"), (-1.0, 2.0)),
@@ -92,10 +94,12 @@ VARIANTS = {
   "fkc": (1.0, True),
   "fkc_ess": (0.5, True),
 }
-# Run and reported, but outside the claims: with disjoint experts the naive product is already close (it only
-# misweights the two modes slightly) while the weights, which must lose 13 nats of mass along the way (log Z =
-# -15.7), are noisy; FKC's distance is then not reliably below the naive one (see the module docstring).
-EXTRA_SETTINGS = ("product_disjoint",)
+# The paper's Figure 1 settings, judged by a claim of their own: annealing to β = 10, and the authors' product of
+# disjoint experts. With disjoint experts the naive product is already close (it only misweights the two modes
+# slightly) while the weights, which must lose 13 nats of mass along the way (log Z = -15.7), are noisy; FKC's
+# distance is then not reliably below the naive one (see the module docstring). The other claims leave them out.
+FIGURE1_SETTINGS = ("anneal_beta10", "product_disjoint")
+EXTRA_SETTINGS = FIGURE1_SETTINGS
 
 
 def get_config(scale: str = "full") -> ConfigDict:
@@ -314,8 +318,8 @@ def closed_form_log_z(setting: str, config: ConfigDict) -> float | None:
   names, betas = SETTINGS[setting]
   schedule = schedule_of(config)
   noised = [fkc.noise_gmm(mixture(n), schedule, config.t_min) for n in names]
-  if setting == "anneal_beta2":
-    return float(gmm.log_mass(gmm.power(noised[0], 2)))
+  if setting.startswith("anneal") and float(betas[0]).is_integer():
+    return float(gmm.log_mass(gmm.power(noised[0], int(betas[0]))))
   if setting.startswith("product"):
     return float(gmm.log_mass(gmm.product(noised[0], noised[1])))
   if setting.startswith("cfg"):
@@ -422,7 +426,7 @@ def summarize(sampled: list[dict], train: dict | None) -> dict[str, float]:
   measured: dict[str, float] = {}
   if train is not None:
     measured.update(train_seconds=train["seconds"], train_final_loss=train["final_loss"])
-  ratios, fkc_errors_where_naive_off, log_z_errors, closed_form_checks = [], [], [], []
+  ratios, fkc_errors_where_naive_off, log_z_errors, closed_form_checks, figure1_ratios = [], [], [], [], []
   for r in sampled:
     prefix = f"{r['score_model']}_{r['setting']}"
     v = r["variants"]
@@ -435,6 +439,8 @@ def summarize(sampled: list[dict], train: dict | None) -> dict[str, float]:
     measured[f"{prefix}_distance_ratio_fkc_over_naive"] = v["fkc"]["distance"] / v["naive"]["distance"]
     if r["closed_form_log_z"] is not None:
       closed_form_checks.append(abs(r["closed_form_log_z"] - r["oracle_log_z"]))
+    if r["score_model"] == "exact" and r["setting"] in FIGURE1_SETTINGS:
+      figure1_ratios.append(v["fkc"]["distance"] / v["naive"]["distance"])
     if not r["claimed"]:
       continue
     ratios.append(v["fkc"]["distance"] / v["naive"]["distance"])
@@ -443,6 +449,10 @@ def summarize(sampled: list[dict], train: dict | None) -> dict[str, float]:
         fkc_errors_where_naive_off.append(v["fkc"]["moment_error"])
       log_z_errors.append(abs(v["fkc"]["log_z"] - r["oracle_log_z"]))
   measured["max_distance_ratio_fkc_over_naive"] = max(ratios, default=float("nan"))
+  # NaN unless both Figure 1 settings ran: the claim needs them both.
+  measured["figure1_max_distance_ratio_fkc_over_naive"] = (
+    max(figure1_ratios) if len(figure1_ratios) == len(FIGURE1_SETTINGS) else float("nan")
+  )
   measured["num_claimed_settings"] = float(len(ratios))
   measured["num_settings_naive_off_by_20pct"] = float(len(fkc_errors_where_naive_off))
   measured["max_fkc_moment_error_where_naive_off"] = max(fkc_errors_where_naive_off, default=float("nan"))
@@ -477,7 +487,7 @@ def write_table(sampled: list[dict], train: dict | None, ctx: xp.Context) -> Non
     "|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for r in sampled:
-    setting = r["setting"] + ("" if r["claimed"] else " (not claimed)")
+    setting = r["setting"] + ("" if r["claimed"] else " (Figure 1 claim)")
     for variant, x in r["variants"].items():
       lz = "—" if x["log_z"] is None else f"{x['log_z'] - r['oracle_log_z']:+.3f}"
       lines.append(
@@ -599,9 +609,19 @@ CLAIMS = (
     metric="max_distance_ratio_fkc_over_naive",
     statement="the distance to the exact target (energy distance) is lower with FKC than with naive score mixing in "
     "every setting: annealing β = 2 and ½, a product of two experts, guidance w = 2, 3, 4; exact and "
-    "trained scores (product_disjoint is reported, not claimed: see the module docstring)",
+    "trained scores (the paper's Figure 1 settings are judged by the next claim)",
     paper_value="abstract: FKC improves on plain score mixing for classifier-free guidance (text-to-image) and "
     "products of experts (multi-objective molecules); measured there by FID/CLIP and docking scores",
+    comparison="<",
+    target=1.0,
+  ),
+  xp.Claim(
+    metric="figure1_max_distance_ratio_fkc_over_naive",
+    statement="... and in the paper's own Figure 1 settings, annealing to β = 10 and the authors' product of "
+    "disjoint experts (exact scores; the worse of the two ratios of FKC's energy distance to naive's). Seed-"
+    "dependent at quick scale: the disjoint product's ratio was 0.74 / 0.20 / 1.78 / 0.13 at seeds 0–3",
+    paper_value="Fig. 1: on a 2-D mixture, FKC samples the annealed (β = 10) target and the product of two "
+    "experts, where the unweighted sampler misses them; shown as samples, no number",
     comparison="<",
     target=1.0,
   ),
