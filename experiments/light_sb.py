@@ -261,7 +261,7 @@ def plot_results(results: dict, ctx: xp.Context) -> None:
   ours = [results[n]["cbw_uvp"] for n in names]
   floor = [results[n]["cbw_uvp_floor"] for n in names]
   paper = [results[n]["paper_cbw_uvp"] or np.nan for n in names]
-  control = [results[n].get("control_cbw_uvp", np.nan) for n in names]
+  control = [results[n]["control_cbw_uvp"] for n in names]
   ax.bar(xs - width, ours, width, label="LightSB (ours)")
   ax.scatter(xs - width, control, marker="v", color="tab:red", zorder=3, label="control: K = 1")
   ax.scatter(

@@ -123,8 +123,8 @@ def workspace_rows() -> dict[str, dict[str, str]]:
   lines = (REPO / "WORKSPACE.md").read_text().splitlines()
   header = None
   for line in lines:
-    if not line.startswith("|"):
-      header = None if header and not line.strip() else header
+    if not line.startswith("|"):  # any other line ends a table
+      header = None
       continue
     cells = [c.strip() for c in line.strip().strip("|").split("|")]
     if cells[:2] == ["paper", "arXiv"]:
@@ -205,7 +205,7 @@ def write_api_pages() -> int:
 
 
 def copy_tutorials(registry) -> list[str]:
-  titles = {entry.experiment: entry.title for entry in registry.PAPERS if entry.experiment}
+  binaries = {entry.experiment for entry in registry.PAPERS if entry.experiment}
   names = []
   for path in sorted((REPO / "notebooks").glob("*.ipynb")):
     shutil.copyfile(path, GENERATED / "tutorials" / path.name)
@@ -225,7 +225,7 @@ def copy_tutorials(registry) -> list[str]:
     "```",
     "",
   ]
-  missing = sorted(set(names) - set(titles))
+  missing = sorted(set(names) - binaries)
   if missing:
     raise ValueError(f"notebooks without a paper in experiments/registry.py: {missing}")
   (GENERATED / "tutorials" / "index.md").write_text("\n".join(lines))
@@ -248,10 +248,7 @@ def write_report_page() -> None:
 
 
 def generate() -> dict[str, int]:
-  """Writes every generated page; returns counts for the build's log."""
-  import sys
-
-  sys.path.insert(0, str(REPO))
+  """Writes every generated page; returns counts for the build's log (conf.py puts the clone on sys.path)."""
   registry = importlib.import_module("experiments.registry")
   shutil.rmtree(GENERATED, ignore_errors=True)
   for sub in ("fields", "api", "tutorials"):

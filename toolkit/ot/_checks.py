@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from toolkit import _checks
 
-def is_tracer(value: Any) -> bool:
-  return isinstance(value, jax.core.Tracer)
+is_tracer = _checks.is_traced
 
 
 def check_epsilon(epsilon: Any, meaning: str = "the Wiener variance of the prior") -> None:

@@ -95,7 +95,8 @@ class SyntheticPatient(NamedTuple):
 
 
 def check_spatial(x: Any, name: str, *, min_ndim: int = 1, max_ndim: int = 3) -> jax.Array:
-  """``x`` as a floating array of 1 to 3 spatial axes; a ``TypeError``/``ValueError`` naming ``name`` otherwise."""
+  """``x`` as a floating array of ``min_ndim`` to ``max_ndim`` spatial axes, at least 2 cells along each; a
+  ``TypeError``/``ValueError`` naming ``name`` otherwise."""
   x = jnp.asarray(x)
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise TypeError(f"`{name}` must be a floating-point array, got dtype {x.dtype}.")
