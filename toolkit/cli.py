@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   """Entry point of the ``toolkit`` console script; returns the exit status."""
   args = list(sys.argv[1:] if argv is None else argv)
   if not args or args[0] in ("-h", "--help", "help"):
-    print(__doc__.strip().split("\n\n")[0])
+    print("\n\n".join(__doc__.strip().split("\n\n")[:2]))  # what the command is, and its usage lines
     print()
     print(_listing())
     return 0 if args else 2
