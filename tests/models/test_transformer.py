@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,6 +29,7 @@ from toolkit.models.transformer import (
   rope,
   sequence_log_probs,
 )
+from toolkit.quant import zeroquant as zq
 
 SMALL = TransformerConfig(d_model=64, num_heads=2, num_layers=2, max_len=64)
 TINY = TransformerConfig(d_model=32, num_heads=1, num_layers=1, d_ff=64, max_len=32)
@@ -328,3 +330,24 @@ def test_pretrained_trains_once_then_loads(tmp_path, monkeypatch):
     lt.pretrained(TINY, dataclasses.replace(TINY_RECIPE, seed=1), cache_dir=tmp_path / "models")
   monkeypatch.setenv("TOOLKIT_CACHE_DIR", str(tmp_path))  # the default: <cache dir>/models
   assert lt.pretrained(TINY, TINY_RECIPE).path == first.path
+
+
+def test_evaluator_runs_the_model_under_an_interceptor(key):
+
+  params, tokens = _sharp_params(key), np.asarray(_tokens(key, (1, 60)))[0]
+  windows = text.consecutive_windows(tokens, 8)
+  evaluator = lt.make_evaluator(SMALL, windows, batch_size=3, reference_params=params)
+  a4 = zq.DenseInputQuantizer(4)
+  got = evaluator(params, a4)
+  # Oracle: the interceptor's model applied directly, scored against the plain model's distributions.
+  with nn.intercept_methods(a4):
+    log_p = jax.nn.log_softmax(Transformer(SMALL).apply(params, windows[:, :-1]), -1)
+  ref = jax.nn.log_softmax(Transformer(SMALL).apply(params, windows[:, :-1]), -1)
+  nll = -np.take_along_axis(np.asarray(log_p), windows[:, 1:, None], -1).mean()
+  kl = float(jnp.mean(jnp.sum(jnp.exp(ref) * (ref - log_p), -1)))
+  np.testing.assert_allclose(got.loss, nll, rtol=1e-5)
+  np.testing.assert_allclose(got.kl, kl, rtol=1e-4)
+  assert got.kl > 1e-4  # 4-bit activations move the predictions ...
+  assert abs(evaluator(params).kl) < 1e-6  # ... and a cached trace with the interceptor does not leak into plain calls
+  with pytest.raises(TypeError, match="`intercept`"):
+    evaluator(params, "a8")

@@ -432,3 +432,73 @@ def test_a_plain_function_is_a_weight_quantizer():
   # A quantizer that does not say whether it needs the Hessians is given them.
   with pytest.raises(ValueError, match="needs `hessians`"):
     zq.quantize_dense_layers(params, algorithm=lambda w, h, **grid: w, bits=3)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Activations
+
+
+def _numpy_token_quant(x, bits):
+  """Token-wise symmetric fake quantization written out in numpy, token by token."""
+  qmax = 2 ** (bits - 1) - 1
+  out = np.empty_like(x)
+  for idx in np.ndindex(x.shape[:-1]):
+    row = x[idx]
+    s = np.abs(row).max() / qmax
+    s = s if s > 0 else 1.0
+    out[idx] = s * np.clip(np.round(row / s), -qmax - 1, qmax)
+  return out
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_quantize_activations_matches_a_token_by_token_loop(bits, key):
+  x = np.array(jax.random.normal(key, (3, 5, 24)) * jnp.exp(jax.random.normal(key, (24,))))
+  x[0, 0] = 0.0  # an all-zero token stays zero
+  got = np.asarray(zq.quantize_activations(jnp.asarray(x), bits=bits))
+  np.testing.assert_allclose(got, _numpy_token_quant(x, bits), rtol=1e-6, atol=1e-7)
+  step = np.abs(x).max(-1, keepdims=True) / (2 ** (bits - 1) - 1)
+  assert np.all(np.abs(got - x) <= step / 2 + 1e-6)
+  assert np.all(got[0, 0] == 0.0)
+
+
+def test_an_outlier_channel_coarsens_its_tokens_only(key):
+  # ZeroQuant-V2's point: one large channel widens the whole token's step.
+  x = jax.random.normal(key, (64, 32))
+  spiked = x.at[:32, 5].set(50.0)
+  err = lambda y: np.asarray(jnp.abs(zq.quantize_activations(y, bits=8) - y).mean(-1))
+  assert err(spiked)[:32].mean() > 10 * err(x)[:32].mean()
+  np.testing.assert_array_equal(err(spiked)[32:], err(x)[32:])
+
+
+def test_quantize_activations_keeps_nan_dtype_and_refuses_bad_input():
+  x = jnp.ones((2, 32)).at[0, 3].set(jnp.nan)
+  out = zq.quantize_activations(x, bits=8)
+  assert bool(jnp.all(jnp.isnan(out[0]))) and bool(jnp.all(out[1] == 1.0))
+  assert zq.quantize_activations(jnp.ones((2, 4), jnp.bfloat16), bits=8).dtype == jnp.bfloat16
+  with pytest.raises(ValueError, match="bits"):
+    zq.quantize_activations(jnp.ones((2, 4)), bits=1)
+  with pytest.raises(TypeError, match="`x` must be a floating"):
+    zq.quantize_activations(jnp.ones((2, 4), jnp.int32), bits=8)
+  with pytest.raises(ValueError, match="`x` must have a channel axis"):
+    zq.quantize_activations(jnp.float32(1.0), bits=8)
+  with pytest.raises(ValueError, match="bits"):
+    zq.DenseInputQuantizer(9)
+  with pytest.raises(TypeError, match="`exclude`"):
+    zq.DenseInputQuantizer(8, exclude="head")
+
+
+def test_dense_input_quantizer_quantizes_each_dense_input(small_model):
+  model, params, batches = small_model
+  x = batches[0]
+  with nn.intercept_methods(zq.DenseInputQuantizer(4, exclude=("head",))):
+    got = model.apply(params, x)
+  # The same network written out, with the inputs of a, b and c quantized and the head's left alone.
+  p, q = params["params"], lambda y: zq.quantize_activations(y, bits=4)
+  h = nn.gelu((q(x) @ p["a"]["kernel"] + p["a"]["bias"]) * (q(x) @ p["b"]["kernel"]))
+  h = q(h) @ p["c"]["kernel"] + p["c"]["bias"]
+  expected = jnp.tanh(h) @ p["head"]["kernel"] + p["head"]["bias"]
+  np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-5)
+  # Equal settings hash equal (a static jit argument compiles once per setting).
+  assert zq.DenseInputQuantizer(4) == zq.DenseInputQuantizer(4) and hash(zq.DenseInputQuantizer(4)) == hash(
+    zq.DenseInputQuantizer(4, ())
+  )

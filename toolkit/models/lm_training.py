@@ -166,28 +166,46 @@ class Evaluation(NamedTuple):
   kl: float
 
 
-@functools.partial(jax.jit, static_argnames="config")
-def _log_probs(params: Any, config: TransformerConfig, windows: jax.Array) -> jax.Array:
+def _intercepted(intercept: Callable | None, fn: Callable, *args):
+  """``fn(*args)`` with a flax method interceptor active (``None``: plain), e.g. ``zeroquant.DenseInputQuantizer``."""
+  if intercept is None:
+    return fn(*args)
+  import flax.linen as nn
+
+  with nn.intercept_methods(intercept):
+    return fn(*args)
+
+
+# The interceptor acts at trace time, so it is a static argument: a cached trace never serves another interceptor.
+@functools.partial(jax.jit, static_argnames=("config", "intercept"))
+def _log_probs(
+  params: Any, config: TransformerConfig, windows: jax.Array, intercept: Callable | None = None
+) -> jax.Array:
   """(B, T, V) next-token log-probabilities of windows (B, T + 1)."""
-  return jax.nn.log_softmax(Transformer(config).apply(params, windows[:, :-1]), axis=-1)
+  logits = _intercepted(intercept, Transformer(config).apply, params, windows[:, :-1])
+  return jax.nn.log_softmax(logits, axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames="config")
-def _weighted_nll(params: Any, config: TransformerConfig, windows: jax.Array, weights: jax.Array) -> jax.Array:
-  return -jnp.sum(sequence_log_probs(params, config, windows).sum(-1) * weights)
+@functools.partial(jax.jit, static_argnames=("config", "intercept"))
+def _weighted_nll(
+  params: Any, config: TransformerConfig, windows: jax.Array, weights: jax.Array, intercept: Callable | None = None
+) -> jax.Array:
+  log_probs = _intercepted(intercept, sequence_log_probs, params, config, windows)
+  return -jnp.sum(log_probs.sum(-1) * weights)
 
 
-@functools.partial(jax.jit, static_argnames="config")
+@functools.partial(jax.jit, static_argnames=("config", "intercept"))
 def _weighted_nll_and_kl(
   params: Any,
   config: TransformerConfig,
   windows: jax.Array,
   weights: jax.Array,
   reference_log_probs: jax.Array,
+  intercept: Callable | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   # The KL needs the whole next-token distribution, so the NLL is read from it too (the same value as
   # ``_weighted_nll``'s, up to float rounding).
-  log_probs = _log_probs(params, config, windows)
+  log_probs = _log_probs(params, config, windows, intercept)
   nll = -jnp.take_along_axis(log_probs, windows[:, 1:, None], axis=-1)[..., 0]
   kl = jnp.sum(jnp.exp(reference_log_probs) * (reference_log_probs - log_probs), axis=-1)
   return jnp.sum(nll.sum(-1) * weights), jnp.sum(kl.sum(-1) * weights)
@@ -195,15 +213,18 @@ def _weighted_nll_and_kl(
 
 def make_evaluator(
   config: TransformerConfig, windows, *, batch_size: int, reference_params: Any = None
-) -> Callable[[Any], Evaluation]:
-  """``params -> Evaluation`` over ``windows`` (n, T + 1), scored ``batch_size`` at a time and compiled once.
+) -> Callable[..., Evaluation]:
+  """``(params, intercept=None) -> Evaluation`` over ``windows`` (n, T + 1), scored ``batch_size`` at a time and
+  compiled once per interceptor.
 
   The windows are padded to a multiple of ``batch_size`` with copies of window 0 weighted out, so every batch has
   one compiled shape; ``params`` are an argument of the compiled functions, not constants, so one evaluator
   serves any number of parameter sets (the quantized variants of one model, say). With ``reference_params`` the
   reference model's log-probabilities are computed once, here, and each call also measures the KL divergence of
   the evaluated model's predictions from them (a finer measure of damage than the perplexity, which averages
-  gains and losses on individual tokens).
+  gains and losses on individual tokens). ``intercept``, a hashable flax method interceptor, runs the evaluated
+  model under ``nn.intercept_methods`` (``zeroquant.DenseInputQuantizer(8)``: 8-bit activations); the reference is
+  always the plain model.
 
   Args:
     config: the model (static).
@@ -226,13 +247,15 @@ def make_evaluator(
   if reference_params is not None:
     references = [np.asarray(_log_probs(reference_params, config, w)) for w, _ in chunks]
 
-  def evaluator(params: Any) -> Evaluation:
+  def evaluator(params: Any, intercept: Callable | None = None) -> Evaluation:
+    if intercept is not None and not callable(intercept):
+      raise TypeError(f"`intercept` must be a flax method interceptor (a callable) or None, got {intercept!r}.")
     nll_total, kl_total = 0.0, 0.0
     for i, (w, wt) in enumerate(chunks):
       if references is None:
-        nll_total += float(_weighted_nll(params, config, w, wt))
+        nll_total += float(_weighted_nll(params, config, w, wt, intercept))
       else:
-        nll, kl = jax.device_get(_weighted_nll_and_kl(params, config, w, wt, references[i]))
+        nll, kl = jax.device_get(_weighted_nll_and_kl(params, config, w, wt, references[i], intercept))
         nll_total, kl_total = nll_total + float(nll), kl_total + float(kl)
     loss = nll_total / (n * seq_len)
     return Evaluation(loss, math.exp(loss), kl_total / (n * seq_len) if references is not None else math.nan)

@@ -1,7 +1,8 @@
-"""Post-training weight quantization: RTN, GPTQ and LoRC (ZeroQuant-V2)."""
+"""Post-training quantization: RTN, GPTQ and LoRC weights, token-wise activations (ZeroQuant-V2)."""
 
 from toolkit.quant import zeroquant
 from toolkit.quant.zeroquant import (
+  DenseInputQuantizer,
   GPTQQuantizer,
   LoRCFactors,
   QuantizedModel,
@@ -14,6 +15,7 @@ from toolkit.quant.zeroquant import (
   gptq_from_hessian,
   hessian,
   lorc,
+  quantize_activations,
   quantize_dense_layers,
   quantize_model,
   rtn,
@@ -22,6 +24,7 @@ from toolkit.quant.zeroquant import (
 )
 
 __all__ = [
+  "DenseInputQuantizer",
   "GPTQQuantizer",
   "LoRCFactors",
   "QuantParams",
@@ -34,6 +37,7 @@ __all__ = [
   "gptq_from_hessian",
   "hessian",
   "lorc",
+  "quantize_activations",
   "quantize_dense_layers",
   "quantize_model",
   "rtn",
