@@ -13,6 +13,7 @@ def test_kivi_experiment_on_a_tiny_model(tmp_path):
   config.num_sequences, config.batch_size, config.seq_len, config.prompt_len = 4, 4, 96, 16
   config.variants = ("fp", "kivi16", "kivi4", "kivi2")
   config.long_context = 1024
+  config.speed_context, config.speed_heads, config.speed_head_dim, config.speed_repeats = 256, 2, 64, 2
   record = xp.run_experiment(kivi_experiment.EXPERIMENT, config, str(tmp_path), seed=0, scale="quick")
   measured = record["measured"]
   # 16-bit "codes" through the KIVI cache reproduce the exact cache.
@@ -21,7 +22,11 @@ def test_kivi_experiment_on_a_tiny_model(tmp_path):
   assert abs(measured["kivi4_perplexity_increase_percent"]) < abs(measured["kivi2_perplexity_increase_percent"])
   # One layer of one head of 64 channels: 48 quantized bytes per token against 256 in fp16.
   assert measured["kivi2_bytes_per_token_vs_fp16"] == pytest.approx(256 / 48)
-  assert (tmp_path / "kivi.png").exists() and "KIVI-2" in (tmp_path / "table.md").read_text()
+  # The speed table's byte counts are the arrays' own: 2 × 2 heads × 256 tokens × 64 channels × 4 bytes in fp32.
+  assert measured["kivi2_decode_attention_bytes_over_fp32"] < 0.5
+  assert measured["kivi2_decode_attention_ms"] > 0 and measured["fp32_decode_attention_ms"] > 0
+  table = (tmp_path / "table.md").read_text()
+  assert (tmp_path / "kivi.png").exists() and "KIVI-2" in table and "| fp32 (full-precision cache) |" in table
 
 
 def test_bad_config_is_refused(tmp_path):
@@ -32,4 +37,8 @@ def test_bad_config_is_refused(tmp_path):
   config = kivi_experiment.get_config("quick")
   config.residual = 48
   with pytest.raises(xp.ConfigError, match="residual"):
+    xp.run_experiment(kivi_experiment.EXPERIMENT, config, str(tmp_path))
+  config = kivi_experiment.get_config("quick")
+  config.speed_context = 100
+  with pytest.raises(xp.ConfigError, match="--config.speed_context"):
     xp.run_experiment(kivi_experiment.EXPERIMENT, config, str(tmp_path))

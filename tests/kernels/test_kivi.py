@@ -344,3 +344,19 @@ def test_the_cache_refuses_to_overflow_and_flags_an_overflow_under_jit():
   over = jax.jit(kivi.append)(full, jnp.ones(32), jnp.ones(32))
   assert bool(kivi.overflowed(over))
   assert bool(jnp.all(jnp.isnan(kivi.decode_attention(jnp.ones(32), over))))
+
+
+def test_decode_attention_times_measure_the_same_attention_on_both_caches():
+  from toolkit.kernels import kivi_eval
+
+  key = jax.random.key(3)
+  t = kivi_eval.decode_attention_times(key, context=256, heads=2, head_dim=64, bits=16, repeats=2)
+  # 16-bit "codes" store the keys and values exactly: both paths compute one attention (oracle: each other).
+  assert t.max_abs_diff < 1e-5 and t.kivi > 0 and t.fp32 > 0
+  assert t.fp32_bytes == 2 * 2 * 256 * 64 * 4
+  t2 = kivi_eval.decode_attention_times(key, context=256, heads=2, head_dim=64, bits=2, repeats=1)
+  assert 1e-3 < t2.max_abs_diff < 1.0 and t2.kivi_bytes < t.kivi_bytes
+  with pytest.raises(ValueError, match="`context`"):
+    kivi_eval.decode_attention_times(key, context=64, heads=2, head_dim=64)
+  with pytest.raises(ValueError, match="`repeats`"):
+    kivi_eval.decode_attention_times(key, context=256, heads=2, head_dim=64, repeats=0)

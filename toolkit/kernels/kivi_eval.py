@@ -5,11 +5,14 @@
 * ``cache_bytes``: the bytes of one layer's cache state, measured on its arrays.
 * ``channel_magnitudes``: the mean |k| and |v| per channel of every layer of a transformer on a batch of text.
 * ``paired_z_score``: a paired comparison of two caches on the same windows.
+* ``decode_attention_times``: one decode step's attention over a long KIVI cache against float32 attention over
+  the full-precision cache, timed side by side.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, NamedTuple
 
 import jax
@@ -117,13 +120,82 @@ def paired_z_score(worse, better) -> float:
   return float(diff.mean() / (diff.std(ddof=1) / np.sqrt(diff.size)))
 
 
+class DecodeAttentionTimes(NamedTuple):
+  """Median seconds of one decode step's attention (batch 1) over ``context`` cached tokens.
+
+  Attributes:
+    kivi: ``kivi.decode_attention`` over the packed cache (``impl``), dequantizing on the fly.
+    fp32: softmax(q·Kᵀ/√C)·V over float32 keys and values (the full-precision cache).
+    max_abs_diff: the largest |KIVI − fp32| entry of the outputs (quantization error, not a bug check).
+    kivi_bytes, fp32_bytes: the bytes each reads (codes, scales and zero points, and the residual; K and V).
+  """
+
+  kivi: float
+  fp32: float
+  max_abs_diff: float
+  kivi_bytes: int
+  fp32_bytes: int
+
+
+def decode_attention_times(
+  key: jax.Array,
+  *,
+  context: int,
+  heads: int,
+  head_dim: int,
+  bits: int = 2,
+  group_size: int = 32,
+  residual: int = 128,
+  impl: str = "xla",
+  repeats: int = 20,
+) -> DecodeAttentionTimes:
+  """Times one decode step's attention over a KIVI cache of ``context`` tokens and over the float32 cache of the
+  same keys and values, interleaved in each repeat so that the machine's load hits both alike (a measured figure,
+  never a timed assertion)."""
+  if context < residual:
+    raise ValueError(f"`context` ({context}) must be at least `residual` ({residual}).")
+  if repeats < 1:
+    raise ValueError(f"`repeats` must be >= 1, got {repeats}.")
+  kq, kk, kv = jax.random.split(key, 3)
+  q = jax.random.normal(kq, (heads, head_dim))
+  keys = jax.random.normal(kk, (heads, context, head_dim))
+  values = jax.random.normal(kv, (heads, context, head_dim))
+  cache = kivi.init_cache((heads,), context, head_dim, bits=bits, group_size=group_size, residual=residual)
+  cache = kivi.extend(cache, keys, values)
+  quantized = jax.jit(lambda q, c: kivi.decode_attention(q, c, impl=impl))
+
+  @jax.jit
+  def full(q, k, v):
+    scores = jnp.einsum("hc,htc->ht", q, k) / jnp.sqrt(jnp.float32(head_dim))
+    return jnp.einsum("ht,htc->hc", jax.nn.softmax(scores, axis=-1), v)
+
+  out_q = quantized(q, cache).block_until_ready()
+  out_f = full(q, keys, values).block_until_ready()
+  samples = {"kivi": [], "fp32": []}
+  for _ in range(repeats):
+    for name, run in (("kivi", lambda: quantized(q, cache)), ("fp32", lambda: full(q, keys, values))):
+      start = time.perf_counter()
+      run().block_until_ready()
+      samples[name].append(time.perf_counter() - start)
+  kivi_bytes = sum(int(x.nbytes) for x in jax.tree.leaves(cache))
+  return DecodeAttentionTimes(
+    float(np.median(samples["kivi"])),
+    float(np.median(samples["fp32"])),
+    float(jnp.max(jnp.abs(out_q - out_f))),
+    kivi_bytes,
+    int(keys.nbytes + values.nbytes),
+  )
+
+
 __all__ = [
   "OUTLIER_CHANNELS",
   "OUTLIER_OFFSET",
   "CacheBytes",
   "ChannelMagnitudes",
+  "DecodeAttentionTimes",
   "OffsetKeys",
   "cache_bytes",
   "channel_magnitudes",
+  "decode_attention_times",
   "paired_z_score",
 ]
