@@ -74,6 +74,52 @@ def test_bias_shrinks_with_n_and_k1_degenerates(x64):
   assert stats[(64, 1)][1] > 1.15 * stats[(64, 2)][1]
 
 
+def ffbsm_lag_product(rng, ys, num_particles, replicates, a=0.9, q=0.5, r=1.0):
+  """Forward-only FFBSm (Del Moral, Doucet & Singh 2010) of Σ x_t x_(t+1) for the scalar LGSSM, in numpy: the same
+  bootstrap filter as PaRIS (multinomial resampling at every step), then the exact O(N²) backward expectation
+  τ_t^i = Σ_l Λ_t(i, l) (τ_(t-1)^l + ξ_(t-1)^l ξ_t^i) instead of PaRIS's K sampled indices. Vectorised over
+  independent replicates."""
+  ys = np.asarray(ys, np.float64)[:, 0]
+  n = num_particles
+  x = rng.standard_normal((replicates, n))  # m0 = 0, P0 = 1
+  log_w = -0.5 * (ys[0] - x) ** 2 / r
+  tau = np.zeros((replicates, n))
+  for y in ys[1:]:
+    w = np.exp(log_w - log_w.max(1, keepdims=True))
+    w /= w.sum(1, keepdims=True)
+    cdf = np.cumsum(w, 1)
+    u = rng.random((replicates, n))
+    ancestors = np.minimum((u[:, :, None] > cdf[:, None, :]).sum(-1), n - 1)
+    x_new = a * np.take_along_axis(x, ancestors, 1) + np.sqrt(q) * rng.standard_normal((replicates, n))
+    # Λ(i, l) ∝ w_l m(ξ^l, ξ_new^i)
+    logits = np.log(w)[:, None, :] - 0.5 * (x_new[:, :, None] - a * x[:, None, :]) ** 2 / q
+    lam = np.exp(logits - logits.max(-1, keepdims=True))
+    lam /= lam.sum(-1, keepdims=True)
+    tau = np.einsum("bil,bl->bi", lam, tau) + np.einsum("bil,bl->bi", lam, x) * x_new
+    x, log_w = x_new, -0.5 * (y - x_new) ** 2 / r
+  w = np.exp(log_w - log_w.max(1, keepdims=True))
+  return (w * tau).sum(1) / w.sum(1)
+
+
+@pytest.mark.slow
+def test_paris_bias_is_the_bias_of_forward_only_ffbsm(x64):
+  """Given the filter, PaRIS's τ is an unbiased draw of the FFBSm backward expectation (by induction over t), so
+  both estimators share the filter's O(1/N) bias: at N = 16 it is clearly negative for each, and equal between
+  the two within the replicates' standard error."""
+  model, ys, truth = lgssm(T=101)
+  n, reps = 16, 400
+  paris_err = (
+    np.asarray(replicate(lambda k: paris.paris(k, model, ys, lag_product, num_particles=n).estimate, reps))
+    - truth["lag_product"]
+  )
+  ffbsm_err = ffbsm_lag_product(np.random.default_rng(0), ys, n, reps) - truth["lag_product"]
+  se = lambda e: e.std(ddof=1) / np.sqrt(e.size)
+  assert paris_err.mean() < -4 * se(paris_err) and ffbsm_err.mean() < -4 * se(ffbsm_err)
+  assert abs(paris_err.mean() - ffbsm_err.mean()) < 3 * np.hypot(se(paris_err), se(ffbsm_err))
+  # PaRIS's K = 2 draws add variance to FFBSm's exact backward expectation, never remove it.
+  assert paris_err.std() > ffbsm_err.std()
+
+
 def backward_frequencies(sampler, n_draws=40_000):
   """Empirical Λ(i, ·) of a fixed small cloud, and the exact one."""
   model = ssm.linear_gaussian(0.9, 0.5, 1.0, 1.0, 0.0, 1.0)
