@@ -182,3 +182,43 @@ def test_bad_input():
     tasks.make_task("parity", jax.random.key(0), 10, 10)
   with pytest.raises(TypeError, match="activation"):
     sn.normalize_activation(3.0)
+
+
+# Bad input
+
+
+def test_bad_input_activations_and_norms():
+  with pytest.raises(TypeError, match="`x`"):
+    sn.NORMALIZED_RELU("1.0")
+  with pytest.raises(TypeError, match="`activation`"):
+    sn.gaussian_second_moment("relu")
+  with pytest.raises(TypeError, match="`tree`"):
+    sn.tree_norm({"w": jnp.ones(3), "name": "layer"})
+  with pytest.raises(ValueError, match="`params` and `params0`"):
+    sn.relative_weight_change({"w": jnp.ones(3)}, {"w": jnp.ones(3), "b": jnp.ones(1)})
+  with pytest.raises(ValueError, match="`params` and `params0`"):
+    sn.relative_weight_change(jnp.ones(3), jnp.ones(1))
+
+
+def test_bad_input_perceptron_and_sgd():
+  t, w0 = sign_problem(num=16)
+  with pytest.raises(ValueError, match="`num_inputs`"):
+    sn.init_perceptron(jax.random.key(0), 0)
+  with pytest.raises(ValueError, match="`x`"):
+    sn.perceptron_apply(w0, jnp.ones((3, 4)))
+  with pytest.raises(TypeError, match="`key`"):
+    sn.init(w0, 0)
+  state = sn.init(w0, jax.random.key(0))
+  out0 = sn.perceptron_apply(w0, t.x_train)
+  for batch_size in (0, 17):
+    with pytest.raises(ValueError, match="`batch_size`"):
+      sn.step(state, sn.perceptron_apply, t.x_train, t.y_train, out0, alpha=1.0, dt=0.1, batch_size=batch_size)
+  with pytest.raises(ValueError, match="`batch_size`"):
+    sn.train(
+      sn.perceptron_apply, w0, t.x_train, t.y_train, jax.random.key(0), alpha=1.0, temperature=0.1, width=1,
+      batch_size=32, max_steps=10,
+    )  # fmt: skip
+  with pytest.raises(TypeError, match="`apply_fn`"):
+    sn.sign_error("perceptron", w0, w0, t.x_test, t.y_test)
+  with pytest.raises(ValueError, match="`y`"):
+    sn.sign_error(sn.perceptron_apply, w0, w0, t.x_test, t.y_test[:, None])

@@ -151,3 +151,42 @@ def test_bad_input():
     tg.synthetic_brain((5,), 1.0)
   with pytest.raises(ValueError, match="factor"):
     tg.block_average(jnp.zeros((5, 5)), 2)
+
+
+# Bad input
+
+
+def test_bad_input_checks_and_discretisation():
+  with pytest.raises(ValueError, match="`num_steps`"):
+    tg.check_count(0, "num_steps")
+  with pytest.raises(ValueError, match="`spacing`"):
+    tg.check_positive(-1.0, "spacing")
+  with pytest.raises(TypeError, match="`u0`"):
+    tg.check_spatial(jnp.zeros((4, 4), jnp.int32), "u0")
+  faces = tg.diffusion_faces(_uniform((5, 5), jnp.float32), 1.0, 10.0)
+  u = jnp.zeros((5, 5))
+  with pytest.raises(ValueError, match="`spacing`"):
+    tg.divergence(u, faces, 0.0)
+  with pytest.raises(ValueError, match="`faces`"):
+    tg.divergence(jnp.zeros(5), faces, 1.0)
+  with pytest.raises(ValueError, match="`rho`"):
+    tg.reaction(u, -0.5)
+  with pytest.raises(TypeError, match="`rho`"):
+    tg.reaction(u, "fast")
+  with pytest.raises(ValueError, match="`dt`"):
+    tg.crank_nicolson_step(u, faces, 0.1, 0.0, 1.0)
+  with pytest.raises(ValueError, match="`labels`"):
+    tg.pet_signal(u, jnp.zeros((4, 5), jnp.int32))
+
+
+def test_bad_input_patient_and_closed_forms():
+  with pytest.raises(ValueError, match="`duration`"):
+    tg.synthetic_patient(jax.random.key(0), (24, 24), duration=0.0)
+  with pytest.raises(ValueError, match="`refine`"):
+    tg.synthetic_patient(jax.random.key(0), (24, 24), refine=0)
+  with pytest.raises(ValueError, match="`variance0`"):
+    tg.heat_kernel(np.zeros(3), 1.0, diffusion=0.5, variance0=-1.0)
+  with pytest.raises(ValueError, match="`diffusion`"):
+    tg.heat_kernel(np.zeros(3), 1.0, diffusion=-0.5, variance0=1.0)
+  with pytest.raises(ValueError, match="`u0`"):
+    tg.logistic(np.array([0.2, -0.5]), 2.0, 1.0)

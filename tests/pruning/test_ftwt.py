@@ -279,3 +279,49 @@ def test_bad_inputs(toy):
     ftwt.mask_loss([jnp.zeros((2, 3))], [jnp.zeros((2, 4))])
   with pytest.raises(TypeError, match="`model` must be a CNN-like"):
     ftwt.init_predictors(jax.random.key(0), object(), x)
+
+
+# Bad input
+
+
+def test_bad_input_masks_and_flops(toy):
+  model, x, _, params, _ = toy
+  with pytest.raises(TypeError, match="`mask_logits`"):
+    ftwt.binarize(jnp.array([0, 1, 1]))
+  with pytest.raises(ValueError, match="`masks` and `targets`"):
+    ftwt.predictor_accuracy([jnp.ones((2, 3))], [jnp.ones((2, 3)), jnp.ones((2, 4))])
+  with pytest.raises(ValueError, match="`masks\\[0\\]` and `targets\\[0\\]`"):
+    ftwt.predictor_accuracy([jnp.ones((2, 3))], [jnp.ones((1, 3))])
+  with pytest.raises(TypeError, match="`model`"):
+    ftwt.model_geometry(object(), x)
+  with pytest.raises(TypeError, match="`model`"):
+    ftwt.dense_flops(object(), x)
+  with pytest.raises(TypeError, match="`model`"):
+    ftwt.predictor_flops(object(), x)
+  with pytest.raises(ValueError, match="`threshold`"):
+    ftwt.flops_estimate(model, params, x, threshold=1.5)
+  geometry = {"input_channels": 1, "spatial_sizes": (16, 16), "kernel_taps": 9}
+  with pytest.raises(ValueError, match="`features`"):
+    ftwt.uniform_keep_counts((4, 0), 100.0, **geometry)
+  with pytest.raises(ValueError, match="`features` and `spatial_sizes`"):
+    ftwt.uniform_keep_counts((4, 8, 8), 100.0, **geometry)
+  with pytest.raises(ValueError, match="`target_flops`"):
+    ftwt.uniform_keep_counts((4, 8), float("nan"), **geometry)
+
+
+def test_bad_input_training(toy):
+  model, x, y, params, predictors = toy
+  with pytest.raises(TypeError, match="`optimizer`"):
+    ftwt.init(params, predictors, optax.adam)
+  trainable = {"backbone": params, "predictors": predictors}
+  with pytest.raises(ValueError, match="`trainable`"):
+    ftwt.loss_terms({"params": params}, x, y, model=model, threshold=0.8)
+  with pytest.raises(ValueError, match="`y`"):
+    ftwt.loss_terms(trainable, x, y[:4], model=model, threshold=0.8)
+  with pytest.raises(TypeError, match="`y`"):
+    ftwt.loss_terms(trainable, x, y.astype(jnp.float32), model=model, threshold=0.8)
+  with pytest.raises(ValueError, match="`y`"):
+    ftwt.loss_terms(trainable, x, y + 3, model=model, threshold=0.8)
+  state = ftwt.init(params, predictors, optax.sgd(0.1))
+  with pytest.raises(ValueError, match="`threshold`"):
+    ftwt.step(state, x, y, model=model, optimizer=optax.sgd(0.1), threshold=1.5)

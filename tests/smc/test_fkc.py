@@ -509,3 +509,52 @@ def test_general_master_formula_samples_a_reward_tilt(x64, key):
   means, _, log_zs = run_many(key, terms, 1.0, num_runs=4, num_particles=512, num_steps=300)
   assert_within_mc_error(means, m + lam * cov @ c, bias=0.02)
   assert_within_mc_error(log_zs, lam * c @ m + 0.5 * lam**2 * c @ cov @ c, bias=0.05)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_bad_input_weight_terms_name_the_argument(key):
+  mix = random_mixture(key)
+  score = fkc.noised_gmm_score_fn(mix, VP)
+  with pytest.raises(ValueError, match="`beta` must be a scalar"):
+    fkc.annealing(score, jnp.array([1.0, 2.0]), VP)
+  with pytest.raises(TypeError, match="`score_fn` must be a callable"):
+    fkc.annealing("score", 2.0, VP)
+  with pytest.raises(TypeError, match="`score_fn2` must be a callable"):
+    fkc.product_of_experts(score, None, VP)
+  with pytest.raises(TypeError, match="`schedule`"):
+    fkc.product_of_experts(score, score, "vp")
+  x = jnp.zeros((4, 2))
+  with pytest.raises(ValueError, match="`scores` must have shape"):
+    fkc.log_weight_rate(jnp.zeros((2, 4, 3)), jnp.ones(2), VP, x, 0.5)
+  with pytest.raises(ValueError, match="`betas` must have one exponent per score"):
+    fkc.log_weight_rate(jnp.zeros((2, 4, 2)), jnp.ones(3), VP, x, 0.5)
+  with pytest.raises(TypeError, match="`log_target` must be a callable"):
+    fkc.from_log_density("log q", VP)
+  log_q = fkc.noised_gmm_log_density_fn(mix, VP)
+  with pytest.raises(ValueError, match="`x` must be one point"):
+    fkc.master_log_weight_rate(log_q, VP, x, 0.5)  # a batch: vmap it (from_log_density does)
+  with pytest.raises(TypeError, match="`log_target` must be a callable"):
+    fkc.master_log_weight_rate(None, VP, x[0], 0.5)
+  with pytest.raises(ValueError, match="`score` must have the shape of `x`"):
+    fkc.weighted_sde_drift(jnp.zeros((1, 2)), VP, x, 0.5, 1.0)  # would broadcast over the particles
+  with pytest.raises(ValueError, match="`noise`"):
+    fkc.weighted_sde_drift(x, VP, x, 0.5, -1.0)
+
+
+def test_bad_input_estimate_and_noised_mixtures_name_the_argument(key):
+  state = fkc.init(jnp.zeros((4, 2)))
+  output = fkc.FKCOutput(state.particles, state.log_weights, state.log_normalizer, *[jnp.zeros(1)] * 4)
+  with pytest.raises(TypeError, match="`state` must be an FKCState"):
+    fkc.log_normalizer_estimate(output)  # its log_normalizer already is the estimate
+  mix = random_mixture(key)
+  with pytest.raises(ValueError, match="`t` must be a scalar"):
+    fkc.noise_gmm(mix, VP, jnp.array([0.1, 0.5]))  # length d = 2: would broadcast over the coordinates
+  with pytest.raises(TypeError, match="`mixture` must be a GaussianMixture"):
+    fkc.noise_gmm(mix.means, VP, 0.5)
+  with pytest.raises(TypeError, match="`schedule`"):
+    fkc.noised_gmm_score_fn(mix, "vp")
+  with pytest.raises(TypeError, match="`mixture` must be a GaussianMixture"):
+    fkc.noised_gmm_log_density_fn(mix.means, VP)

@@ -206,3 +206,88 @@ def test_bad_inputs():
       presto.fit(x, y, lam=0.1, weights=bad)
   with pytest.raises(ValueError, match="`weights` must be non-negative"):
     presto.make_problem(x, y, lam=0.1, weights=-np.ones(20))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_bad_input_fits_name_the_argument():
+  x, y = _data(n=20)  # labels 0..2
+  with pytest.raises(ValueError, match="`y` must hold labels in 0..1"):
+    presto.fit_logistic(x, y)
+  with pytest.raises(ValueError, match="`num_classes` must be an int >= 2"):
+    presto.fit_proportional_odds(x, y, num_classes=1)
+  with pytest.raises(ValueError, match="`num_iterations` must be an int >= 1"):
+    presto.lambda_max(x, y, num_iterations=0)
+  with pytest.raises(ValueError, match="`weights` must have shape"):
+    presto.lambda_max(x, y, weights=np.ones(19))
+  with pytest.raises(ValueError, match="`lambdas` must be a 1-D"):
+    presto.fit_path(x, y, lambdas=np.ones((2, 2)))
+  with pytest.raises(ValueError, match="`lambdas` must be finite and >= 0"):
+    presto.fit_path(x, y, lambdas=[1.0, -0.1])
+
+
+def test_bad_input_solver_pieces_name_the_argument():
+  x, y = _data(n=20)
+  problem = presto.make_problem(x, y, lam=0.1)  # p = 2, K - 1 = 2
+  state = presto.init(problem)
+  other = presto.init(presto.make_problem(x[:, :1], y, lam=0.1))  # a state of another problem (p = 1)
+  with pytest.raises(TypeError, match="`problem` must be a PrestoProblem"):
+    presto.null_intercepts(state)
+  with pytest.raises(ValueError, match=r"`intercepts` must have shape \(K-1,\) = \(2,\)"):
+    presto.init(problem, intercepts=jnp.zeros(1))
+  with pytest.raises(ValueError, match=r"`psi` must have shape \(p, K-1\) = \(2, 2\)"):
+    presto.init(problem, psi=jnp.zeros((3, 2)))
+  with pytest.raises(TypeError, match="`problem` must be a PrestoProblem"):
+    presto.step(state, problem)  # arguments swapped
+  with pytest.raises(ValueError, match="`state` must hold"):
+    presto.step(problem, other)
+  with pytest.raises(ValueError, match="`state` must hold"):
+    presto.run(problem, other, 10)
+  with pytest.raises(ValueError, match="`num_iterations` must be an int >= 0"):
+    presto.run(problem, state, -1)
+  with pytest.raises(TypeError, match="`state` must be a PrestoState"):
+    presto.to_model(problem, presto.to_model(problem, state))  # a model is not a state
+  with pytest.raises(ValueError, match="`state` must hold"):
+    presto.to_model(problem, other)
+
+
+def test_bad_input_prox_and_prediction_name_the_argument():
+  with pytest.raises(ValueError, match="`threshold` must be >= 0"):
+    presto.soft_threshold(jnp.ones(3), -0.5)  # would push entries away from zero
+  with pytest.raises(ValueError, match="`lam` must be a finite scalar >= 0"):
+    presto.prox(jnp.zeros(2), jnp.ones((3, 2)), -1.0, jnp.ones((3, 2)), 0.5)
+  with pytest.raises(ValueError, match="`step_size` must be a scalar > 0"):
+    presto.prox(jnp.zeros(2), jnp.ones((3, 2)), 0.1, jnp.ones((3, 2)), 0.0)
+  model = presto.PrestoModel(jnp.array([0.0, 2.0]), jnp.array([[1.0, -2.0]]), 0.0, 0.0, 0, True)  # p = 1, K = 3
+  with pytest.raises(ValueError, match="`x` must have shape"):
+    presto.cumulative_logits(model.intercepts, model.coef, jnp.ones(1))  # one point without its batch axis
+  with pytest.raises(ValueError, match="`intercepts` must have shape"):
+    presto.cumulative_logits(jnp.zeros(1), model.coef, jnp.ones((2, 1)))  # would broadcast over 2 thresholds
+  with pytest.raises(ValueError, match=r"`x` must have shape \(n, 1\)"):
+    presto.predict_cumulative(model, jnp.ones((2, 3)))
+  with pytest.raises(ValueError, match=r"`x` must have shape \(n, 1\)"):
+    presto.crossing(model, jnp.ones(2))
+  with pytest.raises(ValueError, match=r"`x` must have shape \(n, 1\)"):
+    presto.predict_proba(model, jnp.ones((2, 3)))
+
+
+def test_bad_input_brier_score_and_folds_name_the_argument():
+  probs = jnp.full((3, 2), 0.5)
+  with pytest.raises(TypeError, match="`y` must hold integer labels"):
+    presto.brier_score(probs, jnp.array([0.0, 1.0, 1.0]))  # one_hot of floats: silently the wrong score
+  with pytest.raises(ValueError, match=r"`y` must lie in \[0, 2\)"):
+    presto.brier_score(probs, jnp.array([0, 1, 2]))
+  with pytest.raises(ValueError, match=r"`y` must have shape \(n,\) = \(3,\)"):
+    presto.brier_score(probs, jnp.array([0, 1]))
+  with pytest.raises(ValueError, match="`probs` must have shape"):
+    presto.brier_score(probs[0], jnp.array(0))
+  with pytest.raises(ValueError, match="`weights` must have shape"):
+    presto.brier_score(probs, jnp.array([0, 1, 1]), jnp.ones(2))
+  with pytest.raises(ValueError, match="`weights` must have a positive finite sum"):
+    presto.brier_score(probs, jnp.array([0, 1, 1]), jnp.zeros(3))
+  with pytest.raises(ValueError, match="`num_folds` must be an int >= 1"):
+    presto.fold_ids(jax.random.key(0), 10, 0)  # `% 0`
+  with pytest.raises(ValueError, match="`num_samples` must be an int >= 1"):
+    presto.fold_ids(jax.random.key(0), 10.0, 2)

@@ -54,6 +54,8 @@ def gaussian_second_moment(activation: Callable[[jax.Array], jax.Array]) -> floa
   >>> round(gaussian_second_moment(lambda g: g**2), 6)
   3.0
   """
+  if not callable(activation):
+    raise TypeError(f"`activation` must be callable, got {type(activation).__name__}.")
   values = np.asarray(activation(jnp.asarray(_HERMITE_NODES, jnp.float32)), dtype=np.float64)
   return float(np.sum(_HERMITE_WEIGHTS * values**2))
 
@@ -72,6 +74,8 @@ def normalize_activation(activation: Callable[[jax.Array], jax.Array]) -> Callab
     raise ValueError("`activation` is zero on the Gaussian measure; it cannot be normalised.")
 
   def normalized(x):
+    if not isinstance(x, jax.Array | np.ndarray | np.generic | int | float | complex | list | tuple):
+      raise TypeError(f"`x` must be an array or a number, got {type(x).__name__}.")
     return activation(x) / scale
 
   name = getattr(activation, "__name__", "φ")
@@ -166,13 +170,34 @@ def step_size(temperature, alpha, width, batch_size):
   return temperature * alpha * width * batch_size
 
 
+def _check_numeric_leaves(tree, name: str) -> None:
+  for leaf in jax.tree.leaves(tree):
+    try:
+      dtype = jnp.asarray(leaf).dtype
+    except TypeError:
+      dtype = None
+    if dtype is None or not (jnp.issubdtype(dtype, jnp.number) or dtype == jnp.bool_):
+      raise TypeError(f"`{name}` must be a pytree of numeric arrays, got a leaf {leaf!r}.")
+
+
 def tree_norm(tree) -> jax.Array:
   """The Euclidean norm of all leaves of a pytree together."""
+  _check_numeric_leaves(tree, "tree")
   return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
 
 
 def relative_weight_change(params, params0) -> jax.Array:
   """``‖w − w₀‖ / ‖w₀‖`` over all weights together."""
+  if jax.tree.structure(params) != jax.tree.structure(params0):
+    raise ValueError(
+      f"`params` and `params0` must have one tree structure, got {jax.tree.structure(params)} and "
+      f"{jax.tree.structure(params0)}."
+    )
+  for w, w0 in zip(jax.tree.leaves(params), jax.tree.leaves(params0)):
+    if jnp.shape(w) != jnp.shape(w0):
+      raise ValueError(
+        f"`params` and `params0` must have leaves of equal shapes, got {jnp.shape(w)} and {jnp.shape(w0)}."
+      )
   return tree_norm(jax.tree.map(jnp.subtract, params, params0)) / tree_norm(params0)
 
 
@@ -188,6 +213,10 @@ class SGDState(NamedTuple):
 
 def init(params0: Params, key: jax.Array) -> SGDState:
   """The SGD state at initialisation."""
+  if not isinstance(key, jax.Array) or not (
+    jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or (key.dtype == jnp.uint32 and key.ndim == 1)
+  ):
+    raise TypeError(f"`key` must be a jax.random key, got {type(key).__name__} {getattr(key, 'dtype', '')}.")
   return SGDState(params0, jnp.zeros((), jnp.int32), -jnp.ones((), jnp.int32), key)
 
 
@@ -212,6 +241,9 @@ def step(
 ) -> SGDState:
   """One SGD step ``w ← w − dt ∇ mean_{μ∈batch} max(0, 1 − α o_μ y_μ)/α`` on a batch of ``batch_size`` distinct
   points among the first ``num_points`` (default all); ``out0 = f(w₀, x)``."""
+  _check_int(batch_size, "batch_size")
+  if batch_size > x.shape[0]:
+    raise ValueError(f"`batch_size` ({batch_size}) must not exceed the number of training points ({x.shape[0]}).")
   key, k_batch = jax.random.split(state.key)
   idx = _sample_batch(k_batch, x.shape[0], x.shape[0] if num_points is None else num_points, batch_size)
   xb, yb, ob = x[idx], y[idx], out0[idx]
@@ -335,7 +367,12 @@ def train(
 
 def sign_error(apply_fn: ApplyFn, params: Params, params0: Params, x: jax.Array, y: jax.Array) -> jax.Array:
   """The fraction of points misclassified by the centred predictor, ``mean[(f(w, x) − f(w₀, x)) y ≤ 0]``."""
-  return jnp.mean((apply_fn(params, x) - apply_fn(params0, x)) * y <= 0)
+  if not callable(apply_fn):
+    raise TypeError(f"`apply_fn` must be callable, got {type(apply_fn).__name__}.")
+  centred = apply_fn(params, x) - apply_fn(params0, x)
+  if jnp.shape(y) != centred.shape:
+    raise ValueError(f"`y` must have the shape of the outputs {centred.shape}, got shape {jnp.shape(y)}.")
+  return jnp.mean(centred * y <= 0)
 
 
 __all__ = [

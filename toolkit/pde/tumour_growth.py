@@ -127,6 +127,18 @@ def check_count(value: Any, name: str, minimum: int = 1) -> None:
     raise ValueError(f"`{name}` must be a Python int >= {minimum}, got {value!r}.")
 
 
+def _check_rate(value: Any, name: str) -> None:
+  """A rate ≥ 0 (a concrete value must be numeric, free of NaN and non-negative; a traced one is not read)."""
+  if isinstance(value, jax.core.Tracer):
+    return
+  try:
+    v = np.asarray(value, dtype=np.float64)
+  except (TypeError, ValueError):
+    raise TypeError(f"`{name}` must be a number >= 0, got {value!r}.") from None
+  if not (v >= 0).all():
+    raise ValueError(f"`{name}` must be >= 0, got {value!r}.")
+
+
 def _check_tissue(tissue: Any) -> int:
   if not isinstance(tissue, TissueMaps):
     raise TypeError(f"`tissue` must be a TissueMaps, got {type(tissue).__name__}.")
@@ -182,6 +194,12 @@ def divergence(u: jax.Array, faces: tuple[jax.Array, ...], spacing: Any) -> jax.
   Returns:
     ``∇·(D∇u)`` of the shape of u; its sum over space is 0 (up to rounding) for any u.
   """
+  if not isinstance(faces, tuple | list) or not 1 <= len(faces) <= jnp.ndim(u):
+    raise ValueError(
+      f"`faces` must be a tuple of 1 to {jnp.ndim(u)} arrays (one per spatial axis of u, from diffusion_faces), "
+      f"got {type(faces).__name__} of length {len(faces) if isinstance(faces, tuple | list) else None}."
+    )
+  check_positive(spacing, "spacing")
   ndim = len(faces)
   out = jnp.zeros_like(u)
   for a, face in enumerate(faces):
@@ -195,6 +213,7 @@ def divergence(u: jax.Array, faces: tuple[jax.Array, ...], spacing: Any) -> jax.
 
 def reaction(u: jax.Array, rho: Any) -> jax.Array:
   """The proliferation term ρ|u|(1 - u) (the ``|u|`` as in the authors' code keeps u ≥ 0 stable)."""
+  _check_rate(rho, "rho")
   return rho * jnp.abs(u) * (1.0 - u)
 
 
@@ -249,6 +268,8 @@ def crank_nicolson_step(
 
   Solves ``(u - u_prev)/Δt - ½[L u + L u_prev] - ½[f(u) + f(u_prev)] = 0`` for u, ``f = ρ|u|(1 - u)``.
   """
+  check_positive(dt, "dt")
+  check_count(num_newton, "num_newton")
   rhs_prev = u_prev / dt + 0.5 * divergence(u_prev, faces, spacing) + 0.5 * reaction(u_prev, rho)
 
   def g(u):
@@ -412,6 +433,9 @@ def segment(u: jax.Array, theta_down: Any, theta_up: Any) -> jax.Array:
 
 def pet_signal(u: jax.Array, labels: jax.Array) -> jax.Array:
   """The PET-like signal of the authors' synthetic data: u on the visible lesion (labels > 0), 0 elsewhere."""
+  u_shape, labels_shape = jnp.shape(u), jnp.shape(labels)
+  if len(labels_shape) > len(u_shape) or u_shape[len(u_shape) - len(labels_shape) :] != labels_shape:
+    raise ValueError(f"`labels` must have the spatial shape of `u` {u_shape}, got shape {labels_shape}.")
   return jnp.where(labels > 0, u, 0.0)
 
 
@@ -456,6 +480,9 @@ def synthetic_patient(
   check_count(refine, "refine")
   check_count(time_refine, "time_refine")
   check_count(num_steps, "num_steps")
+  # Checked here: `simulate` runs under jit below, where `duration` is traced and could not be read.
+  check_positive(spacing, "spacing")
+  check_positive(duration, "duration")
   k_brain, k_par, k_centre = jax.random.split(key, 3)
   u = np.asarray(jax.random.uniform(k_par, (5,)))
   d_white = float(0.5 + 0.7 * u[0]) if d_white is None else float(d_white)
@@ -530,11 +557,15 @@ def uniform_margin(lesion: Any, num_cells: int, *, spacing: float = 1.0, mask: A
 
 def heat_kernel(x: Any, t: Any, *, diffusion: float, variance0: float, mass: float = 1.0) -> Any:
   """Closed form of u_t = D u_xx on the line from a Gaussian of variance σ₀²: a Gaussian of variance σ₀² + 2Dt."""
+  check_positive(variance0, "variance0")
+  _check_rate(diffusion, "diffusion")
   var = variance0 + 2.0 * diffusion * t
   return mass * np.exp(-(np.asarray(x) ** 2) / (2 * var)) / np.sqrt(2 * np.pi * var)
 
 
 def logistic(u0: Any, t: Any, rho: float) -> Any:
   """Closed form of u' = ρu(1 - u): ``u0 e^{ρt} / (1 - u0 + u0 e^{ρt})``."""
+  # A negative density has no logistic solution: it blows up where the denominator crosses 0.
+  _check_rate(u0, "u0")
   e = np.exp(rho * np.asarray(t))
   return u0 * e / (1.0 - u0 + u0 * e)

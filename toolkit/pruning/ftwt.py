@@ -47,7 +47,7 @@ channel_masks)`` with one (batch, C_i) mask per layer applied after the ReLU, a 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -55,6 +55,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from toolkit import _checks
 
 TOLERANCE = 1e-5  # the authors' ``delta``: cumulative-mass tolerance and dead-channel level
 
@@ -188,6 +190,8 @@ def binarize(mask_logits: jax.Array, *, straight_through: bool = True) -> jax.Ar
   >>> binarize(jnp.array([-1.0, 0.0, 2.0])).tolist()
   [0.0, 0.0, 1.0]
   """
+  if not jnp.issubdtype(jnp.result_type(mask_logits), jnp.floating):
+    raise TypeError(f"`mask_logits` must be a floating array of logits, got dtype {jnp.result_type(mask_logits)}.")
   probs = jax.nn.sigmoid(mask_logits)
   hard = (probs > 0.5).astype(probs.dtype)
   if not straight_through:
@@ -298,6 +302,13 @@ def mask_loss(mask_logits: Sequence[jax.Array], targets: Sequence[jax.Array]) ->
 
 def predictor_accuracy(masks: Sequence[jax.Array], targets: Sequence[jax.Array]) -> jax.Array:
   """The fraction of (input, channel) pairs, over all layers, where the binary mask equals the target."""
+  if len(masks) != len(targets):
+    raise ValueError(f"`masks` and `targets` must have one entry per layer, got {len(masks)} and {len(targets)}.")
+  for i, (m, t) in enumerate(zip(masks, targets)):
+    if jnp.shape(m) != jnp.shape(t):
+      raise ValueError(
+        f"`masks[{i}]` and `targets[{i}]` must have equal shapes, got {jnp.shape(m)} and {jnp.shape(t)}."
+      )
   hits = sum(jnp.sum(jax.lax.stop_gradient(m) == t) for m, t in zip(masks, targets))
   return hits / sum(t.size for t in targets)
 
@@ -429,6 +440,10 @@ class FTWTStepInfo(NamedTuple):
 def init(params: Any, predictors: Sequence[Any], optimizer: optax.GradientTransformation) -> FTWTState:
   """The training state; ``optimizer`` sees the pytree ``{"backbone": params, "predictors": predictors}`` (use
   ``optax.multi_transform`` for the paper's separate predictor learning rate)."""
+  if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
+    raise TypeError(
+      f"`optimizer` must be an optax.GradientTransformation (e.g. optax.adam(1e-3)), got {type(optimizer).__name__}."
+    )
   predictors = tuple(predictors)
   return FTWTState(params, predictors, optimizer.init({"backbone": params, "predictors": predictors}))
 
@@ -444,6 +459,15 @@ def loss_terms(
   straight_through: bool = True,
 ) -> tuple[jax.Array, jax.Array, DynamicOutput]:
   """The task cross-entropy and the mask loss of a training forward pass, and the pass itself."""
+  if not isinstance(trainable, Mapping) or not {"backbone", "predictors"} <= trainable.keys():
+    raise ValueError(
+      f"`trainable` must be a dict with keys 'backbone' and 'predictors', got "
+      f"{sorted(trainable) if isinstance(trainable, Mapping) else type(trainable).__name__}."
+    )
+  if jnp.shape(y) != jnp.shape(x)[:1]:
+    raise ValueError(f"`y` must have shape ({jnp.shape(x)[0]},) (one label per input), got shape {jnp.shape(y)}.")
+  if not jnp.issubdtype(jnp.result_type(y), jnp.integer):
+    raise TypeError(f"`y` must be integer class labels, got dtype {jnp.result_type(y)}.")
   out = dynamic_forward(
     model,
     trainable["backbone"],
@@ -454,6 +478,7 @@ def loss_terms(
     training=True,
     straight_through=straight_through,
   )
+  _checks.check_ids(y, out.logits.shape[-1], "y", "the classes")
   task = optax.losses.softmax_cross_entropy_with_integer_labels(out.logits, y).mean()
   return task, mask_loss(out.mask_logits, out.targets), out
 
@@ -528,7 +553,27 @@ def uniform_keep_counts(
   >>> uniform_keep_counts((4, 8), 300.0, input_channels=1, spatial_sizes=(16, 16), kernel_taps=1)
   (3, 6)
   """
-  geometry = {"input_channels": input_channels, "spatial_sizes": tuple(spatial_sizes), "kernel_taps": kernel_taps}
+  spatial_sizes = tuple(spatial_sizes)
+  channels = None if isinstance(features, str) else np.asarray(features)
+  if (
+    channels is None
+    or channels.ndim != 1
+    or channels.size == 0
+    or not np.issubdtype(channels.dtype, np.number)
+    or not (channels >= 1).all()
+  ):
+    raise ValueError(f"`features` must be a non-empty sequence of channel counts >= 1, got {features!r}.")
+  if channels.size != len(spatial_sizes):
+    raise ValueError(
+      f"`features` and `spatial_sizes` must have one entry per layer, got {channels.size} and {len(spatial_sizes)}."
+    )
+  try:
+    target = float(target_flops)
+  except (TypeError, ValueError):
+    raise TypeError(f"`target_flops` must be a number >= 0, got {target_flops!r}.") from None
+  if not (math.isfinite(target) and target >= 0):
+    raise ValueError(f"`target_flops` must be a finite number >= 0, got {target_flops!r}.")
+  geometry = {"input_channels": input_channels, "spatial_sizes": spatial_sizes, "kernel_taps": kernel_taps}
   fractions = np.linspace(0.0, 1.0, 1001)[:, None]
   counts = np.maximum(1, np.floor(fractions * np.asarray(features) + 0.5))
   flops = np.asarray(conv_flops(jnp.asarray(counts, jnp.float32), **geometry))

@@ -221,6 +221,7 @@ def log_weight_rate(scores: jax.Array, betas: jax.Array, schedule: Schedule, x: 
   Returns:
     :class:`FKCTerms` with ``score`` (N, d) and ``log_weight_rate`` (N,).
   """
+  _check_schedule(schedule)
   scores = jnp.asarray(scores)
   if scores.ndim != 3 or scores.shape[1:] != jnp.shape(x):
     raise ValueError(
@@ -254,12 +255,19 @@ def annealing(score_fn: ScoreFn, beta: Any, schedule: Schedule) -> TermsFn:
 
   Run :func:`sample` with ``noise=1`` for the paper's target-score SDE, ``noise=1/β`` for its tempered-noise SDE.
   """
+  if not callable(score_fn):
+    raise TypeError(f"`score_fn` must be a callable s(x, t) -> (N, d), got {type(score_fn).__name__}.")
+  if jnp.size(beta) != 1:
+    raise ValueError(f"`beta` must be a scalar exponent, got shape {jnp.shape(beta)}.")
   return product_of_powers((score_fn,), jnp.reshape(jnp.asarray(beta), (1,)), schedule)
 
 
 def product_of_experts(score_fn1: ScoreFn, score_fn2: ScoreFn, schedule: Schedule) -> TermsFn:
   """Product ``q_t^1 q_t^2`` (arXiv 2503.02819, product weighted SDE): ``∇L = s_1 + s_2``,
   ``G = ∇·f + g² <s_1, s_2>``."""
+  for name, fn in (("score_fn1", score_fn1), ("score_fn2", score_fn2)):
+    if not callable(fn):
+      raise TypeError(f"`{name}` must be a callable s(x, t) -> (N, d), got {type(fn).__name__}.")
   return product_of_powers((score_fn1, score_fn2), jnp.ones((2,)), schedule)
 
 
@@ -293,6 +301,13 @@ def master_log_weight_rate(log_target: LogDensityFn, schedule: Schedule, x: jax.
   Returns:
     :class:`FKCTerms` with ``score`` (d,) and a scalar ``log_weight_rate``.
   """
+  _check_schedule(schedule)
+  if not callable(log_target):
+    raise TypeError(f"`log_target` must be a callable L(x (d,), t) -> scalar, got {type(log_target).__name__}.")
+  if jnp.ndim(x) != 1:
+    raise ValueError(f"`x` must be one point of shape (d,) (vmap over a batch), got shape {jnp.shape(x)}.")
+  if jnp.ndim(t) != 0:
+    raise ValueError(f"`t` must be a scalar forward time, got shape {jnp.shape(t)}.")
   grad = jax.grad(log_target)(x, t)
   laplacian = jnp.trace(jax.hessian(log_target)(x, t))
   d_tau = -jax.grad(log_target, argnums=1)(x, t)
@@ -318,6 +333,13 @@ def from_log_density(log_target: LogDensityFn, schedule: Schedule) -> TermsFn:
 
 def weighted_sde_drift(score: jax.Array, schedule: Schedule, x: jax.Array, t: jax.Array, noise: Any) -> jax.Array:
   """Drift in τ of the weighted SDE with noise level ``a``: ``-f_t(x) + (1 + a)/2 · g_t² ∇L(x)``."""
+  _check_schedule(schedule)
+  # A score of another shape would broadcast against x into a wrong drift.
+  if jnp.shape(score) != jnp.shape(x):
+    raise ValueError(f"`score` must have the shape of `x` {jnp.shape(x)}, got {jnp.shape(score)}.")
+  a = _concrete_float(noise, "noise")
+  if a is not None and not a >= 0.0:
+    raise ValueError(f"`noise` (the noise level a) must be >= 0, got {a}.")
   return -schedule.drift(x, t) + 0.5 * (1.0 + noise) * schedule.diffusion_sq(t) * score
 
 
@@ -552,6 +574,15 @@ def step(
 
 def log_normalizer_estimate(state: FKCState) -> jax.Array:
   """The estimate of ``log Z`` at the state's time: ``state.log_normalizer + logsumexp(lw) - log N``."""
+  # An FKCOutput has the same fields, but its log_normalizer already is the estimate: adding its weights' term
+  # again would count the last weights twice.
+  if not isinstance(state, FKCState):
+    raise TypeError(
+      f"`state` must be an FKCState (from init or step), got {type(state).__name__}"
+      + (" (its log_normalizer already is the estimate)." if isinstance(state, FKCOutput) else ".")
+    )
+  if jnp.ndim(state.log_weights) != 1:
+    raise ValueError(f"`state.log_weights` must have shape (N,), got {jnp.shape(state.log_weights)}.")
   n = state.log_weights.shape[0]
   return state.log_normalizer + jax.nn.logsumexp(state.log_weights) - jnp.log(n)
 
@@ -708,6 +739,14 @@ def gaussian_start(
 # Gaussian-mixture data noised by a schedule: the exact scores and log-densities of the tests and experiment.
 
 
+def _check_mixture(mixture: Any) -> None:
+  for name in ("log_weights", "means", "covs"):
+    if not hasattr(mixture, name):
+      raise TypeError(
+        f"`mixture` must be a GaussianMixture (toolkit.stats.gmm.gaussian_mixture), got {type(mixture).__name__}."
+      )
+
+
 def noise_gmm(mixture: gmm.GaussianMixture, schedule: Schedule, t: jax.Array) -> gmm.GaussianMixture:
   """The forward process's marginal ``q_t`` of data ``q_0 = mixture``: means ``α_t m_k``, covs ``α_t² C_k + σ_t² I``.
 
@@ -718,14 +757,23 @@ def noise_gmm(mixture: gmm.GaussianMixture, schedule: Schedule, t: jax.Array) ->
   >>> print(round(float(q.covs[0, 0, 0]), 4))  # α² + σ² = 1 for VP
   1.0
   """
+  _check_mixture(mixture)
+  _check_schedule(schedule)
+  # A vector t would broadcast against the means' last axis (silently, when its length is d).
+  if jnp.ndim(t) != 0:
+    raise ValueError(f"`t` must be a scalar forward time, got shape {jnp.shape(t)}.")
   return gmm.noised(mixture, schedule.alpha(t), schedule.sigma(t))
 
 
 def noised_gmm_score_fn(mixture: gmm.GaussianMixture, schedule: Schedule) -> ScoreFn:
   """The exact score ``s(x, t) = ∇ log q_t(x)`` of a Gaussian-mixture data distribution, ``x`` of shape (N, d)."""
+  _check_mixture(mixture)
+  _check_schedule(schedule)
   return lambda x, t: gmm.score(noise_gmm(mixture, schedule, t), x)
 
 
 def noised_gmm_log_density_fn(mixture: gmm.GaussianMixture, schedule: Schedule) -> LogDensityFn:
   """``log q_t(x)`` of the noised mixture, for one point ``x`` (d,) (for :func:`from_log_density`)."""
+  _check_mixture(mixture)
+  _check_schedule(schedule)
   return lambda x, t: gmm.log_density(noise_gmm(mixture, schedule, t), x)

@@ -225,6 +225,29 @@ def _check_count(value, name, minimum):
     raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
 
 
+def _check_problem_state(problem, state=None) -> None:
+  """``problem`` a :class:`PrestoProblem` and ``state`` a :class:`PrestoState` of its shapes (argument order)."""
+  if not isinstance(problem, PrestoProblem):
+    raise TypeError(f"`problem` must be a PrestoProblem (from make_problem), got {type(problem).__name__}.")
+  if state is None:
+    return
+  if not isinstance(state, PrestoState):
+    raise TypeError(f"`state` must be a PrestoState (from init), got {type(state).__name__}.")
+  p, k1 = problem.penalty_factors.shape
+  if jnp.shape(state.psi) != (p, k1) or jnp.shape(state.intercepts) != (k1,):
+    raise ValueError(
+      f"`state` must hold intercepts of shape ({k1},) and psi of shape ({p}, {k1}) (the problem's), got "
+      f"{jnp.shape(state.intercepts)} and {jnp.shape(state.psi)}."
+    )
+
+
+def _check_model_x(model, x) -> jax.Array:
+  x = jnp.asarray(x)
+  if x.ndim != 2 or x.shape[1] != model.coef.shape[-2]:
+    raise ValueError(f"`x` must have shape (n, {model.coef.shape[-2]}), got {x.shape}.")
+  return x
+
+
 def _default_tol(dtype) -> float:
   return 1e-9 if jnp.dtype(dtype) == jnp.float64 else 1e-5
 
@@ -235,6 +258,15 @@ def _default_tol(dtype) -> float:
 
 def cumulative_logits(intercepts: jax.Array, coef: jax.Array, x: jax.Array) -> jax.Array:
   """``(n, K-1)`` linear predictors ``η_k(x) = α_k + xᵀβ_k``."""
+  x, coef = jnp.asarray(x), jnp.asarray(coef)
+  if coef.ndim < 2:
+    raise ValueError(f"`coef` must have shape (p, K-1), got {coef.shape}.")
+  if x.ndim != 2 or x.shape[1] != coef.shape[-2]:
+    raise ValueError(f"`x` must have shape (n, p) with p = {coef.shape[-2]} (coef's rows), got {x.shape}.")
+  if jnp.shape(intercepts)[-1:] != coef.shape[-1:]:
+    raise ValueError(
+      f"`intercepts` must have shape (K-1,) with K-1 = {coef.shape[-1]} (coef's columns), got {jnp.shape(intercepts)}."
+    )
   return intercepts + x @ coef
 
 
@@ -272,6 +304,9 @@ def _penalty(psi, problem: PrestoProblem) -> jax.Array:
 
 def soft_threshold(v: jax.Array, threshold: jax.Array) -> jax.Array:
   """The proximal operator of ``threshold · |·|`` (elementwise): ``sign(v) max(|v| - threshold, 0)``."""
+  # A negative threshold would push every entry away from zero instead of shrinking it.
+  if not _checks.is_traced(threshold) and not (np.asarray(threshold) >= 0).all():
+    raise ValueError(f"`threshold` must be >= 0 everywhere, got a minimum of {float(np.min(threshold))}.")
   return jnp.sign(v) * jnp.maximum(jnp.abs(v) - threshold, 0.0)
 
 
@@ -280,6 +315,8 @@ def prox(intercepts, psi, lam, penalty_factors, step_size):
 
   The intercepts are not penalised (returned unchanged); ψ is soft-thresholded at ``step_size · λ · w``.
   """
+  _check_lam(lam)
+  _checks.check_positive(step_size, "step_size")
   return intercepts, soft_threshold(psi, step_size * lam * penalty_factors)
 
 
@@ -330,6 +367,7 @@ def null_intercepts(problem: PrestoProblem) -> jax.Array:
 
   ``α_k = logit((Σ_{l≤k} n_l + ½(k+1)) / (n + ½K))`` with weighted class counts n_l (a start inside the domain).
   """
+  _check_problem_state(problem)
   k1 = problem.penalty_factors.shape[1]
   counts = jax.ops.segment_sum(problem.weights, problem.y, num_segments=k1 + 1)
   cum = (jnp.cumsum(counts)[:-1] + 0.5 * jnp.arange(1, k1 + 1)) / (jnp.sum(counts) + 0.5 * (k1 + 1))
@@ -338,10 +376,15 @@ def null_intercepts(problem: PrestoProblem) -> jax.Array:
 
 def init(problem: PrestoProblem, intercepts: jax.Array | None = None, psi: jax.Array | None = None) -> PrestoState:
   """FISTA state at a start (default: the smoothed intercept-only fit, ψ = 0); a warm start must be feasible."""
+  _check_problem_state(problem)
   p, k1 = problem.penalty_factors.shape
   dtype = problem.x.dtype
   intercepts = null_intercepts(problem) if intercepts is None else jnp.asarray(intercepts, dtype)
   psi = jnp.zeros((p, k1), dtype) if psi is None else jnp.asarray(psi, dtype)
+  if intercepts.shape != (k1,):
+    raise ValueError(f"`intercepts` must have shape (K-1,) = ({k1},), got {intercepts.shape}.")
+  if psi.shape != (p, k1):
+    raise ValueError(f"`psi` must have shape (p, K-1) = ({p}, {k1}), got {psi.shape}.")
   objective = _smooth((intercepts, psi), problem) + _penalty(psi, problem)
   return PrestoState(
     intercepts=intercepts,
@@ -361,6 +404,7 @@ _MAX_BACKTRACKS = 60
 
 def step(problem: PrestoProblem, state: PrestoState) -> PrestoState:
   """One FISTA iteration with backtracking and a function-value restart."""
+  _check_problem_state(problem, state)
   t_next = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * state.momentum**2))
   coeff = (state.momentum - 1.0) / t_next
   x = (state.intercepts, state.psi)
@@ -408,6 +452,9 @@ def step(problem: PrestoProblem, state: PrestoState) -> PrestoState:
 
 def run(problem: PrestoProblem, state: PrestoState, num_iterations: int) -> PrestoState:
   """Iterates :func:`step` until converged or ``num_iterations`` steps in all (``lax.while_loop``)."""
+  _check_problem_state(problem, state)
+  if not _checks.is_traced(num_iterations):
+    _check_count(num_iterations, "num_iterations", 0)
   return jax.lax.while_loop(
     lambda s: (~s.converged) & (s.iteration < num_iterations), lambda s: step(problem, s), state
   )
@@ -415,6 +462,7 @@ def run(problem: PrestoProblem, state: PrestoState, num_iterations: int) -> Pres
 
 def to_model(problem: PrestoProblem, state: PrestoState) -> PrestoModel:
   """The fit on the original feature scale: β_k = (Σ_{l≤k} ψ_l) / scale, α_k = α̃_k - meanᵀβ_k."""
+  _check_problem_state(problem, state)
   differences = state.psi / problem.scale[:, None]
   return PrestoModel(
     intercepts=state.intercepts - problem.mean @ jnp.cumsum(differences, axis=1),
@@ -567,12 +615,18 @@ def fit_path(
   x, y, num_classes = _check_xy(x, y, num_classes)
   weights = _check_weights(weights, x.shape[0], x.dtype)
   tol = _default_tol(x.dtype) if tol is None else tol
+  given = lambdas is not None
   if lambdas is None:
     lam_max = _lambda_max_jit(x, y, weights, tol, num_classes, penalize_first, standardize, num_iterations)
     lambdas = lambda_path(lam_max, num_lambdas, lambda_min_ratio)
   lambdas = jnp.asarray(lambdas, x.dtype)
   if lambdas.ndim != 1:
     raise ValueError(f"`lambdas` must be a 1-D decreasing array, got shape {lambdas.shape}.")
+  # A negative λ soft-thresholds away from zero (a wrong fit, not an error); concrete values are read with numpy.
+  if given and not _checks.is_traced(lambdas):
+    concrete = np.asarray(lambdas)
+    if not (np.isfinite(concrete) & (concrete >= 0)).all():
+      raise ValueError(f"`lambdas` must be finite and >= 0, got {concrete.tolist()}.")
   return _path_jit(x, y, weights, lambdas, tol, num_classes, penalize_first, standardize, num_iterations)
 
 
@@ -591,12 +645,14 @@ def _path_jit(x, y, weights, lambdas, tol, num_classes, penalize_first, standard
 
 def predict_cumulative(model: PrestoModel, x: jax.Array) -> jax.Array:
   """``(n, K-1)`` fitted cumulative probabilities ``σ(α_k + xᵀβ_k)``, as fitted (they may cross)."""
-  return jax.nn.sigmoid(cumulative_logits(model.intercepts, model.coef, jnp.asarray(x)))
+  x = _check_model_x(model, x)
+  return jax.nn.sigmoid(cumulative_logits(model.intercepts, model.coef, x))
 
 
 def crossing(model: PrestoModel, x: jax.Array) -> jax.Array:
   """``(n,)`` True where the fitted cumulative probabilities decrease somewhere (a negative class probability)."""
-  eta = cumulative_logits(model.intercepts, model.coef, jnp.asarray(x))
+  x = _check_model_x(model, x)
+  eta = cumulative_logits(model.intercepts, model.coef, x)
   return jnp.any(jnp.diff(eta, axis=-1) < 0, axis=-1)
 
 
@@ -613,9 +669,7 @@ def predict_proba(model: PrestoModel, x: jax.Array) -> jax.Array:
   >>> print([[round(float(v), 3) for v in row] for row in p], presto.crossing(m, jnp.array([[3.0]])).tolist())
   [[0.5, 0.381, 0.119], [0.269, 0.684, 0.047]] [True]
   """
-  x = jnp.asarray(x)
-  if x.ndim != 2 or x.shape[1] != model.coef.shape[-2]:
-    raise ValueError(f"`x` must have shape (n, {model.coef.shape[-2]}), got {x.shape}.")
+  x = _check_model_x(model, x)
   cum = jnp.sort(predict_cumulative(model, x), axis=-1)
   n = x.shape[0]
   edges = jnp.concatenate([jnp.zeros((n, 1), cum.dtype), cum, jnp.ones((n, 1), cum.dtype)], axis=-1)
@@ -624,6 +678,20 @@ def predict_proba(model: PrestoModel, x: jax.Array) -> jax.Array:
 
 def brier_score(probs: jax.Array, y: jax.Array, weights: jax.Array | None = None) -> jax.Array:
   """(Weighted) mean over points of ``Σ_k (p_k - 1{y = k})²``, the multi-class Brier score."""
+  probs, y = jnp.asarray(probs), jnp.asarray(y)
+  if probs.ndim != 2:
+    raise ValueError(f"`probs` must have shape (n, K), got {probs.shape}.")
+  if y.shape != probs.shape[:1]:
+    raise ValueError(f"`y` must have shape (n,) = ({probs.shape[0]},), got {y.shape}.")
+  # one_hot of a non-integer label, or of one outside 0..K-1, is silently all zeros.
+  if not jnp.issubdtype(y.dtype, jnp.integer):
+    raise TypeError(f"`y` must hold integer labels 0..K-1, got dtype {y.dtype}.")
+  _checks.check_ids(y, probs.shape[1], "y", "the classes")
+  if weights is not None:
+    weights = jnp.asarray(weights)
+    if weights.shape != y.shape:
+      raise ValueError(f"`weights` must have shape (n,) = ({y.shape[0]},), got {weights.shape}.")
+    _checks.check_weight_values(weights)
   onehot = jax.nn.one_hot(y, probs.shape[-1], dtype=probs.dtype)
   per_point = jnp.sum((probs - onehot) ** 2, axis=-1)
   if weights is None:
@@ -633,6 +701,8 @@ def brier_score(probs: jax.Array, y: jax.Array, weights: jax.Array | None = None
 
 def fold_ids(key: jax.Array, num_samples: int, num_folds: int) -> jax.Array:
   """``(n,)`` fold of each point: a random permutation cut into ``num_folds`` near-equal parts."""
+  _check_count(num_samples, "num_samples", 1)
+  _check_count(num_folds, "num_folds", 1)
   return (
     jnp.zeros(num_samples, jnp.int32)
     .at[jax.random.permutation(key, num_samples)]
