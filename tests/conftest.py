@@ -6,6 +6,13 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import jax
 import pytest
+from hypothesis import settings
+
+# Property tests draw a fixed set of examples, so a red run can be replayed; HYPOTHESIS_PROFILE=explore draws new
+# ones each run (for hunting, not for CI).
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture

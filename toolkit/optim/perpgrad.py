@@ -48,6 +48,10 @@ def _project_and_rescale(grads, params, rescale: bool, parallel_rtol: float):
   # θ = 0 has no direction to remove: the coefficient is 0 and g passes through.
   coef = _safe_ratio(dot, sq_norm_params)
   perp = [g - (coef * p).astype(g.dtype) for g, p in zip(grads, params)]
+  # A second projection ("twice is enough", as in Gram-Schmidt): when g is nearly parallel to θ the first one
+  # leaves a rounding residue along θ of order eps·‖g‖, which the rescaling below would multiply by ‖g‖/‖perp‖.
+  coef = _safe_ratio(sum(_dot(q, p) for q, p in zip(perp, params)), sq_norm_params)
+  perp = [q - (coef * p).astype(q.dtype) for q, p in zip(perp, params)]
   norm_g = jnp.sqrt(sum(_dot(g, g) for g in grads))
   norm_perp = jnp.sqrt(sum(_dot(q, q) for q in perp))
   # If g ∥ θ what is left is rounding noise; rescaling it to ‖g‖ would take a full step in a random direction.
