@@ -47,6 +47,8 @@ def test_tiny_model_end_to_end_and_resume(tmp_path):
   fp = m["fp32_perplexity"]
   gap = lambda name: m[f"{name}_perplexity"] - fp
   assert m["gptq_over_rtn_gap_w3_row"] == pytest.approx(gap("gptq_w3_row") / gap("rtn_w3_row"))
+  assert m["gptq_over_rtn_gap_w3"] == pytest.approx(gap("gptq_w3") / gap("rtn_w3"))
+  assert m["rtn_w3_ppl_increase"] == pytest.approx(gap("rtn_w3") / fp)
   recovered = (m["rtn_w3_row_perplexity"] - m["rtn_w3_row_lorc_perplexity"]) / gap("rtn_w3_row")
   assert m["lorc_gap_recovered_rtn_w3_row"] == pytest.approx(recovered)
   assert m["a8_over_w8_kl"] == pytest.approx(m["fp32_a8_kl"] / m["rtn_w8_row_kl"])
@@ -67,8 +69,8 @@ def test_tiny_model_end_to_end_and_resume(tmp_path):
   assert {c["metric"] for c in record["claims"]} >= {
     "gptq_over_rtn_ppl_w3",
     "lorc_kl_ratio_gptq_w3",
-    "gptq_over_rtn_gap_w3_row",
-    "lorc_gap_recovered_rtn_w3_row",
+    "gptq_over_rtn_gap_w2",
+    "lorc_gap_recovered_rtn_w2",
     "a8_over_w8_kl",
   }
   # A second run with the same flags resumes from the per-case checkpoints and gives the same numbers.
