@@ -360,3 +360,38 @@ def test_decode_attention_times_measure_the_same_attention_on_both_caches():
     kivi_eval.decode_attention_times(key, context=64, heads=2, head_dim=64)
   with pytest.raises(ValueError, match="`repeats`"):
     kivi_eval.decode_attention_times(key, context=256, heads=2, head_dim=64, repeats=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_bad_input_codes_and_quantized_tensors():
+  for bits in (3, 16):  # 16-bit caches store values, not packed words
+    with pytest.raises(ValueError, match="`bits`"):
+      kivi.unpack(jnp.zeros(2, jnp.int32), bits)
+  with pytest.raises(TypeError, match="`q`"):
+    kivi.dequantize(jnp.zeros((4, 32)))  # the raw array, not its QuantizedTensor (an AttributeError)
+
+
+def test_bad_input_cache_readers():
+  cache = kivi.init_cache((2,), capacity=32, channels=32, group_size=32, residual=32)
+  # One of the cache's QuantizedTensors instead of the cache: AttributeErrors.
+  with pytest.raises(TypeError, match="`cache`"):
+    kivi.overflowed(cache.keys)
+  with pytest.raises(TypeError, match="`cache`"):
+    kivi.valid_tokens(cache.keys)
+  with pytest.raises(TypeError, match="`cache`"):
+    kivi.dequantize_cache(cache.values)
+  with pytest.raises(TypeError, match="`cache`"):
+    kivi.decode_attention_xla(jnp.ones((2, 32)), cache.values)
+  # A q without the batch axis was broadcast over it by the reference (a (2, 32) output for a (32,) query) and
+  # failed in a reshape on the XLA path; a q of the wrong channels failed in an einsum or a multiply.
+  with pytest.raises(ValueError, match="`q`"):
+    kivi.decode_attention_reference(jnp.ones(32), cache)
+  with pytest.raises(ValueError, match="`q`"):
+    kivi.decode_attention_reference(jnp.ones((2, 16)), cache)
+  with pytest.raises(ValueError, match="`q`"):
+    kivi.decode_attention_xla(jnp.ones(32), cache)
+  with pytest.raises(ValueError, match="`q`"):
+    kivi.decode_attention_xla(jnp.ones((2, 16)), cache)

@@ -315,3 +315,69 @@ def test_an_empty_batch_gives_the_empty_product(shape):
     y = tmac.matmul(x, packed, **kwargs)
     assert y.shape == expected.shape and y.dtype == jnp.float16, kwargs
     assert jax.jit(lambda x, kw=kwargs: tmac.matmul(x, packed, **kw))(x).shape == expected.shape
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def tiny_packed():
+  """2-bit (8, 32) weights in groups of 16, the shapes of ``test_bad_inputs_raise_clear_errors``."""
+  codes = np.zeros((8, 32), np.int32)
+  return tmac.preprocess(codes, np.ones((8, 2), np.float32), np.zeros((8, 2), np.float32), bits=2, group_size=16)
+
+
+def test_bad_input_tables():
+  with pytest.raises(ValueError, match="`x`"):
+    tmac.build_tables(np.ones((2, 6), np.float32))  # K not a multiple of 4
+  with pytest.raises(TypeError, match="`x`"):
+    tmac.build_tables(np.ones((2, 8), np.int32))
+  with pytest.raises(ValueError, match="`mirrored=True`"):
+    tmac.build_tables(np.ones((2, 8), np.float32), signed=False, mirrored=True)
+  with pytest.raises(ValueError, match="`half`"):
+    tmac.expand_mirrored(np.ones((2, 16), np.float32))  # a full table, not its 8 odd entries
+  tables = np.ones((2, 8, 16), np.float32)  # K = 32
+  # 0 ended in a ZeroDivisionError, -4 and 8.0 in cryptic reshape errors.
+  for group_size in (0, -4, 8.0, 12):
+    with pytest.raises(ValueError, match="`group_size`"):
+      tmac.quantize_tables(tables, group_size)
+  with pytest.raises(ValueError, match="`tables`"):
+    tmac.quantize_tables(np.ones(16, np.float32), 16)  # one table without its K/4 axis (an IndexError)
+
+
+def test_bad_input_packed_weights():
+  packed = tiny_packed()
+  # The raw index words instead of the TMACWeights: AttributeErrors or "too many values to unpack".
+  with pytest.raises(TypeError, match="`packed`"):
+    tmac.unpack_indices(packed.indices)
+  with pytest.raises(TypeError, match="`packed`"):
+    tmac.dequantize(packed.indices)
+  with pytest.raises(TypeError, match="`packed`"):
+    tmac.lookup_count(packed.indices, 1)
+  # An integer dtype truncated the fractional zero points: wrong weights, silently.
+  with pytest.raises(TypeError, match="`dtype`"):
+    tmac.dequantize(packed, jnp.int32)
+  # A negative or fractional row count was multiplied in.
+  for num_rows in (-1, 2.5):
+    with pytest.raises(ValueError, match="`num_rows`"):
+      tmac.lookup_count(packed, num_rows)
+
+
+def test_bad_input_xla_formulations():
+  packed = tiny_packed()
+  x2 = np.ones((3, 32), np.float32)
+  # A K that is not the weights' or a missing N axis failed in a reshape deep inside.
+  with pytest.raises(ValueError, match="`x2`"):
+    tmac.lut_gather(np.ones((3, 16), np.float32), packed)
+  with pytest.raises(ValueError, match="`x2`"):
+    tmac.bitserial_matmul(np.ones((3, 16), np.float32), packed)
+  with pytest.raises(ValueError, match="`x2`"):
+    tmac.onehot_lut(np.ones(32, np.float32), packed)
+  with pytest.raises(TypeError, match="`x2`"):
+    tmac.bitserial_matmul(np.ones((3, 32), np.int32), packed)
+  with pytest.raises(TypeError, match="`packed`"):
+    tmac.lut_gather(x2, packed.indices)
+  with pytest.raises(ValueError, match="`int8_tables=True`"):
+    tmac.bitserial_matmul(x2, packed, int8_tables=True)
+  with pytest.raises(ValueError, match="`int8_tables=True`"):
+    tmac.onehot_lut(x2, packed, int8_tables=True)

@@ -440,3 +440,49 @@ def test_bad_input_raises_clear_errors(key):
     with pytest.raises(ValueError, match=r"`t` must lie in \[0, 1\]"):
       lsb.sample_bridge(key, params, x, t, EPS)
   assert bool(jnp.all(jnp.isfinite(lsb.sample_bridge(key, params, x, jnp.array([0.0, 0.3, 1.0, 0.5]), EPS))))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_bad_input_mixture_pieces_and_plan(key):
+  params = random_mixture(key)  # K = 3, d = 2, full S_k
+  x = jnp.zeros((4, 2))
+  # A plain tuple of the arrays: scale_tril ended in an AttributeError.
+  with pytest.raises(TypeError, match="`params`"):
+    lsb.scale_tril(tuple(params))
+  with pytest.raises(TypeError, match="`params`"):
+    lsb.s_matrices(tuple(params))
+  with pytest.raises(ValueError, match="`epsilon`"):
+    lsb.plan_component_covs(params, 0.0)
+  with pytest.raises(ValueError, match="`x`"):
+    lsb.plan_component_means(params, jnp.zeros((4, 3)))
+  with pytest.raises(ValueError, match="`x`"):
+    lsb.plan_log_weights(params, jnp.zeros((4, 3)), EPS)
+  with pytest.raises(TypeError, match="`x`"):
+    lsb.plan_cov(params, jnp.zeros((4, 2), jnp.int32), EPS)
+  with pytest.raises(ValueError, match="`epsilon`"):
+    lsb.plan_cov(params, x, -1.0)
+  with pytest.raises(ValueError, match="`num_samples`"):
+    lsb.sample_plan(key, params, x, EPS, num_samples=0)
+  with pytest.raises(ValueError, match="`x`"):
+    lsb.sample_plan(key, params, jnp.zeros((4, 3)), EPS)
+
+
+def test_bad_input_drift_and_log_h(key):
+  params = random_mixture(key)
+  x = jnp.array([0.3, -1.2])
+  # t = 3 or -2 gave a NaN drift (tλ + 1 - t < 0); an array t was broadcast against the components.
+  for t in (3.0, -2.0, jnp.array([0.2, 0.4])):
+    with pytest.raises(ValueError, match="`t`"):
+      lsb.drift(params, x, t, EPS)
+  with pytest.raises(TypeError, match="`t`"):
+    lsb.drift(params, x, "half", EPS)
+  with pytest.raises(ValueError, match="`x`"):
+    lsb.drift(params, jnp.zeros((4, 3)), 0.5, EPS)
+  # h diverges at t = 1 (a ZeroDivisionError); the drift stays finite there.
+  with pytest.raises(ValueError, match=r"`t` must lie in \[0, 1\)"):
+    lsb.log_h(params, x, 1.0, EPS)
+  with pytest.raises(ValueError, match="`x`"):
+    lsb.log_h(params, jnp.zeros((4, 2)), 0.5, EPS)

@@ -114,3 +114,48 @@ def test_markov_score_climbing_with_ppg_reaches_the_kl_minimiser(x64):
     per_seed = np.asarray(v[:, -150:].mean(1))
     se = per_seed.std(ddof=1) / 2
     assert abs(per_seed.mean() - float(getattr(optimum, name))) < 4 * se + 0.01, name
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_bad_input_estimators_name_the_argument(key):
+  model = model_fn({"A": 0.9, "log_Q": 0.0, "log_R": 0.0})
+  ys = jnp.zeros((5, 1))
+  theta = {"A": jnp.array(0.5), "log_Q": jnp.array(0.0), "log_R": jnp.array(0.5)}
+  sum_x = lambda x_prev, x, t: x[0]
+  with pytest.raises(ValueError, match="`num_particles`"):
+    learning.paris_estimator(key, model, ys, sum_x, ys, num_particles=1)
+  with pytest.raises(ValueError, match=r"`reference` must have shape \(T, state_dim\)"):
+    learning.ppg_estimator(key, model, ys, sum_x, jnp.zeros((3, 1)), num_particles=4)
+  with pytest.raises(TypeError, match="`estimator`"):
+    learning.score_estimate(key, model_fn, theta, ys, ys, num_particles=4, estimator="ppg")
+  with pytest.raises(TypeError, match="`model_fn` must be a function"):
+    learning.score_estimate(key, model, theta, ys, ys, num_particles=4)  # the model, not theta -> model
+
+
+def test_bad_input_score_climbing_and_proposals_name_the_argument(key):
+  model = ssm.linear_gaussian(0.9, 0.5, 1.0, 1.0, 0.0, 1.0)
+  ys = jnp.zeros((5, 1))
+  proposal = learning.linear_gaussian_regression_proposal()
+  with pytest.raises(TypeError, match="`proposal` must be a toolkit.smc.paris.Proposal"):
+    learning.proposal_score_functional(proposal.params, model, ys)
+  with pytest.raises(TypeError, match="`model` must be a toolkit.smc.ssm.StateSpaceModel"):
+    learning.proposal_score_functional(proposal, model.params, ys)
+  with pytest.raises(TypeError, match="`proposal` must be a toolkit.smc.paris.Proposal"):
+    learning.markov_score_climbing(key, model, ys, None, optimizer=optax.adam(0.01), num_iterations=2, num_particles=4)
+  with pytest.raises(ValueError, match="`num_iterations`"):
+    learning.markov_score_climbing(
+      key, model, ys, proposal, optimizer=optax.adam(0.01), num_iterations=0, num_particles=4
+    )
+  with pytest.raises(TypeError, match="`params` must be a LinearGaussianProposalParams"):
+    learning.linear_gaussian_regression_proposal({"a": 0.5})
+  with pytest.raises(ValueError, match=r"`params.a` must be a scalar"):
+    learning.linear_gaussian_regression_proposal(proposal.params._replace(a=jnp.zeros(2)))
+  # A 2-D state: the regression read its first coordinate and returned a finite, wrong optimum.
+  model_2d = ssm.linear_gaussian(0.9 * np.eye(2), np.eye(2), [[1.0, 0.0]], 1.0, np.zeros(2), np.eye(2))
+  with pytest.raises(ValueError, match="`model` must be a scalar linear-Gaussian model"):
+    learning.linear_gaussian_regression_optimum(model_2d, ys)
+  with pytest.raises(TypeError, match="`model` must be a linear-Gaussian"):
+    learning.linear_gaussian_regression_optimum(ssm.stochastic_volatility(), ys)

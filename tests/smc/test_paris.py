@@ -476,3 +476,56 @@ def test_bad_kernel_options_are_rejected(key):
     paris.step(key, state, ys[1], 1, reference_x=jnp.zeros(1))
   with pytest.raises(ValueError, match="ess_threshold"):
     paris.init(key, model, ys[0], lag_product, num_particles=8, reference_x0=jnp.zeros(1), ess_threshold=0.5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_bad_input_backward_kernels_name_the_argument(key):
+  model = ssm.linear_gaussian(0.9, 0.5, 1.0, 1.0, 0.0, 1.0)
+  x = jax.random.normal(key, (6, 1))
+  lw, ancestors = jnp.zeros(6), jnp.arange(6)
+  with pytest.raises(ValueError, match="`num_backward` must be an int >= 1"):
+    paris.backward_exact(key, model, x, lw, x, ancestors, 1, 0)
+  with pytest.raises(ValueError, match=r"`log_weights_prev` must have shape \(6,\)"):
+    paris.backward_exact(key, model, x, lw[:1], x, ancestors, 1, 2)  # broadcast silently over the cloud
+  with pytest.raises(TypeError, match="`model` must be a toolkit.smc.ssm.StateSpaceModel"):
+    paris.backward_exact(key, model.params, x, lw, x, ancestors, 1, 2)
+  with pytest.raises(ValueError, match=r"`log_weights_prev` must have shape \(6,\)"):
+    paris.backward_reject(key, model, x, lw[:1], x, ancestors, 1, 2)
+  with pytest.raises(ValueError, match="`max_rounds` must be an int >= 0"):
+    paris.backward_reject(key, model, x, lw, x, ancestors, 1, 2, max_rounds=-1)
+  with pytest.raises(ValueError, match="`model.transition_log_bound`"):
+    paris.backward_reject(key, model.replace(transition_log_bound=None), x, lw, x, ancestors, 1, 2)
+  with pytest.raises(ValueError, match=r"`ancestors` must have shape \(6,\)"):
+    paris.backward_mcmc(key, model, x, lw, x, ancestors[:3], 1, 2)
+  with pytest.raises(ValueError, match="`num_mcmc_steps`"):
+    paris.backward_mcmc(key, model, x, lw, x, ancestors, 1, 2, num_mcmc_steps=0)
+  with pytest.raises(ValueError, match=r"`x` must have shape \(N, state_dim\)"):
+    paris.backward_mcmc(key, model, x, lw, x[:, 0], ancestors, 1, 2)
+
+
+def test_bad_input_observations_outputs_and_functionals_name_the_argument(key):
+  model = ssm.linear_gaussian(0.9, 0.5, 1.0, 1.0, 0.0, 1.0)
+  ys = jnp.zeros((5, 1))
+  with pytest.raises(ValueError, match="`ys` must have a leading time axis of length >= 2"):
+    paris.check_observations(ys[:1], model)
+  with pytest.raises(ValueError, match=r"`ys` must have shape \(T, 1\)"):
+    paris.check_observations(jnp.zeros((5, 3)), model)
+  with pytest.raises(TypeError, match="`model` must be a toolkit.smc.ssm.StateSpaceModel or None"):
+    paris.check_observations(ys, "lgssm")  # was skipped without a word
+  state = paris.init(key, model, ys[0], lag_product, num_particles=4)
+  state1, info = paris.step(key, state, ys[1], 1)
+  with pytest.raises(ValueError, match="`infos` must be the steps' PaRISInfo stacked"):
+    paris.collect_output(state, state1, info)  # one step's info, not the scanned stack
+  output = paris.paris(key, model, ys, lag_product, num_particles=4)
+  with pytest.raises(TypeError, match="`final` must be a PaRISState"):
+    paris.collect_output(state, output, jax.tree.map(lambda a: a[None], info))
+  with pytest.raises(TypeError, match="`state` must be a PaRISState .* already is the smoothed estimate"):
+    paris.smoothed_estimate(output)
+  with pytest.raises(TypeError, match="`model_fn` must be a function"):
+    paris.score_functional(model, 0.9, ys)  # the model itself, not theta -> model
+  with pytest.raises(ValueError, match="`ys` must have a leading time axis"):
+    paris.score_functional(lambda a: ssm.linear_gaussian(a, 0.5, 1.0, 1.0, 0.0, 1.0), 0.9, jnp.float32(0.0))
+  # paris.linear_gaussian_optimal_proposal() takes no argument: nothing to misuse.

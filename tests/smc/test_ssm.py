@@ -143,3 +143,40 @@ def test_bad_input_is_rejected():
     ssm.linear_gaussian(np.eye(2), np.eye(2), np.eye(2), np.array([[1.0, 0.3], [0.0, 1.0]]), np.zeros(2), np.eye(2))
   with pytest.raises(TypeError, match="`A` must be real"):
     ssm.linear_gaussian(np.eye(2) * (1 + 1j), np.eye(2), np.eye(2), np.eye(2), np.zeros(2), np.eye(2))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_bad_input_density_helpers_name_the_argument(key):
+  model = ssm.linear_gaussian(0.9, 0.5, 1.0, 1.0, 0.0, 1.0)
+  x = jnp.zeros((4, 1))
+  with pytest.raises(ValueError, match="`n` must be an int >= 1"):
+    ssm.init_sample(key, model, 0)
+  with pytest.raises(TypeError, match="`model` must be a toolkit.smc.ssm.StateSpaceModel"):
+    ssm.init_sample(key, model.params, 4)  # the parameters, not the model
+  # A state of the wrong length broadcast into a finite, meaningless density.
+  with pytest.raises(ValueError, match=r"`x` must have shape \(\.\.\., 1\)"):
+    ssm.init_log_prob(model, jnp.zeros((4, 3)))
+  with pytest.raises(ValueError, match="`x_prev` must have shape"):
+    ssm.transition_sample(key, model, jnp.zeros((4, 3)), 1)
+  with pytest.raises(ValueError, match="`x` must have shape"):
+    ssm.transition_log_prob(model, jnp.zeros(1), jnp.zeros(3), 1)
+  with pytest.raises(ValueError, match=r"`x_prev` must have shape \(n, 1\)"):
+    ssm.transition_log_prob_matrix(model, jnp.zeros(4), x, 1)
+  with pytest.raises(ValueError, match=r"`x` must have shape \(n, 2\)"):
+    ssm.transition_log_prob_matrix(two_dim_model(), jnp.zeros((4, 2)), x, 1)
+  with pytest.raises(ValueError, match="`y` must be one observation"):
+    ssm.observation_log_prob(model, x, jnp.zeros(3), 0)  # broadcast into a finite, meaningless density
+  with pytest.raises(ValueError, match="`y` must be one observation"):
+    ssm.observation_log_prob(ssm.stochastic_volatility(), x, jnp.zeros(3), 0)
+  with pytest.raises(ValueError, match="`x` must have shape"):
+    ssm.observation_log_prob(model, jnp.zeros((4, 2)), jnp.zeros(1), 0)
+  with pytest.raises(ValueError, match=r"`ys` must have shape \(T, 1\)"):
+    ssm.kalman_filter(two_dim_model(), jnp.zeros((5, 3)))
+  with pytest.raises(TypeError, match="`model` must be a linear-Gaussian"):
+    ssm.kalman_filter(ssm.stochastic_volatility(), jnp.zeros(5))
+  # Traced states and observations of the right shapes pass (the checks read shapes only).
+  log_g = jax.jit(jax.vmap(lambda x, y: ssm.observation_log_prob(model, x, y, 0)))
+  assert log_g(jnp.zeros((2, 4, 1)), jnp.zeros((2, 1))).shape == (2, 4)

@@ -183,6 +183,8 @@ def quantize_values(v: jax.Array, *, bits: int = 2, group_size: int = 32, scale_
 
 def dequantize(q: QuantizedTensor) -> jax.Array:
   """The float array of the original shape: x̂ = code · scale + zero (computed in at least float32)."""
+  if not isinstance(q, QuantizedTensor):
+    raise TypeError(f"`q` must be a QuantizedTensor (of `quantize_keys` or `quantize_values`), got {type(q).__name__}.")
   codes = _codes(q.codes, q.bits)
   dtype = jnp.promote_types(jnp.promote_types(q.scale.dtype, jnp.float32), codes.dtype if q.bits == 16 else jnp.float32)
   groups = codes.reshape(*codes.shape[:-1], -1, q.group_size).astype(dtype)
@@ -363,13 +365,29 @@ def extend(cache: KIVICache, k: jax.Array, v: jax.Array) -> KIVICache:
   return cache
 
 
+def _check_cache(cache) -> KIVICache:
+  if not isinstance(cache, KIVICache):
+    raise TypeError(f"`cache` must be a KIVICache (of `init_cache`), got {type(cache).__name__}.")
+  return cache
+
+
+def _check_query(q, cache) -> None:
+  """``q`` (..., C) with the cache's batch axes and channels."""
+  _check_cache(cache)
+  expected = cache.k_residual.shape[:-2] + cache.k_residual.shape[-1:]
+  if jnp.shape(q) != expected:
+    raise ValueError(f"`q` must have shape {expected} (the cache's batch axes, then channels), got {jnp.shape(q)}.")
+
+
 def overflowed(cache: KIVICache) -> jax.Array:
   """Whether more tokens were appended (under ``jit``) than the cache holds: its quantized groups were overwritten."""
+  _check_cache(cache)
   return cache.n_quantized > cache.capacity
 
 
 def dequantize_cache(cache: KIVICache) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Keys and values of the whole capacity (..., T + R, C) in token order, and a validity mask (T + R,)."""
+  _check_cache(cache)
   keys, values = dequantize(cache.keys), dequantize(cache.values)
   k_res, v_res = cache.k_residual.astype(keys.dtype), cache.v_residual.astype(values.dtype)
   return (
@@ -381,6 +399,7 @@ def dequantize_cache(cache: KIVICache) -> tuple[jax.Array, jax.Array, jax.Array]
 
 def valid_tokens(cache: KIVICache) -> jax.Array:
   """(T + R,) mask of the filled slots: the first ``n_quantized`` of the quantized part, then ``n_residual``."""
+  _check_cache(cache)
   position = jnp.arange(cache.capacity + cache.k_residual.shape[-2])
   return jnp.where(
     position < cache.capacity,
@@ -391,6 +410,8 @@ def valid_tokens(cache: KIVICache) -> jax.Array:
 
 def decode_attention_reference(q: jax.Array, cache: KIVICache) -> jax.Array:
   """One decode step of attention against the cache by dequantize-then-einsum: q (..., C) -> (..., C)."""
+  # A q of the wrong shape broadcast against the cache (or failed in an einsum with no name).
+  _check_query(q, cache)
   keys, values, mask = dequantize_cache(cache)
   scores = jnp.einsum("...c,...tc->...t", q.astype(keys.dtype), keys) / math.sqrt(q.shape[-1])
   weights = jax.nn.softmax(jnp.where(mask, scores, -jnp.inf), axis=-1)
@@ -404,6 +425,7 @@ def decode_attention_xla(q: jax.Array, cache: KIVICache) -> jax.Array:
   query and the codes are only converted and contracted. Values are per token: the softmax weights fold into the
   scales, out_c = Σ_t (p_t s_{t,g(c)}) code_{t,c} + Σ_t p_t z_{t,g(c)}. (The per-token key ablation dequantizes.)
   """
+  _check_query(q, cache)
   g, capacity, channels = cache.group_size, cache.capacity, q.shape[-1]
   qf = q.astype(jnp.promote_types(q.dtype, jnp.float32))
   if cache.keys.axis == -2:

@@ -148,6 +148,21 @@ def _is_concrete(a) -> bool:
   return not isinstance(a, jax.core.Tracer)
 
 
+def _check_packed(packed) -> TMACWeights:
+  if not isinstance(packed, TMACWeights):
+    raise TypeError(f"`packed` must be the TMACWeights of `preprocess`, got {type(packed).__name__}.")
+  return packed
+
+
+def _check_rows(x2, packed) -> None:
+  """(N, K) float activations of an XLA formulation (``lut_gather``, ...), K the weights' input size; ``x2`` is
+  checked, not converted (a NumPy ``x2`` keeps its NumPy group sums)."""
+  _check_packed(packed)
+  if jnp.ndim(x2) != 2:
+    raise ValueError(f"`x2` must be a 2-D (N, K) array, got shape {jnp.shape(x2)}.")
+  _check_activations(x2, packed.shape[1], "x2")
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Weight preprocessing (run once).
 
@@ -210,7 +225,7 @@ def _pack(codes, scales, zeros, bits, group_size) -> TMACWeights:
 
 def unpack_indices(packed: TMACWeights) -> jax.Array:
   """The 4-bit indices ``idx_i[m, j]`` as int32 (bits, M', K/4), padded rows included."""
-  words = packed.indices
+  words = _check_packed(packed).indices
   shifts = (4 * jnp.arange(ROWS_PER_WORD, dtype=jnp.int32))[None, :, None, None]
   # Arithmetic shift of a signed word, then the mask: correct for the top field too.
   idx = (words[:, None] >> shifts) & (TABLE_ENTRIES - 1)
@@ -225,6 +240,14 @@ def _index_bits(idx: jax.Array) -> jax.Array:
 
 def dequantize(packed: TMACWeights, dtype=jnp.float32) -> jax.Array:
   """The (M, K) weights ``s·(w − z)`` rebuilt from the bit-planes (the dequantize-then-matmul reference)."""
+  _check_packed(packed)
+  try:
+    floating = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
+  except TypeError:
+    floating = False
+  if not floating:
+    # An integer dtype truncated the fractional zero points and scales: wrong weights, silently.
+    raise TypeError(f"`dtype` must be a floating dtype, got {dtype!r}.")
   m, k = packed.shape
   bits = _index_bits(unpack_indices(packed))[:, :m]  # (b, M, K)
   codes = sum(bits[i] << i for i in range(packed.bits)).astype(dtype)
@@ -236,6 +259,9 @@ def dequantize(packed: TMACWeights, dtype=jnp.float32) -> jax.Array:
 def lookup_count(packed: TMACWeights, num_rows: int = 1) -> int:
   """Table lookups of one product with ``num_rows`` activation rows N: ``N·bits·M·K/4`` (linear in the bit
   width)."""
+  _check_packed(packed)
+  if isinstance(num_rows, bool) or not isinstance(num_rows, (int, np.integer)) or num_rows < 0:
+    raise ValueError(f"`num_rows` must be an int >= 0 (activation rows N), got {num_rows!r}.")
   m, k = packed.shape
   return num_rows * packed.bits * m * (k // ACTIVATION_GROUP)
 
@@ -300,6 +326,11 @@ def quantize_tables(tables: jax.Array, group_size: int) -> tuple[jax.Array, jax.
   Returns:
     ``(q, lut_scale)``: int8 (..., K/4, E) and float (..., K / group_size).
   """
+  if jnp.ndim(tables) < 2:
+    raise ValueError(f"`tables` must have shape (..., K/4, E), got {jnp.shape(tables)}.")
+  if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
+    # 0 ended in a ZeroDivisionError, a negative or float one in a cryptic reshape error.
+    raise ValueError(f"`group_size` must be a positive int, got {group_size!r}.")
   if group_size % ACTIVATION_GROUP or tables.shape[-2] % (group_size // ACTIVATION_GROUP):
     raise ValueError(
       f"`group_size` ({group_size}) must be a multiple of 4 whose quarter divides the {tables.shape[-2]} tables."
@@ -359,9 +390,7 @@ def matmul(
       f"`algorithm` must be None or a function (x, packed, *, int8_tables) -> y such as "
       f"tmac.lut_gather, tmac.bitserial_matmul or tmac.onehot_lut, got {algorithm!r}."
     )
-  if not isinstance(packed, TMACWeights):
-    raise TypeError(f"`packed` must be the TMACWeights of `preprocess`, got {type(packed).__name__}.")
-  m, k = packed.shape
+  m, k = _check_packed(packed).shape
   x = _check_activations(x, k)
   lead = x.shape[:-1]
   x2 = x.reshape(-1, k).astype(jnp.float32)
@@ -409,6 +438,7 @@ def lut_gather(x2: jax.Array, packed: TMACWeights, *, int8_tables: bool = False)
   """T-MAC's table lookup on XLA, by gathers: per plane ``Σ_{j∈γ} T'_j[idx_i[m, j]]``, blocked over rows
   (``lax.map``). x2 (N, K) float32 → (N, M) float32; with ``int8_tables`` the tables are int8
   (:func:`quantize_tables`) and the lookups are summed in int32."""
+  _check_rows(x2, packed)
   n = x2.shape[0]
   bits, word_rows, groups = packed.indices.shape
   per_group = packed.group_size // ACTIVATION_GROUP
@@ -454,6 +484,7 @@ def _combine(acc: jax.Array, x2: jax.Array, packed: TMACWeights) -> jax.Array:
 def bitserial_matmul(x2: jax.Array, packed: TMACWeights, *, int8_tables: bool = False) -> jax.Array:
   """b matmuls with ±1 bit-planes: ``Σ_i 2^{i−1} x @ (s ⊙ S_i)ᵀ``, the lookups' sums computed as products.
   x2 (N, K) float32 → (N, M) float32; float tables only."""
+  _check_rows(x2, packed)
   _needs_float_tables(int8_tables, "bitserial_matmul")
   sums, scales, bias = _group_terms(x2, packed)
   expanded = jnp.repeat(scales, packed.group_size, axis=1)  # (M', K)
@@ -469,6 +500,7 @@ def bitserial_matmul(x2: jax.Array, packed: TMACWeights, *, int8_tables: bool = 
 def onehot_lut(x2: jax.Array, packed: TMACWeights, *, int8_tables: bool = False) -> jax.Array:
   """The lookup as a contraction of one-hot indices with the tables (16× the entries, so 4× a matmul's work).
   x2 (N, K) float32 → (N, M) float32; float tables only."""
+  _check_rows(x2, packed)
   _needs_float_tables(int8_tables, "onehot_lut")
   n = x2.shape[0]
   per_group = packed.group_size // ACTIVATION_GROUP

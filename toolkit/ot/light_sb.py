@@ -40,7 +40,7 @@ import jax.scipy as jsp
 import numpy as np
 import optax
 
-from toolkit.ot._checks import check_count, check_epsilon, check_points
+from toolkit.ot._checks import check_count, check_epsilon, check_points, is_tracer
 from toolkit.stats import gmm
 
 Sampler = Callable[[jax.Array, int], jax.Array]  # (key, n) -> (n, d) samples
@@ -99,12 +99,28 @@ def _check_params(params: Any) -> None:
     )
 
 
+def _check_time(t: Any, *, include_one: bool) -> None:
+  """A scalar time in [0, 1] (or [0, 1) unless ``include_one``); its value is checked when concrete."""
+  if jnp.ndim(t) != 0:
+    raise ValueError(f"`t` must be a scalar time, got shape {jnp.shape(t)}.")
+  if is_tracer(t):
+    return
+  try:
+    value = float(np.asarray(t))
+  except (TypeError, ValueError):
+    raise TypeError(f"`t` must be a scalar time, got {t!r}.") from None
+  if not (0.0 <= value <= 1.0 and (include_one or value < 1.0)):
+    interval = "[0, 1]" if include_one else "[0, 1)"
+    raise ValueError(f"`t` must lie in {interval} (a bridge time), got {value}.")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # S_k and the mixture's pieces.
 
 
 def scale_tril(params: LightSBParams) -> jax.Array:
   """``(K, d, d)`` Cholesky factors L_k of S_k (``S_k = L_k L_kᵀ``)."""
+  _check_params(params)
   diag = jnp.exp(0.5 * params.log_s)
   eye = jnp.eye(params.dim, dtype=diag.dtype)
   lower = 0.0 if params.s_lower is None else jnp.tril(params.s_lower, -1)
@@ -401,6 +417,8 @@ def log_h(params: LightSBParams, x: jax.Array, t, epsilon) -> jax.Array:
   x = check_points(x, params.dim, "x")
   if x.ndim != 1:
     raise ValueError(f"`x` must be one point of shape (d,), got {x.shape}; vmap over points.")
+  # At t = 1, A_k(t) has an infinite t/(ε(1 - t)): h is inf or NaN (the drift stays finite, see `drift`).
+  _check_time(t, include_one=False)
   return _log_h(_eigen(params), x, t, epsilon)
 
 
@@ -435,6 +453,8 @@ def drift(params: LightSBParams, x: jax.Array, t, epsilon) -> jax.Array:
   _check_params(params)
   check_epsilon(epsilon)
   x = check_points(x, params.dim, "x")
+  # t > 1 made q = tλ + 1 - t negative (a NaN drift); an array t broadcast against the components.
+  _check_time(t, include_one=True)
   return _drift_eig(_eigen(params), x, t, epsilon)
 
 

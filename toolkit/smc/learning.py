@@ -121,6 +121,9 @@ def score_estimate(
   estimator: SmoothedEstimator = ppg_estimator,
 ) -> tuple[Any, jax.Array]:
   """One estimate of ∇_θ log p_θ(y) (Fisher's identity) by ``estimator``, and the next reference path."""
+  _check_estimator(estimator)
+  if not callable(model_fn):
+    raise TypeError(f"`model_fn` must be a function theta -> StateSpaceModel, got {type(model_fn).__name__}.")
   return estimator(
     key,
     model_fn(theta),
@@ -133,12 +136,24 @@ def score_estimate(
   )
 
 
-def _check_learning_args(estimator, num_iterations) -> None:
+def _check_estimator(estimator) -> None:
   if isinstance(estimator, str) or not callable(estimator):
     raise TypeError(
       f"`estimator` must be a SmoothedEstimator function such as toolkit.smc.learning.ppg_estimator "
       f"or paris_estimator, got {estimator!r}."
     )
+
+
+def _check_proposal(proposal) -> None:
+  if not isinstance(proposal, paris_lib.Proposal):
+    raise TypeError(
+      f"`proposal` must be a toolkit.smc.paris.Proposal (e.g. linear_gaussian_regression_proposal()), "
+      f"got {type(proposal).__name__}."
+    )
+
+
+def _check_learning_args(estimator, num_iterations) -> None:
+  _check_estimator(estimator)
   if not isinstance(num_iterations, int) or num_iterations < 1:
     raise ValueError(f"`num_iterations` must be a positive Python int, got {num_iterations!r}.")
 
@@ -222,6 +237,11 @@ def proposal_score_functional(proposal: paris_lib.Proposal, model: StateSpaceMod
   Its smoothed expectation is −∇_λ KL(p_θ(x_{0:n} | y) ‖ q_λ) for a q_λ that factorises along time, the gradient of
   Markov score climbing (Naesseth, Lindsten and Blei, NeurIPS 2020), estimated here by PaRIS or PPG.
   """
+  _check_proposal(proposal)
+  if not isinstance(model, StateSpaceModel):
+    raise TypeError(f"`model` must be a toolkit.smc.ssm.StateSpaceModel, got {type(model).__name__}.")
+  if jnp.ndim(ys) < 1:
+    raise ValueError(f"`ys` must have a leading time axis, got shape {jnp.shape(ys)}.")
 
   def log_q(lam, x_prev, x, t):
     y = ys[t]
@@ -257,6 +277,7 @@ def markov_score_climbing(
   Returns the final ``LearningState`` (``theta`` holds λ) and the per-iteration trace.
   """
   _check_learning_args(estimator, num_iterations)
+  _check_proposal(proposal)
   k_ref, k_loop = jax.random.split(key)
   guide = lambda lam: proposal.replace(params=lam) if guide_with_proposal else None
   reference = pg.initial_reference(k_ref, model, ys, num_particles=num_particles, proposal=guide(proposal.params))
@@ -308,6 +329,12 @@ def linear_gaussian_regression_proposal(
   (x_{t−1}, y_t, 1) under the smoothing distribution, in closed form from the RTS moments
   (``linear_gaussian_regression_optimum``).
   """
+  if params is not None:
+    if not isinstance(params, LinearGaussianProposalParams):
+      raise TypeError(f"`params` must be a LinearGaussianProposalParams or None, got {type(params).__name__}.")
+    for name, value in params._asdict().items():
+      if jnp.ndim(value) != 0:  # the proposal is scalar: a vector would broadcast over the state
+        raise ValueError(f"`params.{name}` must be a scalar, got shape {jnp.shape(value)}.")
   if params is None:
     f = lambda v: jnp.asarray(v, dtype=jnp.result_type(float))
     params = LinearGaussianProposalParams(f(0.0), f(0.0), f(0.0), f(0.0), f(0.0), f(0.0))
@@ -316,6 +343,13 @@ def linear_gaussian_regression_proposal(
 
 def linear_gaussian_regression_optimum(model: StateSpaceModel, ys: jax.Array) -> LinearGaussianProposalParams:
   """argmin_λ KL(p(x_{0:n} | y) ‖ q_λ) for ``linear_gaussian_regression_proposal`` on a scalar model (exact)."""
+  # The regression reads the first coordinate of the state and of y: a larger model gave a finite, wrong optimum.
+  p = model.params if isinstance(model, StateSpaceModel) else None
+  if isinstance(p, ssm_lib.LinearGaussianParams) and (model.state_dim != 1 or p.C.shape[0] != 1):
+    raise ValueError(
+      f"`model` must be a scalar linear-Gaussian model (state and observation of dimension 1), got state_dim = "
+      f"{model.state_dim} and {p.C.shape[0]}-dimensional observations."
+    )
   ko = ssm_lib.kalman_smoother(model, ys)
   m, P, cross = ko.smoothed_means[:, 0], ko.smoothed_covs[:, 0, 0], ko.smoothed_cross_covs[:, 0, 0]
   y = jnp.reshape(ys, (ys.shape[0], -1))[1:, 0]

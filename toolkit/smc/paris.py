@@ -43,6 +43,7 @@ from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro.distributions as dist
 from flax import struct
 
@@ -236,6 +237,26 @@ def _inverse_cdf_rows(key: jax.Array, log_probs: jax.Array, num: int, block: int
   return jnp.clip(b * block + j, 0, m - 1).astype(jnp.int32)
 
 
+def _check_int(value: Any, name: str, minimum: int) -> None:
+  if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+    raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
+
+
+def _check_backward_args(model, x_prev, log_weights_prev, x, num_backward) -> None:
+  """What every backward kernel reads: a ``log_weights_prev`` of length 1 broadcast silently over ``x_prev``."""
+  if not isinstance(model, StateSpaceModel):
+    raise TypeError(f"`model` must be a toolkit.smc.ssm.StateSpaceModel, got {type(model).__name__}.")
+  for name, value in (("x_prev", x_prev), ("x", x)):
+    if jnp.ndim(value) != 2 or jnp.shape(value)[1] != model.state_dim:
+      raise ValueError(f"`{name}` must have shape (N, state_dim) = (N, {model.state_dim}), got {jnp.shape(value)}.")
+  if jnp.shape(log_weights_prev) != (jnp.shape(x_prev)[0],):
+    raise ValueError(
+      f"`log_weights_prev` must have shape ({jnp.shape(x_prev)[0]},) (one per row of `x_prev`), "
+      f"got {jnp.shape(log_weights_prev)}."
+    )
+  _check_int(num_backward, "num_backward", 1)
+
+
 def backward_exact(
   key: jax.Array,
   model: StateSpaceModel,
@@ -250,6 +271,7 @@ def backward_exact(
 
   A ``BackwardKernel``; ``ancestors`` is not used.
   """
+  _check_backward_args(model, x_prev, log_weights_prev, x, num_backward)
   del ancestors
   logits = log_weights_prev[None, :] + ssm_lib.transition_log_prob_matrix(model, x_prev, x, t)
   indices = _inverse_cdf_rows(key, logits, num_backward)
@@ -277,6 +299,8 @@ def backward_reject(
   ``functools.partial(backward_reject, max_rounds=16)``. Needs ``model.transition_log_bound``; ``ancestors`` is not
   used.
   """
+  _check_backward_args(model, x_prev, log_weights_prev, x, num_backward)
+  _check_int(max_rounds, "max_rounds", 0)
   del ancestors
   if model.transition_log_bound is None:
     raise ValueError("backward_reject needs `model.transition_log_bound` (an upper bound of log m).")
@@ -359,7 +383,10 @@ def backward_mcmc(
   """
   if not isinstance(num_mcmc_steps, int) or num_mcmc_steps < 1:
     raise ValueError(f"`num_mcmc_steps` must be a positive Python int, got {num_mcmc_steps!r}.")
+  _check_backward_args(model, x_prev, log_weights_prev, x, num_backward)
   n = x.shape[0]
+  if jnp.shape(ancestors) != (n,):
+    raise ValueError(f"`ancestors` must have shape ({n},) (one per row of `x`), got {jnp.shape(ancestors)}.")
   num_moves = num_backward * num_mcmc_steps
   weights = jnp.exp(resampling.normalize_log_weights(log_weights_prev))
   cdf = jnp.cumsum(weights)
@@ -600,6 +627,12 @@ def step(
 
 def smoothed_estimate(state: PaRISState) -> Any:
   """Σ_i ω_t^i τ_t^i / Σ_i ω_t^i: the estimate of E[h_t(X_{0:t}) | y_{0:t}] held by ``state``."""
+  # A PaRISOutput has the same fields, but its `estimate` already is this sum, with a NaN run reported as NaN.
+  if not isinstance(state, PaRISState):
+    raise TypeError(
+      f"`state` must be a PaRISState (from init or step), got {type(state).__name__}"
+      + (" (its `estimate` already is the smoothed estimate)." if isinstance(state, PaRISOutput) else ".")
+    )
   w = jnp.exp(resampling.normalize_log_weights(state.log_weights))
   return jax.tree.map(lambda a: jnp.tensordot(w, a, axes=1), state.statistics)
 
@@ -607,6 +640,16 @@ def smoothed_estimate(state: PaRISState) -> Any:
 def collect_output(initial: PaRISState, final: PaRISState, infos: PaRISInfo) -> PaRISOutput:
   """The ``PaRISOutput`` of a run from its first and last states and its stacked ``PaRISInfo`` (leading axis:
   steps; only ``ess``, ``resampled`` and ``fallback_fraction`` are read)."""
+  for name, value in (("initial", initial), ("final", final)):
+    if not isinstance(value, PaRISState):
+      raise TypeError(f"`{name}` must be a PaRISState (from init or step), got {type(value).__name__}.")
+  if not isinstance(infos, PaRISInfo):
+    raise TypeError(f"`infos` must be the steps' stacked PaRISInfo, got {type(infos).__name__}.")
+  if jnp.ndim(infos.ess) != 1:
+    raise ValueError(
+      f"`infos` must be the steps' PaRISInfo stacked along a leading axis (as lax.scan returns it), got an `ess` "
+      f"of shape {jnp.shape(infos.ess)}."
+    )
   ess = jnp.concatenate([resampling.ess(initial.log_weights)[None], infos.ess])
   # A NaN weight at any step breaks every later estimate, even once resampling has made the weights finite again.
   nan_detected = jnp.any(jnp.isnan(ess)) | jnp.isnan(final.log_likelihood)
@@ -627,6 +670,8 @@ def collect_output(initial: PaRISState, final: PaRISState, infos: PaRISInfo) -> 
 def check_observations(ys: jax.Array, model: StateSpaceModel | None = None) -> None:
   """``ys`` must have a leading time axis of length >= 2 and, given ``model``, one observation of the model's shape
   per time (ValueError otherwise: broadcasting a wrong-shaped ``ys`` would give a finite, meaningless estimate)."""
+  if model is not None and not isinstance(model, StateSpaceModel):
+    raise TypeError(f"`model` must be a toolkit.smc.ssm.StateSpaceModel or None, got {type(model).__name__}.")
   if jnp.ndim(ys) < 1 or jnp.shape(ys)[0] < 2:
     raise ValueError(f"`ys` must have a leading time axis of length >= 2, got shape {jnp.shape(ys)}.")
   if isinstance(model, StateSpaceModel):
@@ -720,6 +765,10 @@ def score_functional(model_fn: Callable[[Any], StateSpaceModel], theta: Any, ys:
   ``model_fn(theta)`` builds the model; the result has the pytree structure of ``theta``. Particles carry no
   gradient: only the complete-data log-density is differentiated, never the resampling.
   """
+  if not callable(model_fn):
+    raise TypeError(f"`model_fn` must be a function theta -> StateSpaceModel, got {type(model_fn).__name__}.")
+  if jnp.ndim(ys) < 1:
+    raise ValueError(f"`ys` must have a leading time axis, got shape {jnp.shape(ys)}.")
 
   def complete_log_density(th, x_prev, x, t):
     m = model_fn(th)

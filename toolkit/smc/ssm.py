@@ -55,28 +55,55 @@ class StateSpaceModel:
   pairwise_transition_log_prob: Callable[..., jax.Array] | None = struct.field(pytree_node=False, default=None)
 
 
+def _check_model(model: Any) -> None:
+  if not isinstance(model, StateSpaceModel):
+    raise TypeError(f"`model` must be a toolkit.smc.ssm.StateSpaceModel, got {type(model).__name__}.")
+
+
+def _check_states(name: str, x: Any, state_dim: int, ndim: int | None = None) -> None:
+  """``x`` must end in an axis of length ``state_dim`` (and have ``ndim`` axes when given): a state of another length
+  broadcasts against the model's into a finite, meaningless density."""
+  shape = jnp.shape(x)
+  if shape[-1:] != (state_dim,) or (ndim is not None and len(shape) != ndim):
+    expected = f"(n, {state_dim})" if ndim == 2 else f"(..., {state_dim})"
+    raise ValueError(f"`{name}` must have shape {expected} (state_dim = {state_dim}), got {shape}.")
+
+
 def init_sample(key: jax.Array, model: StateSpaceModel, n: int) -> jax.Array:
   """``n`` draws from χ_θ, shape (n, state_dim)."""
+  _check_model(model)
+  if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+    raise ValueError(f"`n` must be an int >= 1 (the number of draws), got {n!r}.")
   return model.initial(model.params).sample(key, (n,))
 
 
 def init_log_prob(model: StateSpaceModel, x: jax.Array) -> jax.Array:
   """log χ_θ(x) for x (..., state_dim)."""
+  _check_model(model)
+  _check_states("x", x, model.state_dim)
   return model.initial(model.params).log_prob(x)
 
 
 def transition_sample(key: jax.Array, model: StateSpaceModel, x_prev: jax.Array, t) -> jax.Array:
   """One draw of x_t ~ m_θ(x_prev, ·) per row of ``x_prev`` (n, state_dim)."""
+  _check_model(model)
+  _check_states("x_prev", x_prev, model.state_dim)
   return model.transition(model.params, x_prev, t).sample(key)
 
 
 def transition_log_prob(model: StateSpaceModel, x_prev: jax.Array, x: jax.Array, t) -> jax.Array:
   """log m_θ(x_prev, x) for one pair of states (state_dim,)."""
+  _check_model(model)
+  _check_states("x_prev", x_prev, model.state_dim)
+  _check_states("x", x, model.state_dim)
   return model.transition(model.params, x_prev, t).log_prob(x)
 
 
 def transition_log_prob_matrix(model: StateSpaceModel, x_prev: jax.Array, x: jax.Array, t) -> jax.Array:
   """``L[i, l] = log m_θ(x_prev[l], x[i])`` for all pairs: (n_new, n_prev). The O(N²) backward-kernel logits."""
+  _check_model(model)
+  _check_states("x_prev", x_prev, model.state_dim, ndim=2)
+  _check_states("x", x, model.state_dim, ndim=2)
   if model.pairwise_transition_log_prob is not None:
     return model.pairwise_transition_log_prob(model.params, x_prev, x, t)
   return model.transition(model.params, x_prev, t).log_prob(x[:, None, :])
@@ -84,7 +111,21 @@ def transition_log_prob_matrix(model: StateSpaceModel, x_prev: jax.Array, x: jax
 
 def observation_log_prob(model: StateSpaceModel, x: jax.Array, y: jax.Array, t) -> jax.Array:
   """log g_θ(x_i, y) for each row of ``x`` (n, state_dim): shape (n,)."""
-  return model.observation(model.params, x, t).log_prob(y)
+  _check_model(model)
+  _check_states("x", x, model.state_dim)
+  g = model.observation(model.params, x, t)
+  # One observation broadcasts against the law's (batch + event) shape without growing it; a y of another length
+  # would broadcast into a finite, meaningless density (or a cryptic broadcasting error).
+  shape = tuple(g.batch_shape) + tuple(g.event_shape)
+  try:
+    fits = np.broadcast_shapes(jnp.shape(y), shape) == shape
+  except ValueError:
+    fits = False
+  if not fits:
+    raise ValueError(
+      f"`y` must be one observation, of shape {tuple(g.event_shape)} for this model, got shape {jnp.shape(y)}."
+    )
+  return g.log_prob(y)
 
 
 def simulate(key: jax.Array, model: StateSpaceModel, num_steps: int) -> tuple[jax.Array, jax.Array]:
