@@ -488,13 +488,6 @@ CLAIMS = (
     target=1.0,
   ),
   xp.Claim(
-    metric="lorc_extra_param_fraction",
-    statement="LoRC adds under 5% parameters to the quantized layers",
-    paper_value="LoRC adds m(d_in + d_out) per layer, small next to d_in·d_out (6.25% at 4096², m = 8, fp16 factors)",
-    comparison="<",
-    target=0.05,
-  ),
-  xp.Claim(
     metric="rtn_w8_ppl_increase",
     statement="8-bit weights are close to lossless (relative perplexity increase of RTN W8)",
     paper_value="ZeroQuant-V2 study: INT8 weight-only quantization (W8A16) keeps the fp16 quality",
