@@ -46,7 +46,7 @@ lint: $(STAMP)
 
 ## The whole test suite: lint, the single-device run with the docstring examples of toolkit/, then the 8-device run.
 test: lint $(PARTICLES_STAMP)
-	$(TEST_ENV) $(PY) -m pytest tests toolkit --doctest-modules --ignore=tests/multidevice -n 2 --dist=loadfile
+	$(TEST_ENV) $(PY) -m pytest tests toolkit --doctest-modules --ignore=tests/multidevice -n 2 --dist=loadfile --durations=25
 	$(TEST_ENV) XLA_FLAGS=$(MULTIDEVICE_FLAGS) $(PY) -m pytest tests/multidevice
 
 test-fast: $(STAMP)
