@@ -260,3 +260,35 @@ def test_bad_input(key):
     rs.advection_snapshots(key, 3, amplitude_range=(0.0, 1.0))
   with pytest.raises(ValueError, match="`a` must satisfy"):
     rs.burgers_cole_hopf(jnp.ones(3), 0.0, 0.1, a=1.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_bad_input_distances_and_assignment(key):
+  u = random_rows(key)
+  with pytest.raises(TypeError, match="`dissimilarity` must be a callable"):
+    rc.assign_nearest(u, u[:2], dissimilarity="sine")
+  with pytest.raises(ValueError, match=r"`references` must be a \(K, 5\) array"):
+    rc.assign_nearest(u, u[:2, :3])
+  with pytest.raises(ValueError, match=r"`dissimilarity` must return an \(n, K\) = \(6, 2\) matrix"):
+    rc.assign_nearest(u, u[:2], dissimilarity=lambda a, b: rc.sine_dissimilarity(b, a))
+  with pytest.raises(ValueError, match="`basis_a` and `basis_b` must be 2-D"):
+    rc.chordal_distance(jnp.ones((4, 2)), jnp.ones((5, 1)))
+  with pytest.raises(ValueError, match="`basis_a` and `basis_b` must be 2-D"):
+    rc.geodesic_distance(jnp.ones(4), jnp.ones((4, 1)))
+  with pytest.raises(ValueError, match=r"`basis_a` and `basis_b` must have at least one column"):
+    rc.projection_distance(jnp.eye(4)[:, :2], jnp.ones((4, 0)))
+  with pytest.raises(ValueError, match="`others` must have 5 columns"):
+    rc.euclidean_dissimilarity(u, u[:, :3])
+  with pytest.raises(TypeError, match="`snapshots` must have a floating dtype"):
+    rc.euclidean_dissimilarity(jnp.ones((3, 2), jnp.int32))
+  with pytest.raises(ValueError, match="`bases` must be a 3-D"):
+    rc.grassmann_dissimilarity(u)
+  with pytest.raises(TypeError, match="`distance` must be a callable"):
+    rc.grassmann_dissimilarity(u[:, :, None], distance="chordal")
+  with pytest.raises(ValueError, match="`num_modes` must be a Python int >= 1"):
+    rc.efficiency_criterion(u, jnp.zeros(6, jnp.int32), num_clusters=1, num_modes=0)
+  with pytest.raises(ValueError, match="`assignment` must be an integer array of shape"):
+    rc.efficiency_criterion(u, jnp.zeros(5, jnp.int32), num_clusters=1, num_modes=1)

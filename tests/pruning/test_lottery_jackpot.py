@@ -255,3 +255,46 @@ def test_bad_input():
     lj.swap(jnp.ones(3), jnp.ones(4), 1.0)
   with pytest.raises(TypeError, match="loss_fn"):
     lj.search(state, params, None, _batches(), optimizer=opt)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_bad_input_masks_scores_and_helpers():
+  params = {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}
+  masks = jax.tree.map(jnp.ones_like, params)
+  scores = {"w": jnp.ones((3, 2)), "b": None}
+  with pytest.raises(ValueError, match="`masks` must have the structure of `params`"):
+    lj.apply_masks(params, {"w": jnp.ones((3, 2))})
+  with pytest.raises(ValueError, match=r"`masks` must have the shapes of `params`: \(3, 2\) at \['w'\]"):
+    lj.apply_masks(params, {"w": jnp.ones(2), "b": jnp.ones(2)})
+  with pytest.raises(ValueError, match="`scores` must have the structure of `params`"):
+    lj.reparametrize(params, {"w": jnp.ones((3, 2))}, masks)
+  with pytest.raises(ValueError, match="`scores` must have the shapes of `params`"):
+    lj.reparametrize(params, {"w": jnp.ones((1, 2)), "b": None}, masks)
+  with pytest.raises(ValueError, match="`num_total` must be > 0"):
+    lj.cosine_rate(0, 0)
+  with pytest.raises(TypeError, match="`path` must be a jax.tree_util key path"):
+    lj.is_kernel(jnp.ones((3, 2)), ())  # arguments swapped
+  with pytest.raises(TypeError, match="`names` must be module names"):
+    lj.kernels_except(["head"])
+  with pytest.raises(TypeError, match="`weight` must be floating point"):
+    lj.magnitude_scores(None, jnp.ones((2, 2), jnp.int32), jnp.ones((2, 2)))
+  with pytest.raises(ValueError, match="`mask` must have the shape of `weight`"):
+    lj.magnitude_scores(None, jnp.ones((2, 3)), jnp.ones(3))
+  with pytest.raises(ValueError, match="`key` must be a PRNG key"):
+    lj.random_scores(None, jnp.ones((2, 3)), jnp.ones((2, 3)))
+  with pytest.raises(TypeError, match="`weight` must be floating point"):
+    lj.random_scores(jax.random.key(0), jnp.ones((2, 3), jnp.int32), jnp.ones((2, 3)))
+  with pytest.raises(ValueError, match="`masks` must have at least one entry"):
+    lj.sparsity_of({})
+  with pytest.raises(ValueError, match="`masks` must have at least one entry on the leaves with `scores`"):
+    lj.sparsity_of(masks, {"w": None, "b": None})
+  with pytest.raises(ValueError, match="`scores` must have the structure of `masks`"):
+    lj.sparsity_of(masks, {"w": jnp.ones((3, 2))})
+  # The checks read shapes only: valid input under jit and grad is unchanged.
+  assert float(lj.sparsity_of(masks, scores)) == 0.0
+  assert float(jax.jit(lj.cosine_rate)(2, 4)) == pytest.approx(0.5)
+  grad = jax.grad(lambda s: jnp.sum(lj.reparametrize(params, s, masks)["w"]))(scores)
+  np.testing.assert_array_equal(grad["w"], params["w"])

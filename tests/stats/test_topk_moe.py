@@ -192,3 +192,36 @@ def test_bad_input(params):
     tm.fit(x, jnp.zeros(5), params, num_selected=2, num_steps=0)
   with pytest.raises(ValueError, match="`params.variance` must be > 0"):
     tm.topk_moe_params([0.0, 0.0], [[1.0], [-1.0]], [[0.0], [0.0]], [1.0, -1.0], [1.0, -0.5])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_bad_input_checks_and_helpers(params):
+  x = jnp.zeros((5, 2))
+  with pytest.raises(TypeError, match="`params` must be a TopKMoEParams"):
+    tm.check_params(tuple(params))
+  with pytest.raises(ValueError, match=r"`x` must have shape \(n, d\) with d = 2"):
+    tm.expert_log_densities(params, jnp.zeros((5, 3)), jnp.zeros(5))
+  with pytest.raises(ValueError, match=r"`y` must have shape \(n,\) = \(5,\)"):
+    tm.expert_log_densities(params, x, jnp.zeros(1))  # used to broadcast silently
+  with pytest.raises(ValueError, match="`num_selected`"):
+    tm.gating_log_weights(params, x, num_selected=5)
+  with pytest.raises(ValueError, match="`x` must have shape"):
+    tm.gating_log_weights(params, jnp.zeros(2), num_selected=2)
+  with pytest.raises(ValueError, match=r"`weights` must have shape \(n,\)"):
+    tm.log_likelihood(params, x, jnp.zeros(5), num_selected=2, weights=jnp.ones(4))
+  with pytest.raises(TypeError, match="`scale` must be a real number"):
+    tm.perturb(jax.random.key(0), params, "0.1")
+  with pytest.raises(ValueError, match="`scale` must be finite and >= 0"):
+    tm.perturb(jax.random.key(0), params, float("nan"))
+  with pytest.raises(TypeError, match="`params` must be a TopKMoEParams"):
+    tm.perturb(jax.random.key(0), tuple(params), 0.1)
+  with pytest.raises(ValueError, match="`num_selected`"):
+    tm.top_k_mask(jnp.zeros(3), 4)
+  with pytest.raises(ValueError, match="`scores` must have a last axis"):
+    tm.top_k_mask(jnp.zeros(()), 1)
+  # A traced scale is not read at trace time.
+  noisy = jax.vmap(lambda s: tm.perturb(jax.random.key(0), params, s))(jnp.array([0.0, 0.1]))
+  np.testing.assert_array_equal(noisy.gate_bias[0], params.gate_bias)

@@ -178,6 +178,10 @@ def principal_angles(basis_a: jax.Array, basis_b: jax.Array) -> jax.Array:
     raise ValueError(
       f"`basis_a` and `basis_b` must be 2-D (dim, r) arrays with the same dim, got {basis_a.shape} and {basis_b.shape}."
     )
+  if basis_a.shape[1] < 1 or basis_b.shape[1] < 1:
+    raise ValueError(
+      f"`basis_a` and `basis_b` must have at least one column (r >= 1), got {basis_a.shape} and {basis_b.shape}."
+    )
   if basis_a.shape[1] < basis_b.shape[1]:
     basis_a, basis_b = basis_b, basis_a
   qa, _ = jnp.linalg.qr(basis_a)
@@ -216,6 +220,8 @@ def grassmann_dissimilarity(bases: jax.Array, *, distance: SubspaceDistance = ch
   bases = jnp.asarray(bases)
   if bases.ndim != 3:
     raise ValueError(f"`bases` must be a 3-D (m, dim, r) array, got shape {bases.shape}.")
+  if not callable(distance):
+    raise TypeError(f"`distance` must be a callable (basis_a, basis_b) -> scalar, got {type(distance).__name__}.")
   return jax.vmap(lambda a: jax.vmap(lambda b: distance(a, b))(bases))(bases)
 
 
@@ -407,7 +413,17 @@ def assign_nearest(
   Returns:
     ``(n,)`` integer assignment.
   """
-  return jnp.argmin(dissimilarity(snapshots, references), axis=1)
+  if not callable(dissimilarity):
+    raise TypeError(f"`dissimilarity` must be a callable (a, b) -> (n, K), got {type(dissimilarity).__name__}.")
+  shape, ref_shape = jnp.shape(snapshots), jnp.shape(references)
+  if len(shape) == 2 and (len(ref_shape) != 2 or ref_shape[0] < 1 or ref_shape[1] != shape[1]):
+    raise ValueError(f"`references` must be a (K, {shape[1]}) array with K >= 1, like `snapshots`, got {ref_shape}.")
+  d = dissimilarity(snapshots, references)
+  if len(shape) == 2 and jnp.shape(d) != (shape[0], ref_shape[0]):
+    raise ValueError(
+      f"`dissimilarity` must return an (n, K) = ({shape[0]}, {ref_shape[0]}) matrix, got shape {jnp.shape(d)}."
+    )
+  return jnp.argmin(d, axis=1)
 
 
 # ----------------------------------------------------------------------------------------------------------------

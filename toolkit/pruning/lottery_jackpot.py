@@ -49,6 +49,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from toolkit import _checks
+
 PyTree = Any
 # (path, leaf) -> whether the leaf is pruned; ``path`` is a ``jax.tree_util`` key path.
 Prunable = Callable[[tuple, jax.Array], bool]
@@ -94,7 +96,8 @@ class JackpotInfo(NamedTuple):
 
 def is_kernel(path: tuple, leaf: jax.Array) -> bool:
   """Default :data:`Prunable`: leaves with two or more axes (Dense and Conv kernels; biases stay dense)."""
-  del path
+  if not isinstance(path, tuple):
+    raise TypeError(f"`path` must be a jax.tree_util key path (a tuple), got {type(path).__name__}.")
   return jnp.ndim(leaf) >= 2
 
 
@@ -105,6 +108,9 @@ def kernels_except(*names: str) -> Prunable:
   >>> prunable((jax.tree_util.DictKey("head"), jax.tree_util.DictKey("kernel")), jnp.ones((3, 2)))
   False
   """
+  for name in names:
+    if isinstance(name, bool) or not isinstance(name, str | int):
+      raise TypeError(f"`names` must be module names (str) or sequence indices (int), got {type(name).__name__}.")
   excluded = set(names)
 
   def prunable(path: tuple, leaf: jax.Array) -> bool:
@@ -190,17 +196,25 @@ def magnitude_mask(
 # Score initialisations.
 
 
+def _check_weight_and_mask(weight: jax.Array, mask: jax.Array) -> None:
+  if not jnp.issubdtype(jnp.result_type(weight), jnp.floating):
+    raise TypeError(f"`weight` must be floating point, got {jnp.result_type(weight)}.")
+  if jnp.shape(mask) != jnp.shape(weight):
+    raise ValueError(f"`mask` must have the shape of `weight` {jnp.shape(weight)}, got {jnp.shape(mask)}.")
+
+
 def magnitude_scores(key: jax.Array | None, weight: jax.Array, mask: jax.Array) -> jax.Array:
   """The paper's magnitude initialisation: score 1.0 on kept entries and 0.99 on pruned ones (the code's values)."""
   del key
+  _check_weight_and_mask(weight, mask)
   return jnp.where(mask > 0, 1.0, 0.99).astype(weight.dtype)
 
 
 def random_scores(key: jax.Array | None, weight: jax.Array, mask: jax.Array) -> jax.Array:
   """Edge-popup's random initialisation: ``U(-b, b)``, ``b = 1/√fan_in`` (fan_in: product of all but the last axis)."""
-  del mask
   if key is None:
     raise ValueError("`key` must be a PRNG key for random_scores, got None.")
+  _check_weight_and_mask(weight, mask)
   fan_in = max(1, math.prod(jnp.shape(weight)[:-1]))
   bound = 1.0 / math.sqrt(fan_in)
   return jax.random.uniform(key, jnp.shape(weight), weight.dtype, -bound, bound)
@@ -217,8 +231,29 @@ def _top_mask(scores: jax.Array, num_pruned: jax.Array, dtype: Any) -> jax.Array
 # Reparametrisation.
 
 
+def _check_like(reference: PyTree, ref_name: str, tree: PyTree, name: str, *, allow_none: bool = False) -> None:
+  """``tree`` must have the structure of ``reference`` and the shape of its leaves (``None`` too if ``allow_none``)."""
+  is_none = lambda x: x is None
+  ref_leaves, ref_def = jax.tree_util.tree_flatten_with_path(reference, is_leaf=is_none)
+  leaves, treedef = jax.tree.flatten(tree, is_leaf=is_none)
+  if treedef != ref_def:
+    raise ValueError(
+      f"`{name}` must have the structure of `{ref_name}`{' (None on dense leaves)' if allow_none else ''}, got "
+      f"{treedef} for {ref_def}."
+    )
+  for (path, ref), leaf in zip(ref_leaves, leaves):
+    if (ref is None and leaf is None) or (allow_none and leaf is None):
+      continue
+    if ref is None or leaf is None or jnp.shape(leaf) != jnp.shape(ref):
+      got = None if leaf is None else jnp.shape(leaf)
+      want = None if ref is None else jnp.shape(ref)
+      where = jax.tree_util.keystr(path)
+      raise ValueError(f"`{name}` must have the shapes of `{ref_name}`: {want} at {where}, got {got}.")
+
+
 def apply_masks(params: PyTree, masks: PyTree) -> PyTree:
   """The sparse network ``W ⊙ m``: the kept entries are the pretrained weights, bit for bit."""
+  _check_like(params, "params", masks, "masks")
   return jax.tree.map(lambda w, m: w * m, params, masks)
 
 
@@ -240,6 +275,8 @@ def reparametrize(params: PyTree, scores: PyTree, masks: PyTree) -> PyTree:
   >>> grad["w"].tolist()
   [[1.0, -2.0]]
   """
+  _check_like(params, "params", scores, "scores", allow_none=True)
+  _check_like(params, "params", masks, "masks")
   params = jax.lax.stop_gradient(params)
 
   def leaf(w, s, m):
@@ -453,6 +490,7 @@ def cosine_rate(t: Any, num_total: Any) -> jax.Array:
   >>> float(cosine_rate(0, 10)), round(float(cosine_rate(5, 10)), 6)
   (1.0, 0.5)
   """
+  _checks.check_positive(num_total, "num_total", scalar=False)
   return 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.asarray(t, jnp.float32) / jnp.asarray(num_total, jnp.float32)))
 
 
@@ -496,9 +534,13 @@ def sparsity_of(masks: PyTree, scores: PyTree | None = None) -> jax.Array:
   if scores is None:
     leaves = jax.tree.leaves(masks)
   else:
+    _check_like(masks, "masks", scores, "scores", allow_none=True)
     leaves = [
       m for m, s in zip(jax.tree.leaves(masks), jax.tree.leaves(scores, is_leaf=lambda x: x is None)) if s is not None
     ]
   zeros = sum(jnp.sum(m == 0) for m in leaves)
   total = sum(m.size for m in leaves)
+  if total == 0:
+    where = " on the leaves with `scores`" if scores is not None else ""
+    raise ValueError(f"`masks` must have at least one entry{where}, got none: the sparsity is undefined.")
   return zeros / total

@@ -44,6 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from toolkit import _checks
+
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -161,6 +163,9 @@ def top_k_mask(scores: jax.Array, num_selected: int) -> jax.Array:
   >>> top_k_mask(jnp.array([0.3, -1.0, 2.0]), 2)
   Array([ True, False,  True], dtype=bool)
   """
+  scores = jnp.asarray(scores)
+  if scores.ndim < 1:
+    raise ValueError(f"`scores` must have a last axis over the k experts, (..., k), got shape {scores.shape}.")
   k = scores.shape[-1]
   _check_num_selected(num_selected, k)
   _, idx = jax.lax.top_k(jax.lax.stop_gradient(scores), num_selected)
@@ -185,6 +190,9 @@ def gating_log_weights(params: TopKMoEParams, x: jax.Array, *, num_selected: int
 
 def expert_log_densities(params: TopKMoEParams, x: jax.Array, y: jax.Array) -> jax.Array:
   """``(n, k)`` Gaussian expert log-densities ``log N(y_n | a_iᵀx_n + b_i, σ_i)``."""
+  check_params(params)
+  x = _check_x(x, params.dim)
+  y = _check_y(y, x.shape[0])
   mean = x @ params.expert_weight.T + params.expert_bias
   return -0.5 * ((y[:, None] - mean) ** 2 / params.variance + jnp.log(params.variance) + _LOG_2PI)
 
@@ -378,6 +386,12 @@ def perturb(key: jax.Array, params: TopKMoEParams, scale: float) -> TopKMoEParam
   True
   """
   check_params(params)
+  if not _checks.is_traced(scale):
+    value = np.asarray(scale)
+    if not (jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating)):
+      raise TypeError(f"`scale` must be a real number >= 0, got {scale!r}.")
+    if not (np.isfinite(value.astype(np.float64)) & (value.astype(np.float64) >= 0)).all():
+      raise ValueError(f"`scale` must be finite and >= 0 (the noise's standard deviation), got {scale!r}.")
   raw = _to_raw(params)
   leaves, treedef = jax.tree.flatten(raw)
   keys = jax.random.split(key, len(leaves))
