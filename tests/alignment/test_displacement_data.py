@@ -79,3 +79,40 @@ def test_pairs_differ_and_share_the_prompt():
   # The same key gives the same data.
   np.testing.assert_array_equal(dd.chat_pairs(jax.random.key(1), 40).batch.rejected, chat.batch.rejected)
   assert len(list(itertools.islice(dd.TOKEN_NAMES, None))) == dd.VOCAB_SIZE
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_bad_input():
+  key = jax.random.key(0)
+  with pytest.raises(ValueError, match="`num_examples`"):  # was numpy's "need at least one array to stack"
+    dd.sft_data(key, 0)
+  with pytest.raises(TypeError, match="`key`"):
+    dd.sft_data(0, 3)
+  with pytest.raises(ValueError, match="`num_prompts`"):
+    dd.persona_pairs(key, 0, dd.NO[0], dd.NO[1])
+  with pytest.raises(ValueError, match="`rejected`"):  # two identical responses
+    dd.persona_pairs(key, 2, dd.NO[0], dd.NO[0])
+  with pytest.raises(ValueError, match="`chosen`"):
+    dd.persona_pairs(key, 2, dd.VOCAB_SIZE, dd.NO[1])
+  with pytest.raises(ValueError, match="`num_pairs`"):
+    dd.chat_pairs(key, 0)
+  with pytest.raises(ValueError, match="`num_pairs`"):
+    dd.refusal_pairs(key, -1)
+  with pytest.raises(ValueError, match="`num_prompts`"):
+    dd.unsafe_prompts(key, 0)
+  with pytest.raises(ValueError, match="`t1`"):  # a topic token, not its index: was answered False
+    dd.persona_says_yes(dd.TOPIC0 + 12)
+  with pytest.raises(ValueError, match="`t2`"):
+    dd.chat_groups(0, -1)
+  with pytest.raises(TypeError, match="`a`"):
+    dd.normalized_edit_distance(5, [5])
+  with pytest.raises(ValueError, match="`b`"):  # a batch, not a sequence: numpy's ambiguous truth value
+    dd.normalized_edit_distance([1, 2], np.ones((2, 2)))
+  data = dd.sft_data(key, 3)
+  with pytest.raises(ValueError, match="`mask`"):  # zip dropped the third row
+    dd.responses(data.tokens, data.mask[:2])
+  with pytest.raises(ValueError, match="`tokens`"):
+    dd.responses(data.tokens[0], data.mask[0])

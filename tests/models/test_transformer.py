@@ -351,3 +351,55 @@ def test_evaluator_runs_the_model_under_an_interceptor(key):
   assert abs(evaluator(params).kl) < 1e-6  # ... and a cached trace with the interceptor does not leak into plain calls
   with pytest.raises(TypeError, match="`intercept`"):
     evaluator(params, "a8")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_lm_training_bad_input_is_refused_before_any_training(monkeypatch):
+  def no_training(*args, **kwargs):
+    raise AssertionError("the model was initialised although the arguments are invalid")
+
+  monkeypatch.setattr(lt, "init_params", no_training)
+  monkeypatch.setattr(text, "load_corpus", no_training)
+  tokens = np.arange(100, dtype=np.int32)
+  ok = {"num_steps": 2, "batch_size": 2, "seq_len": 8, "learning_rate": 1e-3}
+  with pytest.raises(ValueError, match="`batch_size`"):
+    lt.train(TINY, tokens, **(ok | {"batch_size": 0}))
+  with pytest.raises(ValueError, match="`learning_rate`"):
+    lt.train(TINY, tokens, **(ok | {"learning_rate": 0.0}))
+  with pytest.raises(ValueError, match="`log_every`"):  # was a ZeroDivisionError after the first step
+    lt.train(TINY, tokens, **ok, log_every=0)
+  with pytest.raises(TypeError, match="`tokens`"):  # was cast to int32, silently truncating
+    lt.train(TINY, tokens / 3.0, **ok)
+  with pytest.raises(ValueError, match="`tokens` must lie in"):
+    lt.train(TINY, tokens + 200, **ok)
+  with pytest.raises(ValueError, match="`num_steps`"):
+    lt.train_tiny(0, max_len=32)
+  with pytest.raises(ValueError, match="`seq_len`"):
+    lt.train_tiny(1, max_len=16, seq_len=32)
+  with pytest.raises(ValueError, match="`num_train_steps`"):
+    lt.load_model(-1)
+
+
+def test_lm_training_bad_input_evaluation(key):
+  params = init_params(key, TINY)
+  windows = np.arange(18, dtype=np.int32).reshape(2, 9)
+  with pytest.raises(ValueError, match="`windows`"):  # one window without its batch axis: an IndexError
+    lt.next_token_loss(params, TINY, windows[0])
+  with pytest.raises(TypeError, match="`windows`"):
+    lt.next_token_loss(params, TINY, windows.astype(np.float32))
+  with pytest.raises(ValueError, match="`windows` must lie in"):  # gave a NaN loss
+    lt.make_evaluator(TINY, windows + 250, batch_size=2)
+  with pytest.raises(ValueError, match="`windows`"):  # T = 39 > max_len = 32
+    lt.make_evaluator(TINY, np.zeros((2, 40), np.int32), batch_size=2)
+  tokens = np.arange(100, dtype=np.int32)
+  with pytest.raises(ValueError, match="`seq_len`"):  # was a ZeroDivisionError
+    lt.evaluate(params, TINY, tokens, seq_len=0)
+  with pytest.raises(TypeError, match="`tokens`"):  # was truncated to integers
+    lt.evaluate(params, TINY, tokens / 3.0, seq_len=8)
+  with pytest.raises(TypeError, match="`config`"):
+    lt.fingerprint("tiny", TINY_RECIPE)
+  with pytest.raises(TypeError, match="`recipe`"):
+    lt.fingerprint(TINY, dataclasses.asdict(TINY_RECIPE))

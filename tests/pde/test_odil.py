@@ -175,3 +175,54 @@ def test_bad_input(problem):
     odil.gauss_newton(unknowns, scan, damping=0.0)
   with pytest.raises(ValueError, match="u"):
     odil.pde_residual(u[:1], scan.tissue, 1.0, 10.0, 0.1, duration=1.0, spacing=1.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_bad_input_fields_and_parameters(problem):
+  _, u, truth, _ = problem
+  with pytest.raises(TypeError, match="`levels`"):  # one array: its time slices were summed as levels
+    odil.field_from_levels(u)
+  with pytest.raises(ValueError, match=r"`levels\[1\]`"):  # was a jax.image.resize error
+    odil.field_from_levels((u, jnp.zeros((2, 2))))
+  with pytest.raises(ValueError, match="`level`"):  # gave float sizes
+    odil.level_shape(u.shape, -1)
+  with pytest.raises(ValueError, match="`d_white`"):
+    odil.make_params(0.0, RHO, RATIO, [5.0, 5.0])
+  with pytest.raises(ValueError, match="`centre`"):
+    odil.make_params(D_WHITE, RHO, RATIO, [[5.0, 5.0]])
+  with pytest.raises(TypeError, match="`field`"):
+    odil.make_unknowns(u.astype(jnp.int32), truth)
+  with pytest.raises(ValueError, match="`field`"):  # no time axis
+    odil.make_unknowns(u[-1, 0], truth)
+  with pytest.raises(TypeError, match="`params`"):
+    odil.make_unknowns(u, (D_WHITE, RHO, RATIO))
+
+
+def test_bad_input_loss_terms_and_optimisation(problem):
+  scan, u, truth, seed = problem
+  unknowns = odil.make_unknowns(u, truth)
+  with pytest.raises(TypeError, match="`scan`"):
+    odil.residual_terms(unknowns, (scan.tissue, scan.labels))
+  with pytest.raises(TypeError, match="`seed`"):  # an AttributeError
+    odil.residual_terms(unknowns, scan, seed=2.0)
+  with pytest.raises(TypeError, match="`bounds`"):
+    odil.residual_terms(unknowns, scan, bounds=(0.1, 1.0))
+  with pytest.raises(TypeError, match="`weights`"):
+    odil.weighted_residuals(unknowns, scan, weights={"pde": 1.0})
+  opt = optax.adam(1e-2)
+  with pytest.raises(TypeError, match="`optimizer`"):
+    odil.init(unknowns, "adam")
+  with pytest.raises(TypeError, match="`unknowns`"):
+    odil.init(u, opt)
+  state = odil.init(unknowns, opt)
+  with pytest.raises(TypeError, match="`state`"):
+    odil.step(unknowns, scan, optimizer=opt)
+  with pytest.raises(TypeError, match="`optimizer`"):
+    odil.step(state, scan, optimizer="adam")
+  with pytest.raises(ValueError, match="`num_steps`"):
+    odil.initial_guess(scan, 0, d_white=D_WHITE, rho=RHO, ratio=RATIO, seed=seed)
+  with pytest.raises(ValueError, match="`horizon`"):  # the forward run's num_steps = 0 was blamed
+    odil.initial_guess(scan, 6, d_white=D_WHITE, rho=RHO, ratio=RATIO, seed=seed, horizon=0.0)

@@ -69,7 +69,33 @@ TOKEN_NAMES = {
 
 
 def _rng(key: jax.Array) -> np.random.Generator:
-  return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+  try:
+    data = jax.random.key_data(key)
+  except TypeError:
+    raise TypeError(f"`key` must be a jax.random key, got {type(key).__name__} {key!r}.") from None
+  return np.random.default_rng(np.asarray(data).ravel().tolist())
+
+
+def _check_count(value, name: str) -> None:
+  if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+    raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+
+
+def _check_index(value, name: str, upper: int, meaning: str) -> None:
+  """An integer in [0, upper): a topic or a token id (``meaning`` says which)."""
+  if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 0 <= value < upper:
+    raise ValueError(f"`{name}` must be an integer in [0, {upper}) ({meaning}), got {value!r}.")
+
+
+def _check_sequence(x, name: str) -> list:
+  try:
+    items = list(x)
+  except TypeError:
+    raise TypeError(f"`{name}` must be a sequence of tokens, got {type(x).__name__}.") from None
+  for item in items:
+    if np.ndim(item) != 0:
+      raise ValueError(f"`{name}` must be a 1-D sequence of tokens, got an item of shape {np.shape(item)}.")
+  return items
 
 
 def _prompt(task: int, t1: int, t2: int) -> list[int]:
@@ -87,11 +113,14 @@ def _sequence(prompt: list[int], response: list[int]) -> tuple[np.ndarray, np.nd
 
 def persona_says_yes(t1: int) -> bool:
   """The view of persona prompt (t₁, ·): topics below NUM_TOPICS / 2 match ``YES``."""
+  _check_index(t1, "t1", NUM_TOPICS, "a topic")
   return t1 < NUM_TOPICS // 2
 
 
 def chat_groups(t1: int, t2: int) -> list[int]:
   """The word-group sequence of chat prompt (t₁, t₂): 2–5 groups, a fixed function of the prompt."""
+  _check_index(t1, "t1", NUM_TOPICS, "a topic")
+  _check_index(t2, "t2", NUM_TOPICS, "a topic")
   length = 2 + (t1 + t2) % 4
   return [(t1 + j * (1 + t2 % (NUM_GROUPS - 1))) % NUM_GROUPS for j in range(length)]
 
@@ -107,6 +136,7 @@ def _unsafe_answer(rng, refuse: bool) -> list[int]:
 
 def sft_data(key: jax.Array, num_examples: int) -> SFTBatch:
   """An SFT set mixing the three tasks equally: persona, chat and unsafe prompts with their answers (see above)."""
+  _check_count(num_examples, "num_examples")
   rng = _rng(key)
   tokens, masks = [], []
   for i in range(num_examples):
@@ -132,6 +162,11 @@ def _batch(pairs) -> PreferenceBatch:
 
 def persona_pairs(key: jax.Array, num_prompts: int, chosen: int, rejected: int) -> PreferenceBatch:
   """One single-token pair (chosen ≻ rejected) on each of ``num_prompts`` random prompts whose view matches ``NO``."""
+  _check_count(num_prompts, "num_prompts")
+  _check_index(chosen, "chosen", VOCAB_SIZE, "a token id")
+  _check_index(rejected, "rejected", VOCAB_SIZE, "a token id")
+  if chosen == rejected:
+    raise ValueError(f"`rejected` must differ from `chosen` (a pair needs two responses), got {rejected!r} for both.")
   rng = _rng(key)
   pairs = []
   for _ in range(num_prompts):
@@ -153,6 +188,7 @@ class ChatPairs(NamedTuple):
 
 def chat_pairs(key: jax.Array, num_pairs: int) -> ChatPairs:
   """Preference pairs whose y⁺ is an SFT chat answer and y⁻ a perturbation of it (perturbations cycle)."""
+  _check_count(num_pairs, "num_pairs")
   rng = _rng(key)
   pairs, kinds = [], []
   for i in range(num_pairs):
@@ -195,6 +231,7 @@ class RefusalPairs(NamedTuple):
 def refusal_pairs(key: jax.Array, num_pairs: int) -> RefusalPairs:
   """A refusal y⁺ and a y⁻ drawn from the SFT mixture (another refusal w.p. 0.75, else harmful) per unsafe prompt;
   a refusal y⁻ differs from y⁺ in at least one word."""
+  _check_count(num_pairs, "num_pairs")
   rng = _rng(key)
   pairs, harmful = [], []
   for _ in range(num_pairs):
@@ -212,6 +249,7 @@ def refusal_pairs(key: jax.Array, num_pairs: int) -> RefusalPairs:
 
 def unsafe_prompts(key: jax.Array, num_prompts: int) -> np.ndarray:
   """(num_prompts, PROMPT_LEN) unsafe prompts (for refusal rates on prompts not in the preference data)."""
+  _check_count(num_prompts, "num_prompts")
   rng = _rng(key)
   return np.stack(
     [_prompt(TASK_UNSAFE, *(int(v) for v in rng.integers(NUM_TOPICS, size=2))) for _ in range(num_prompts)]
@@ -221,7 +259,7 @@ def unsafe_prompts(key: jax.Array, num_prompts: int) -> np.ndarray:
 def normalized_edit_distance(a, b) -> float:
   """Levenshtein distance between token sequences a and b divided by max(|a|, |b|) (the paper's control measure,
   Sec. 5, on token ids)."""
-  a, b = list(a), list(b)
+  a, b = _check_sequence(a, "a"), _check_sequence(b, "b")
   previous = list(range(len(b) + 1))
   for i in range(1, len(a) + 1):
     current = [i] + [0] * len(b)
@@ -233,6 +271,10 @@ def normalized_edit_distance(a, b) -> float:
 
 def responses(tokens: np.ndarray, mask: np.ndarray) -> list[list[int]]:
   """The response tokens of each row of a (N, T) batch (where the mask is 1)."""
+  if np.ndim(tokens) != 2:
+    raise ValueError(f"`tokens` must be a (N, T) batch, got shape {np.shape(tokens)}.")
+  if np.shape(mask) != np.shape(tokens):
+    raise ValueError(f"`mask` must have the shape of `tokens` {np.shape(tokens)}, got {np.shape(mask)}.")
   return [list(np.asarray(t)[np.asarray(m) > 0]) for t, m in zip(tokens, mask)]
 
 

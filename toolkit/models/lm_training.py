@@ -34,7 +34,7 @@ import optax
 from absl import logging
 from flax import serialization
 
-from toolkit import cache
+from toolkit import _checks, cache
 from toolkit.data import text
 from toolkit.models.transformer import (
   Transformer,
@@ -44,11 +44,56 @@ from toolkit.models.transformer import (
 )
 
 # ----------------------------------------------------------------------------------------------------------------
+# Checks
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+  """An integer scalar >= ``minimum`` (a Python int or a numpy integer), as a Python int."""
+  if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+    raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+  return int(value)
+
+
+def _check_config(config: Any) -> None:
+  if not isinstance(config, TransformerConfig):
+    raise TypeError(f"`config` must be a TransformerConfig, got {type(config).__name__}.")
+
+
+def _dtype(x: Any) -> np.dtype:
+  """The dtype of an array, a tracer or a (nested) list, without copying an array."""
+  return x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+
+
+def _check_windows(windows: Any, config: TransformerConfig) -> None:
+  """Token windows (B, T + 1): integer, T in [1, max_len], ids in the vocabulary when concrete."""
+  shape, dtype = np.shape(windows), _dtype(windows)
+  if not np.issubdtype(dtype, np.integer):
+    raise TypeError(f"`windows` must be an integer array of token ids, got dtype {dtype}.")
+  if len(shape) != 2 or shape[0] < 1 or not 2 <= shape[1] <= config.max_len + 1:
+    raise ValueError(
+      f"`windows` must have shape (n, T + 1) with n >= 1 and 1 <= T <= max_len = {config.max_len}, got {shape}."
+    )
+  _checks.check_ids(windows, config.vocab_size, "windows", "the vocabulary")
+
+
+def _check_tokens(tokens: Any, seq_len: int, vocab_size: int) -> None:
+  """A 1-D integer token stream of more than ``seq_len`` tokens, ids in the vocabulary."""
+  shape, dtype = np.shape(tokens), _dtype(tokens)
+  if not np.issubdtype(dtype, np.integer):
+    raise TypeError(f"`tokens` must be a 1-D integer array of token ids, got dtype {dtype}.")
+  if len(shape) != 1 or shape[0] <= seq_len:
+    raise ValueError(f"`tokens` must be 1-D with more than seq_len = {seq_len} tokens, got shape {shape}.")
+  _checks.check_ids(tokens, vocab_size, "tokens", "the vocabulary")
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Training
 
 
 def next_token_loss(params: Any, config: TransformerConfig, windows: jax.Array) -> jax.Array:
   """Mean next-token cross-entropy (nats per token) of windows (B, T + 1): inputs [:, :-1], targets [:, 1:]."""
+  _check_config(config)
+  _check_windows(windows, config)
   return -jnp.mean(sequence_log_probs(params, config, windows))
 
 
@@ -81,10 +126,17 @@ def train(
   Returns:
     The trained variables ``{"params": ...}``.
   """
-  if not isinstance(num_steps, int) or num_steps < 1:
-    raise ValueError(f"`num_steps` must be a positive integer, got {num_steps!r}.")
+  _check_config(config)
+  num_steps = _check_int(num_steps, "num_steps", 1)
+  batch_size = _check_int(batch_size, "batch_size", 1)
+  seq_len = _check_int(seq_len, "seq_len", 1)
   if seq_len > config.max_len:
     raise ValueError(f"`seq_len` ({seq_len}) must not exceed the config's max_len ({config.max_len}).")
+  _check_tokens(tokens, seq_len, config.vocab_size)
+  _checks.check_positive(learning_rate, "learning_rate")
+  log_every = _check_int(log_every, "log_every", 1)
+  if num_warmup_steps is not None:
+    num_warmup_steps = _check_int(num_warmup_steps, "num_warmup_steps", 0)
   num_warmup_steps = max(1, num_steps // 10) if num_warmup_steps is None else num_warmup_steps
   schedule = optax.warmup_cosine_decay_schedule(
     0.0,
@@ -134,6 +186,10 @@ def train_tiny(
   split: a stand-in for ``pretrained`` that takes seconds, for tests, smoke runs and notebooks. Returns
   (config, params)."""
   config = TransformerConfig(d_model=64, num_heads=1, num_layers=1, max_len=max_len)
+  # Refused before the corpus is read (``train`` checks the rest).
+  _check_int(num_steps, "num_steps", 1)
+  if _check_int(seq_len, "seq_len", 1) > max_len:
+    raise ValueError(f"`seq_len` ({seq_len}) must not exceed `max_len` ({max_len}).")
   corpus = text.split(text.encode(text.load_corpus()))
   return config, train(
     config,
@@ -232,11 +288,10 @@ def make_evaluator(
     batch_size: windows per compiled call.
     reference_params: the model to measure the KL divergence from, or ``None``.
   """
+  _check_config(config)
   windows = np.asarray(windows)
-  if windows.ndim != 2 or windows.shape[0] < 1 or windows.shape[1] < 2:
-    raise ValueError(f"`windows` must have shape (n, T + 1) with n >= 1 and T >= 1, got {windows.shape}.")
-  if not isinstance(batch_size, int) or batch_size < 1:
-    raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+  _check_windows(windows, config)
+  batch_size = _check_int(batch_size, "batch_size", 1)
   n, seq_len = windows.shape[0], windows.shape[1] - 1
   padded = -(-n // batch_size) * batch_size
   # One compiled shape: pad with copies of window 0 and weigh them out.
@@ -270,6 +325,15 @@ def evaluate(params: Any, config: TransformerConfig, tokens, *, seq_len: int, ba
   first is scored once, with a context that restarts at each window; a tail shorter than a window is dropped.
   ``batch_size`` windows are scored per call (``None``: about 8192 tokens' worth). See ``make_evaluator``.
   """
+  _check_config(config)
+  seq_len = _check_int(seq_len, "seq_len", 1)
+  if seq_len > config.max_len:
+    raise ValueError(f"`seq_len` ({seq_len}) must not exceed the config's max_len ({config.max_len}).")
+  tokens = np.asarray(tokens)
+  if not np.issubdtype(tokens.dtype, np.integer):
+    raise TypeError(f"`tokens` must be an integer array of token ids, got dtype {tokens.dtype}.")
+  if tokens.ndim != 1:
+    raise ValueError(f"`tokens` must be 1-D, got shape {tokens.shape}.")
   tokens = np.asarray(tokens, np.int32)
   windows = text.consecutive_windows(tokens, seq_len)
   if windows.shape[0] < 1:
@@ -331,6 +395,9 @@ _CHECKPOINT_VERSION = 1
 
 def fingerprint(config: TransformerConfig, recipe: TrainRecipe) -> str:
   """A 16-hex-digit hash of the config, the recipe and the checkpoint format version."""
+  _check_config(config)
+  if not isinstance(recipe, TrainRecipe):
+    raise TypeError(f"`recipe` must be a TrainRecipe, got {type(recipe).__name__}.")
   fields = dataclasses.asdict(config) | {"dtype": np.dtype(config.dtype).name}
   blob = json.dumps(
     {"version": _CHECKPOINT_VERSION, "config": fields, "recipe": dataclasses.asdict(recipe)},

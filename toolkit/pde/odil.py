@@ -96,6 +96,8 @@ def make_params(
   """:class:`GliodilParams` from values in natural units (float32 scalars unless x64 is on)."""
   for name, value in (("d_white", d_white), ("rho", rho), ("ratio", ratio)):
     tg.check_positive(value, name)
+  if np.ndim(centre) != 1 or not 1 <= np.shape(centre)[0] <= 3:
+    raise ValueError(f"`centre` must have shape (d,) with d in 1..3 spatial axes, got {np.shape(centre)}.")
   f = jnp.asarray
   return GliodilParams(
     f(math.log(d_white), float),
@@ -240,18 +242,37 @@ def _check_unknowns(unknowns: Any, shape: tuple[int, ...]) -> None:
     raise ValueError(f"params.centre must have shape ({len(shape)},), got {jnp.shape(unknowns.params.centre)}.")
 
 
+def _check_type(value: Any, cls: type, name: str) -> None:
+  if not isinstance(value, cls):
+    raise TypeError(f"`{name}` must be an odil.{cls.__name__}, got {type(value).__name__}.")
+
+
+def _check_optimizer(optimizer: Any) -> None:
+  if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
+    raise TypeError(f"`optimizer` must be an optax.GradientTransformation, got {type(optimizer).__name__}.")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The field and the loss.
 
 
 def level_shape(shape: tuple[int, ...], level: int) -> tuple[int, ...]:
   """Shape of multigrid level ``level`` of a field of ``shape``: every axis coarsened 2^level times (≥ 2)."""
+  if isinstance(level, bool) or not isinstance(level, int | np.integer) or level < 0:
+    raise ValueError(f"`level` must be an integer >= 0, got {level!r}.")
   return tuple(max(2, -(-n // 2**level)) for n in shape)
 
 
 def field_from_levels(levels: tuple[jax.Array, ...]) -> jax.Array:
   """The field ``Σ_l upsample(v_l)`` (multilinear interpolation to the finest level's shape)."""
-  shape = levels[0].shape
+  if not isinstance(levels, tuple | list):
+    raise TypeError(f"`levels` must be a tuple of arrays (finest first), got {type(levels).__name__}.")
+  if not levels:
+    raise ValueError("`levels` must hold at least one array.")
+  shape = np.shape(levels[0])
+  for l, level in enumerate(levels[1:], 1):
+    if np.ndim(level) != len(shape):
+      raise ValueError(f"`levels[{l}]` must have the finest level's {len(shape)} axes, got shape {np.shape(level)}.")
   out = levels[0]
   for level in levels[1:]:
     out = out + jax.image.resize(level, shape, method="linear")
@@ -261,7 +282,12 @@ def field_from_levels(levels: tuple[jax.Array, ...]) -> jax.Array:
 def make_unknowns(field: jax.Array, params: GliodilParams, *, num_levels: int = 1) -> OdilUnknowns:
   """:class:`OdilUnknowns` holding ``field`` in the finest level and zeros in the ``num_levels - 1`` coarser ones."""
   tg.check_count(num_levels, "num_levels")
+  _check_type(params, GliodilParams, "params")
   field = jnp.asarray(field)
+  if not jnp.issubdtype(field.dtype, jnp.floating):
+    raise TypeError(f"`field` must be a floating-point array, got dtype {field.dtype}.")
+  if not 2 <= field.ndim <= 4 or field.shape[0] < 2:
+    raise ValueError(f"`field` must have shape (N + 1, n_1, ..., n_d) with N >= 1 and d in 1..3, got {field.shape}.")
   levels = (field,) + tuple(jnp.zeros(level_shape(field.shape, l), field.dtype) for l in range(1, num_levels))
   return OdilUnknowns(levels, params)
 
@@ -319,6 +345,8 @@ def residual_terms(
 ) -> dict[str, jax.Array]:
   """The unweighted residual arrays of every loss term (see the module's table), keyed by term name."""
   shape = _check_scan(scan)
+  _check_type(seed, TumourSeed, "seed")
+  _check_type(bounds, OdilBounds, "bounds")
   _check_unknowns(unknowns, shape)
   p = unknowns.params
   u = field_from_levels(unknowns.levels)
@@ -360,6 +388,7 @@ def weighted_residuals(
   bounds: OdilBounds = DEFAULT_BOUNDS,
 ) -> jax.Array:
   """All residuals stacked into one vector R, each term scaled by ``sqrt(w / size)``, so that ``|R|² = loss``."""
+  _check_type(weights, OdilWeights, "weights")
   terms = residual_terms(unknowns, scan, seed=seed, bounds=bounds)
   return jnp.concatenate([jnp.sqrt(getattr(weights, name) / r.size) * r.ravel() for name, r in terms.items()])
 
@@ -394,6 +423,7 @@ def loss(
   >>> print(bool(loss(make_unknowns(u, params), scan) < 1e-8))  # the truth: every term ~ 0
   True
   """
+  _check_type(weights, OdilWeights, "weights")
   terms = residual_terms(unknowns, scan, seed=seed, bounds=bounds)
   return sum(getattr(weights, name) * jnp.mean(r**2) for name, r in terms.items())
 
@@ -439,6 +469,11 @@ def initial_guess(
   shape = _check_scan(scan)
   tg.check_count(num_steps, "num_steps")
   tg.check_count(search_radius, "search_radius", minimum=0)
+  tg.check_count(num_levels, "num_levels")
+  tg.check_positive(horizon, "horizon")
+  if round(horizon * num_steps) < 1:
+    raise ValueError(f"`horizon` × num_steps must round to >= 1 step of the forward run, got {horizon} × {num_steps}.")
+  _check_type(seed, TumourSeed, "seed")
   labels = np.asarray(scan.labels)
   region = labels == tg.CORE if (labels == tg.CORE).any() else labels > 0
   if not region.any():
@@ -486,6 +521,7 @@ def init(unknowns: OdilUnknowns, optimizer: optax.GradientTransformation) -> Odi
   """The optimisation state: the unknowns and ``optimizer.init(unknowns)``."""
   if not isinstance(unknowns, OdilUnknowns):
     raise TypeError(f"`unknowns` must be an odil.OdilUnknowns, got {type(unknowns).__name__}.")
+  _check_optimizer(optimizer)
   return OdilState(unknowns, optimizer.init(unknowns))
 
 
@@ -503,6 +539,8 @@ def step(
   Works with any optax transformation; those that take ``value``, ``grad`` and ``value_fn`` (``optax.lbfgs`` and
   its line search) receive them.
   """
+  _check_type(state, OdilState, "state")
+  _check_optimizer(optimizer)
 
   def value_fn(x):
     return loss(x, scan, weights=weights, seed=seed, bounds=bounds)
