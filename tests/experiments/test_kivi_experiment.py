@@ -22,8 +22,9 @@ def test_kivi_experiment_on_a_tiny_model(tmp_path):
   assert abs(measured["kivi4_perplexity_increase_percent"]) < abs(measured["kivi2_perplexity_increase_percent"])
   # One layer of one head of 64 channels: 48 quantized bytes per token against 256 in fp16.
   assert measured["kivi2_bytes_per_token_vs_fp16"] == pytest.approx(256 / 48)
-  # The speed table's byte counts are the arrays' own: 2 × 2 heads × 256 tokens × 64 channels × 4 bytes in fp32.
-  assert measured["kivi2_decode_attention_bytes_over_fp32"] < 0.5
+  # The speed table's byte counts are the arrays' own: at 256 tokens the 128-token full-precision residual is half
+  # of the KIVI cache, which still reads fewer bytes than the fp32 one.
+  assert 0.25 < measured["kivi2_decode_attention_bytes_over_fp32"] < 1.0
   assert measured["kivi2_decode_attention_ms"] > 0 and measured["fp32_decode_attention_ms"] > 0
   table = (tmp_path / "table.md").read_text()
   assert (tmp_path / "kivi.png").exists() and "KIVI-2" in table and "| fp32 (full-precision cache) |" in table

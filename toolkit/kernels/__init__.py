@@ -3,7 +3,8 @@
 Each kernel has a Pallas implementation and an XLA path behind one ``impl=`` argument, chosen by one rule
 (``dispatch``). Names that both modules define (``dequantize``, ``SUPPORTED_BITS``) are reached through their
 module: ``kivi.dequantize``, ``tmac.dequantize``. ``kivi_eval`` (cache byte counts, outlier key channels, paired
-z-scores) and ``tmac_benchmark`` (timing sweeps and fits) are the measurement helpers of the two experiments.
+z-scores, decode-attention timing) and ``tmac_benchmark`` (timing sweeps and fits) are the measurement helpers of
+the two experiments.
 """
 
 from toolkit.kernels import dispatch, kivi, kivi_eval, tmac, tmac_benchmark
@@ -17,7 +18,7 @@ from toolkit.kernels.kivi import (
   quantize_keys,
   quantize_values,
 )
-from toolkit.kernels.kivi_eval import CacheBytes, ChannelMagnitudes, OffsetKeys
+from toolkit.kernels.kivi_eval import CacheBytes, ChannelMagnitudes, DecodeAttentionTimes, OffsetKeys
 from toolkit.kernels.tmac import (
   TMACWeights,
   bitserial_matmul,
@@ -33,6 +34,7 @@ __all__ = [
   "KIVI",
   "CacheBytes",
   "ChannelMagnitudes",
+  "DecodeAttentionTimes",
   "KIVICache",
   "OffsetKeys",
   "QuantizedTensor",
