@@ -193,6 +193,17 @@ def fit_bias_rate(num_particles, bias, se) -> dict:
   return {"rate": float(rate), "rate_se": float(np.sqrt(cov[1, 1])), "constant": float(c)}
 
 
+def paris_rows(by_case) -> list[dict]:
+  """The PaRIS smoothing results in increasing N."""
+  return sorted((r for (m, _), r in by_case.items() if m == "paris"), key=lambda r: r["num_particles"])
+
+
+def fit_paris_bias(by_case) -> dict:
+  """``fit_bias_rate`` over every PaRIS row (the table, the figure and the metrics all read this one fit)."""
+  rows = paris_rows(by_case)
+  return fit_bias_rate([r["num_particles"] for r in rows], [r["bias"] for r in rows], [r["se"] for r in rows])
+
+
 def exact_mle(model_fn, ys, theta0):
   theta, loglik = ssm.kalman_mle(model_fn, ys, theta0)
   return {k: float(v) for k, v in theta.items()}, float(loglik)
@@ -318,8 +329,9 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
   )
   learned = {r["case"]: r for r in learned}
   by_case = {(r["method"], r["num_particles"]): r for r in smoothing}
-  write_tables(by_case, learned, config, ctx)
-  plot(by_case, learned, config, ctx)
+  fit = fit_paris_bias(by_case)
+  write_tables(by_case, learned, fit, config, ctx)
+  plot(by_case, learned, fit, config, ctx)
 
   measured = {}
   for (method, n), r in by_case.items():
@@ -328,10 +340,6 @@ def run(config: ConfigDict, ctx: xp.Context) -> dict[str, float]:
   small = min(config.ppg_particles)
   measured["paris_small_n_bias_z"] = by_case[("paris", small)]["bias"] / by_case[("paris", small)]["se"]
   measured["ppg_small_n_abs_bias_z"] = abs(by_case[("ppg", small)]["bias"]) / by_case[("ppg", small)]["se"]
-  paris_rows = sorted((r for (m, _), r in by_case.items() if m == "paris"), key=lambda r: r["num_particles"])
-  fit = fit_bias_rate(
-    [r["num_particles"] for r in paris_rows], [r["bias"] for r in paris_rows], [r["se"] for r in paris_rows]
-  )
   measured["paris_bias_rate"], measured["paris_bias_rate_se"] = fit["rate"], fit["rate_se"]
   measured["paris_bias_rate_error"] = abs(fit["rate"] - 1.0)
   measured["paris_bias_constant"] = fit["constant"]
@@ -368,7 +376,7 @@ def fmt_params(params: dict) -> str:
   return ", ".join(f"{k} {v:.3f}" for k, v in params.items())
 
 
-def write_tables(by_case, learned, config, ctx) -> None:
+def write_tables(by_case, learned, fit, config, ctx) -> None:
   lines = [
     (
       f"Smoothing E[Σ x_t x_(t+1) | y], scalar LGSSM, n = {config.num_steps - 1}, K = {config.num_backward}, "
@@ -383,16 +391,12 @@ def write_tables(by_case, learned, config, ctx) -> None:
       f"| {method.upper() if method == 'ppg' else 'PaRIS'} | {n} | {r['cost']} | {r['bias']:+.2f} ± "
       f"{r['se']:.2f} | {r['sd']:.2f} | {r['rmse']:.2f} | {r['seconds']:.1f} |"
     )
-  paris_rows = sorted((r for (m, _), r in by_case.items() if m == "paris"), key=lambda r: r["num_particles"])
-  fit = fit_bias_rate(
-    [r["num_particles"] for r in paris_rows], [r["bias"] for r in paris_rows], [r["se"] for r in paris_rows]
-  )
   small = min(config.ppg_particles)
   ppg = by_case[("ppg", small)]
   lines += [
     "",
     (
-      f"PaRIS bias fitted as −c·N^(−rate) over N = {', '.join(str(r['num_particles']) for r in paris_rows)}: "
+      f"PaRIS bias fitted as −c·N^(−rate) over N = {', '.join(str(r['num_particles']) for r in paris_rows(by_case))}: "
       f"rate {fit['rate']:.2f} ± {fit['rate_se']:.2f}, c = {fit['constant']:.1f}."
     ),
     "",
@@ -459,7 +463,7 @@ def write_tables(by_case, learned, config, ctx) -> None:
   ctx.write_text("table.md", "\n".join(lines))
 
 
-def plot(by_case, learned, config, ctx) -> None:
+def plot(by_case, learned, fit, config, ctx) -> None:
   import matplotlib
 
   matplotlib.use("Agg")
@@ -503,7 +507,7 @@ def plot(by_case, learned, config, ctx) -> None:
   ax.set_title("E[Σ x_t x_(t+1) | y]: bias and RMSE")
   ax.legend(fontsize=7)
 
-  plot_bias_decay(axes[1], axes[2], by_case, config)
+  plot_bias_decay(axes[1], axes[2], by_case, fit, config)
   lg, sv = learned["lgssm"], learned["sv"]
   plot_learning(
     axes[3],
@@ -523,11 +527,10 @@ def plot(by_case, learned, config, ctx) -> None:
   ctx.save_figure(fig, "bias_rmse_learning")
 
 
-def plot_bias_decay(ax_n, ax_sweeps, by_case, config) -> None:
+def plot_bias_decay(ax_n, ax_sweeps, by_case, fit, config) -> None:
   """PaRIS's −bias against N with the fitted c·N^(−rate); PPG's bias per sweep and of the roll-out per burn-in."""
-  rows = sorted((r for (m, _), r in by_case.items() if m == "paris"), key=lambda r: r["num_particles"])
+  rows = paris_rows(by_case)
   n = np.array([r["num_particles"] for r in rows])
-  fit = fit_bias_rate(n, [r["bias"] for r in rows], [r["se"] for r in rows])
   ax_n.errorbar(n, [-r["bias"] for r in rows], yerr=[2 * r["se"] for r in rows], fmt="o", capsize=3, label="PaRIS")
   grid = np.geomspace(n.min(), n.max(), 50)
   ax_n.plot(grid, fit["constant"] * grid ** (-fit["rate"]), label=f"fit: rate {fit['rate']:.2f} ± {fit['rate_se']:.2f}")
