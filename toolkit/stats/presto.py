@@ -241,13 +241,6 @@ def _check_problem_state(problem, state=None) -> None:
     )
 
 
-def _check_model_x(model, x) -> jax.Array:
-  x = jnp.asarray(x)
-  if x.ndim != 2 or x.shape[1] != model.coef.shape[-2]:
-    raise ValueError(f"`x` must have shape (n, {model.coef.shape[-2]}), got {x.shape}.")
-  return x
-
-
 def _default_tol(dtype) -> float:
   return 1e-9 if jnp.dtype(dtype) == jnp.float64 else 1e-5
 
@@ -262,7 +255,7 @@ def cumulative_logits(intercepts: jax.Array, coef: jax.Array, x: jax.Array) -> j
   if coef.ndim < 2:
     raise ValueError(f"`coef` must have shape (p, K-1), got {coef.shape}.")
   if x.ndim != 2 or x.shape[1] != coef.shape[-2]:
-    raise ValueError(f"`x` must have shape (n, p) with p = {coef.shape[-2]} (coef's rows), got {x.shape}.")
+    raise ValueError(f"`x` must have shape (n, {coef.shape[-2]}) (p = coef's rows), got {x.shape}.")
   if jnp.shape(intercepts)[-1:] != coef.shape[-1:]:
     raise ValueError(
       f"`intercepts` must have shape (K-1,) with K-1 = {coef.shape[-1]} (coef's columns), got {jnp.shape(intercepts)}."
@@ -645,13 +638,11 @@ def _path_jit(x, y, weights, lambdas, tol, num_classes, penalize_first, standard
 
 def predict_cumulative(model: PrestoModel, x: jax.Array) -> jax.Array:
   """``(n, K-1)`` fitted cumulative probabilities ``σ(α_k + xᵀβ_k)``, as fitted (they may cross)."""
-  x = _check_model_x(model, x)
   return jax.nn.sigmoid(cumulative_logits(model.intercepts, model.coef, x))
 
 
 def crossing(model: PrestoModel, x: jax.Array) -> jax.Array:
   """``(n,)`` True where the fitted cumulative probabilities decrease somewhere (a negative class probability)."""
-  x = _check_model_x(model, x)
   eta = cumulative_logits(model.intercepts, model.coef, x)
   return jnp.any(jnp.diff(eta, axis=-1) < 0, axis=-1)
 
@@ -669,9 +660,8 @@ def predict_proba(model: PrestoModel, x: jax.Array) -> jax.Array:
   >>> print([[round(float(v), 3) for v in row] for row in p], presto.crossing(m, jnp.array([[3.0]])).tolist())
   [[0.5, 0.381, 0.119], [0.269, 0.684, 0.047]] [True]
   """
-  x = _check_model_x(model, x)
-  cum = jnp.sort(predict_cumulative(model, x), axis=-1)
-  n = x.shape[0]
+  cum = jnp.sort(predict_cumulative(model, x), axis=-1)  # cumulative_logits checks x
+  n = cum.shape[0]
   edges = jnp.concatenate([jnp.zeros((n, 1), cum.dtype), cum, jnp.ones((n, 1), cum.dtype)], axis=-1)
   return jnp.diff(edges, axis=-1)
 
