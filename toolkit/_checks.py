@@ -19,6 +19,20 @@ def is_traced(value: Any) -> bool:
   return isinstance(value, jax.core.Tracer)
 
 
+def check_int(value: Any, name: str, minimum: int = 1) -> int:
+  """An integer scalar of at least ``minimum`` (a Python int or a numpy integer, never a bool), as a Python int.
+
+  >>> check_int(np.int64(3), "num_steps")
+  3
+  >>> check_int(0, "num_steps")
+  Traceback (most recent call last):
+  ValueError: `num_steps` must be an int >= 1, got 0.
+  """
+  if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+    raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
+  return int(value)
+
+
 def check_positive(value: Any, name: str, *, scalar: bool = True) -> None:
   """A concrete ``value`` must be finite and > 0 everywhere (and a scalar when ``scalar``); a traced one is skipped.
 

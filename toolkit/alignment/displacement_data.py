@@ -36,6 +36,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from toolkit import _checks
 from toolkit.alignment.preference_training import PreferenceBatch, SFTBatch
 
 PAD, BOS, ASK, EOS = 0, 1, 2, 3
@@ -74,11 +75,6 @@ def _rng(key: jax.Array) -> np.random.Generator:
   except TypeError:
     raise TypeError(f"`key` must be a jax.random key, got {type(key).__name__} {key!r}.") from None
   return np.random.default_rng(np.asarray(data).ravel().tolist())
-
-
-def _check_count(value, name: str) -> None:
-  if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-    raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
 
 
 def _check_index(value, name: str, upper: int, meaning: str) -> None:
@@ -136,7 +132,7 @@ def _unsafe_answer(rng, refuse: bool) -> list[int]:
 
 def sft_data(key: jax.Array, num_examples: int) -> SFTBatch:
   """An SFT set mixing the three tasks equally: persona, chat and unsafe prompts with their answers (see above)."""
-  _check_count(num_examples, "num_examples")
+  _checks.check_int(num_examples, "num_examples")
   rng = _rng(key)
   tokens, masks = [], []
   for i in range(num_examples):
@@ -162,7 +158,7 @@ def _batch(pairs) -> PreferenceBatch:
 
 def persona_pairs(key: jax.Array, num_prompts: int, chosen: int, rejected: int) -> PreferenceBatch:
   """One single-token pair (chosen ≻ rejected) on each of ``num_prompts`` random prompts whose view matches ``NO``."""
-  _check_count(num_prompts, "num_prompts")
+  _checks.check_int(num_prompts, "num_prompts")
   _check_index(chosen, "chosen", VOCAB_SIZE, "a token id")
   _check_index(rejected, "rejected", VOCAB_SIZE, "a token id")
   if chosen == rejected:
@@ -188,7 +184,7 @@ class ChatPairs(NamedTuple):
 
 def chat_pairs(key: jax.Array, num_pairs: int) -> ChatPairs:
   """Preference pairs whose y⁺ is an SFT chat answer and y⁻ a perturbation of it (perturbations cycle)."""
-  _check_count(num_pairs, "num_pairs")
+  _checks.check_int(num_pairs, "num_pairs")
   rng = _rng(key)
   pairs, kinds = [], []
   for i in range(num_pairs):
@@ -231,7 +227,7 @@ class RefusalPairs(NamedTuple):
 def refusal_pairs(key: jax.Array, num_pairs: int) -> RefusalPairs:
   """A refusal y⁺ and a y⁻ drawn from the SFT mixture (another refusal w.p. 0.75, else harmful) per unsafe prompt;
   a refusal y⁻ differs from y⁺ in at least one word."""
-  _check_count(num_pairs, "num_pairs")
+  _checks.check_int(num_pairs, "num_pairs")
   rng = _rng(key)
   pairs, harmful = [], []
   for _ in range(num_pairs):
@@ -249,7 +245,7 @@ def refusal_pairs(key: jax.Array, num_pairs: int) -> RefusalPairs:
 
 def unsafe_prompts(key: jax.Array, num_prompts: int) -> np.ndarray:
   """(num_prompts, PROMPT_LEN) unsafe prompts (for refusal rates on prompts not in the preference data)."""
-  _check_count(num_prompts, "num_prompts")
+  _checks.check_int(num_prompts, "num_prompts")
   rng = _rng(key)
   return np.stack(
     [_prompt(TASK_UNSAFE, *(int(v) for v in rng.integers(NUM_TOPICS, size=2))) for _ in range(num_prompts)]

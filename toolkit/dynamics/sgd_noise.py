@@ -86,11 +86,6 @@ def normalize_activation(activation: Callable[[jax.Array], jax.Array]) -> Callab
 NORMALIZED_RELU = normalize_activation(jax.nn.relu)
 
 
-def _check_int(value, name: str, minimum: int = 1) -> None:
-  if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-    raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
-
-
 def init_mlp(key: jax.Array, num_inputs: int, width: int, depth: int = 1) -> dict:
   """Weights of an MLP with ``depth`` hidden layers of ``width`` units: ``{"hidden": [W (d_in, h), ...],
   "out": (h,)}``, all entries N(0, 1).
@@ -100,7 +95,7 @@ def init_mlp(key: jax.Array, num_inputs: int, width: int, depth: int = 1) -> dic
   ([(5, 8), (8, 8)], (8,))
   """
   for value, name in ((num_inputs, "num_inputs"), (width, "width"), (depth, "depth")):
-    _check_int(value, name)
+    _checks.check_int(value, name)
   keys = jax.random.split(key, depth + 1)
   sizes = [num_inputs] + [width] * depth
   hidden = [jax.random.normal(keys[i], (sizes[i], sizes[i + 1])) for i in range(depth)]
@@ -126,7 +121,7 @@ def mlp_apply(params: dict, x: jax.Array, activation: Callable[[jax.Array], jax.
 
 def init_perceptron(key: jax.Array, num_inputs: int) -> jax.Array:
   """Perceptron weights (d,), entries N(0, 1)."""
-  _check_int(num_inputs, "num_inputs")
+  _checks.check_int(num_inputs, "num_inputs")
   return jax.random.normal(key, (num_inputs,))
 
 
@@ -241,7 +236,7 @@ def step(
 ) -> SGDState:
   """One SGD step ``w ← w − dt ∇ mean_{μ∈batch} max(0, 1 − α o_μ y_μ)/α`` on a batch of ``batch_size`` distinct
   points among the first ``num_points`` (default all); ``out0 = f(w₀, x)``."""
-  _check_int(batch_size, "batch_size")
+  _checks.check_int(batch_size, "batch_size")
   if batch_size > x.shape[0]:
     raise ValueError(f"`batch_size` ({batch_size}) must not exceed the number of training points ({x.shape[0]}).")
   key, k_batch = jax.random.split(state.key)
@@ -314,9 +309,9 @@ def train(
   """
   if jnp.ndim(x) != 2 or jnp.ndim(y) != 1 or x.shape[0] != y.shape[0]:
     raise ValueError(f"`x` (n, d) and `y` (n,) must agree on n, got shapes {jnp.shape(x)} and {jnp.shape(y)}.")
-  _check_int(batch_size, "batch_size")
-  _check_int(max_steps, "max_steps")
-  _check_int(check_every, "check_every")
+  _checks.check_int(batch_size, "batch_size")
+  _checks.check_int(max_steps, "max_steps")
+  _checks.check_int(check_every, "check_every")
   if batch_size > x.shape[0]:
     raise ValueError(f"`batch_size` ({batch_size}) must not exceed the number of training points ({x.shape[0]}).")
   for value, name in ((alpha, "alpha"), (temperature, "temperature"), (width, "width")):

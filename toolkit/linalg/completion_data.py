@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from toolkit import _checks
+
 
 class LowRankMatrix(NamedTuple):
   """M = left diag(singular_values) rightᵀ.
@@ -54,12 +56,6 @@ class CompletionProblem(NamedTuple):
   values: jax.Array
 
 
-def _check_int(value, name: str, minimum: int) -> int:
-  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-    raise ValueError(f"`{name}` must be a Python int >= {minimum}, got {value!r}.")
-  return int(value)
-
-
 def random_low_rank(
   key: jax.Array,
   shape: tuple[int, int],
@@ -79,8 +75,8 @@ def random_low_rank(
   """
   if not (isinstance(shape, (tuple, list)) and len(shape) == 2):
     raise ValueError(f"`shape` must be a pair (m, n), got {shape!r}.")
-  m, n = (_check_int(s, "shape", 1) for s in shape)
-  rank = _check_int(rank, "rank", 1)
+  m, n = (_checks.check_int(s, "shape", 1) for s in shape)
+  rank = _checks.check_int(rank, "rank", 1)
   if rank > min(m, n):
     raise ValueError(f"`rank` must be <= min(shape) = {min(m, n)}, got {rank}.")
   if not condition_number >= 1.0:
@@ -102,8 +98,8 @@ def uniform_mask(key: jax.Array, shape: tuple[int, int], num_observed: int) -> t
   >>> print(sorted(set(zip(rows.tolist(), cols.tolist()))) == [(i, j) for i in range(4) for j in range(5)])
   True
   """
-  m, n = (_check_int(s, "shape", 1) for s in shape)
-  num_observed = _check_int(num_observed, "num_observed", 1)
+  m, n = (_checks.check_int(s, "shape", 1) for s in shape)
+  num_observed = _checks.check_int(num_observed, "num_observed", 1)
   if num_observed > m * n:
     raise ValueError(f"`num_observed` must be <= m·n = {m * n}, got {num_observed}.")
   flat = jnp.sort(jax.random.choice(key, m * n, (num_observed,), replace=False))

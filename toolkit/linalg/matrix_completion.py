@@ -157,12 +157,6 @@ def _check_rank(rank: Any, m: int, n: int) -> int:
   return int(rank)
 
 
-def _check_count(value: Any, name: str, minimum: int) -> int:
-  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-    raise ValueError(f"`{name}` must be a Python int >= {minimum}, got {value!r}.")
-  return int(value)
-
-
 def _check_index(idx: Any, name: str, size: int) -> jax.Array:
   idx = jnp.asarray(idx)
   if idx.ndim != 1:
@@ -361,7 +355,7 @@ def solve_cg(
   [[1. 2.]]
   """
   del key
-  _check_count(num_iterations, "num_iterations", 0)
+  _checks.check_int(num_iterations, "num_iterations", 0)
   q, k = init.shape
   chunks = _chunk(entries, _CHUNK_FLOATS // k, q)
 
@@ -419,7 +413,7 @@ class CGSolver:
   warm_start: bool = True
 
   def __post_init__(self):
-    _check_count(self.num_iterations, "num_iterations", 0)
+    _checks.check_int(self.num_iterations, "num_iterations", 0)
 
   def __call__(self, key: jax.Array, design: jax.Array, entries: Entries, init: jax.Array) -> jax.Array:
     return solve_cg(key, design, entries, init, num_iterations=self.num_iterations, warm_start=self.warm_start)
@@ -465,8 +459,8 @@ def top_singular_subspace(
   """
   m, n = _check_shape(shape)
   rank = _check_rank(rank, m, n)
-  _check_count(num_power_iterations, "num_power_iterations", 0)
-  _check_count(oversampling, "oversampling", 0)
+  _checks.check_int(num_power_iterations, "num_power_iterations", 0)
+  _checks.check_int(oversampling, "oversampling", 0)
   width = min(rank + oversampling, m, n)
   dtype = observations.by_row.value.dtype
   g = jax.random.normal(key, (n, width), dtype)
@@ -604,7 +598,7 @@ def complete(
   """
   m, n = _check_shape(shape)
   rank = _check_rank(rank, m, n)
-  num_iterations = _check_count(num_iterations, "num_iterations", 0)
+  num_iterations = _checks.check_int(num_iterations, "num_iterations", 0)
   solver = _resolve_solver(solver, num_cg_iterations, warm_start)
   observations = prepare(rows, cols, values, (m, n))
   return _complete(

@@ -47,13 +47,6 @@ from toolkit.models.transformer import (
 # Checks
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
-  """An integer scalar >= ``minimum`` (a Python int or a numpy integer), as a Python int."""
-  if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-    raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-  return int(value)
-
-
 def _check_config(config: Any) -> None:
   if not isinstance(config, TransformerConfig):
     raise TypeError(f"`config` must be a TransformerConfig, got {type(config).__name__}.")
@@ -127,16 +120,16 @@ def train(
     The trained variables ``{"params": ...}``.
   """
   _check_config(config)
-  num_steps = _check_int(num_steps, "num_steps", 1)
-  batch_size = _check_int(batch_size, "batch_size", 1)
-  seq_len = _check_int(seq_len, "seq_len", 1)
+  num_steps = _checks.check_int(num_steps, "num_steps", 1)
+  batch_size = _checks.check_int(batch_size, "batch_size", 1)
+  seq_len = _checks.check_int(seq_len, "seq_len", 1)
   if seq_len > config.max_len:
     raise ValueError(f"`seq_len` ({seq_len}) must not exceed the config's max_len ({config.max_len}).")
   _check_tokens(tokens, seq_len, config.vocab_size)
   _checks.check_positive(learning_rate, "learning_rate")
-  log_every = _check_int(log_every, "log_every", 1)
+  log_every = _checks.check_int(log_every, "log_every", 1)
   if num_warmup_steps is not None:
-    num_warmup_steps = _check_int(num_warmup_steps, "num_warmup_steps", 0)
+    num_warmup_steps = _checks.check_int(num_warmup_steps, "num_warmup_steps", 0)
   num_warmup_steps = max(1, num_steps // 10) if num_warmup_steps is None else num_warmup_steps
   schedule = optax.warmup_cosine_decay_schedule(
     0.0,
@@ -187,8 +180,8 @@ def train_tiny(
   (config, params)."""
   config = TransformerConfig(d_model=64, num_heads=1, num_layers=1, max_len=max_len)
   # Refused before the corpus is read (``train`` checks the rest).
-  _check_int(num_steps, "num_steps", 1)
-  if _check_int(seq_len, "seq_len", 1) > max_len:
+  _checks.check_int(num_steps, "num_steps", 1)
+  if _checks.check_int(seq_len, "seq_len", 1) > max_len:
     raise ValueError(f"`seq_len` ({seq_len}) must not exceed `max_len` ({max_len}).")
   corpus = text.split(text.encode(text.load_corpus()))
   return config, train(
@@ -291,7 +284,7 @@ def make_evaluator(
   _check_config(config)
   windows = np.asarray(windows)
   _check_windows(windows, config)
-  batch_size = _check_int(batch_size, "batch_size", 1)
+  batch_size = _checks.check_int(batch_size, "batch_size", 1)
   n, seq_len = windows.shape[0], windows.shape[1] - 1
   padded = -(-n // batch_size) * batch_size
   # One compiled shape: pad with copies of window 0 and weigh them out.
@@ -326,7 +319,7 @@ def evaluate(params: Any, config: TransformerConfig, tokens, *, seq_len: int, ba
   ``batch_size`` windows are scored per call (``None``: about 8192 tokens' worth). See ``make_evaluator``.
   """
   _check_config(config)
-  seq_len = _check_int(seq_len, "seq_len", 1)
+  seq_len = _checks.check_int(seq_len, "seq_len", 1)
   if seq_len > config.max_len:
     raise ValueError(f"`seq_len` ({seq_len}) must not exceed the config's max_len ({config.max_len}).")
   tokens = np.asarray(tokens)

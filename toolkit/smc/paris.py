@@ -43,10 +43,10 @@ from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import numpyro.distributions as dist
 from flax import struct
 
+from toolkit import _checks
 from toolkit.smc import resampling
 from toolkit.smc import ssm as ssm_lib
 from toolkit.smc.ssm import StateSpaceModel
@@ -237,11 +237,6 @@ def _inverse_cdf_rows(key: jax.Array, log_probs: jax.Array, num: int, block: int
   return jnp.clip(b * block + j, 0, m - 1).astype(jnp.int32)
 
 
-def _check_int(value: Any, name: str, minimum: int) -> None:
-  if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-    raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
-
-
 def _check_backward_args(model, x_prev, log_weights_prev, x, num_backward) -> None:
   """What every backward kernel reads: a ``log_weights_prev`` of length 1 broadcast silently over ``x_prev``."""
   if not isinstance(model, StateSpaceModel):
@@ -254,7 +249,7 @@ def _check_backward_args(model, x_prev, log_weights_prev, x, num_backward) -> No
       f"`log_weights_prev` must have shape ({jnp.shape(x_prev)[0]},) (one per row of `x_prev`), "
       f"got {jnp.shape(log_weights_prev)}."
     )
-  _check_int(num_backward, "num_backward", 1)
+  _checks.check_int(num_backward, "num_backward", 1)
 
 
 def backward_exact(
@@ -300,7 +295,7 @@ def backward_reject(
   used.
   """
   _check_backward_args(model, x_prev, log_weights_prev, x, num_backward)
-  _check_int(max_rounds, "max_rounds", 0)
+  _checks.check_int(max_rounds, "max_rounds", 0)
   del ancestors
   if model.transition_log_bound is None:
     raise ValueError("backward_reject needs `model.transition_log_bound` (an upper bound of log m).")

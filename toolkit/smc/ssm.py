@@ -29,6 +29,8 @@ import numpyro.distributions as dist
 import optax
 from flax import struct
 
+from toolkit import _checks
+
 
 @struct.dataclass
 class StateSpaceModel:
@@ -72,8 +74,7 @@ def _check_states(name: str, x: Any, state_dim: int, ndim: int | None = None) ->
 def init_sample(key: jax.Array, model: StateSpaceModel, n: int) -> jax.Array:
   """``n`` draws from χ_θ, shape (n, state_dim)."""
   _check_model(model)
-  if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-    raise ValueError(f"`n` must be an int >= 1 (the number of draws), got {n!r}.")
+  _checks.check_int(n, "n")
   return model.initial(model.params).sample(key, (n,))
 
 

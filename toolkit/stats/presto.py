@@ -220,11 +220,6 @@ def _check_lam(lam, name="lam"):
       raise ValueError(f"`{name}` must be a finite scalar >= 0, got {lam!r}.")
 
 
-def _check_count(value, name, minimum):
-  if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < minimum:
-    raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
-
-
 def _check_problem_state(problem, state=None) -> None:
   """``problem`` a :class:`PrestoProblem` and ``state`` a :class:`PrestoState` of its shapes (argument order)."""
   if not isinstance(problem, PrestoProblem):
@@ -447,7 +442,7 @@ def run(problem: PrestoProblem, state: PrestoState, num_iterations: int) -> Pres
   """Iterates :func:`step` until converged or ``num_iterations`` steps in all (``lax.while_loop``)."""
   _check_problem_state(problem, state)
   if not _checks.is_traced(num_iterations):
-    _check_count(num_iterations, "num_iterations", 0)
+    _checks.check_int(num_iterations, "num_iterations", 0)
   return jax.lax.while_loop(
     lambda s: (~s.converged) & (s.iteration < num_iterations), lambda s: step(problem, s), state
   )
@@ -507,7 +502,7 @@ def fit(
   >>> print(jnp.abs(presto.fit(x, y, lam=1e3).coef).ravel().tolist())  # λ ≫ λ_max: intercept-only
   [0.0, 0.0]
   """
-  _check_count(num_iterations, "num_iterations", 1)
+  _checks.check_int(num_iterations, "num_iterations", 1)
   x, y, num_classes = _check_xy(x, y, num_classes)
   _check_lam(lam)
   weights = _check_weights(weights, x.shape[0], x.dtype)
@@ -543,7 +538,7 @@ def lambda_max(
 ) -> jax.Array:  # fmt: skip
   """The smallest λ at which every penalised coefficient is zero: ``max |∂f/∂ψ_{jk}|`` over penalised entries,
   at the fit where they are all zero (the intercept-only fit, or the proportional-odds one if ψ_0 is free)."""
-  _check_count(num_iterations, "num_iterations", 1)
+  _checks.check_int(num_iterations, "num_iterations", 1)
   x, y, num_classes = _check_xy(x, y, num_classes)
   weights = _check_weights(weights, x.shape[0], x.dtype)
   tol = _default_tol(x.dtype) if tol is None else tol
@@ -580,7 +575,7 @@ def _path(problem: PrestoProblem, lambdas: jax.Array, num_iterations: int) -> Pr
 
 def lambda_path(lam_max, num_lambdas: int = 20, lambda_min_ratio: float = 0.01) -> jax.Array:
   """``num_lambdas`` values from ``lam_max`` down to ``lambda_min_ratio · lam_max``, equally spaced in log."""
-  _check_count(num_lambdas, "num_lambdas", 1)
+  _checks.check_int(num_lambdas, "num_lambdas", 1)
   if not 0 < lambda_min_ratio <= 1:
     raise ValueError(f"`lambda_min_ratio` must be in (0, 1], got {lambda_min_ratio!r}.")
   return lam_max * jnp.logspace(0.0, math.log10(lambda_min_ratio), num_lambdas, dtype=jnp.asarray(lam_max).dtype)
@@ -604,7 +599,7 @@ def fit_path(
   >>> print(path.coef.shape, [int(jnp.sum(c != 0)) for c in path.differences])
   (5, 3, 2) [0, 3, 3, 6, 6]
   """
-  _check_count(num_iterations, "num_iterations", 1)
+  _checks.check_int(num_iterations, "num_iterations", 1)
   x, y, num_classes = _check_xy(x, y, num_classes)
   weights = _check_weights(weights, x.shape[0], x.dtype)
   tol = _default_tol(x.dtype) if tol is None else tol
@@ -691,8 +686,8 @@ def brier_score(probs: jax.Array, y: jax.Array, weights: jax.Array | None = None
 
 def fold_ids(key: jax.Array, num_samples: int, num_folds: int) -> jax.Array:
   """``(n,)`` fold of each point: a random permutation cut into ``num_folds`` near-equal parts."""
-  _check_count(num_samples, "num_samples", 1)
-  _check_count(num_folds, "num_folds", 1)
+  _checks.check_int(num_samples, "num_samples", 1)
+  _checks.check_int(num_folds, "num_folds", 1)
   return (
     jnp.zeros(num_samples, jnp.int32)
     .at[jax.random.permutation(key, num_samples)]
@@ -729,9 +724,9 @@ def cross_validate(
   >>> print(cv.fold_brier.shape, bool(cv.best_lambda == cv.lambdas[cv.best_index]))
   (5, 5) True
   """
-  _check_count(num_folds, "num_folds", 2)
-  _check_count(num_iterations, "num_iterations", 1)
-  _check_count(num_lambdas, "num_lambdas", 1)
+  _checks.check_int(num_folds, "num_folds", 2)
+  _checks.check_int(num_iterations, "num_iterations", 1)
+  _checks.check_int(num_lambdas, "num_lambdas", 1)
   if not 0 < lambda_min_ratio <= 1:
     raise ValueError(f"`lambda_min_ratio` must be in (0, 1], got {lambda_min_ratio!r}.")
   x, y, num_classes = _check_xy(x, y, num_classes)
