@@ -163,9 +163,8 @@ def cases(config: ConfigDict) -> list[dict]:
     # row), then activations with quantized weights.
     twin = {"method": "rtn", "bits": a, "lorc": False, "group": 0, "act_bits": 0}
     out += [{**fp32, "act_bits": a}] + ([twin] if twin not in out else [])
-    for method, bits in config.activation_weights:
-      if method != "fp32":
-        out.append({"method": method, "bits": bits, "lorc": False, "group": config.group_size, "act_bits": a})
+    for method, bits in config.activation_weights:  # methods of METHODS (validate_config)
+      out.append({"method": method, "bits": bits, "lorc": False, "group": config.group_size, "act_bits": a})
   return out
 
 
