@@ -25,7 +25,10 @@ BACKLOG = TESTS / "bad_input_backlog.txt"
 
 
 def public_functions() -> dict[str, str]:
-  """Full name → bare name of every public function defined in a public toolkit module."""
+  """Full name → bare name of every public function that takes an argument, defined in a public toolkit module.
+
+  A function without parameters (``cli.binaries()``, ``dispatch.default_impl()``) cannot be handed a bad input.
+  """
   modules = [toolkit]
   for info in pkgutil.walk_packages(toolkit.__path__, "toolkit."):
     if not any(part.startswith("_") for part in info.name.split(".")):
@@ -33,7 +36,12 @@ def public_functions() -> dict[str, str]:
   out = {}
   for module in modules:
     for name, obj in vars(module).items():
-      if not name.startswith("_") and inspect.isfunction(obj) and obj.__module__ == module.__name__:
+      if (
+        not name.startswith("_")
+        and inspect.isfunction(obj)
+        and obj.__module__ == module.__name__
+        and inspect.signature(obj).parameters
+      ):
         out[f"{module.__name__}.{name}"] = name
   return out
 
