@@ -137,6 +137,20 @@ def test_ches_bad_input():
     ld.response_prediction_mask(jnp.array(1.0), jnp.array(1), 4)
 
 
+@pytest.mark.parametrize(
+  "hidden, mask, error, match",
+  [
+    (np.ones((2, 3, 4), np.int32), np.ones((2, 3)), TypeError, "`hidden`"),
+    (np.ones(4, np.float32), np.ones(()), ValueError, r"`hidden` must have shape \(\.\.\., positions, features\)"),
+    (np.ones((2, 3, 4), np.float32), np.ones((2, 4)), ValueError, "`mask` must have shape"),
+    (np.ones((2, 3, 4), np.float32), np.ones((2, 3), np.complex64), TypeError, "`mask`"),
+  ],
+)
+def test_summed_hidden_states_bad_input(hidden, mask, error, match):
+  with pytest.raises(error, match=match):
+    ld.summed_hidden_states(hidden, mask)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The filter
 
@@ -176,6 +190,23 @@ def test_transformer_hidden_states_feed_the_lm_head():
   hidden, logits = ld.transformer_hidden_states(params, config, tokens)
   np.testing.assert_allclose(logits, Transformer(config).apply(params, tokens), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(hidden @ params["params"]["lm_head"]["kernel"], logits, rtol=1e-4, atol=1e-5)
+
+
+def test_transformer_hidden_states_bad_input():
+  config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, num_layers=1, max_len=6)
+  params = init_params(jax.random.key(1), config)
+  tokens = jnp.ones((2, 5), jnp.int32)
+  with pytest.raises(TypeError, match="`tokens`"):
+    ld.transformer_hidden_states(params, config, tokens.astype(jnp.float32))
+  with pytest.raises(ValueError, match="`tokens` must have shape"):
+    ld.transformer_hidden_states(params, config, tokens[0])
+  with pytest.raises(ValueError, match="`tokens` has 7 tokens"):
+    ld.transformer_hidden_states(params, config, jnp.ones((2, 7), jnp.int32))
+  # An id outside [0, V) read a NaN embedding row (or a wrapped-around token's).
+  with pytest.raises(ValueError, match=r"`tokens` must lie in \[0, 20\)"):
+    ld.transformer_hidden_states(params, config, tokens.at[0, 1].set(20))
+  with pytest.raises(TypeError, match="`config`"):
+    ld.transformer_hidden_states(params, {"vocab_size": 20}, tokens)
 
 
 # ----------------------------------------------------------------------------------------------------------------

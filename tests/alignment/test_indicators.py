@@ -72,6 +72,34 @@ def test_jit_vmap_dtype_and_bad_input(key):
       fn(jnp.ones((2, 3), jnp.int32), 1)
 
 
+@pytest.mark.parametrize(
+  "logits, k, error, match",
+  [
+    (jnp.zeros((2, 5)), 0, ValueError, "`k`"),
+    (jnp.zeros((2, 5)), 6, ValueError, r"`k` must be an int in \[1, V = 5\]"),
+    (jnp.zeros((2, 5)), 2.0, ValueError, "`k`"),
+    (jnp.zeros((2, 5)), True, ValueError, "`k`"),
+    (jnp.zeros((2, 5), jnp.int32), 1, TypeError, "`logits`"),
+    (jnp.float32(0.0), 1, ValueError, "`logits`"),
+    (jnp.zeros((2, 0)), 1, ValueError, "`logits`"),
+  ],
+)
+def test_indicators_bad_input(logits, k, error, match):
+  with pytest.raises(error, match=match):
+    topk_probability_mass(logits, k)
+  with pytest.raises(error, match=match):
+    topk_entropy(logits, k)
+
+
+def test_topk_entropy_bad_renormalize_and_numpy_int_k():
+  logits = jnp.log(jnp.array([0.5, 0.3, 0.1, 0.1]))
+  with pytest.raises(TypeError, match="`renormalize`"):
+    topk_entropy(logits, 2, renormalize=1)
+  # A numpy integer is an int (CONTRIBUTING.md, "Bad input").
+  np.testing.assert_allclose(topk_entropy(logits, np.int64(2)), topk_entropy(logits, 2))
+  np.testing.assert_allclose(topk_probability_mass(logits, np.int64(2)), 0.8, rtol=1e-6)
+
+
 def test_masked_sequence_mean_averages_positions_then_sequences():
   values = jnp.array([[[1.0, 2.0, 3.0], [10.0, 0.0, 0.0], [5.0, 5.0, 5.0]]])
   mask = jnp.array([[[1, 1, 1], [1, 0, 0], [0, 0, 0]]])

@@ -127,6 +127,44 @@ def test_steps_refuse_bad_input(params, key):
     pt.init(params, "adam")
 
 
+def test_response_log_probs_bad_input(params, key):
+  batch = _batch(key)
+  tokens, mask = batch.chosen, batch.chosen_mask
+  with pytest.raises(TypeError, match="`tokens`"):
+    pt.response_log_probs(APPLY, params, tokens.astype(jnp.float32), mask)
+  with pytest.raises(ValueError, match="`tokens` must have shape"):
+    pt.response_log_probs(APPLY, params, tokens[:, :1], mask[:, :1])
+  with pytest.raises(ValueError, match="`tokens` must have shape"):
+    pt.response_log_probs(APPLY, params, tokens[0], mask[0])
+  with pytest.raises(ValueError, match="`mask` must have the shape of `tokens`"):
+    pt.response_log_probs(APPLY, params, tokens, mask[:, :4])
+  with pytest.raises(TypeError, match="`apply_fn`"):
+    pt.response_log_probs(None, params, tokens, mask)
+  # An id outside [0, V) read a NaN embedding row (or a wrapped-around token's); the model refuses it.
+  with pytest.raises(ValueError, match=r"`tokens` must lie in \[0, 7\)"):
+    pt.response_log_probs(APPLY, params, tokens.at[0, 1].set(7), mask)
+
+
+def test_sft_step_bad_input(params, key):
+  batch = _batch(key)
+  sft = pt.SFTBatch(batch.chosen, batch.chosen_mask)
+  optimizer = optax.sgd(0.1)
+  state = pt.init(params, optimizer)
+  kwargs = {"apply_fn": APPLY, "optimizer": optimizer}
+  with pytest.raises(TypeError, match="`batch.tokens`"):
+    pt.sft_step(state, sft._replace(tokens=sft.tokens.astype(jnp.float32)), **kwargs)
+  with pytest.raises(ValueError, match="`batch.tokens` must have shape"):
+    pt.sft_step(state, pt.SFTBatch(sft.tokens[:, :1], sft.mask[:, :1]), **kwargs)
+  with pytest.raises(ValueError, match="`batch.mask` must have the shape of `batch.tokens`"):
+    pt.sft_step(state, sft._replace(mask=sft.mask[:2]), **kwargs)
+  with pytest.raises(TypeError, match="`batch`"):
+    pt.sft_step(state, batch, **kwargs)
+  with pytest.raises(TypeError, match="`optimizer`"):
+    pt.sft_step(state, sft, apply_fn=APPLY, optimizer="sgd")
+  with pytest.raises(TypeError, match="`apply_fn`"):
+    pt.sft_step(state, sft, apply_fn="transformer", optimizer=optimizer)
+
+
 @pytest.mark.slow
 def test_sampled_logits_are_the_teacher_forced_logits_and_cold_sampling_is_greedy(params, key):
   prompts = jnp.array([[1, 2, 3], [4, 5, 6]])

@@ -195,3 +195,188 @@ def test_step_aligned_update_has_no_conflict():
 def test_bad_input(call, error, match):
   with pytest.raises(error, match=match):
     call()
+
+
+@pytest.mark.parametrize(
+  "student, teacher, temperature, error, match",
+  [
+    (Z_S, Z_T[:, :3], 2.0, ValueError, "`student_logits` and `teacher_logits` must have the same shape"),
+    (np.ones((6, 7), np.int32), Z_T, 2.0, TypeError, "`student_logits`"),
+    (Z_S, np.ones((6, 7), np.int32), 2.0, TypeError, "`teacher_logits`"),
+    (np.float32(1.0), np.float32(1.0), 2.0, ValueError, "`student_logits`"),
+    (Z_S, Z_T, 0.0, ValueError, "`temperature`"),
+    (Z_S, Z_T, -1, ValueError, "`temperature`"),
+    (Z_S, Z_T, float("nan"), ValueError, "`temperature`"),
+    (Z_S, Z_T, float("inf"), ValueError, "`temperature`"),
+    (Z_S, Z_T, np.ones(2), ValueError, "`temperature`"),
+    (Z_S, Z_T, True, TypeError, "`temperature`"),
+  ],
+)
+def test_logit_losses_bad_input(student, teacher, temperature, error, match):
+  with pytest.raises(error, match=match):
+    dist.kd_loss(student, teacher, temperature=temperature)
+  with pytest.raises(error, match=match):
+    dist.binary_kl(student, teacher, temperature=temperature)
+  with pytest.raises(error, match=match):
+    dist.binary_kl_norm(student, teacher, temperature=temperature)
+
+
+def test_logit_losses_take_any_concrete_scalar_temperature():
+  for fn in (dist.kd_loss, dist.binary_kl, dist.binary_kl_norm):
+    expected = np.asarray(fn(Z_S, Z_T, temperature=2.0))
+    for temperature in (np.float32(2.0), np.int64(2), jnp.float32(2.0)):
+      np.testing.assert_allclose(np.asarray(fn(Z_S, Z_T, temperature=temperature)), expected, rtol=1e-6)
+
+
+LABELS = np.arange(6) % 7
+
+
+@pytest.mark.parametrize(
+  "logits, aux, labels, teacher, options, error, match",
+  [
+    (Z_S.astype(np.int32), Z_S, LABELS, Z_T, {}, TypeError, "`logits`"),
+    (Z_S, Z_S[:, :3], LABELS, Z_T[:, :3], {}, ValueError, "`logits` and `aux_logits`"),
+    (Z_S, Z_S, LABELS, Z_T[:, :3], {}, ValueError, "`student_logits` and `teacher_logits`"),
+    (Z_S, Z_S, LABELS.astype(np.float32), Z_T, {}, TypeError, "`labels`"),
+    (Z_S, Z_S, LABELS[:5], Z_T, {}, ValueError, "`labels`"),
+    (Z_S, Z_S, np.full(6, 7), Z_T, {}, ValueError, r"`labels` must lie in \[0, 7\)"),
+    (Z_S, Z_S, np.full(6, -1), Z_T, {}, ValueError, r"`labels` must lie in \[0, 7\)"),
+    (Z_S, Z_S, LABELS, Z_T, {"logit_loss": "binary_kl_norm"}, TypeError, "`logit_loss`"),
+  ],
+)
+def test_dual_head_terms_and_loss_bad_input(logits, aux, labels, teacher, options, error, match):
+  with pytest.raises(error, match=match):
+    dist.dual_head_terms(logits, aux, labels, teacher, **options)
+  with pytest.raises(error, match=match):
+    dist.dual_head_loss(logits, aux, labels, teacher, **options)
+
+
+@pytest.mark.parametrize(
+  "weights, error, match",
+  [
+    ({"ce_weight": -1.0}, ValueError, "`ce_weight`"),
+    ({"distillation_weight": float("nan")}, ValueError, "`distillation_weight`"),
+    ({"distillation_weight": np.ones(2)}, TypeError, "`distillation_weight`"),
+    ({"ce_weight": "1"}, TypeError, "`ce_weight`"),
+  ],
+)
+def test_dual_head_loss_bad_weights(weights, error, match):
+  with pytest.raises(error, match=match):
+    dist.dual_head_loss(Z_S, Z_S, LABELS, Z_T, **weights)
+
+
+@pytest.mark.parametrize(
+  "distillation_grads, ce_grads, match",
+  [
+    ({"a": jnp.ones(2)}, {"b": jnp.ones(2)}, "`distillation_grads` and `ce_grads` must be pytrees of the same"),
+    ({"a": jnp.ones(2)}, {"a": jnp.ones(3)}, "`distillation_grads` and `ce_grads` leaves must have equal shapes"),
+    ({}, {}, "`ce_grads` must have at least one leaf"),
+  ],
+)
+def test_align_gradients_bad_input(distillation_grads, ce_grads, match):
+  with pytest.raises(ValueError, match=match):
+    dist.align_gradients(distillation_grads, ce_grads)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The dual-head student's training functions
+
+
+def _student(num=8):
+  model = dh.DualHeadMLP(hidden=(8,), num_classes=4)
+  x = jnp.asarray(RNG.normal(size=(num, 5)), jnp.float32)
+  y = jnp.asarray(np.arange(num) % 4)
+  teacher = jnp.asarray(RNG.normal(size=(num, 4)), jnp.float32)
+  return model, x, y, teacher
+
+
+def test_dual_head_objectives_bad_input():
+  with pytest.raises(TypeError, match="`distillation_loss`"):
+    dh.single_head_objective("kd")
+  with pytest.raises(TypeError, match="`logit_loss`"):
+    dh.dual_head_objective(None)
+
+
+def test_dual_head_init_bad_input():
+  model, x, _, _ = _student()
+  with pytest.raises(TypeError, match="`optimizer`"):
+    dh.init(jax.random.key(0), model, x, "sgd")
+  with pytest.raises(TypeError, match="`model`"):
+    dh.init(jax.random.key(0), lambda x: x, x, optax.sgd(0.1))
+  with pytest.raises(ValueError, match="`x`"):
+    dh.init(jax.random.key(0), model, x[0], optax.sgd(0.1))
+
+
+@pytest.mark.parametrize(
+  "change, error, match",
+  [
+    ({"x": jnp.ones(8)}, ValueError, "`x`"),
+    ({"labels": jnp.zeros(7, jnp.int32)}, ValueError, "`labels`"),
+    ({"labels": jnp.zeros((8, 1), jnp.int32)}, ValueError, "`labels`"),
+    ({"labels": jnp.zeros(8)}, TypeError, "`labels`"),
+    # An id outside [0, C) gave a NaN cross-entropy (or a wrapped-around class's).
+    ({"labels": jnp.full(8, 4)}, ValueError, r"`labels` must lie in \[0, 4\)"),
+    ({"teacher_logits": jnp.zeros((7, 4))}, ValueError, "`teacher_logits`"),
+    ({"teacher_logits": jnp.zeros(8)}, ValueError, "`teacher_logits`"),
+    ({"teacher_logits": jnp.zeros((8, 4), jnp.int32)}, TypeError, "`teacher_logits`"),
+    ({"objective": None}, TypeError, "`objective`"),
+    ({"optimizer": "sgd"}, TypeError, "`optimizer`"),
+    ({"ce_weight": -1.0}, ValueError, "`ce_weight`"),
+    ({"distillation_weight": float("inf")}, ValueError, "`distillation_weight`"),
+    ({"align": 1}, TypeError, "`align`"),
+  ],
+)
+def test_dual_head_step_and_train_bad_input(change, error, match):
+  model, x, y, teacher = _student()
+  opt = optax.sgd(0.1)
+  state = dh.init(jax.random.key(0), model, x, opt)
+  data = {"x": x, "labels": y, "teacher_logits": teacher}
+  options = {"model": model, "optimizer": opt, "objective": dh.dual_head_objective()}
+  data.update((k, v) for k, v in change.items() if k in data)
+  options.update((k, v) for k, v in change.items() if k not in data)
+  with pytest.raises(error, match=match):
+    dh.step(state, **data, **options)
+  with pytest.raises(error, match=match):
+    dh.train(jax.random.key(1), **data, **options, num_epochs=1, batch_size=4)
+
+
+@pytest.mark.parametrize(
+  "options, match",
+  [
+    ({"num_epochs": 0, "batch_size": 4}, "`num_epochs`"),
+    ({"num_epochs": 1, "batch_size": 0}, "`batch_size`"),
+    ({"num_epochs": 1, "batch_size": 9}, "`batch_size`"),
+    ({"num_epochs": 1.0, "batch_size": 4}, "`num_epochs`"),
+    ({"num_epochs": True, "batch_size": 4}, "`num_epochs`"),
+  ],
+)
+def test_dual_head_train_bad_counts(options, match):
+  model, x, y, teacher = _student()
+  with pytest.raises(ValueError, match=match):
+    dh.train(
+      jax.random.key(0),
+      x,
+      y,
+      teacher,
+      model=model,
+      optimizer=optax.sgd(0.1),
+      objective=dh.dual_head_objective(),
+      **options,
+    )
+
+
+def test_dual_head_accuracy_bad_input():
+  model, x, y, _ = _student()
+  params = model.init(jax.random.key(0), x)
+  assert 0.0 <= float(dh.accuracy(model, params, x, y)) <= 1.0
+  # A (num, 1) label column broadcast against the (num,) predictions into a (num, num) table without a word.
+  with pytest.raises(ValueError, match="`labels` must have shape"):
+    dh.accuracy(model, params, x, y[:, None])
+  with pytest.raises(ValueError, match="`labels`"):
+    dh.accuracy(model, params, x, y[:5])
+  with pytest.raises(TypeError, match="`labels`"):
+    dh.accuracy(model, params, x, y.astype(jnp.float32))
+  with pytest.raises(ValueError, match=r"`labels` must lie in \[0, 4\)"):
+    dh.accuracy(model, params, x, y.at[0].set(4))
+  with pytest.raises(ValueError, match="`x`"):
+    dh.accuracy(model, params, x[0], y[:1])

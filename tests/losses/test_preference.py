@@ -114,6 +114,48 @@ def test_losses_refuse_bad_input(loss, key):
     loss(jnp.zeros(5, jnp.int32), *args[1:], beta=0.1)
 
 
+@pytest.mark.parametrize(
+  "change, error, match",
+  [
+    ({"beta": 0.0}, ValueError, "`beta`"),
+    ({"beta": float("nan")}, ValueError, "`beta`"),
+    ({"beta": jnp.ones(2)}, ValueError, "`beta`"),
+    ({"beta": "0.1"}, TypeError, "`beta`"),
+    ({"policy_rejected": jnp.zeros(3)}, ValueError, "`policy_rejected` must have the same shape"),
+    ({"reference_chosen": jnp.zeros((5, 1))}, ValueError, "`reference_chosen`"),
+    ({"reference_rejected": jnp.zeros(5, jnp.int32)}, TypeError, "`reference_rejected`"),
+  ],
+)
+def test_losses_bad_input_by_name(change, error, match, key):
+  args = dict(zip(("policy_chosen", "policy_rejected", "reference_chosen", "reference_rejected"), _log_probs(key)))
+  kwargs = {**args, "beta": 0.1, **change}
+  with pytest.raises(error, match=match):
+    preference.dpo_loss(**kwargs)
+  with pytest.raises(error, match=match):
+    preference.ipo_loss(**kwargs)
+  with pytest.raises(error, match=match):
+    preference.hinge_loss(**kwargs)
+  if "beta" not in change:
+    del kwargs["beta"]
+    with pytest.raises(error, match=match):
+      preference.implicit_reward_margin(**kwargs)
+
+
+@pytest.mark.parametrize(
+  "policy, reference, beta, error, match",
+  [
+    (jnp.zeros(3), jnp.zeros(3), -1.0, ValueError, "`beta`"),
+    (jnp.zeros(3), jnp.zeros(3), float("inf"), ValueError, "`beta`"),
+    (jnp.zeros(3), jnp.zeros(4), 0.1, ValueError, "`policy` and `reference`"),
+    (jnp.zeros(3, jnp.int32), jnp.zeros(3), 0.1, TypeError, "`policy`"),
+    (jnp.zeros(3), jnp.zeros(3, bool), 0.1, TypeError, "`reference`"),
+  ],
+)
+def test_implicit_rewards_bad_input(policy, reference, beta, error, match):
+  with pytest.raises(error, match=match):
+    preference.implicit_rewards(policy, reference, beta=beta)
+
+
 def _np_sequence_log_probs(logits, tokens, mask):
   logits = np.asarray(logits, np.float64)
   out = np.zeros(tokens.shape[0])

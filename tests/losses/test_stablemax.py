@@ -147,3 +147,38 @@ def test_bad_input_raises_clear_errors(logits, labels, error, match):
   if error is TypeError or "shape" in match:  # also at trace time under jit
     with pytest.raises(error, match=match):
       jax.jit(stablemax_cross_entropy)(logits, labels)
+
+
+@pytest.mark.parametrize(
+  "logits, axis, error, match",
+  [
+    (np.zeros((2, 3), np.int32), -1, TypeError, "`logits`"),
+    (np.float32(1.0), -1, ValueError, "`logits`"),
+    (np.zeros((2, 3), np.float32), 2, ValueError, "`axis`"),
+    (np.zeros((2, 3), np.float32), -3, ValueError, "`axis`"),
+    (np.zeros((2, 3), np.float32), 1.0, ValueError, "`axis`"),
+  ],
+)
+def test_stablemax_bad_input(logits, axis, error, match):
+  with pytest.raises(error, match=match):
+    stablemax(logits, axis=axis)
+  with pytest.raises(error, match=match):
+    log_stablemax(logits, axis=axis)
+
+
+@pytest.mark.parametrize(
+  "logits, labels, error, match",
+  [
+    (np.zeros((2, 3), np.int32), np.zeros(2, np.int32), TypeError, "`logits`"),
+    (np.zeros((2, 3), np.float32), np.zeros(2, np.float32), TypeError, "`labels`"),
+    (np.zeros((2, 3), np.float32), np.zeros(3, np.int32), ValueError, "`labels`"),
+    # An out-of-range label would read a NaN or a wrapped-around class and miscount collapsed samples.
+    (np.zeros((2, 3), np.float32), np.array([0, 3]), ValueError, r"`labels` must lie in \[0, 3\)"),
+    (np.zeros((2, 3), np.float32), np.array([-1, 0]), ValueError, "`labels`"),
+  ],
+)
+def test_collapse_fractions_bad_input(logits, labels, error, match):
+  with pytest.raises(error, match=match):
+    softmax_collapse_fraction(logits, labels)
+  with pytest.raises(error, match=match):
+    stablemax_collapse_fraction(logits, labels)

@@ -52,19 +52,19 @@ from toolkit.models.transformer import Transformer, TransformerConfig, _check_to
 # CHES
 
 
-def _check_hidden_and_mask(hidden, mask, name: str) -> tuple[jax.Array, jax.Array]:
+def _check_hidden_and_mask(hidden, mask, hidden_name: str, mask_name: str) -> tuple[jax.Array, jax.Array]:
   hidden, mask = jnp.asarray(hidden), jnp.asarray(mask)
   if not jnp.issubdtype(hidden.dtype, jnp.floating):
-    raise TypeError(f"`hidden_{name}` must be a floating-point array, got dtype {hidden.dtype}.")
+    raise TypeError(f"`{hidden_name}` must be a floating-point array, got dtype {hidden.dtype}.")
   if hidden.ndim < 2:
-    raise ValueError(f"`hidden_{name}` must have shape (..., positions, features), got {hidden.shape}.")
+    raise ValueError(f"`{hidden_name}` must have shape (..., positions, features), got {hidden.shape}.")
   if mask.shape != hidden.shape[:-1]:
     raise ValueError(
-      f"`mask_{name}` must have shape hidden_{name}.shape[:-1] = {hidden.shape[:-1]} (..., positions), "
+      f"`{mask_name}` must have shape {hidden_name}.shape[:-1] = {hidden.shape[:-1]} (..., positions), "
       f"got {mask.shape}."
     )
   if not (jnp.issubdtype(mask.dtype, jnp.integer) or jnp.issubdtype(mask.dtype, jnp.floating) or mask.dtype == bool):
-    raise TypeError(f"`mask_{name}` must be a 0/1 array (bool, int or float), got dtype {mask.dtype}.")
+    raise TypeError(f"`{mask_name}` must be a 0/1 array (bool, int or float), got dtype {mask.dtype}.")
   return hidden, mask
 
 
@@ -78,7 +78,7 @@ def summed_hidden_states(hidden: jax.Array, mask: jax.Array) -> tuple[jax.Array,
   Returns:
     S (..., features) and |y| (...) in the hidden states' dtype.
   """
-  hidden, mask = _check_hidden_and_mask(hidden, mask, "states")
+  hidden, mask = _check_hidden_and_mask(hidden, mask, "hidden", "mask")
   weights = (mask != 0).astype(hidden.dtype)
   return jnp.einsum("...p,...pf->...f", weights, hidden), jnp.sum(weights, axis=-1)
 
@@ -114,8 +114,10 @@ def ches_score(
   >>> float(ches_score(h_pos, h_neg, m, m)[0]), float(ches_score(h_pos, h_neg, m, m, length_normalized=True)[0])
   (-4.0, -1.0)
   """
-  hidden_chosen, mask_chosen = _check_hidden_and_mask(hidden_chosen, mask_chosen, "chosen")
-  hidden_rejected, mask_rejected = _check_hidden_and_mask(hidden_rejected, mask_rejected, "rejected")
+  hidden_chosen, mask_chosen = _check_hidden_and_mask(hidden_chosen, mask_chosen, "hidden_chosen", "mask_chosen")
+  hidden_rejected, mask_rejected = _check_hidden_and_mask(
+    hidden_rejected, mask_rejected, "hidden_rejected", "mask_rejected"
+  )
   if hidden_chosen.shape[:-2] != hidden_rejected.shape[:-2] or hidden_chosen.shape[-1] != hidden_rejected.shape[-1]:
     raise ValueError(
       "`hidden_chosen` (..., P⁺, F) and `hidden_rejected` (..., P⁻, F) must share their leading axes and features, "
@@ -233,6 +235,8 @@ def transformer_hidden_states(params: Any, config: TransformerConfig, tokens: ja
   >>> hidden.shape, logits.shape
   ((2, 5, 8), (2, 5, 16))
   """
+  if not isinstance(config, TransformerConfig):
+    raise TypeError(f"`config` must be a TransformerConfig, got {type(config).__name__}.")
   return Transformer(config).apply(params, tokens, method=_final_hidden)
 
 

@@ -22,17 +22,19 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
-def _check(logits, k) -> jax.Array:
+def _check(logits, k) -> tuple[jax.Array, int]:
   logits = jnp.asarray(logits)
   if not jnp.issubdtype(logits.dtype, jnp.floating):
     raise TypeError(f"`logits` must be a floating-point array, got dtype {logits.dtype}.")
   if logits.ndim < 1 or logits.shape[-1] < 1:
     raise ValueError(f"`logits` must have a non-empty vocabulary axis (..., V), got shape {logits.shape}.")
-  if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= logits.shape[-1]:
-    raise ValueError(f"`k` must be a Python int in [1, V = {logits.shape[-1]}] (the vocabulary size), got {k!r}.")
-  return logits
+  # Any integer scalar (np.int64 included) is an int; lax.top_k needs a Python one.
+  if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= logits.shape[-1]:
+    raise ValueError(f"`k` must be an int in [1, V = {logits.shape[-1]}] (the vocabulary size), got {k!r}.")
+  return logits, int(k)
 
 
 def _topk_log_probs(logits: jax.Array, k: int) -> jax.Array:
@@ -54,7 +56,7 @@ def topk_probability_mass(logits: jax.Array, k: int) -> jax.Array:
   >>> float(topk_probability_mass(jnp.zeros(10), 3))  # uniform over 10 tokens: k / V
   0.30000001192092896
   """
-  logits = _check(logits, k)
+  logits, k = _check(logits, k)
   return jnp.exp(jax.nn.logsumexp(_topk_log_probs(logits, k), axis=-1)).astype(logits.dtype)
 
 
@@ -73,7 +75,7 @@ def topk_entropy(logits: jax.Array, k: int, renormalize: bool = True) -> jax.Arr
   >>> round(float(topk_entropy(jnp.zeros(10), 4)), 4)  # uniform: log k
   1.3863
   """
-  logits = _check(logits, k)
+  logits, k = _check(logits, k)
   if not isinstance(renormalize, bool):
     raise TypeError(f"`renormalize` must be a bool, got {renormalize!r}.")
   top = _topk_log_probs(logits, k)

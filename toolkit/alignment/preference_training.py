@@ -123,14 +123,14 @@ class SampledResponses(NamedTuple):
 # Log-probabilities
 
 
-def _check_sequences(tokens, mask, what: str) -> tuple[jax.Array, jax.Array]:
+def _check_sequences(tokens, mask, what: str, mask_name: str) -> tuple[jax.Array, jax.Array]:
   tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
   if not jnp.issubdtype(tokens.dtype, jnp.integer):
     raise TypeError(f"`{what}` must be an integer array of token ids, got dtype {tokens.dtype}.")
   if tokens.ndim != 2 or tokens.shape[1] < 2:
     raise ValueError(f"`{what}` must have shape (B, T) with T >= 2 (a prompt and a response), got {tokens.shape}.")
   if mask.shape != tokens.shape:
-    raise ValueError(f"the mask of `{what}` must have its shape {tokens.shape}, got {mask.shape}.")
+    raise ValueError(f"`{mask_name}` must have the shape of `{what}` {tokens.shape}, got {mask.shape}.")
   return tokens, mask
 
 
@@ -146,7 +146,9 @@ def response_log_probs(apply_fn: ApplyFn, params: Any, tokens: jax.Array, mask: 
   Returns:
     (B,) summed log-probabilities (float32 for a float32 model).
   """
-  tokens, mask = _check_sequences(tokens, mask, "tokens")
+  if not callable(apply_fn):
+    raise TypeError(f"`apply_fn` must be a callable (params, tokens) -> logits, got {apply_fn!r}.")
+  tokens, mask = _check_sequences(tokens, mask, "tokens", "mask")
   logits = apply_fn(params, tokens[:, :-1])
   return sequence_log_probs(logits, tokens[:, 1:], mask[:, 1:])
 
@@ -193,7 +195,11 @@ def sft_step(
   Returns:
     The new state and an :class:`SFTInfo` measured at the old parameters.
   """
-  tokens, mask = _check_sequences(batch.tokens, batch.mask, "batch.tokens")
+  if not isinstance(batch, SFTBatch):
+    raise TypeError(f"`batch` must be an SFTBatch(tokens, mask), got {type(batch).__name__}.")
+  if not isinstance(optimizer, optax.GradientTransformation):
+    raise TypeError(f"`optimizer` must be an optax.GradientTransformation, got {type(optimizer).__name__}.")
+  tokens, mask = _check_sequences(batch.tokens, batch.mask, "batch.tokens", "batch.mask")
   loss, grads = jax.value_and_grad(_mean_token_nll, argnums=1)(apply_fn, state.params, tokens, mask)
   return _update(state, grads, optimizer), SFTInfo(loss, optax.tree.norm(grads))
 
@@ -224,8 +230,10 @@ def preference_step(
   Returns:
     The new state and a :class:`PreferenceInfo` measured at the old parameters.
   """
-  chosen, chosen_mask = _check_sequences(batch.chosen, batch.chosen_mask, "batch.chosen")
-  rejected, rejected_mask = _check_sequences(batch.rejected, batch.rejected_mask, "batch.rejected")
+  chosen, chosen_mask = _check_sequences(batch.chosen, batch.chosen_mask, "batch.chosen", "batch.chosen_mask")
+  rejected, rejected_mask = _check_sequences(
+    batch.rejected, batch.rejected_mask, "batch.rejected", "batch.rejected_mask"
+  )
   if chosen.shape[0] != rejected.shape[0]:
     raise ValueError(
       f"`batch.chosen` and `batch.rejected` must hold the same number of pairs, got {chosen.shape[0]} and "

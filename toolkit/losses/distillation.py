@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from toolkit import _checks
@@ -58,10 +59,20 @@ def _check_pair(student_logits, teacher_logits) -> tuple[jax.Array, jax.Array]:
 
 
 def _check_temperature(temperature) -> None:
-  if isinstance(temperature, jax.core.Tracer):
+  # Any concrete scalar (np.float32(2.0) included) is checked; a traced one is the caller's.
+  if isinstance(temperature, bool):
+    raise TypeError(f"`temperature` must be a scalar > 0, got {temperature!r}.")
+  _checks.check_positive(temperature, "temperature")
+
+
+def _check_loss_weight(value, name: str) -> None:
+  """A concrete loss weight must be a finite scalar >= 0 (0 switches its term off); a negative one would ascend it."""
+  if _checks.is_traced(value):
     return
-  if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
-    raise ValueError(f"`temperature` must be a positive number, got {temperature!r}.")
+  if isinstance(value, bool) or np.asarray(value).dtype.kind not in "iuf" or np.ndim(value) != 0:
+    raise TypeError(f"`{name}` must be a scalar number >= 0, got {value!r}.")
+  if not (np.isfinite(value) and value >= 0):
+    raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}.")
 
 
 def kd_loss(student_logits: jax.Array, teacher_logits: jax.Array, *, temperature: float = 4.0) -> jax.Array:
@@ -212,6 +223,10 @@ def dual_head_terms(
     (0.1698, 0.0)
   """
   logits = jnp.asarray(logits)
+  if not jnp.issubdtype(logits.dtype, jnp.floating):
+    raise TypeError(f"`logits` must be a floating-point array, got dtype {logits.dtype}.")
+  if not callable(logit_loss):
+    raise TypeError(f"`logit_loss` must be a callable (student_logits, teacher_logits) -> loss, got {logit_loss!r}.")
   aux_logits, teacher_logits = _check_pair(aux_logits, teacher_logits)
   if logits.shape != aux_logits.shape:
     raise ValueError(
@@ -244,6 +259,8 @@ def dual_head_loss(
     >>> round(float(dual_head_loss(z, z + 1.0, jnp.array([0]), z)[0]), 4)  # CE 0.1698 + 4 * 3 log cosh(1/4)
     0.541
   """
+  _check_loss_weight(ce_weight, "ce_weight")
+  _check_loss_weight(distillation_weight, "distillation_weight")
   terms = dual_head_terms(logits, aux_logits, labels, teacher_logits, logit_loss=logit_loss)
   return ce_weight * terms.cross_entropy + distillation_weight * terms.distillation
 

@@ -63,9 +63,12 @@ def _check_log_probs(policy_chosen, policy_rejected, reference_chosen, reference
   for name, a in zip(names, arrays):
     if not jnp.issubdtype(a.dtype, jnp.floating):
       raise TypeError(f"`{name}` must be a floating-point array of log-probabilities, got dtype {a.dtype}.")
-  shapes = {name: a.shape for name, a in zip(names, arrays)}
-  if len(set(shapes.values())) != 1:
-    raise ValueError(f"the four log-probability arrays must have the same shape, got {shapes}.")
+  for name, a in zip(names[1:], arrays[1:]):
+    if a.shape != arrays[0].shape:
+      raise ValueError(
+        f"`{name}` must have the same shape as `policy_chosen` {arrays[0].shape} (one value per example), got "
+        f"{a.shape}."
+      )
   dtype = jnp.result_type(*arrays)
   return tuple(a.astype(dtype) for a in arrays)
 
@@ -75,7 +78,10 @@ def _check_beta(beta, dtype) -> jax.Array:
   if isinstance(beta, bool) or jnp.ndim(beta) != 0:
     raise ValueError(f"`beta` must be a positive scalar, got {beta!r}.")
   if not isinstance(beta, jax.core.Tracer):
-    value = float(np.asarray(beta))
+    concrete = np.asarray(beta)
+    if concrete.dtype.kind not in "iuf":  # a string such as "0.1" would otherwise parse silently
+      raise TypeError(f"`beta` must be a positive number, got {beta!r}.")
+    value = float(concrete)
     if not (np.isfinite(value) and value > 0):
       raise ValueError(f"`beta` must be a positive finite number, got {value}.")
   return jnp.asarray(beta, dtype)

@@ -29,6 +29,12 @@ def _check_logits(logits, name: str = "logits") -> jax.Array:
   return logits
 
 
+def _check_axis(axis, ndim: int) -> None:
+  # An out-of-range axis would otherwise surface as numpy's AxisError from inside the normaliser's sum.
+  if isinstance(axis, bool) or not isinstance(axis, int | np.integer) or not -ndim <= axis < ndim:
+    raise ValueError(f"`axis` must be an int in [-{ndim}, {ndim}) (an axis of `logits`), got {axis!r}.")
+
+
 def _check_labels(logits: jax.Array, labels) -> jax.Array:
   labels = jnp.asarray(labels) if not isinstance(labels, jax.Array) else labels
   if not jnp.issubdtype(labels.dtype, jnp.integer):
@@ -74,6 +80,7 @@ def stablemax(logits: jax.Array, axis: int = -1) -> jax.Array:
     shifting the logits.
   """
   logits = _check_logits(logits)
+  _check_axis(axis, logits.ndim)
   s = _ramp(logits)
   return s / jnp.sum(s, axis=axis, keepdims=True)
 
@@ -81,6 +88,7 @@ def stablemax(logits: jax.Array, axis: int = -1) -> jax.Array:
 def log_stablemax(logits: jax.Array, axis: int = -1) -> jax.Array:
   """Logarithm of :func:`stablemax`, computed as ``log s(x_i) - log sum_j s(x_j)``."""
   logits = _check_logits(logits)
+  _check_axis(axis, logits.ndim)
   return _log_ramp(logits) - jnp.log(jnp.sum(_ramp(logits), axis=axis, keepdims=True))
 
 

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from toolkit import _checks
 from toolkit.losses import distillation
 from toolkit.losses.distillation import DistillationTerms, LogitLoss
 from toolkit.models.mlp import torch_linear_init
@@ -94,6 +95,11 @@ Objective = Callable[[DualHeadOutput, jax.Array, jax.Array], DistillationTerms]
 
 def single_head_objective(distillation_loss: LogitLoss | None = None) -> Objective:
   """CE and ``distillation_loss(logits, teacher_logits)`` both on the original head (zero when ``None``)."""
+  if distillation_loss is not None and not callable(distillation_loss):
+    raise TypeError(
+      f"`distillation_loss` must be None or a callable (student_logits, teacher_logits) -> loss, got "
+      f"{distillation_loss!r}."
+    )
 
   def objective(outputs: DualHeadOutput, labels: jax.Array, teacher_logits: jax.Array) -> DistillationTerms:
     ce = optax.losses.softmax_cross_entropy_with_integer_labels(outputs.logits, labels)
@@ -106,6 +112,8 @@ def single_head_objective(distillation_loss: LogitLoss | None = None) -> Objecti
 
 def dual_head_objective(logit_loss: LogitLoss = distillation.binary_kl_norm) -> Objective:
   """Dual-Head KD: CE on the original head, ``logit_loss`` on the auxiliary head (``dual_head_terms``)."""
+  if not callable(logit_loss):
+    raise TypeError(f"`logit_loss` must be a callable (student_logits, teacher_logits) -> loss, got {logit_loss!r}.")
 
   def objective(outputs: DualHeadOutput, labels: jax.Array, teacher_logits: jax.Array) -> DistillationTerms:
     return distillation.dual_head_terms(
@@ -139,8 +147,46 @@ def init(
   key: jax.Array, model: nn.Module, x_example: jax.Array, optimizer: optax.GradientTransformation
 ) -> DistillationState:
   """Initialises the student's variables on ``x_example`` (one batch) and the optimiser state."""
+  _check_model_and_optimizer(model, optimizer)
   params = model.init(key, x_example)
   return DistillationState(params, optimizer.init(params))
+
+
+def _check_model_and_optimizer(model, optimizer) -> None:
+  if not isinstance(model, nn.Module):
+    raise TypeError(f"`model` must be a flax.linen Module such as DualHeadMLP, got {type(model).__name__}.")
+  if not isinstance(optimizer, optax.GradientTransformation):
+    raise TypeError(f"`optimizer` must be an optax.GradientTransformation, got {type(optimizer).__name__}.")
+
+
+def _check_data(x, labels, teacher_logits) -> None:
+  """One label and one row of teacher logits per example of ``x``; concrete labels must name a class."""
+  if jnp.ndim(x) < 2:
+    raise ValueError(f"`x` must have shape (num_examples, ..., features), got {jnp.shape(x)}.")
+  num = jnp.shape(x)[0]
+  if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+    raise TypeError(f"`labels` must be an integer array of class indices, got dtype {jnp.result_type(labels)}.")
+  if jnp.shape(labels) != (num,):
+    raise ValueError(f"`labels` must have shape ({num},) (one per example of `x`), got {jnp.shape(labels)}.")
+  if not jnp.issubdtype(jnp.result_type(teacher_logits), jnp.floating):
+    raise TypeError(f"`teacher_logits` must be a floating-point array, got dtype {jnp.result_type(teacher_logits)}.")
+  if jnp.ndim(teacher_logits) != 2 or jnp.shape(teacher_logits)[0] != num:
+    raise ValueError(
+      f"`teacher_logits` must have shape ({num}, num_classes) (one row per example of `x`), got "
+      f"{jnp.shape(teacher_logits)}."
+    )
+  _checks.check_ids(labels, jnp.shape(teacher_logits)[1], "labels", "the classes")
+
+
+def _check_step_options(objective, ce_weight, distillation_weight, align) -> None:
+  if not callable(objective):
+    raise TypeError(
+      f"`objective` must be a callable (outputs, labels, teacher_logits) -> DistillationTerms, got {objective!r}."
+    )
+  distillation._check_loss_weight(ce_weight, "ce_weight")
+  distillation._check_loss_weight(distillation_weight, "distillation_weight")
+  if not isinstance(align, bool):
+    raise TypeError(f"`align` must be a Python bool, got {align!r}.")
 
 
 def _split(tree: dict) -> tuple[list, list]:
@@ -191,6 +237,9 @@ def step(
     >>> bool(info.cross_entropy > 0), float(info.head_cosine)  # each loss reaches only its own head
     (True, 0.0)
   """
+  _check_model_and_optimizer(model, optimizer)
+  _check_data(x, labels, teacher_logits)
+  _check_step_options(objective, ce_weight, distillation_weight, align)
 
   def term(params, which):
     terms = objective(model.apply(params, x), labels, teacher_logits)
@@ -245,17 +294,14 @@ def train(
   Returns:
     :class:`DistillationResult`.
   """
+  # Checked here, where the data are still whole (and concrete when closed over): inside the scan they are traced.
+  _check_data(x, labels, teacher_logits)
   num_train = x.shape[0]
-  for name, value in (("num_epochs", num_epochs), ("batch_size", batch_size)):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-      raise ValueError(f"`{name}` must be a Python int >= 1, got {value!r}.")
+  num_epochs = _checks.check_int(num_epochs, "num_epochs")
+  batch_size = _checks.check_int(batch_size, "batch_size")
   if batch_size > num_train:
     raise ValueError(f"`batch_size` must be at most the number of examples {num_train}, got {batch_size}.")
-  if labels.shape != (num_train,) or teacher_logits.shape[0] != num_train:
-    raise ValueError(
-      f"`labels` must have shape ({num_train},) and `teacher_logits` {num_train} rows, got {labels.shape} and "
-      f"{teacher_logits.shape}."
-    )
+  _check_step_options(objective, ce_weight, distillation_weight, align)
   num_batches = num_train // batch_size
   k_init, k_data = jax.random.split(key)
   state = init(k_init, model, x[:batch_size], optimizer)
@@ -284,5 +330,22 @@ def train(
 
 
 def accuracy(model: nn.Module, params: dict, x: jax.Array, labels: jax.Array) -> jax.Array:
-  """Top-1 accuracy of the original head (the one used at test time)."""
-  return jnp.mean(jnp.argmax(model.apply(params, x).logits, axis=-1) == labels)
+  """Top-1 accuracy of the original head (the one used at test time).
+
+  Args:
+    model: the student (a :class:`DualHeadMLP`).
+    params: its variables.
+    x: ``[num, ...]`` inputs.
+    labels: ``[num]`` integer class indices.
+
+  Returns:
+    A scalar in [0, 1].
+  """
+  logits = model.apply(params, x).logits
+  # A (num, 1) label array would broadcast against the (num,) predictions into a (num, num) table.
+  if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+    raise TypeError(f"`labels` must be an integer array of class indices, got dtype {jnp.result_type(labels)}.")
+  if jnp.shape(labels) != logits.shape[:1]:
+    raise ValueError(f"`labels` must have shape {logits.shape[:1]} (one per example of `x`), got {jnp.shape(labels)}.")
+  _checks.check_ids(labels, logits.shape[-1], "labels", "the classes")
+  return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
