@@ -163,3 +163,41 @@ def test_bad_inputs_raise_clear_errors(key):
     gmm.pad(random_mixture(key, k=3), 2)
   with pytest.raises(ValueError, match="`num_samples`"):
     gmm.sample(key, random_mixture(key), 2.0)
+
+
+def test_log_mass_bad_mixture(key):
+  with pytest.raises(TypeError, match="`mixture` must be a GaussianMixture"):
+    gmm.log_mass(jnp.zeros(3))
+  stacked = jax.tree.map(lambda *a: jnp.stack(a), random_mixture(key), random_mixture(key))
+  with pytest.raises(ValueError, match="`mixture` must hold log_weights \\(K,\\)"):
+    gmm.log_mass(stacked)  # summed over the batch too, silently
+
+
+@pytest.mark.parametrize(
+  "log_w, means, covs, match",
+  [
+    (jnp.log(jnp.full(3, 1 / 3)), jnp.zeros((2, 1)), jnp.ones((2, 1, 1)), "`means` must have shape \\(..., K, d\\)"),
+    (jnp.log(jnp.full(2, 0.5)), jnp.zeros(2), jnp.ones((2, 1, 1)), "`means` must have shape"),
+    (jnp.log(jnp.full(2, 0.5)), jnp.zeros((2, 1)), jnp.ones((2, 2, 2)), "`covs` must have shape \\(K, d, d\\)"),
+    (jnp.log(jnp.full(2, 0.5)), jnp.zeros((2, 1)), jnp.ones((2, 1)), "`covs` must have shape"),
+    (jnp.zeros(2), jnp.zeros((2, 1)), jnp.ones((2, 1, 1)), "`log_weights` must be normalised"),
+    (jnp.array([0.0, jnp.nan]), jnp.zeros((2, 1)), jnp.ones((2, 1, 1)), "`log_weights` must be normalised"),
+  ],
+)
+def test_mixture_moments_bad_inputs(log_w, means, covs, match):
+  with pytest.raises(ValueError, match=match):
+    gmm.mixture_moments(log_w, means, covs)
+
+
+def test_noised_bad_inputs(key):
+  mix = random_mixture(key)
+  with pytest.raises(TypeError, match="`mixture`"):
+    gmm.noised((mix.means, mix.covs), 0.5, 1.0)
+  with pytest.raises(ValueError, match="`alpha` must be a scalar"):
+    gmm.noised(mix, jnp.ones(2), 1.0)  # would broadcast against the means' last axis (d = 2)
+  with pytest.raises(ValueError, match="`sigma` must be a scalar"):
+    gmm.noised(mix, 0.5, jnp.ones(2))
+  with pytest.raises(ValueError, match="`sigma` must be finite"):
+    gmm.noised(mix, 0.5, float("nan"))
+  with pytest.raises(ValueError, match="`alpha` and `sigma` must not both be 0"):
+    gmm.noised(mix, 0.0, 0.0)

@@ -276,3 +276,84 @@ def test_bad_inputs_raise():
     hd.angle(jnp.ones(2), jnp.ones(3))
   with pytest.raises(ValueError, match="`w` must be a non-zero vector"):
     hd.angle(jnp.zeros(3), jnp.ones(3))
+
+
+def test_halfspace_data_bad_inputs():
+  x, e = jnp.zeros((10, 3)), jnp.eye(3)
+  for fn in (hd.gaussian_band_mass, hd.spike_band_mass):
+    for width in (-0.1, float("nan"), jnp.array([0.1, -1.0])):
+      with pytest.raises(ValueError, match="`width` must be >= 0"):
+        fn(width)
+  with pytest.raises(ValueError, match="`width` must be >= 0"):
+    hd.gaussian_band_mass(-1.0)
+  with pytest.raises(ValueError, match="`width` must be >= 0"):
+    hd.spike_band_mass(-1.0)
+  with pytest.raises(ValueError, match="`spike_mass`"):
+    hd.spike_band_mass(0.1, spike_mass=1.5)
+  with pytest.raises(ValueError, match="`num_samples`"):
+    hd.spike_marginal(jax.random.key(0), 0, 2)
+  with pytest.raises(ValueError, match="`dim`"):
+    hd.spike_marginal(jax.random.key(0), 10, 0)
+  with pytest.raises(ValueError, match="`spike_scale`"):
+    hd.spike_marginal(jax.random.key(0), 10, 2, spike_scale=1.5)
+  with pytest.raises(ValueError, match="`spike_mass`"):
+    hd.spike_marginal(jax.random.key(0), 10, 2, spike_mass=0.9)
+  with pytest.raises(ValueError, match="`x` must have shape"):
+    hd.massart_flip_probability(jnp.zeros(3), e[0])
+  with pytest.raises(ValueError, match="`w_star` must have shape \\(3,\\)"):
+    hd.massart_flip_probability(x, e[:1].T)  # (3, 1): the probabilities would come out (n, 1)
+  with pytest.raises(ValueError, match="`eta` must be in \\[0, 1/2\\)"):
+    hd.massart_flip_probability(x, e[0], eta=0.7)
+  with pytest.raises(ValueError, match="`margin` must be >= 0"):
+    hd.massart_flip_probability(x, e[0], margin=-0.1)
+  with pytest.raises(ValueError, match="`x` must have shape"):
+    hd.adversarial_labels(jnp.zeros(3), e[0], e[1])
+  with pytest.raises(ValueError, match="`opt` must be in \\(0, 1/2\\)"):
+    hd.adversarial_labels(x, e[0], e[1], opt=0.5)
+  with pytest.raises(ValueError, match="`v` must have shape \\(3,\\)"):
+    hd.adversarial_labels(x, e[0], e[1, :2])
+  with pytest.raises(ValueError, match="`w_star` must be a unit vector"):
+    hd.adversarial_labels(x, 2.0 * e[0], e[1])  # the wedge would not have mass opt
+  with pytest.raises(ValueError, match="`v` must be orthogonal to `w_star`"):
+    hd.adversarial_labels(x, e[0], e[0])
+
+
+def test_halfspace_tester_bad_inputs():
+  x, y, e = jnp.zeros((10, 3)), jnp.ones(10), jnp.eye(3)
+  with pytest.raises(ValueError, match="`y` must have shape \\(10,\\)"):
+    ht.surrogate_loss(e[0], x, y[:, None], 0.1)  # (n, 1) would broadcast into an (n, n) mean
+  with pytest.raises(ValueError, match="`x` must be \\(num_samples, dim\\) and `w` \\(dim,\\)"):
+    ht.surrogate_loss(e[0, :2], x, y, 0.1)
+  with pytest.raises(ValueError, match="`w` must be a non-zero vector"):
+    ht.surrogate_loss(jnp.zeros(3), x, y, 0.1)
+  for sigma in (0.0, float("nan")):
+    with pytest.raises(ValueError, match="`sigma` must be a scalar > 0"):
+      ht.surrogate_loss(e[0], x, y, sigma)
+  with pytest.raises(ValueError, match="`count` must be an int >= 1"):
+    ht.bonferroni_threshold(0.05, 0)
+  with pytest.raises(ValueError, match="`delta`"):
+    ht.bonferroni_threshold(float("nan"), 10)
+  with pytest.raises(ValueError, match="`dim` must be an int >= 0"):
+    ht.num_moment_statistics(-1, 2)
+  with pytest.raises(ValueError, match="`degree` must be an int >= 1"):
+    ht.num_moment_statistics(3, 2.0)
+  with pytest.raises(ValueError, match="`num_candidates` must be an int >= 1"):
+    ht.num_statistics(3, degree=2, band_degree=2, num_candidates=0, num_widths=4)
+  with pytest.raises(ValueError, match="`dim` must be an int >= 1"):
+    ht.num_statistics(0, degree=2, band_degree=2, num_candidates=2, num_widths=4)
+  with pytest.raises(ValueError, match="`num_widths`"):
+    ht.num_statistics(3, degree=2, band_degree=2, num_candidates=2, num_widths=0)
+  with pytest.raises(ValueError, match="`w` must have shape \\(dim,\\)"):
+    ht.orthogonal_basis(e)
+  with pytest.raises(ValueError, match="`w` must be a non-zero vector"):
+    ht.orthogonal_basis(jnp.zeros(3))
+  with pytest.raises(ValueError, match="`w` must have shape \\(3,\\)"):
+    ht.band_statistics(e[0, :2], x, (0.1,))
+  with pytest.raises(ValueError, match="`x` must have shape \\(num_samples, dim >= 2\\)"):
+    ht.band_statistics(e[0, :1], jnp.zeros((10, 1)), (0.1,))
+  with pytest.raises(ValueError, match="`band_widths`"):
+    ht.band_statistics(e[0], x, (0.1, -0.2))
+  with pytest.raises(ValueError, match="`w` must be a non-zero vector"):
+    ht.band_statistics(jnp.zeros(3), x, (0.1,))
+  with pytest.raises(ValueError, match="`degree` must be <= 4"):
+    ht.band_statistics(e[0], x, (0.1,), band_degree=5)

@@ -152,3 +152,32 @@ def test_bad_input():
     kde.kernel_weight_stats(x, jnp.zeros((1, 2)), 1.0)
   with pytest.raises(ValueError, match="`bandwidths`"):
     kde.select_bandwidth(x, y, jnp.zeros((2, 2)))
+
+
+@pytest.mark.parametrize(
+  "bandwidth, match",
+  [
+    (0.0, "`bandwidth` must be > 0"),
+    (float("nan"), "`bandwidth` must be > 0"),
+    (jnp.float32(-1.0), "`bandwidth` must be > 0"),
+    (jnp.array([0.5, 1.0]), "`bandwidth` must be a scalar"),
+  ],
+)
+def test_mean_log_likelihood_and_kl_bad_bandwidth(bandwidth, match):
+  x, y = jnp.zeros((3, 2)), jnp.zeros((5, 2))
+  with pytest.raises(ValueError, match=match):
+    kde.mean_log_likelihood(x, y, bandwidth)
+  with pytest.raises(ValueError, match=match):
+    kde.kl_divergence(x, y, bandwidth, lambda p: jnp.zeros(p.shape[0]))
+
+
+def test_kl_divergence_bad_inputs():
+  x, y = jnp.zeros((3, 2)), jnp.zeros((5, 2))
+  with pytest.raises(ValueError, match="`points` must have shape"):
+    kde.mean_log_likelihood(jnp.zeros(3), y, 1.0)
+  with pytest.raises(ValueError, match="`points` and `data` must have the same dimension"):
+    kde.kl_divergence(x, jnp.zeros((5, 3)), 1.0, lambda p: jnp.zeros(p.shape[0]))
+  with pytest.raises(TypeError, match="`log_target` must be a function"):
+    kde.kl_divergence(x, y, 1.0, jnp.zeros(3))
+  with pytest.raises(ValueError, match="`log_target` must return shape \\(3,\\)"):
+    kde.kl_divergence(x, y, 1.0, lambda p: jnp.zeros((p.shape[0], 1)))  # would broadcast to (3, 3)

@@ -101,3 +101,34 @@ def test_bad_input():
       fn(jnp.array([0.5, -1.0]))
   with pytest.raises(ValueError, match="`order` must be > 0"):
     kde_theory.rate_function(1.0, 0.0)
+
+
+@pytest.mark.parametrize("alpha", [0.0, -0.2, float("nan"), float("inf"), np.array([0.2, -0.1])])
+def test_thresholds_bad_alpha(alpha):
+  with pytest.raises(ValueError, match="`alpha` must be > 0"):
+    kde_theory.h_kl(alpha)
+  with pytest.raises(ValueError, match="`alpha` must be > 0"):
+    kde_theory.naive_clt_bandwidth(alpha)
+  with pytest.raises(ValueError, match="`alpha` must be > 0"):
+    kde_theory.tail_index(1.0, alpha)
+  with pytest.raises(ValueError, match="`alpha` must be > 0"):
+    kde_theory.asymptotic_kl_per_dim(1.0, alpha)
+
+
+def test_kl_curves_bad_bandwidth_and_scale():
+  with pytest.raises(ValueError, match="`bandwidth` must be > 0"):
+    kde_theory.annealed_kl_per_dim(jnp.array([0.5, 0.0]))
+  with pytest.raises(ValueError, match="`bandwidth` must be > 0"):
+    kde_theory.asymptotic_kl_per_dim(jnp.array([0.5, -1.0]), 0.2)
+  with pytest.raises(ValueError, match="`bandwidth` must be > 0"):
+    kde_theory.tail_index(float("nan"), 0.2)
+  with pytest.raises(ValueError, match="`scale` must be > 0"):
+    kde_theory.annealed_kl_per_dim(1.0, scale=0.0)
+  with pytest.raises(ValueError, match="`scale` must be > 0"):
+    kde_theory.asymptotic_kl_per_dim(1.0, 0.2, scale=-1.0)
+  with pytest.raises(ValueError, match="`scale` must be > 0"):
+    kde_theory.h_kl(0.2, scale=float("nan"))
+  with pytest.raises(ValueError, match="`scale` must be > 0"):
+    kde_theory.naive_clt_bandwidth(0.2, scale=np.array([1.0, 0.0]))
+  with pytest.raises(ValueError, match="`scale` must be > 0"):
+    kde_theory.tail_index(1.0, 0.2, scale=0.0)

@@ -61,3 +61,40 @@ def test_bad_inputs(key):
     ordinal_data.sparse_differences(key, intercepts=(0.0,))
   with pytest.raises(ValueError, match="`draw_coef` must return"):
     ordinal_data.simulate(key, lambda k: jax.numpy.zeros((3, 3)), (0.0, 1.0), num_features=2)
+
+
+def test_class_probabilities_bad_shapes():
+  x, coef, alpha = np.zeros((5, 3)), np.zeros((3, 2)), np.zeros(2)
+  with pytest.raises(ValueError, match="`x` must be \\(n, p\\) and `coef` \\(p, K-1\\)"):
+    ordinal_data.class_probabilities(alpha, np.zeros(3), x)
+  with pytest.raises(ValueError, match="`x` must be \\(n, p\\) and `coef` \\(p, K-1\\)"):
+    ordinal_data.class_probabilities(alpha, np.zeros((4, 2)), x)
+  with pytest.raises(ValueError, match="`intercepts` must have shape \\(2,\\)"):
+    ordinal_data.class_probabilities(np.zeros(3), coef, x)
+
+
+def test_coef_designs_bad_inputs(key):
+  with pytest.raises(ValueError, match="`dev_prob` must be a probability"):
+    ordinal_data.sparse_coef(key, 10, 4, dev_prob=1.5)
+  with pytest.raises(ValueError, match="`dev_size` must be >= 0"):
+    ordinal_data.sparse_coef(key, 10, 4, dev_size=-0.5)
+  with pytest.raises(ValueError, match="`num_features` must be an int >= 1"):
+    ordinal_data.sparse_coef(key, 0, 4)
+  with pytest.raises(ValueError, match="`num_classes` must be an int >= 2"):
+    ordinal_data.dense_coef(key, 10, 1)
+  with pytest.raises(ValueError, match="`dev_size` must be >= 0"):
+    ordinal_data.dense_coef(key, 10, 4, dev_size=-0.5)  # U[0.5, -0.5]: bounds reversed
+  with pytest.raises(ValueError, match="`dev_size` must be >= 0"):
+    ordinal_data.dense_differences(key, dev_size=float("nan"))
+  with pytest.raises(ValueError, match="`num_samples`"):
+    ordinal_data.dense_differences(key, num_samples=0)
+  with pytest.raises(ValueError, match="`intercepts`"):
+    ordinal_data.dense_differences(key, intercepts=())
+
+
+def test_rare_probability_mse_bad_shapes():
+  p = np.full((50, 3), 1 / 3)
+  with pytest.raises(ValueError, match="`probs_hat` and `probs_true` must have one shape"):
+    ordinal_data.rare_probability_mse(p[:1], p)  # (1, K) would broadcast over the n points
+  with pytest.raises(ValueError, match="`probs_hat` and `probs_true` must have one shape"):
+    ordinal_data.rare_probability_mse(p[:, 0], p[:, 0])

@@ -43,3 +43,15 @@ def test_bad_inputs():
     quadrature.grid_oracle(log_density, 8.0, 1)
   with pytest.raises(ValueError, match="`half_width`"):
     quadrature.grid_oracle(log_density, -1.0, 11)
+
+
+def test_grid_sample_bad_inputs(key):
+  oracle = quadrature.grid_oracle(log_density, 8.0, 11)
+  for num_samples in (0, 2.0, True):
+    with pytest.raises(ValueError, match="`num_samples` must be an int >= 1"):
+      quadrature.grid_sample(key, oracle, num_samples)
+  with pytest.raises(TypeError, match="`oracle` must be a GridOracle"):
+    quadrature.grid_sample(key, oracle.log_probs, 10)
+  broken = quadrature.grid_oracle(lambda x: jnp.where(x[:, 0] > 0, jnp.nan, 0.0), 8.0, 11)
+  with pytest.raises(ValueError, match="`oracle.log_probs` contains NaN"):
+    quadrature.grid_sample(key, broken, 10)

@@ -187,3 +187,35 @@ def test_min_num_selected_brute_force():
     assert int(vo.min_num_selected(p, TRUTH, k_sel)) == brute
   with pytest.raises(ValueError, match="true_num_selected"):
     vo.min_num_selected(p, TRUTH, 4)
+
+
+def test_cells_and_translation_bad_input():
+  other_dim = tm.topk_moe_params([0.0], [[0.0]], [[0.0]], [0.0], [1.0])
+  with pytest.raises(ValueError, match="`params` \\(d = 1\\) and `true_params` \\(d = 2\\) differ in dimension"):
+    vo.align_translation(other_dim, TRUTH)
+  with pytest.raises(TypeError, match="`true_params`"):
+    vo.align_translation(TRUTH, TRUTH._asdict())
+  with pytest.raises(TypeError, match="`params` must be a TopKMoEParams"):
+    vo.voronoi_cells(tuple(TRUTH), TRUTH)
+  with pytest.raises(ValueError, match="differ in dimension"):
+    vo.voronoi_cells(TRUTH, other_dim)
+  with pytest.raises(ValueError, match="`true_params`: `params.variance` must be > 0"):
+    vo.voronoi_cells(TRUTH, TRUTH._replace(variance=-TRUTH.variance))
+
+
+def test_conditional_hellinger_bad_input():
+  kw = {"num_selected": 2, "true_num_selected": 2}
+  x = jnp.zeros((4, 2))
+  with pytest.raises(ValueError, match="`x` must have shape \\(m, d\\) with d = 2"):
+    vo.conditional_hellinger(TRUTH, TRUTH, jnp.zeros((4, 3)), **kw)
+  with pytest.raises(ValueError, match="`x` must have shape"):
+    vo.conditional_hellinger(TRUTH, TRUTH, jnp.zeros(2), **kw)
+  for num_sd in (0.0, -8.0, float("nan")):
+    with pytest.raises(ValueError, match="`num_sd` must be a scalar > 0"):
+      vo.conditional_hellinger(TRUTH, TRUTH, x, num_sd=num_sd, **kw)
+  with pytest.raises(ValueError, match="`num_points`"):
+    vo.conditional_hellinger(TRUTH, TRUTH, x, num_points=1, **kw)
+  with pytest.raises(ValueError, match="differ in dimension"):
+    vo.conditional_hellinger(TRUTH, tm.topk_moe_params([0.0], [[0.0]], [[0.0]], [0.0], [1.0]), x, **kw)
+  with pytest.raises(ValueError, match="`num_selected`"):
+    vo.conditional_hellinger(TRUTH, TRUTH, x, num_selected=4, true_num_selected=2)

@@ -142,8 +142,20 @@ def score(mixture: GaussianMixture, x: jax.Array) -> jax.Array:
   return jnp.einsum("mk,mki->mi", resp, prec_diff).reshape(x.shape)
 
 
+def _check_mixture(mixture: Any) -> None:
+  if not all(hasattr(mixture, name) for name in ("log_weights", "means", "covs")):
+    raise TypeError(f"`mixture` must be a GaussianMixture (see gaussian_mixture), got {type(mixture).__name__}.")
+  # A stacked batch of mixtures would be summed over the batch as well: vmap over it instead.
+  if jnp.ndim(mixture.log_weights) != 1 or jnp.ndim(mixture.means) != 2:
+    raise ValueError(
+      f"`mixture` must hold log_weights (K,) and means (K, d) (vmap over a batch of mixtures), got "
+      f"{jnp.shape(mixture.log_weights)} and {jnp.shape(mixture.means)}."
+    )
+
+
 def log_mass(mixture: GaussianMixture) -> jax.Array:
   """``log ∫ q = logsumexp(log_weights)``: the exact log-normaliser of an unnormalised mixture."""
+  _check_mixture(mixture)
   return jax.nn.logsumexp(mixture.log_weights)
 
 
@@ -167,6 +179,21 @@ def mixture_moments(log_weights: jax.Array, means: jax.Array, covs: jax.Array) -
   >>> print(round(float(mean[0]), 4), round(float(cov[0, 0]), 4))
   0.0 2.0
   """
+  lw_shape, m_shape, c_shape = jnp.shape(log_weights), jnp.shape(means), jnp.shape(covs)
+  if len(lw_shape) < 1 or len(m_shape) < 2 or m_shape[-2] != lw_shape[-1]:
+    raise ValueError(f"`means` must have shape (..., K, d) for `log_weights` (..., K), got {m_shape} and {lw_shape}.")
+  k, d = m_shape[-2:]
+  if len(c_shape) < 3 or c_shape[-3:] != (k, d, d):
+    raise ValueError(f"`covs` must have shape (K, d, d) = ({k}, {d}, {d}) or (..., K, d, d), got {c_shape}.")
+  if not _checks.is_traced(log_weights):
+    # Unnormalised weights scale the moments silently; NaN fails this test too.
+    total = np.exp(np.asarray(log_weights, np.float64)).sum(-1)
+    tol = max(1e-3, float(np.sqrt(jnp.finfo(jnp.result_type(log_weights, float)).eps)))
+    if not (np.abs(total - 1.0) <= tol).all():
+      raise ValueError(
+        f"`log_weights` must be normalised (their exponentials summing to 1 over the last axis; pass "
+        f"log_softmax), got sums in [{float(np.min(total)):.6g}, {float(np.max(total)):.6g}]."
+      )
   w = jnp.exp(log_weights)
   mean = jnp.einsum("...k,...kd->...d", w, means)
   centred = means - mean[..., None, :]
@@ -217,6 +244,15 @@ def noised(mixture: GaussianMixture, alpha: Any, sigma: Any) -> GaussianMixture:
   >>> print(float(q.means[0, 0]), float(q.covs[0, 0, 0]))
   1.0 1.25
   """
+  _check_mixture(mixture)
+  # A vector alpha or sigma would broadcast against the means' last axis (silently, when its length is d).
+  for name, value in (("alpha", alpha), ("sigma", sigma)):
+    if jnp.ndim(value) != 0:
+      raise ValueError(f"`{name}` must be a scalar, got shape {jnp.shape(value)}.")
+    if not _checks.is_traced(value) and not np.isfinite(np.asarray(value, np.float64)):
+      raise ValueError(f"`{name}` must be finite, got {value!r}.")
+  if not (_checks.is_traced(alpha) or _checks.is_traced(sigma)) and float(alpha) == 0.0 and float(sigma) == 0.0:
+    raise ValueError("`alpha` and `sigma` must not both be 0 (the noised covariances would be singular).")
   d = mixture.means.shape[-1]
   return GaussianMixture(
     mixture.log_weights,

@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtr, ndtri
 
+from toolkit._checks import is_traced
+
 
 def _check_count(name: str, value) -> None:
   if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -40,6 +42,18 @@ def _check_count(name: str, value) -> None:
 def _check_x(x) -> None:
   if jnp.ndim(x) != 2:
     raise ValueError(f"`x` must have shape (num_samples, dim), got shape {jnp.shape(x)}.")
+
+
+def _check_direction(x, value, name: str) -> None:
+  # A (dim, 1) direction would make x @ w a column and the labels (n, 1), or broadcast them against (n,) later.
+  if jnp.shape(value) != jnp.shape(x)[1:]:
+    raise ValueError(f"`{name}` must have shape ({jnp.shape(x)[1]},), matching `x`, got shape {jnp.shape(value)}.")
+
+
+def _check_width(width) -> None:
+  # A negative width gives a negative "mass"; NaN fails the test too.
+  if not is_traced(width) and not (np.asarray(width, np.float64) >= 0).all():
+    raise ValueError(f"`width` must be >= 0, got {width!r}.")
 
 
 def gaussian(key: jax.Array, num_samples: int, dim: int) -> jax.Array:
@@ -120,11 +134,13 @@ def spike_marginal(
 
 def gaussian_band_mass(width) -> jax.Array:
   """Pr[|⟨w, x⟩| ≤ width] = 2Φ(width) − 1 for x ~ N(0, I) and a unit w."""
+  _check_width(width)
   return 2.0 * ndtr(jnp.asarray(width)) - 1.0
 
 
 def spike_band_mass(width, spike_mass: float = 0.3, spike_scale: float = 0.05) -> jax.Array:
   """Pr[|x₁| ≤ width] under ``spike_marginal``, in closed form (a spike plus a two-point mixture of normals)."""
+  _check_width(width)
   prm = spike_params(spike_mass, spike_scale)
   width = jnp.asarray(width)
   spike = 2.0 * ndtr(width / prm.spike_scale) - 1.0
@@ -136,6 +152,12 @@ def spike_band_mass(width, spike_mass: float = 0.3, spike_scale: float = 0.05) -
 
 def massart_flip_probability(x: jax.Array, w_star: jax.Array, *, eta: float = 0.2, margin: float = 0.3) -> jax.Array:
   """η(x) = ``eta`` · 1{|⟨w*, x⟩| > ``margin``}, shape ``(num_samples,)``."""
+  _check_x(x)
+  _check_direction(x, w_star, "w_star")
+  if not is_traced(eta) and not 0.0 <= float(eta) < 0.5:
+    raise ValueError(f"`eta` must be in [0, 1/2) for Massart noise, got {eta!r}.")
+  if not is_traced(margin) and not float(margin) >= 0.0:
+    raise ValueError(f"`margin` must be >= 0, got {margin!r}.")
   return jnp.where(jnp.abs(x @ w_star) > margin, eta, 0.0)
 
 
@@ -176,8 +198,18 @@ def adversarial_labels(x: jax.Array, w_star: jax.Array, v: jax.Array, *, opt: fl
   ``v`` must be a unit vector orthogonal to ``w_star``. The corruption is deterministic given x.
   """
   _check_x(x)
+  _check_direction(x, w_star, "w_star")
+  _check_direction(x, v, "v")
   if not 0.0 < float(opt) < 0.5:
     raise ValueError(f"`opt` must be in (0, 1/2), got {opt!r}.")
+  if not (is_traced(w_star) or is_traced(v)):
+    # The wedge has mass opt only for unit w* and a unit v orthogonal to it.
+    w64, v64 = np.asarray(w_star, np.float64), np.asarray(v, np.float64)
+    for name, norm in (("w_star", np.linalg.norm(w64)), ("v", np.linalg.norm(v64))):
+      if not abs(norm - 1.0) <= 1e-3:
+        raise ValueError(f"`{name}` must be a unit vector, got norm {norm:.6g}.")
+    if not abs(w64 @ v64) <= 1e-3:
+      raise ValueError(f"`v` must be orthogonal to `w_star`, got ⟨w_star, v⟩ = {w64 @ v64:.6g}.")
   t = ndtri(0.5 + opt)
   s, u = x @ w_star, x @ v
   clean = jnp.where(s >= 0, 1.0, -1.0)

@@ -67,6 +67,13 @@ def surrogate_loss(w: jax.Array, x: jax.Array, y: jax.Array, sigma) -> jax.Array
   Returns:
     Scalar loss in (0, 1).
   """
+  if jnp.ndim(x) != 2 or jnp.shape(w) != jnp.shape(x)[1:]:
+    raise ValueError(f"`x` must be (num_samples, dim) and `w` (dim,), got {jnp.shape(x)} and {jnp.shape(w)}.")
+  # A (n, 1) y would broadcast against the (n,) margins into an (n, n) matrix of pairs, silently.
+  if jnp.shape(y) != jnp.shape(x)[:1]:
+    raise ValueError(f"`y` must have shape ({jnp.shape(x)[0]},) to match `x`, got shape {jnp.shape(y)}.")
+  _check_nonzero(w, "w")
+  _checks.check_positive(sigma, "sigma")
   margin = y * (x @ w) / jnp.linalg.norm(w)
   return jnp.mean(jax.nn.sigmoid(-margin / sigma))
 
@@ -136,6 +143,17 @@ def _check_data(x, y) -> None:
 def _check_int(name: str, value, minimum: int) -> None:
   if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
     raise ValueError(f"`{name}` must be a Python int >= {minimum}, got {value!r}.")
+
+
+def _check_nonzero(w, name: str) -> None:
+  # A zero normal vector has no direction: dividing by its norm gives NaN.
+  if not _checks.is_traced(w) and not np.any(np.asarray(w)):
+    raise ValueError(f"`{name}` must be a non-zero vector, got all zeros.")
+
+
+def _check_band_widths(band_widths) -> None:
+  if not band_widths or any(not float(b) > 0 for b in band_widths):
+    raise ValueError(f"`band_widths` must be a non-empty tuple of positive floats, got {band_widths!r}.")
 
 
 def learn(
@@ -267,11 +285,17 @@ def moment_statistic(x: jax.Array, weights: jax.Array | None = None, *, degree: 
 
 def num_moment_statistics(dim: int, degree: int) -> int:
   """Number of distinct moments x^α with 1 ≤ |α| ≤ degree in ``dim`` variables: C(dim + degree, degree) − 1."""
+  _checks.check_int(dim, "dim", minimum=0)  # 0 variables (w^⊥ of a 1-D x) have no moments
+  _checks.check_int(degree, "degree")
   return int(comb(dim + degree, degree, exact=True)) - 1
 
 
 def num_statistics(dim: int, *, degree: int, band_degree: int, num_candidates: int, num_widths: int) -> int:
   """Number of statistics the tester checks (the Bonferroni count of its threshold)."""
+  counts = {"dim": dim, "degree": degree, "band_degree": band_degree}
+  counts.update(num_candidates=num_candidates, num_widths=num_widths)
+  for name, value in counts.items():
+    _checks.check_int(value, name)
   per_band = 1 + num_moment_statistics(dim - 1, band_degree)
   return num_moment_statistics(dim, degree) + num_candidates * num_widths * per_band
 
@@ -280,11 +304,15 @@ def bonferroni_threshold(delta: float, count: int) -> float:
   """Two-sided normal quantile z with count · Pr[|N(0,1)| > z] = δ."""
   if not 0.0 < delta < 1.0:
     raise ValueError(f"`delta` must be in (0, 1), got {delta!r}.")
+  _checks.check_int(count, "count")
   return float(ndtri(1.0 - delta / (2.0 * count)))
 
 
 def orthogonal_basis(w: jax.Array) -> jax.Array:
   """``(dim, dim − 1)`` orthonormal basis of w^⊥: the last columns of the Householder reflection sending w to ±e₁."""
+  if jnp.ndim(w) != 1 or jnp.shape(w)[0] < 1:
+    raise ValueError(f"`w` must have shape (dim,) with dim >= 1, got shape {jnp.shape(w)}.")
+  _check_nonzero(w, "w")
   u = w / jnp.linalg.norm(w)
   sign = jnp.where(u[0] >= 0, 1.0, -1.0)
   v = u.at[0].add(sign)
@@ -327,6 +355,12 @@ def band_statistics(
   Returns:
     ``BandStatistics`` with fields of shape ``(len(band_widths),)``.
   """
+  if jnp.ndim(x) != 2 or x.shape[1] < 2:
+    raise ValueError(f"`x` must have shape (num_samples, dim >= 2), got shape {jnp.shape(x)}.")
+  if jnp.shape(w) != x.shape[1:]:
+    raise ValueError(f"`w` must have shape ({x.shape[1]},), matching `x`, got shape {jnp.shape(w)}.")
+  _check_band_widths(band_widths)
+  _check_nonzero(w, "w")
   w = w / jnp.linalg.norm(w)
   proj = x @ w
   perp = x @ orthogonal_basis(w)
@@ -399,8 +433,7 @@ def run_tests(
     raise ValueError(f"`x` must have shape (num_samples, dim >= 2), got shape {jnp.shape(x)}.")
   if jnp.ndim(candidates) != 2 or candidates.shape[1] != x.shape[1]:
     raise ValueError(f"`candidates` must have shape (num_candidates, {x.shape[1]}), got {jnp.shape(candidates)}.")
-  if not band_widths or any(not float(b) > 0 for b in band_widths):
-    raise ValueError(f"`band_widths` must be a non-empty tuple of positive floats, got {band_widths!r}.")
+  _check_band_widths(band_widths)
   for name, value in (("band_degree", band_degree), ("degree", degree)):
     _check_int(name, value, 1)
     if value > _MAX_DEGREE:

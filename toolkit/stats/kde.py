@@ -23,6 +23,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from toolkit._checks import is_traced
 
 DEFAULT_CHUNK_SIZE = 2048
 
@@ -79,8 +82,13 @@ def _check_inputs(points, data, chunk_size) -> tuple[jax.Array, jax.Array]:
 
 
 def _check_bandwidth(bandwidth) -> None:
-  if isinstance(bandwidth, (int, float)) and not bandwidth > 0:
-    raise ValueError(f"`bandwidth` must be > 0, got {bandwidth}.")
+  if is_traced(bandwidth):
+    return
+  # A vector of bandwidths would broadcast into the wrong shapes: vmap over it, or use select_bandwidth.
+  if np.ndim(bandwidth) != 0:
+    raise ValueError(f"`bandwidth` must be a scalar > 0, got shape {np.shape(bandwidth)}.")
+  if not (np.isfinite(np.asarray(bandwidth, np.float64)) and np.asarray(bandwidth, np.float64) > 0):
+    raise ValueError(f"`bandwidth` must be > 0 and finite, got {bandwidth}.")
 
 
 def _chunks(data: jax.Array, chunk_size: int) -> tuple[jax.Array, jax.Array]:
@@ -205,7 +213,10 @@ def kernel_weight_stats(points, data, bandwidth, *, chunk_size: int = DEFAULT_CH
 
 
 def mean_log_likelihood(points, data, bandwidth, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> jax.Array:
-  """The mean held-out log-likelihood ``(1/m) Σ_a log ρ̂_h(x_a)`` of a bandwidth (points apart from the data)."""
+  """The mean held-out log-likelihood ``(1/m) Σ_a log ρ̂_h(x_a)`` of a bandwidth (points apart from the data).
+
+  Arguments as in :func:`log_density`, which checks them.
+  """
   return jnp.mean(log_density(points, data, bandwidth, chunk_size=chunk_size))
 
 
@@ -229,8 +240,15 @@ def kl_divergence(
   Returns:
     The scalar KL estimate (nats).
   """
+  if not callable(log_target):
+    raise TypeError(f"`log_target` must be a function (m, d) -> (m,), got {type(log_target).__name__}.")
   x = jnp.asarray(points)
-  return jnp.mean(log_target(x) - log_density(x, data, bandwidth, chunk_size=chunk_size))
+  log_estimate = log_density(x, data, bandwidth, chunk_size=chunk_size)  # checks points, data and bandwidth
+  log_rho = log_target(x)
+  # An (m, 1) output would broadcast against the (m,) estimate into an (m, m) matrix, silently.
+  if jnp.shape(log_rho) != log_estimate.shape:
+    raise ValueError(f"`log_target` must return shape {log_estimate.shape}, got {jnp.shape(log_rho)}.")
+  return jnp.mean(log_rho - log_estimate)
 
 
 def select_bandwidth(points, data, bandwidths, *, chunk_size: int = 512) -> BandwidthSearch:

@@ -34,20 +34,30 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from toolkit import _checks
 
 _BISECTION_STEPS = 80
 
 
+def _positive_and_finite(value) -> bool:
+  """Whether a concrete ``value`` (any shape) is finite and > 0 everywhere; a traced one passes (unreadable)."""
+  if _checks.is_traced(value):
+    return True
+  v = np.asarray(value, np.float64)
+  return bool((np.isfinite(v) & (v > 0)).all())
+
+
 def _check_scale(scale) -> None:
-  if isinstance(scale, (int, float)) and not scale > 0:
-    raise ValueError(f"`scale` must be > 0, got {scale}.")
+  if not _positive_and_finite(scale):
+    raise ValueError(f"`scale` must be > 0 and finite, got {scale}.")
 
 
 def _check_alpha(alpha) -> None:
-  if isinstance(alpha, (int, float)) and not alpha > 0:
-    raise ValueError(f"`alpha` must be > 0 (alpha = log(n)/d), got {alpha}.")
+  # The bisections would return a finite threshold for alpha <= 0 or NaN, which no n and d give.
+  if not _positive_and_finite(alpha):
+    raise ValueError(f"`alpha` must be > 0 and finite (alpha = log(n)/d), got {alpha}.")
 
 
 def _rate_of_precision(a: jax.Array) -> jax.Array:
@@ -121,11 +131,15 @@ def tail_index(bandwidth, alpha, *, scale=1.0) -> jax.Array:
   ``μ < 1``: extreme-value regime; ``1 < μ < 2``: α-stable fluctuations; ``μ ≥ 2``: the CLT holds.
   """
   _checks.check_positive(bandwidth, "bandwidth", scalar=False)
+  _check_alpha(alpha)
+  _check_scale(scale)
   return (jnp.asarray(bandwidth, dtype=float) / h_glass(alpha, scale=scale)) ** 2
 
 
 def h_kl(alpha, *, scale=1.0) -> jax.Array:
   """The minimiser ``h_G √(1 − 1/a²)`` of the leading-order KL curve :func:`asymptotic_kl_per_dim` (ours)."""
+  _check_alpha(alpha)
+  _check_scale(scale)
   a = _critical_precision(alpha)
   return h_glass(alpha, scale=scale) * jnp.sqrt(1.0 - 1.0 / a**2)
 
@@ -150,6 +164,8 @@ def asymptotic_kl_per_dim(bandwidth, alpha, *, scale=1.0) -> jax.Array:
     The KL per dimension (continuous at ``h_G``, minimal at :func:`h_kl`).
   """
   _checks.check_positive(bandwidth, "bandwidth", scalar=False)
+  _check_alpha(alpha)
+  _check_scale(scale)
   h = jnp.asarray(bandwidth, dtype=float)
   a = _critical_precision(alpha)
   u = 1.0 / a + 1.0 / a**2

@@ -38,6 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
+from toolkit import _checks
+
 
 class OrdinalData(NamedTuple):
   """A simulated data set and its truth.
@@ -61,13 +63,30 @@ class OrdinalData(NamedTuple):
 
 def class_probabilities(intercepts: jax.Array, coef: jax.Array, x: jax.Array) -> jax.Array:
   """``(n, K)`` ``P(y = k | x)`` = differences of ``σ(α_k + xᵀβ_k)`` (not rearranged: may be negative)."""
+  # Mismatched shapes would broadcast (e.g. a (p,) coef against (K-1,) intercepts when n = K-1), silently.
+  if jnp.ndim(x) != 2 or jnp.ndim(coef) != 2 or jnp.shape(coef)[0] != jnp.shape(x)[1]:
+    raise ValueError(f"`x` must be (n, p) and `coef` (p, K-1), got {jnp.shape(x)} and {jnp.shape(coef)}.")
+  if jnp.shape(intercepts) != jnp.shape(coef)[1:]:
+    raise ValueError(f"`intercepts` must have shape ({jnp.shape(coef)[1]},), got {jnp.shape(intercepts)}.")
   cum = jax.nn.sigmoid(intercepts + x @ coef)
   n = x.shape[0]
   return jnp.diff(jnp.concatenate([jnp.zeros((n, 1), cum.dtype), cum, jnp.ones((n, 1), cum.dtype)], axis=1), axis=1)
 
 
+def _check_design(num_features, num_classes, dev_size) -> None:
+  _checks.check_int(num_features, "num_features")
+  _checks.check_int(num_classes, "num_classes", minimum=2)
+  # A negative dev_size reverses uniform's bounds (dense) and is meaningless as a size.
+  if not _checks.is_traced(dev_size) and not float(dev_size) >= 0.0:
+    raise ValueError(f"`dev_size` must be >= 0, got {dev_size!r}.")
+
+
 def sparse_coef(key, num_features: int, num_classes: int, *, base_value=0.5, dev_size=0.5, dev_prob=0.5):
   """``(p, K-1)`` β_k of the sparse-differences design (§4.1)."""
+  _check_design(num_features, num_classes, dev_size)
+  # bernoulli takes any p: p > 1 keeps every entry and p < 0 none, silently.
+  if not _checks.is_traced(dev_prob) and not 0.0 <= float(dev_prob) <= 1.0:
+    raise ValueError(f"`dev_prob` must be a probability in [0, 1], got {dev_prob!r}.")
   k_keep, k_dev, k_sign = jax.random.split(key, 3)
   first = base_value * jax.random.bernoulli(k_keep, dev_prob, (num_features, 1))
   signs = jnp.where(jax.random.bernoulli(k_sign, 0.5, (num_features, num_classes - 2)), 1.0, -1.0)
@@ -77,6 +96,7 @@ def sparse_coef(key, num_features: int, num_classes: int, *, base_value=0.5, dev
 
 def dense_coef(key, num_features: int, num_classes: int, *, dev_size=0.5):
   """``(p, K-1)`` β_k of the dense-differences design (§4.2): β_0 and the differences ``~ U[-dev_size, dev_size]``."""
+  _check_design(num_features, num_classes, dev_size)
   steps = jax.random.uniform(key, (num_features, num_classes - 1), minval=-dev_size, maxval=dev_size)
   return jnp.cumsum(steps, axis=1)
 
@@ -152,6 +172,12 @@ def dense_differences(
 
 def rare_probability_mse(probs_hat: jax.Array, probs_true: jax.Array) -> jax.Array:
   """Mean over points of the squared error of the last (rare) class probability: ``(..., n, K) -> (...)``."""
+  # Different shapes would broadcast (e.g. (n, K) against (1, K)) into a wrong mean, silently.
+  if jnp.ndim(probs_hat) < 2 or jnp.shape(probs_hat) != jnp.shape(probs_true):
+    raise ValueError(
+      f"`probs_hat` and `probs_true` must have one shape (..., n, K), got {jnp.shape(probs_hat)} and "
+      f"{jnp.shape(probs_true)}."
+    )
   return jnp.mean((probs_hat[..., -1] - probs_true[..., -1]) ** 2, axis=-1)
 
 

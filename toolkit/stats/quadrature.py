@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from toolkit import _checks
 from toolkit.smc import resampling
 
 
@@ -98,6 +99,12 @@ def grid_sample(key: jax.Array, oracle: GridOracle, num_samples: int) -> jax.Arr
   >>> grid_sample(jax.random.key(0), oracle, 1000).shape
   (1000, 2)
   """
+  if not isinstance(oracle, GridOracle):
+    raise TypeError(f"`oracle` must be a GridOracle (see grid_oracle), got {type(oracle).__name__}.")
+  num_samples = _checks.check_int(num_samples, "num_samples")
+  # A NaN log-density on the grid would otherwise surface as a complaint about resampling `weights`.
+  if not _checks.is_traced(oracle.log_probs) and np.isnan(np.asarray(oracle.log_probs)).any():
+    raise ValueError("`oracle.log_probs` contains NaN: the log-density was NaN somewhere on the grid.")
   k_cell, k_jitter = jax.random.split(key)
   idx = resampling.multinomial(k_cell, jnp.exp(oracle.log_probs), num_samples)
   jitter = (jax.random.uniform(k_jitter, (num_samples, 2)) - 0.5) * oracle.cell

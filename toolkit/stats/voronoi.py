@@ -38,10 +38,21 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from toolkit import _checks
 from toolkit.stats import topk_moe
 
 # r̄(m), the solvability index of Ho & Nguyen (2016), by cell cardinality m (index 0 unused; m = 1 is not a power).
 SOLVABILITY_INDEX = (0, 1, 4, 6)
+
+
+def _check_measures(params, true_params) -> None:
+  topk_moe.check_params(params)
+  try:
+    topk_moe.check_params(true_params)
+  except (TypeError, ValueError) as err:  # its messages say `params`: say which argument it was
+    raise type(err)(f"`true_params`: {err}") from None
+  if params.dim != true_params.dim:
+    raise ValueError(f"`params` (d = {params.dim}) and `true_params` (d = {true_params.dim}) differ in dimension.")
 
 
 def align_translation(params: topk_moe.TopKMoEParams, true_params: topk_moe.TopKMoEParams):
@@ -54,10 +65,7 @@ def align_translation(params: topk_moe.TopKMoEParams, true_params: topk_moe.TopK
   >>> print(bool(jnp.allclose(align_translation(moved, g).gate_weight, g.gate_weight, atol=1e-5)))
   True
   """
-  topk_moe.check_params(params)
-  topk_moe.check_params(true_params)
-  if params.dim != true_params.dim:
-    raise ValueError(f"`params` (d = {params.dim}) and `true_params` (d = {true_params.dim}) differ in dimension.")
+  _check_measures(params, true_params)
   gate_bias = params.gate_bias - jax.nn.logsumexp(params.gate_bias) + jax.nn.logsumexp(true_params.gate_bias)
   w, w_true = jax.nn.softmax(params.gate_bias), jax.nn.softmax(true_params.gate_bias)
   shift = w_true @ true_params.gate_weight - w @ params.gate_weight
@@ -175,7 +183,12 @@ def conditional_hellinger(
   """
   if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 2:
     raise ValueError(f"`num_points` must be a Python int >= 2, got {num_points!r}.")
+  _check_measures(params, true_params)
+  # num_sd <= 0 makes the y grid empty or reversed, and the distance 0 or NaN.
+  _checks.check_positive(num_sd, "num_sd")
   x = jnp.asarray(x)
+  if x.ndim != 2 or x.shape[1] != params.dim:
+    raise ValueError(f"`x` must have shape (m, d) with d = {params.dim}, got {x.shape}.")
 
   def bounds(p):
     mean = x @ p.expert_weight.T + p.expert_bias
