@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from experiments import registry
 from toolkit import cli
 
@@ -30,3 +32,10 @@ def test_a_binary_runs_with_its_own_flags_and_keeps_its_exit_status():
     [sys.executable, "-m", "toolkit.cli", "reproduce", "--only=nope"], capture_output=True, text=True, timeout=120
   )
   assert result.returncode == 2 and "unknown paper(s) ['nope']" in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("argv", ["list", ["list", 3], [b"list"]])
+def test_main_bad_argv_is_refused(argv):
+  # A bare string used to be split into letters and reported as the unknown binary 'l'.
+  with pytest.raises(TypeError, match="`argv`"):
+    cli.main(argv)

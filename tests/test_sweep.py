@@ -54,3 +54,30 @@ def test_a_scan_from_a_constant_carry_needs_no_annotation():
     return jax.lax.scan(lambda c, _: (c * point["a"] + 1.0, None), 0.0, length=3)[0]
 
   np.testing.assert_allclose(sweep.run_sweep(fn, {"a": np.array([0.0, 1.0, 2.0])}), [1.0, 3.0, 7.0])
+
+
+def test_sweep_mesh_bad_devices():
+  device = jax.devices()[0]
+  assert sweep.sweep_mesh([device]).devices.tolist() == [device]
+  with pytest.raises(ValueError, match="`devices` must not be empty"):
+    sweep.sweep_mesh([])
+  with pytest.raises(TypeError, match="`devices`"):
+    sweep.sweep_mesh(device)  # one device, not a sequence of them
+  with pytest.raises(TypeError, match="`devices`"):
+    sweep.sweep_mesh(2)
+  # These used to make a mesh that failed only when a sweep ran on it (or ran twice on one device).
+  with pytest.raises(TypeError, match="`devices` must hold jax devices"):
+    sweep.sweep_mesh(["cpu"])
+  with pytest.raises(ValueError, match="`devices` must not repeat"):
+    sweep.sweep_mesh([device, device])
+
+
+def test_keys_grid_bad_key_or_num():
+  key = jax.random.key(0)
+  np.testing.assert_array_equal(sweep.keys_grid(jax.random.PRNGKey(0), 3), sweep.keys_grid(key, 3))
+  for num in (0, -1, 2.0, True, None):
+    with pytest.raises(ValueError, match="`num`"):
+      sweep.keys_grid(key, num)
+  for bad_key in (jax.random.split(key, 2), np.zeros(2, np.float32), 0):
+    with pytest.raises(TypeError, match="`key`"):
+      sweep.keys_grid(bad_key, 3)

@@ -57,7 +57,10 @@ def _listing() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Entry point of the ``toolkit`` console script; returns the exit status."""
-  args = list(sys.argv[1:] if argv is None else argv)
+  # A bare string would be split into one-letter arguments and reported as an unknown binary.
+  args = list(sys.argv[1:] if argv is None or isinstance(argv, str | bytes) else argv)
+  if isinstance(argv, str | bytes) or not all(isinstance(a, str) for a in args):
+    raise TypeError(f"`argv` must be a sequence of str (the arguments after `toolkit`) or None, got {argv!r}.")
   if not args or args[0] in ("-h", "--help", "help"):
     print("\n\n".join(__doc__.strip().split("\n\n")[:2]))  # what the command is, and its usage lines
     print()

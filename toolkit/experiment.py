@@ -303,9 +303,33 @@ def _fmt(value) -> str:
   return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+_SCALES = ("quick", "full")
+
+
+def _check_experiment(experiment: Any) -> None:
+  if not isinstance(experiment, Experiment):
+    raise TypeError(f"`experiment` must be a toolkit.experiment.Experiment, got {type(experiment).__name__}.")
+
+
+def _check_config(config: Any) -> None:
+  if not isinstance(config, ConfigDict):
+    raise TypeError(f"`config` must be an ml_collections ConfigDict, got {type(config).__name__}.")
+
+
+def _check_scale(scale: Any) -> None:
+  # Another word would judge no claim at all (each claim lists the scales it is judged at) and pass silently.
+  if scale not in _SCALES:
+    raise ValueError(f"`scale` must be one of {_SCALES}, got {scale!r}.")
+
+
 def config_fingerprint(config: ConfigDict, seed: int, scale: str) -> str:
   """A short hash of what determines a run's result: a checkpoint resumes only into the run that made it."""
-  payload = json.dumps({"config": config.to_dict(), "seed": seed, "scale": scale}, sort_keys=True, default=str)
+  _check_config(config)
+  if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+    raise TypeError(f"`seed` must be an int, got {seed!r}.")
+  _check_scale(scale)
+  # int(): json would write np.int64(0) as the string "0", another fingerprint than the int 0's.
+  payload = json.dumps({"config": config.to_dict(), "seed": int(seed), "scale": scale}, sort_keys=True, default=str)
   return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -323,10 +347,17 @@ def _to_jsonable(value):
 
 def evaluate_claims(experiment: Experiment, measured: Mapping[str, float], scale: str) -> list[dict]:
   """One record per claim judged at ``scale``: the claim, its target, the measured value and the verdict."""
+  _check_experiment(experiment)
+  if not isinstance(measured, Mapping):
+    raise TypeError(f"`measured` must be a mapping of metric names to numbers, got {type(measured).__name__}.")
+  _check_scale(scale)
   rows = []
   for claim in (c for c in experiment.claims if scale in c.scales):
     value = measured.get(claim.metric)
-    value = None if value is None else float(value)
+    try:
+      value = None if value is None else float(value)
+    except (TypeError, ValueError):
+      raise TypeError(f"`measured[{claim.metric!r}]` must be a number, got {value!r}.") from None
     rows.append(
       {
         "paper": experiment.paper.title,
@@ -352,7 +383,12 @@ def write_results(
   seconds: float,
 ) -> dict:
   """Writes ``metrics.json`` and ``summary.md`` to ``ctx.out_dir`` and returns the metrics record."""
-  claims = evaluate_claims(experiment, measured, ctx.scale)
+  if not isinstance(ctx, Context):
+    raise TypeError(f"`ctx` must be a toolkit.experiment.Context, got {type(ctx).__name__}.")
+  _check_config(config)
+  if isinstance(seconds, bool) or not isinstance(seconds, int | float | np.integer | np.floating) or not seconds >= 0:
+    raise ValueError(f"`seconds` must be a number >= 0 (the run's wall time), got {seconds!r}.")
+  claims = evaluate_claims(experiment, measured, ctx.scale)  # checks `experiment`, `measured` and the scale
   record = {
     "experiment": experiment.name,
     "paper": experiment.paper.title,
@@ -399,11 +435,17 @@ FLAGS = flags.FLAGS
 def append_xla_flags(*flags: str) -> None:
   """Appends ``flags`` to ``$XLA_FLAGS``; call it in a binary's ``__main__`` block, before the first computation
   initialises XLA (a flag set later is ignored)."""
+  for flag in flags:
+    # XLA splits $XLA_FLAGS at spaces (a flag with a space becomes two) and aborts the process at start-up on a
+    # word without `--` (read as a flag file), far from the call that set it.
+    if not isinstance(flag, str) or not flag.startswith("--") or any(c.isspace() for c in flag):
+      raise ValueError(f"`flags` must be strings like '--xla_name=value' without spaces, got {flag!r}.")
   os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *flags]).strip()
 
 
 def define_flags(experiment: Experiment) -> None:
   """Defines ``--quick``, ``--seed``, ``--out_dir``, ``--restart`` and ``--config`` (the full config)."""
+  _check_experiment(experiment)  # before any flag is defined: absl refuses to define a flag twice
   flags.DEFINE_bool("quick", False, "Run the quick-scale config (the one `reproduce` runs) instead of the full one.")
   flags.DEFINE_integer("seed", 0, "Seed of every random draw of the run.")
   flags.DEFINE_string(
@@ -483,6 +525,7 @@ def run_experiment(
 
 def main(experiment: Experiment) -> None:
   """``app.run`` entry point of an experiment binary (call :func:`define_flags` at import first)."""
+  _check_experiment(experiment)
 
   def _main(argv):
     if len(argv) > 1:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -32,6 +32,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from toolkit import _checks
 
 SWEEP_AXIS = "sweep"
 
@@ -89,9 +91,16 @@ def _grid_size(grid: Any) -> int:
 
 def sweep_mesh(devices: Any = None) -> jax.sharding.Mesh:
   """A one-axis mesh named ``"sweep"`` over ``devices`` (default: every device of every process)."""
+  if devices is not None and (isinstance(devices, jax.Device) or not isinstance(devices, Iterable)):
+    raise TypeError(f"`devices` must be a sequence of jax devices (e.g. jax.devices()[:2]), got {devices!r}.")
   devices = jax.devices() if devices is None else list(devices)
   if not devices:
     raise ValueError("`devices` must not be empty.")
+  # jax.sharding.Mesh accepts anything in its array: a string or a repeated device would fail only when used.
+  if not all(isinstance(d, jax.Device) for d in devices):
+    raise TypeError(f"`devices` must hold jax devices only, got {devices!r}.")
+  if len(set(devices)) != len(devices):
+    raise ValueError(f"`devices` must not repeat a device, got {devices!r}.")
   return jax.sharding.Mesh(np.asarray(devices), (SWEEP_AXIS,))
 
 
@@ -171,8 +180,16 @@ def keys_grid(key: jax.Array, num: int) -> np.ndarray:
   >>> keys_grid(jax.random.key(0), 3).shape
   (3, 2)
   """
-  if not isinstance(num, int | np.integer) or num < 1:
-    raise ValueError(f"`num` must be a positive int, got {num!r}.")
+  num = _checks.check_int(num, "num")
+  # One key: a typed key scalar, or a raw uint32 key (jax.random.PRNGKey); a batch of keys cannot be split at once.
+  dtype = getattr(key, "dtype", None)
+  typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+  one_raw_key = not typed and dtype == np.uint32 and np.ndim(key) == 1
+  if not ((typed and np.ndim(key) == 0) or one_raw_key):
+    raise TypeError(
+      f"`key` must be one PRNG key (jax.random.key(seed)), got {type(key).__name__} of shape {np.shape(key)} and "
+      f"dtype {dtype}."
+    )
   return np.asarray(jax.random.key_data(jax.random.split(key, num)))
 
 

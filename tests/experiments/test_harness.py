@@ -10,6 +10,7 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from ml_collections import ConfigDict
 
 from toolkit import experiment as xp
 
@@ -218,3 +219,69 @@ def test_append_xla_flags_keeps_the_flags_already_set(monkeypatch):
   monkeypatch.delenv("XLA_FLAGS")
   xp.append_xla_flags("--xla_b=2")
   assert os.environ["XLA_FLAGS"] == "--xla_b=2"
+
+
+def _two_claims():
+  claims = (xp.Claim("a", "s", "p", "<=", 1.0), xp.Claim("b", "s", "p", "<=", 1.0, scales=("full",)))
+  return xp.Experiment("e", xp.Paper("e", "t", "0000.00000"), claims, lambda scale: None, lambda c, ctx: {})
+
+
+@pytest.mark.parametrize("flag", ["xla_a=1", "--xla_a=1 --xla_b=2", 3, None])
+def test_append_xla_flags_bad_flag_leaves_the_environment_alone(monkeypatch, flag):
+  monkeypatch.setenv("XLA_FLAGS", "--xla_a=1")
+  with pytest.raises(ValueError, match="`flags`"):
+    xp.append_xla_flags("--xla_b=2", flag)
+  assert os.environ["XLA_FLAGS"] == "--xla_a=1"
+
+
+def test_config_fingerprint_bad_config_seed_or_scale():
+  config = ConfigDict({"lr": 0.1})
+  assert xp.config_fingerprint(config, np.int64(0), "quick") == xp.config_fingerprint(config, 0, "quick")
+  with pytest.raises(TypeError, match="`config`"):
+    xp.config_fingerprint({"lr": 0.1}, 0, "quick")
+  with pytest.raises(TypeError, match="`seed`"):
+    xp.config_fingerprint(config, "0", "quick")
+  with pytest.raises(TypeError, match="`seed`"):
+    xp.config_fingerprint(config, 0.0, "quick")
+  with pytest.raises(ValueError, match="`scale`"):
+    xp.config_fingerprint(config, 0, "medium")
+
+
+def test_define_flags_and_main_bad_experiment():
+  # Refused before absl defines a flag or parses sys.argv (a flag defined twice would be an error of its own).
+  with pytest.raises(TypeError, match="`experiment`"):
+    xp.define_flags("grokking")
+  with pytest.raises(TypeError, match="`experiment`"):
+    xp.main(None)
+
+
+def test_evaluate_claims_bad_experiment_measured_or_scale():
+  experiment = _two_claims()
+  with pytest.raises(ValueError, match="`scale`"):
+    xp.evaluate_claims(experiment, {"a": 0.5}, "medium")  # used to judge no claim at all
+  with pytest.raises(TypeError, match="`measured`"):
+    xp.evaluate_claims(experiment, [0.5], "quick")
+  with pytest.raises(TypeError, match="`measured\\['a'\\]`"):
+    xp.evaluate_claims(experiment, {"a": "low"}, "quick")
+  with pytest.raises(TypeError, match="`experiment`"):
+    xp.evaluate_claims("e", {"a": 0.5}, "quick")
+
+
+def test_write_results_bad_input_writes_nothing(tmp_path):
+  experiment, config, measured = _two_claims(), ConfigDict({"lr": 0.1}), {"a": 0.5}
+  ctx = xp.Context(str(tmp_path), 0, "quick", None)
+  with pytest.raises(ValueError, match="`seconds`"):
+    xp.write_results(experiment, ctx, config, measured, -1.0)
+  with pytest.raises(ValueError, match="`seconds`"):
+    xp.write_results(experiment, ctx, config, measured, float("nan"))
+  with pytest.raises(TypeError, match="`ctx`"):
+    xp.write_results(experiment, str(tmp_path), config, measured, 1.0)
+  with pytest.raises(TypeError, match="`config`"):
+    xp.write_results(experiment, ctx, config.to_dict(), measured, 1.0)
+  with pytest.raises(TypeError, match="`measured`"):
+    xp.write_results(experiment, ctx, config, None, 1.0)
+  with pytest.raises(ValueError, match="`scale`"):
+    xp.write_results(experiment, xp.Context(str(tmp_path), 0, "tiny", None), config, measured, 1.0)
+  assert not os.listdir(tmp_path)
+  record = xp.write_results(experiment, ctx, config, measured, 1.0)
+  assert record["passed"] and [c["metric"] for c in record["claims"]] == ["a"]

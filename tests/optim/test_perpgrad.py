@@ -136,3 +136,33 @@ def test_bad_use_raises_clear_errors(key):
     tx.update({"v": grads["v"], "w": grads["w"].T}, tx.init(params), params)
   with pytest.raises(ValueError, match="parallel_rtol"):
     perpgrad(parallel_rtol=-1.0)
+
+
+@pytest.mark.parametrize(
+  ("kwargs", "error", "match"),
+  [
+    ({"learning_rate": -0.01}, ValueError, "`learning_rate`"),
+    ({"learning_rate": 0.0}, ValueError, "`learning_rate`"),
+    ({"learning_rate": float("nan")}, ValueError, "`learning_rate`"),
+    ({"learning_rate": "0.01"}, TypeError, "`learning_rate`"),
+    ({"b1": 1.0}, ValueError, "`b1`"),
+    ({"b1": -0.1}, ValueError, "`b1`"),
+    ({"b2": 1.5}, ValueError, "`b2`"),
+    ({"eps": -1e-8}, ValueError, "`eps`"),
+    ({"eps": float("nan")}, ValueError, "`eps`"),
+    ({"weight_decay": -0.1}, ValueError, "`weight_decay`"),
+    ({"weight_decay": "none"}, TypeError, "`weight_decay`"),
+  ],
+)
+def test_perp_adamw_bad_hyperparameters(kwargs, error, match):
+  with pytest.raises(error, match=match):
+    perp_adamw(**{"learning_rate": 1e-2, **kwargs})
+
+
+def test_perp_adamw_accepts_schedules_and_traced_hyperparameters(key):
+  params, grads = tree_pair(key)
+  tx = perp_adamw(optax.linear_schedule(1e-2, 0.0, 10), weight_decay=lambda step: 1e-4, b1=0, eps=0)
+  tx.update(grads, tx.init(params), params)
+  # optax.inject_hyperparams calls the factory with arrays, traced under jit.
+  tx = optax.inject_hyperparams(perp_adamw)(learning_rate=1e-2, b2=0.99)
+  jax.jit(tx.update)(grads, jax.jit(tx.init)(params), params)

@@ -98,3 +98,44 @@ def test_bad_input_is_rejected(key):
     pg.particle_gibbs(key, model, ys, lag_product, num_particles=8, num_sweeps=5, burn_in=5)
   with pytest.raises(ValueError, match="ess_threshold"):
     paris.init(key, model, ys[0], lag_product, num_particles=8, reference_x0=jnp.zeros(1), ess_threshold=0.5)
+
+
+def _history(T=4, n=3, K=2):
+  return pg.ForwardHistory(jnp.zeros((T, n, 1)), jnp.zeros((T, n)), jnp.zeros((T - 1, n, K), jnp.int32))
+
+
+def test_draw_path_bad_history_or_log_weights(key):
+  history, log_w = _history(), jnp.zeros(3)
+  with pytest.raises(TypeError, match="`history`"):
+    pg.draw_path(key, tuple(history), log_w)
+  with pytest.raises(ValueError, match="`history.particles`"):
+    pg.draw_path(key, history._replace(particles=jnp.zeros((4, 3))), log_w)
+  with pytest.raises(ValueError, match="`history.backward_indices`"):
+    pg.draw_path(key, history._replace(backward_indices=jnp.zeros((4, 3, 2), jnp.int32)), log_w)
+  with pytest.raises(TypeError, match="`history.backward_indices`"):
+    pg.draw_path(key, history._replace(backward_indices=jnp.zeros((3, 3, 2))), log_w)
+  # An index past the particles used to be clamped to the last one: a wrong path without an error.
+  with pytest.raises(ValueError, match="`history.backward_indices` must lie in \\[0, 3\\)"):
+    pg.draw_path(key, history._replace(backward_indices=jnp.full((3, 3, 2), 3, jnp.int32)), log_w)
+  with pytest.raises(ValueError, match="`log_weights_final`"):
+    pg.draw_path(key, history, jnp.zeros(4))
+  with pytest.raises(ValueError, match="`log_weights`"):  # through resample_log's value check
+    pg.draw_path(key, history, jnp.array([0.0, jnp.nan, 0.0]))
+
+
+def test_sweep_and_initial_reference_bad_input(key):
+  model, ys, _ = lgssm(T=5)
+  with pytest.raises(ValueError, match="`reference`"):
+    pg.sweep(key, model, ys, lag_product, None, num_particles=8)  # used to run an unconditional pass
+  with pytest.raises(ValueError, match="`reference`"):
+    pg.sweep(key, model, ys, lag_product, jnp.zeros((4, 1)), num_particles=8)
+  with pytest.raises(ValueError, match="`num_particles`"):
+    pg.sweep(key, model, ys, lag_product, jnp.zeros((5, 1)), num_particles=1)
+  with pytest.raises(ValueError, match="`ys`"):
+    pg.initial_reference(key, model, ys[:1], num_particles=8)
+  with pytest.raises(ValueError, match="`ys`"):
+    pg.initial_reference(key, model, jnp.zeros((5, 2)), num_particles=8)
+  with pytest.raises(ValueError, match="`num_particles`"):
+    pg.initial_reference(key, model, ys, num_particles=1)
+  with pytest.raises(TypeError, match="`model`"):
+    pg.initial_reference(key, "lgssm", ys, num_particles=8)

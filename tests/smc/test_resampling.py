@@ -122,3 +122,62 @@ def test_a_traced_threshold_decides_as_a_concrete_one(key, threshold):
   concrete = resampling.adaptive_resample(key, log_weights, ess_threshold=threshold)
   assert bool(traced.resampled) == bool(concrete.resampled) == (threshold > 1.92 / 4)
   np.testing.assert_array_equal(traced.ancestors, concrete.ancestors)
+
+
+@pytest.mark.parametrize(
+  ("weights", "error", "match"),
+  [
+    (np.array([0.5, np.nan, 0.5]), ValueError, "`weights` contains NaN"),
+    (np.array([0.5, -0.1, 0.6]), ValueError, "`weights` must be non-negative"),
+    (np.zeros(3), ValueError, "`weights` must have a positive finite sum"),
+    (np.ones((2, 3)), ValueError, "`weights` must be a 1-D array"),
+    (np.ones(3, np.int32), TypeError, "`weights` must be a floating array"),
+  ],
+)
+def test_residual_bad_weights(key, weights, error, match):
+  with pytest.raises(error, match=match):
+    resampling.residual(key, jnp.asarray(weights), 3)
+
+
+def test_residual_bad_num_samples(key):
+  for num_samples in (0, 2.0, None):
+    with pytest.raises(ValueError, match="`num_samples`"):
+      resampling.residual(key, jnp.ones(3) / 3, num_samples)
+
+
+@pytest.mark.parametrize(
+  ("log_weights", "error"),
+  [
+    (jnp.zeros(0), ValueError),
+    (jnp.zeros((2, 3)), ValueError),
+    (jnp.zeros(()), ValueError),
+    (jnp.zeros(3, int), TypeError),
+  ],
+)
+def test_ess_and_log_ess_bad_log_weights(log_weights, error):
+  with pytest.raises(error, match="`log_weights`"):
+    resampling.ess(log_weights)
+  with pytest.raises(error, match="`log_weights`"):
+    resampling.log_ess(log_weights)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_resample_log_bad_log_weights(key, bad):
+  # Either value used to reach the resampler as all-NaN weights, reported as NaN at every index of `weights`.
+  with pytest.raises(ValueError, match="`log_weights` must be free of NaN and \\+inf, got .* at indices \\[1\\]"):
+    resampling.resample_log(key, jnp.array([0.0, bad, -1.0]))
+  with pytest.raises(ValueError, match="`log_weights` must be a 1-D array"):
+    resampling.resample_log(key, jnp.zeros(()))
+  with pytest.raises(TypeError, match="`resampler`"):
+    resampling.resample_log(key, jnp.zeros(3), resampler="systematic")
+  with pytest.raises(ValueError, match="`num_samples`"):
+    resampling.resample_log(key, jnp.zeros(3), 0)
+  # -inf is a zero weight, not an error; all -inf is uniform (normalize_log_weights).
+  assert set(np.asarray(resampling.resample_log(key, jnp.array([-jnp.inf, 0.0, -jnp.inf]), 4)).tolist()) == {1}
+
+
+@pytest.mark.parametrize("resampler", ["systematic", None, 3])
+def test_check_resampler_bad_resampler(resampler):
+  with pytest.raises(TypeError, match="`resampler`"):
+    resampling.check_resampler(resampler)
+  assert resampling.check_resampler(resampling.residual) is resampling.residual

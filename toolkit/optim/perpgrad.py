@@ -17,7 +17,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+
+from toolkit import _checks
 
 
 class PerpGradState(NamedTuple):
@@ -124,6 +127,22 @@ def perpgrad(rescale: bool = True, per_leaf: bool = True, parallel_rtol: float =
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+def _check_range(value, name: str, upper_open: float = np.inf, *, positive: bool = False) -> None:
+  """A concrete scalar ``value`` must be finite, in ``[0, upper_open)`` and > 0 if ``positive``; a traced one is
+  skipped."""
+  if _checks.is_traced(value):
+    return
+  try:
+    if isinstance(value, str | bytes):  # numpy would parse "0.01"; optax would fail on it only at the first update
+      raise TypeError
+    v = np.asarray(value, dtype=np.float64)
+  except (TypeError, ValueError):
+    raise TypeError(f"`{name}` must be a number, got {value!r}.") from None
+  if v.ndim != 0 or not (np.isfinite(v) and 0 <= v < upper_open) or (positive and v == 0):
+    lower = "(0" if positive else "[0"
+    raise ValueError(f"`{name}` must be a finite scalar in {lower}, {upper_open:g}), got {value!r}.")
+
+
 def perp_adamw(
   learning_rate: optax.ScalarOrSchedule,
   b1: float = 0.9,
@@ -138,6 +157,15 @@ def perp_adamw(
 
   The defaults are those the authors' ⊥AdamW runs with (AdamW's usual betas and eps, no weight decay).
   """
+  # A negative rate or weight decay climbs the loss or grows the weights without any error; b = 1 divides by
+  # 1 - b^t = 0 in Adam's bias correction. A schedule's values are its own business.
+  if not callable(learning_rate):
+    _check_range(learning_rate, "learning_rate", positive=True)
+  _check_range(b1, "b1", upper_open=1.0)
+  _check_range(b2, "b2", upper_open=1.0)
+  _check_range(eps, "eps")
+  if not callable(weight_decay):
+    _check_range(weight_decay, "weight_decay")
   return optax.chain(
     perpgrad(rescale=rescale, per_leaf=per_leaf),
     optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay),

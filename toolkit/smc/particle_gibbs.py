@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from toolkit import _checks
 from toolkit.smc import paris as paris_lib
 from toolkit.smc import resampling
 from toolkit.smc.ssm import StateSpaceModel
@@ -148,8 +149,28 @@ def forward_pass(
   return ForwardPass(paris_lib.collect_output(state, final, infos), history)
 
 
+def _check_history(history, log_weights_final) -> None:
+  if not isinstance(history, ForwardHistory):
+    raise TypeError(f"`history` must be a ForwardHistory (from forward_pass), got {type(history).__name__}.")
+  if jnp.ndim(history.particles) != 3:
+    raise ValueError(f"`history.particles` must have shape (T, N, state_dim), got {jnp.shape(history.particles)}.")
+  T, n, _ = jnp.shape(history.particles)
+  J = history.backward_indices
+  if jnp.ndim(J) != 3 or jnp.shape(J)[:2] != (T - 1, n) or jnp.shape(J)[2] < 1:
+    raise ValueError(
+      f"`history.backward_indices` must have shape (T - 1, N, K) = ({T - 1}, {n}, K), got {jnp.shape(J)}."
+    )
+  if not jnp.issubdtype(jnp.result_type(J), jnp.integer):
+    raise TypeError(f"`history.backward_indices` must be an integer array, got dtype {jnp.result_type(J)}.")
+  # Indexing clamps an out-of-range index to a real particle: the path would be wrong without any error.
+  _checks.check_ids(J, n, "history.backward_indices", "the particles")
+  if jnp.shape(log_weights_final) != (n,):
+    raise ValueError(f"`log_weights_final` must have shape (N,) = ({n},), got {jnp.shape(log_weights_final)}.")
+
+
 def draw_path(key: jax.Array, history: ForwardHistory, log_weights_final: jax.Array) -> jax.Array:
   """A path ζ'_{0:n} traced back through the stored backward indices (backward simulation): (T, state_dim)."""
+  _check_history(history, log_weights_final)
   T, _n, _ = history.particles.shape
   k_last, k_steps = jax.random.split(key)
   b_last = resampling.resample_log(k_last, log_weights_final, 1, resampling.multinomial)[0]
@@ -180,6 +201,8 @@ def sweep(
   resampler: resampling.Resampler = resampling.multinomial,
 ) -> SweepOutput:
   """One PaRIS particle Gibbs sweep (steps 1–3 above). ``reference``: (T, state_dim)."""
+  if reference is None:  # forward_pass would run unconditionally: not a Gibbs step
+    raise ValueError("`reference` must be the current reference path (T, state_dim), got None.")
   k_pass, k_path = jax.random.split(key)
   result = forward_pass(
     k_pass,

@@ -33,6 +33,18 @@ def _check_weights(weights, name="weights") -> None:
     raise TypeError(f"`{name}` must be a floating array, got dtype {jnp.result_type(weights)}.")
 
 
+def _check_log_weight_values(log_weights) -> None:
+  """Concrete log-weights must be free of NaN and +inf (either makes every normalised weight NaN)."""
+  if _checks.is_traced(log_weights):
+    return
+  lw = np.asarray(log_weights)
+  bad = np.isnan(lw) | (lw == np.inf)
+  if bad.any():
+    raise ValueError(
+      f"`log_weights` must be free of NaN and +inf, got {lw[bad][0]} at indices {np.flatnonzero(bad)[:8].tolist()}."
+    )
+
+
 def _check_num_samples(num_samples) -> int:
   if not isinstance(num_samples, int | np.integer) or isinstance(num_samples, bool) or num_samples < 1:
     raise ValueError(f"`num_samples` must be a positive int (a static shape), got {num_samples!r}.")
@@ -153,7 +165,9 @@ def resample_log(
 ) -> jax.Array:
   """Ancestor indices from unnormalised log-weights (normalised in log-space first, so underflow is harmless)."""
   check_resampler(resampler)
-  n = log_weights.shape[0] if num_samples is None else num_samples
+  _check_weights(log_weights, "log_weights")
+  _check_log_weight_values(log_weights)
+  n = jnp.shape(log_weights)[0] if num_samples is None else num_samples
   return resampler(key, jnp.exp(normalize_log_weights(log_weights)), n)
 
 
