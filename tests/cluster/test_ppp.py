@@ -177,3 +177,75 @@ def test_step_by_hand_equals_fit_and_a_single_blob_stays_whole():
   single = ppp.fit(key, blob, max_clusters=MAX_CLUSTERS)
   assert int(single.n_clusters) == 1 and np.all(np.asarray(single.labels) == 0)
   assert not bool(single.trace.accepted[0]) and int(single.trace.node[1]) == -1
+
+
+def _two_component_mixture():
+  return ppp.GaussianMixture.from_mean_cov_component_weights(
+    jnp.array([[0.0, 0.0], [3.0, 0.0]]), jnp.stack([jnp.eye(2)] * 2), jnp.array([0.5, 0.5])
+  )
+
+
+@pytest.mark.parametrize(
+  ("weights", "error", "match"),
+  [
+    (jnp.ones(5), ValueError, "`weights` must have shape \\(6,\\)"),
+    (jnp.ones(6).at[2].set(jnp.nan), ValueError, "`weights` contains NaN"),
+    (jnp.ones(6).at[0].set(-1.0), ValueError, "`weights` must be non-negative"),
+  ],
+)
+def test_bad_input_likelihood_and_bic_weights(weights, error, match):
+  gmm, x = _two_component_mixture(), jnp.zeros((6, 2))
+  with pytest.raises(error, match=match):
+    ppp.log_likelihood(gmm, x, weights)
+  with pytest.raises(error, match=match):
+    ppp.bic(gmm, x, weights)
+
+
+def test_bad_input_likelihood_bic_and_m_step():
+  gmm, x = _two_component_mixture(), jnp.zeros((6, 2))
+  with pytest.raises(ValueError, match="`x` must have 2 columns like the mixture `gmm`"):
+    ppp.log_likelihood(gmm, jnp.zeros((6, 3)))
+  with pytest.raises(ValueError, match="`x` must have shape"):
+    ppp.bic(gmm, jnp.zeros(6))
+  with pytest.raises(TypeError, match="`gmm` must be an ott-jax GaussianMixture"):
+    ppp.bic((jnp.zeros((2, 2)), jnp.stack([jnp.eye(2)] * 2)), x)
+  with pytest.raises(TypeError, match="`gmm` must be an ott-jax GaussianMixture"):
+    ppp.log_likelihood(None, x)
+  responsibilities = jnp.full((6, 2), 0.5)
+  with pytest.raises(ValueError, match="`reg_covar` must be a finite scalar >= 0"):
+    ppp.m_step(x, jnp.ones(6), responsibilities, -1e-6)
+  with pytest.raises(ValueError, match="`reg_covar` must be a finite scalar >= 0"):
+    ppp.m_step(x, jnp.ones(6), responsibilities, float("nan"))
+  with pytest.raises(ValueError, match="`responsibilities` \\(n, k\\) with n = 6"):
+    ppp.m_step(x, jnp.ones(6), responsibilities[:5], 1e-6)
+  with pytest.raises(ValueError, match="`weights` must have a positive finite sum"):
+    ppp.m_step(x, jnp.zeros(6), responsibilities, 1e-6)
+  with pytest.raises(TypeError, match="`x` must have a floating dtype"):
+    ppp.m_step(jnp.zeros((6, 2), jnp.int32), jnp.ones(6), responsibilities, 1e-6)
+
+
+@pytest.mark.parametrize(("args", "match"), [((0, 2), "`num_components`"), ((2, 0), "`dim`"), ((2, 1.5), "`dim`")])
+def test_bad_input_num_parameters(args, match):
+  with pytest.raises(ValueError, match=match):
+    ppp.num_parameters(*args)
+
+
+@pytest.mark.parametrize("dim", [0, -1, 2.0, True])
+def test_bad_input_default_min_cluster_size(dim):
+  with pytest.raises(ValueError, match="`dim` must be an int >= 1"):
+    ppp.default_min_cluster_size(dim)
+
+
+@pytest.mark.parametrize(
+  ("kwargs", "match"),
+  [
+    ({"dim": 3}, "`dim` must be >= num_clusters = 5"),
+    ({"dim": 0}, "`dim` must be an int >= 1"),
+    ({"num_clusters": 0}, "`num_clusters` must be an int >= 1"),
+    ({"separation": 0.0}, "`separation` must be a scalar > 0"),
+    ({"separation": float("nan")}, "`separation` must be a scalar > 0"),
+  ],
+)
+def test_bad_input_high_dim_spec(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    ppp_data.high_dim_spec(**kwargs)

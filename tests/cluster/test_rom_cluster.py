@@ -292,3 +292,57 @@ def test_bad_input_distances_and_assignment(key):
     rc.efficiency_criterion(u, jnp.zeros(6, jnp.int32), num_clusters=1, num_modes=0)
   with pytest.raises(ValueError, match="`assignment` must be an integer array of shape"):
     rc.efficiency_criterion(u, jnp.zeros(5, jnp.int32), num_clusters=1, num_modes=1)
+
+
+@pytest.mark.parametrize(
+  ("args", "match"),
+  [((1,), "`num_points` must be a Python int >= 2"), ((8.0,), "`num_points`"), ((8, 0.0), "`length` must be > 0")],
+)
+def test_bad_input_periodic_grid(args, match):
+  with pytest.raises(ValueError, match=match):
+    rs.periodic_grid(*args)
+
+
+def test_bad_input_advection():
+  x = rs.periodic_grid(16)
+  for width in (0.0, -0.1, float("nan")):
+    with pytest.raises(ValueError, match="`width` must be > 0"):
+      rs.advection_exact(x, 0.0, 0.5, width=width)
+  with pytest.raises(ValueError, match="`u0` must have a last axis of >= 2 grid points"):
+    rs.solve_advection(jnp.ones(1), 0.1)
+  with pytest.raises(TypeError, match="`u0` must have a floating dtype"):
+    rs.solve_advection(jnp.ones(16, jnp.int32), 0.1)
+  with pytest.raises(ValueError, match="`length` must be > 0"):
+    rs.solve_advection(jnp.ones(16), 0.1, length=-1.0)
+
+
+@pytest.mark.parametrize(
+  ("args", "kwargs", "match"),
+  [
+    ((-1.0, 64), {}, "`time` must be a finite number >= 0"),
+    ((float("nan"), 64), {}, "`time`"),
+    ((1.0, 2), {}, "`num_points` must be a Python int >= 3"),
+    ((1.0, 64), {"max_speed": -2.0}, "`max_speed` must be a finite number >= 0"),
+    ((1.0, 64), {"max_viscosity": float("inf")}, "`max_viscosity` must be a finite number >= 0"),
+  ],
+)
+def test_bad_input_burgers_num_steps(args, kwargs, match):
+  kwargs = {"max_speed": 2.0, "max_viscosity": 1e-2, **kwargs}
+  with pytest.raises(ValueError, match=match):
+    rs.burgers_num_steps(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+  ("num_samples", "kwargs", "match"),
+  [
+    (0, {}, "`num_samples` must be a Python int >= 1"),
+    (3, {"num_points": 4}, "`num_points` must be a Python int >= 8"),
+    (3, {"time": 0.0}, "`time` must be > 0"),
+    (3, {"viscosity_range": (0.0, 1e-2)}, "`viscosity_range` must be a pair"),
+    (3, {"scale_range": (2.0, 1.0)}, "`scale_range` must be a pair"),
+    (3, {"amplitude_range": (1.0,)}, "`amplitude_range` must be a pair"),
+  ],
+)
+def test_bad_input_burgers_snapshots(key, num_samples, kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    rs.burgers_snapshots(key, num_samples, **kwargs)

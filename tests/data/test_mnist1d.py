@@ -193,3 +193,51 @@ def test_bad_arguments_are_refused():
     mnist1d.mnist1d_split(0, num_train=0)
   with pytest.raises(ValueError, match="num_test"):
     mnist1d.mnist1d_split(0, num_test=-3)
+
+
+@pytest.mark.parametrize(
+  ("args", "kwargs", "match"),
+  [
+    ((0,), {}, "`num_samples` must be an int >= 1"),
+    ((3,), {"template_len": 1}, "`template_len` must be an int >= 2"),
+    ((3,), {"padding": (5, 2)}, "`padding` must be a pair"),
+    ((3,), {"padding": (1, 2, 3)}, "`padding` must be a pair"),
+    ((3,), {"max_translation": 0}, "`max_translation` must be an int in \\[1, 72\\]"),
+    ((3,), {"scale_coeff": -0.1}, "`scale_coeff` must be a finite number >= 0"),
+    ((3,), {"shear_scale": float("nan")}, "`shear_scale` must be a finite number >= 0"),
+  ],
+)
+def test_bad_input_sample_transforms(args, kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    mnist1d.sample_transforms(jax.random.key(0), *args, **kwargs)
+
+
+@pytest.mark.parametrize(
+  ("args", "match"),
+  [((0,), "`length` must be an int >= 1"), ((8, 0.0), "`sigma` must be a scalar > 0"), ((8, 2.0, -1.0), "`truncate`")],
+)
+def test_bad_input_gaussian_smoothing_matrix(args, match):
+  with pytest.raises(ValueError, match=match):
+    mnist1d.gaussian_smoothing_matrix(*args)
+
+
+def test_bad_input_apply_transform():
+  template = mnist1d.mnist1d_templates()[3]
+  one = jax.tree.map(lambda a: a[0], mnist1d.sample_transforms(jax.random.key(0), 1))
+  with pytest.raises(ValueError, match="`template` must have shape \\(template_len >= 2,\\)"):
+    mnist1d.apply_transform(mnist1d.mnist1d_templates(), one)
+  with pytest.raises(TypeError, match="`transform` must be a Mnist1dTransform"):
+    mnist1d.apply_transform(template, tuple(one))
+  batch = mnist1d.sample_transforms(jax.random.key(0), 2)  # a batch, not one sample
+  with pytest.raises(ValueError, match="`transform` must hold \\(length,\\) noise vectors"):
+    mnist1d.apply_transform(template, batch)
+  with pytest.raises(ValueError, match="`transform` must hold \\(length,\\) noise vectors"):
+    mnist1d.apply_transform(template, one._replace(iid_noise=one.iid_noise[:-1]))
+  with pytest.raises(ValueError, match="`final_seq_length` must be an int >= 2"):
+    mnist1d.apply_transform(template, one, final_seq_length=1)
+  with pytest.raises(ValueError, match="`corr_noise_sigma` must be a scalar > 0"):
+    mnist1d.apply_transform(template, one, corr_noise_sigma=0.0)
+  with pytest.raises(ValueError, match="`corr_noise_scale` must be a finite number >= 0"):
+    mnist1d.apply_transform(template, one, corr_noise_scale=-0.25)
+  with pytest.raises(ValueError, match="`iid_noise_scale` must be a finite number >= 0"):
+    mnist1d.apply_transform(template, one, iid_noise_scale=jnp.float32(jnp.nan))

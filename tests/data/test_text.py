@@ -94,3 +94,30 @@ def test_evenly_spaced_windows():
     text.evenly_spaced_windows(tokens, 101, 2)
   with pytest.raises(ValueError, match="num_windows"):
     text.evenly_spaced_windows(tokens, 10, 0)
+
+
+@pytest.mark.parametrize(
+  ("tokens", "seq_len", "match"),
+  [
+    (np.arange(20), 0, "`seq_len` must be an int >= 1"),
+    (np.arange(20), 2.5, "`seq_len` must be an int >= 1"),
+    (np.arange(20).reshape(4, 5), 2, "`tokens` must be 1-D"),
+  ],
+)
+def test_bad_input_consecutive_windows(tokens, seq_len, match):
+  with pytest.raises(ValueError, match=match):
+    text.consecutive_windows(tokens, seq_len)
+
+
+def test_bad_input_unigram_log_prob():
+  train, evaluation = np.arange(10), np.arange(5)
+  with pytest.raises(ValueError, match="`vocab_size` must be an int >= 1"):
+    text.unigram_log_prob(train, evaluation, 0)
+  with pytest.raises(ValueError, match="`train_tokens` must lie in \\[0, 8\\)"):
+    text.unigram_log_prob(train, evaluation, 8)
+  with pytest.raises(ValueError, match="`eval_tokens` must lie in \\[0, 256\\)"):
+    text.unigram_log_prob(train, np.array([3, 256]))
+  with pytest.raises(ValueError, match="`train_tokens` must lie in"):
+    text.unigram_log_prob(np.array([-1, 2]), evaluation)
+  with pytest.raises(TypeError, match="`eval_tokens` must hold integer token ids"):
+    text.unigram_log_prob(train, np.array([1.5, 2.0]))

@@ -116,3 +116,50 @@ def test_feature_map_refuses_bad_shapes_and_counts(key):
     rf.squared_loss(z, jnp.ones((4, 3)), jnp.ones((6, 2)))
   with pytest.raises(ValueError, match="`labels` must have shape \\(6,\\)"):
     rf.classification_error(z, jnp.ones((4, 3)), jnp.zeros(5, jnp.int32))
+
+
+def test_bad_input_masks_spectra_and_step_sizes(key):
+  z = jnp.ones((6, 4))
+  with pytest.raises(ValueError, match="`num_features` must be an int in \\[0, 4\\]"):
+    rf.mask_features(z, 5)
+  with pytest.raises(ValueError, match="`num_features` must be an int in \\[0, 4\\]"):
+    rf.mask_features(z, -1)
+  with pytest.raises(TypeError, match="`num_features` must be an integer"):
+    rf.mask_features(z, 2.5)
+  with pytest.raises(ValueError, match="`features` must have a last axis"):
+    rf.mask_features(jnp.float32(1.0), 0)
+  with pytest.raises(ValueError, match="`features` must be a matrix"):
+    rf.singular_values(jnp.ones(4))
+  with pytest.raises(ValueError, match="`features` must be a matrix"):
+    rf.condition_number(jnp.ones((2, 6, 4)))
+  with pytest.raises(ValueError, match="`num_features` must be an int in \\[1, 4\\]"):
+    rf.condition_number(z, 0)
+  with pytest.raises(TypeError, match="`num_features` must be an integer"):
+    rf.condition_number(z, jnp.float32(2.0))
+  for fraction in (0.0, -1.0, float("nan")):
+    with pytest.raises(ValueError, match="`fraction` must be a scalar > 0"):
+      rf.relative_lr(z, fraction)
+  with pytest.raises(ValueError, match="`features` must be a matrix"):
+    rf.relative_lr(jnp.ones(4), 1.0)
+  with pytest.raises(ValueError, match="`train` and `test` must be \\(num_points, num_features\\)"):
+    rf.standardize_features(z, jnp.ones((3, 5)))
+  with pytest.raises(ValueError, match="`train` and `test` must be \\(num_points, num_features\\)"):
+    rf.standardize_features(jnp.ones(4), jnp.ones(4))
+  with pytest.raises(ValueError, match="`eps` must be a finite scalar >= 0"):
+    rf.standardize_features(z, z, eps=-1e-6)
+
+
+def test_bad_input_linear_theory(key):
+  z, y = problem(key)
+  with pytest.raises(ValueError, match="`targets`"):
+    linear_theory.gd_closed_form(z, y[:-1], lr=0.01, num_steps=3)
+  with pytest.raises(ValueError, match="`features`"):
+    linear_theory.gd_closed_form(z[0], y, lr=0.01, num_steps=3)
+  with pytest.raises(ValueError, match="`num_steps` must be an int >= 0"):
+    linear_theory.gd_closed_form(z, y, lr=0.01, num_steps=-1)
+  with pytest.raises(ValueError, match="`lr` must be a scalar > 0"):
+    linear_theory.gd_closed_form(z, y, lr=0.0, num_steps=3)
+  with pytest.raises(ValueError, match="`num_steps` must be an int >= 0"):
+    linear_theory.fitted_fraction(jnp.ones(3), lr=0.1, num_steps=2.5)
+  with pytest.raises(ValueError, match="`lr` must be a scalar > 0"):
+    linear_theory.fitted_fraction(jnp.ones(3), lr=float("nan"), num_steps=2)

@@ -222,3 +222,12 @@ def test_bad_input_perceptron_and_sgd():
     sn.sign_error("perceptron", w0, w0, t.x_test, t.y_test)
   with pytest.raises(ValueError, match="`y`"):
     sn.sign_error(sn.perceptron_apply, w0, w0, t.x_test, t.y_test[:, None])
+
+
+def test_bad_input_task_labels():
+  with pytest.raises(ValueError, match="`name` must be 'sign' or 'stripe'"):
+    tasks.label("digits_parity", jnp.ones((3, 2)))
+  with pytest.raises(ValueError, match="`x` must have shape \\(n, d\\)"):
+    tasks.label("sign", jnp.ones(3))
+  with pytest.raises(ValueError, match="`x` must have shape \\(n, d\\)"):
+    tasks.label("stripe", jnp.ones((3, 0)))

@@ -51,3 +51,35 @@ def test_bad_input():
     cd.uniform_mask(jax.random.key(0), (5, 4), 21)
   with pytest.raises(ValueError, match="`condition_number` must be"):
     cd.random_low_rank(jax.random.key(0), (5, 4), 2, condition_number=0.5)
+
+
+@pytest.mark.parametrize(
+  ("args", "match"),
+  [
+    (((5, 4), 5, 10), "`rank` must be"),
+    (((5, 4), 2, 21), "`num_observed` must be"),
+    (((5, 4), 2, 0), "`num_observed` must be"),
+    (((5,), 1, 3), "`shape` must be a pair"),
+    (((5, 0), 1, 3), "`shape` must be an int >= 1"),
+  ],
+)
+def test_bad_input_make_problem(args, match):
+  with pytest.raises(ValueError, match=match):
+    cd.make_problem(jax.random.key(0), *args)
+
+
+def test_bad_input_incoherence_and_relative_error():
+  with pytest.raises(ValueError, match="`factor` must be an \\(m, k\\) matrix"):
+    cd.incoherence(jnp.ones(8))
+  with pytest.raises(ValueError, match="`factor` must be an \\(m, k\\) matrix"):
+    cd.incoherence(jnp.ones((8, 0)))
+  mat = cd.random_low_rank(jax.random.key(0), (6, 5), 2)
+  u, v = mat.left * mat.singular_values, mat.right
+  with pytest.raises(ValueError, match="`u` and `v` must be \\(m, r\\) and \\(n, r\\)"):
+    cd.relative_error(u, v[:4], mat)
+  with pytest.raises(ValueError, match="`u` and `v` must be \\(m, r\\) and \\(n, r\\)"):
+    cd.relative_error(u[:, 0], v[:, 0], mat)
+  with pytest.raises(TypeError, match="`matrix` must be a LowRankMatrix"):
+    cd.relative_error(u, v, mat.dense())
+  with pytest.raises(ValueError, match="`block_rows` must be an int >= 1"):
+    cd.relative_error(u, v, mat, block_rows=0)

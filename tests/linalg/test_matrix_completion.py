@@ -241,3 +241,57 @@ def test_bad_input():
   # Observations prepared for another shape would lose their out-of-range entries in the segment sums.
   with pytest.raises(ValueError, match="`observations` index rows up to 29, outside `shape`"):
     mc.init(key, mc.prepare(*args, (30, 24)), (20, 24), rank=2)
+
+
+def test_bad_input_half_step_solvers():
+  design, entries = random_regressions(0)
+  init = jnp.zeros((7, 3))
+  for solve in (mc.solve_exact, mc.solve_cg):
+    with pytest.raises(ValueError, match="`init` must be \\(q >= 1, k\\) with k = 3"):
+      solve(None, design, entries, jnp.zeros((7, 2)))
+    with pytest.raises(ValueError, match="`design` must be a \\(p, k\\) factor"):
+      solve(None, design[:, 0], entries, init)
+    with pytest.raises(ValueError, match="`entries` must be an Entries"):
+      solve(None, design, entries._replace(value=entries.value[:-1]), init)
+    # Design rows past the factor would be clamped to its last row; targets past init dropped.
+    with pytest.raises(ValueError, match="`entries.design` must lie in \\[0, 12\\) \\(the rows of `design`\\)"):
+      solve(None, design, entries._replace(design=entries.design.at[0].set(12)), init)
+    with pytest.raises(ValueError, match="`entries.target` must lie in \\[0, 6\\) \\(the regressions\\)"):
+      solve(None, design, entries, init[:6])
+  with pytest.raises(ValueError, match="`init` must be \\(q >= 1, k\\)"):
+    mc.solve_exact(None, design, entries, jnp.zeros((0, 3)))
+  with pytest.raises(ValueError, match="`num_iterations` must be an int >= 0"):
+    mc.solve_cg(None, design, entries, init, num_iterations=-1)
+  with pytest.raises(ValueError, match="`num_targets` must be an int >= 1"):
+    mc.normal_equations(design, entries, 0)
+  with pytest.raises(ValueError, match="`entries.target` must lie in \\[0, 5\\) \\(the regressions\\)"):
+    mc.normal_equations(design, entries, 5)
+  with pytest.raises(ValueError, match="`entries` must be an Entries"):
+    mc.normal_equations(design, tuple(entries), 7)
+
+
+def test_bad_input_step_residual_and_subspace():
+  prob = small_problem()
+  obs = mc.prepare(prob.rows, prob.cols, prob.values, (30, 24))
+  state = mc.init(jax.random.key(0), obs, (30, 24), rank=2)
+  small = mc.AltMinState(u=state.u[:20], v=state.v)  # for a 20 x 24 matrix: rows of Ω would fall outside
+  with pytest.raises(ValueError, match="`observations` index rows up to 29, outside the shape of `state`"):
+    mc.relative_residual(small, obs)
+  with pytest.raises(ValueError, match="`observations` index rows up to 29, outside the shape of `state`"):
+    mc.step(jax.random.key(0), small, obs, solver=mc.solve_exact)
+  with pytest.raises(ValueError, match="`state` must hold factors u \\(m, k\\) and v \\(n, k\\) of one rank"):
+    mc.relative_residual(mc.AltMinState(u=state.u, v=state.v[:, :1]), obs)
+  with pytest.raises(TypeError, match="`state` must be an AltMinState"):
+    mc.step(jax.random.key(0), (state.u, state.v), obs, solver=mc.solve_exact)
+  with pytest.raises(TypeError, match="`observations` must be an Observations"):
+    mc.relative_residual(state, obs.by_row)
+  with pytest.raises(TypeError, match="`solver` must be a HalfStepSolver callable"):
+    mc.step(jax.random.key(0), state, obs, solver="exact")
+  with pytest.raises(ValueError, match="`rank` must be a Python int with 1 <= rank <= min\\(shape\\) = 24"):
+    mc.top_singular_subspace(jax.random.key(0), obs, (30, 24), 0)
+  with pytest.raises(ValueError, match="`oversampling` must be an int >= 0"):
+    mc.top_singular_subspace(jax.random.key(0), obs, (30, 24), 2, oversampling=-1)
+  with pytest.raises(ValueError, match="`shape` must be a pair"):
+    mc.top_singular_subspace(jax.random.key(0), obs, (30,), 2)
+  with pytest.raises(ValueError, match="`observations` index columns up to 23, outside `shape` = \\(30, 20\\)"):
+    mc.top_singular_subspace(jax.random.key(0), obs, (30, 20), 2)

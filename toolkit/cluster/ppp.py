@@ -70,9 +70,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from ott.tools import k_means as ott_k_means
 from ott.tools.gaussian_mixture import fit_gmm
 from ott.tools.gaussian_mixture import gaussian_mixture as ott_gmm
+
+from toolkit import _checks
 
 GaussianMixture = ott_gmm.GaussianMixture
 
@@ -168,9 +171,33 @@ def _check_key(key: Any) -> None:
     raise TypeError(f"`key` must be a jax.random key, got an array of dtype {key.dtype} and shape {key.shape}.")
 
 
+def _check_mixture_points(gmm: Any, x: Any, weights: Any) -> None:
+  if not isinstance(gmm, GaussianMixture):
+    raise TypeError(f"`gmm` must be an ott-jax GaussianMixture, got {type(gmm).__name__}.")
+  _check_points(x)
+  if x.shape[1] != gmm.n_dimensions:
+    raise ValueError(f"`x` must have {gmm.n_dimensions} columns like the mixture `gmm`, got shape {x.shape}.")
+  if weights is not None:
+    if jnp.shape(weights) != x.shape[:1]:
+      raise ValueError(f"`weights` must have shape {x.shape[:1]} (one per point of `x`), got {jnp.shape(weights)}.")
+    _checks.check_weight_values(weights)
+
+
+def _check_em_inputs(x: Any, weights: Any, responsibilities: Any) -> jax.Array:
+  x = _check_points(x)
+  if jnp.shape(weights) != x.shape[:1] or jnp.ndim(responsibilities) != 2 or len(responsibilities) != x.shape[0]:
+    raise ValueError(
+      f"`weights` must have shape (n,) and `responsibilities` (n, k) with n = {x.shape[0]} (the points of `x`), "
+      f"got {jnp.shape(weights)} and {jnp.shape(responsibilities)}."
+    )
+  # Negative or NaN weights would give a silently wrong mixture; traced ones (inside fit) are masks built here.
+  _checks.check_weight_values(weights)
+  return x
+
+
 def default_min_cluster_size(dim: int) -> int:
   """``2 (d + 1)``: our default smallest child of a split, so that each full covariance rests on > d points."""
-  return 2 * (dim + 1)
+  return 2 * (_checks.check_int(dim, "dim", 1) + 1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -219,11 +246,14 @@ def adjusted_rand_index(labels_a: jax.Array, labels_b: jax.Array, num_labels: in
 
 def num_parameters(num_components: int, dim: int) -> int:
   """Free parameters of a full-covariance Gaussian mixture: ``K d + K d(d+1)/2 + K - 1`` (as scikit-learn counts)."""
+  num_components = _checks.check_int(num_components, "num_components", 1)
+  dim = _checks.check_int(dim, "dim", 1)
   return num_components * (dim + dim * (dim + 1) // 2) + num_components - 1
 
 
 def log_likelihood(gmm: GaussianMixture, x: jax.Array, weights=None) -> jax.Array:
   """``Σ_i w_i log p(x_i)`` of an ott-jax :class:`~ott.tools.gaussian_mixture.gaussian_mixture.GaussianMixture`."""
+  _check_mixture_points(gmm, x, weights)
   log_p = gmm.log_prob(x)
   return jnp.sum(log_p) if weights is None else jnp.sum(weights * log_p)
 
@@ -234,6 +264,7 @@ def bic(gmm: GaussianMixture, x: jax.Array, weights=None) -> jax.Array:
   ``n`` is the number (sum of weights) of points; ``p`` is :func:`num_parameters`. Equals scikit-learn's
   ``GaussianMixture.bic`` for the same parameters and points.
   """
+  _check_mixture_points(gmm, x, weights)
   n = x.shape[0] if weights is None else jnp.sum(weights)
   p = num_parameters(gmm.n_components, gmm.n_dimensions)
   return -2.0 * log_likelihood(gmm, x, weights) + p * jnp.log(n)
@@ -241,6 +272,11 @@ def bic(gmm: GaussianMixture, x: jax.Array, weights=None) -> jax.Array:
 
 def m_step(x: jax.Array, weights: jax.Array, responsibilities: jax.Array, reg_covar: float) -> GaussianMixture:
   """EM's M step with ott-jax's summary statistics, plus ``reg_covar`` on each covariance's diagonal."""
+  x = _check_em_inputs(x, weights, responsibilities)
+  if not _checks.is_traced(reg_covar):
+    value = np.asarray(reg_covar, dtype=np.float64)
+    if value.ndim != 0 or not (np.isfinite(value) and value >= 0):
+      raise ValueError(f"`reg_covar` must be a finite scalar >= 0, got {reg_covar!r}.")
   mean, cov, component_weights = ott_gmm.get_summary_stats_from_points_and_assignment_probs(
     points=x, point_weights=weights, assignment_probs=responsibilities
   )
@@ -257,13 +293,8 @@ def fit_em(
   ``lax.fori_loop`` (ott's ``fit_model_em`` is a Python loop that checks for NaNs on the host, so it cannot run
   under ``jit``). Starting from the responsibilities of a hard partition is scikit-learn's k-means start.
   """
-  x = _check_points(x)
+  x = _check_em_inputs(x, weights, responsibilities)
   _check_int("num_em_steps", num_em_steps, 0)
-  if jnp.shape(weights) != x.shape[:1] or jnp.ndim(responsibilities) != 2 or len(responsibilities) != x.shape[0]:
-    raise ValueError(
-      f"`weights` must have shape (n,) and `responsibilities` (n, k) with n = {x.shape[0]} (the points of `x`), "
-      f"got {jnp.shape(weights)} and {jnp.shape(responsibilities)}."
-    )
   gmm = m_step(x, weights, responsibilities, reg_covar)
 
   def body(_, gmm):

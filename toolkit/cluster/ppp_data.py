@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from toolkit import _checks
+
 # (centres, standard deviations, sizes). Clusters 3 and 4 are the overlapping pair: centres 3.5 apart with
 # standard deviation 0.8 (4.4 sigma; the Bayes error between them is about 1.4%).
 UNEQUAL_2D = (
@@ -28,6 +30,9 @@ UNEQUAL_2D = (
 
 def high_dim_spec(dim: int = 20, num_clusters: int = 5, separation: float = 8.0):
   """Centres ``separation * e_j`` (pairwise ``separation * sqrt(2)`` apart), unequal spreads 0.7..2, 200 points each."""
+  dim = _checks.check_int(dim, "dim", 1)
+  num_clusters = _checks.check_int(num_clusters, "num_clusters", 1)
+  _checks.check_positive(separation, "separation")
   if dim < num_clusters:
     raise ValueError(f"`dim` must be >= num_clusters = {num_clusters}, got {dim}.")
   centres = separation * np.eye(num_clusters, dim)

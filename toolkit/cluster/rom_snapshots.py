@@ -26,6 +26,7 @@ does not.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NamedTuple
 
 import jax
@@ -56,7 +57,15 @@ def _check_positive(name: str, value) -> None:
     raise ValueError(f"`{name}` must be > 0, got {value!r}.")
 
 
+def _check_nonnegative(name: str, value) -> None:
+  # A count of steps is computed from these in Python: a negative or NaN one would give a silently unstable count.
+  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value >= 0):
+    raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}.")
+
+
 def _check_range(name: str, value) -> tuple[float, float]:
+  if not isinstance(value, (tuple, list)) or len(value) != 2:
+    raise ValueError(f"`{name}` must be a pair 0 < low <= high, got {value!r}.")
   lo, hi = value
   if not (0 < lo <= hi):
     raise ValueError(f"`{name}` must be a pair 0 < low <= high, got {value!r}.")
@@ -70,6 +79,7 @@ def _check_range(name: str, value) -> tuple[float, float]:
 def periodic_grid(num_points: int, length: float = 1.0) -> jax.Array:
   """Cell centres ``(i + ½) L / n`` of a periodic grid of ``num_points`` cells on [0, L)."""
   _check_count("num_points", num_points, 2)
+  _check_positive("length", length)
   return (jnp.arange(num_points) + 0.5) * (length / num_points)
 
 
@@ -113,6 +123,10 @@ def solve_advection(u0: jax.Array, time, *, velocity: float = 1.0, length: float
   u0 = jnp.asarray(u0)
   if u0.ndim < 1 or u0.shape[-1] < 2:
     raise ValueError(f"`u0` must have a last axis of >= 2 grid points, got shape {u0.shape}.")
+  if not jnp.issubdtype(u0.dtype, jnp.floating):
+    # The result is cast back to the dtype of `u0`: an integer one would be truncated.
+    raise TypeError(f"`u0` must have a floating dtype, got {u0.dtype}.")
+  _check_positive("length", length)
   n = u0.shape[-1]
   k = jnp.fft.rfftfreq(n, d=length / n)
   shift = jnp.exp(-2j * jnp.pi * k * velocity * time)
@@ -217,6 +231,10 @@ def solve_burgers(u0: jax.Array, time, viscosity, *, num_steps: int, length: flo
 
 def burgers_num_steps(time: float, num_points: int, *, max_speed: float, max_viscosity: float) -> int:
   """A step count meeting both stability bounds of :func:`solve_burgers` on [0, 2π)."""
+  _check_nonnegative("time", time)
+  _check_count("num_points", num_points, 3)
+  _check_nonnegative("max_speed", max_speed)
+  _check_nonnegative("max_viscosity", max_viscosity)
   dx = 2 * math.pi / num_points
   dt = min(0.4 * dx / max(max_speed, 1e-12), 0.4 * dx**2 / max(max_viscosity, 1e-12))
   return max(1, math.ceil(time / dt))

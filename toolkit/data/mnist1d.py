@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from toolkit import _checks
+
 # Rows are the digits 0..9, transcribed from ``get_templates`` in the reference code (mnist1d/data.py).
 RAW_TEMPLATES = np.array(
   [
@@ -130,6 +132,9 @@ def sample_transforms(
     >>> tr.corr_noise.shape, bool(((36 <= tr.num_pad) & (tr.num_pad <= 60)).all())
     ((3, 72), True)
   """
+  num_samples = _checks.check_int(num_samples, "num_samples", 1)
+  template_len = _checks.check_int(template_len, "template_len", 2)
+  padding = _check_transform_args(template_len, padding, scale_coeff, max_translation, shear_scale)
   length = template_len + padding[1]
   u = jax.random.uniform(key, (num_samples, _num_uniforms(length)))
   return _transforms_from_uniforms(u, padding, scale_coeff, max_translation, shear_scale)
@@ -161,6 +166,9 @@ def gaussian_smoothing_matrix(length: int, sigma: float = 2.0, truncate: float =
   """The ``(length, length)`` matrix of a Gaussian filter of standard deviation ``sigma`` (in samples), cut at
   ``truncate * sigma`` and mirrored at the ends (``d c b a | a b c d``), as ``scipy.ndimage.gaussian_filter`` with
   its default ``mode="reflect"``, which the reference uses for the correlated noise."""
+  length = _checks.check_int(length, "length", 1)
+  _checks.check_positive(sigma, "sigma")
+  _check_nonnegative("truncate", truncate)  # a negative one leaves no weights, hence 0 / 0
   radius = int(truncate * sigma + 0.5)
   offsets = np.arange(-radius, radius + 1)
   weights = np.exp(-0.5 * (offsets / sigma) ** 2)
@@ -188,8 +196,22 @@ def apply_transform(
   with ``num_pad`` zeros and stretch to ``template_len + padding[1]`` points, scale, shift circularly, replace the
   padding by smoothed Gaussian noise, add iid noise, subtract a linear shear, resample linearly to
   ``final_seq_length`` points."""
+  if jnp.ndim(template) != 1 or jnp.shape(template)[0] < 2:
+    raise ValueError(f"`template` must have shape (template_len >= 2,), got {jnp.shape(template)}.")
+  if not isinstance(transform, Mnist1dTransform):
+    raise TypeError(f"`transform` must be a Mnist1dTransform (from sample_transforms), got {type(transform).__name__}.")
   template_len = template.shape[-1]
-  length = transform.corr_noise.shape[-1]
+  length = transform.corr_noise.shape[-1] if jnp.ndim(transform.corr_noise) == 1 else 0
+  if length < template_len or jnp.shape(transform.iid_noise) != (length,):
+    raise ValueError(
+      f"`transform` must hold (length,) noise vectors with length >= template_len = {template_len} (one sample of "
+      f"sample_transforms), got {jnp.shape(transform.corr_noise)} and {jnp.shape(transform.iid_noise)}."
+    )
+  _checks.check_int(final_seq_length, "final_seq_length", 2)
+  _checks.check_positive(corr_noise_sigma, "corr_noise_sigma")
+  for name, value in (("corr_noise_scale", corr_noise_scale), ("iid_noise_scale", iid_noise_scale)):
+    if not _checks.is_traced(value):
+      _check_nonnegative(name, np.asarray(value).item() if np.ndim(value) == 0 else value)
   padded_len = template_len + transform.num_pad
   index = jnp.arange(length)
   position = index * (padded_len - 1) / (length - 1)  # where each stretched point falls on the padded template
@@ -265,6 +287,27 @@ def _check_nonnegative(name, value, upper=None):
     raise ValueError(f"`{name}` must be < {upper}, got {value!r}.")
 
 
+def _check_transform_args(template_len, padding, scale_coeff, max_translation, shear_scale) -> tuple[int, int]:
+  """The arguments of the random transforms, checked; returns ``padding`` as a pair of Python ints."""
+  if (
+    not isinstance(padding, tuple | list)
+    or len(padding) != 2
+    or not all(_is_int(p) for p in padding)
+    or not 0 <= padding[0] <= padding[1]
+  ):
+    raise ValueError(f"`padding` must be a pair of ints (low, high) with 0 <= low <= high, got {padding!r}.")
+  padding = (int(padding[0]), int(padding[1]))
+  length = template_len + padding[1]
+  if not _is_int(max_translation) or not 1 <= max_translation <= length:
+    raise ValueError(
+      f"`max_translation` must be an int in [1, {length}] (template_len + padding[1]; 1 means no shift), "
+      f"got {max_translation!r}."
+    )
+  _check_nonnegative("scale_coeff", scale_coeff, upper=2.0)
+  _check_nonnegative("shear_scale", shear_scale)
+  return padding
+
+
 def make_mnist1d(
   key_or_seed: jax.Array | int,
   num_samples: int = 5000,
@@ -333,26 +376,11 @@ def make_mnist1d(
   template_len = templates.shape[1]
   if not _is_int(num_samples) or num_samples < 1:
     raise ValueError(f"`num_samples` must be an int >= 1, got {num_samples!r}.")
-  if (
-    not isinstance(padding, tuple | list)
-    or len(padding) != 2
-    or not all(_is_int(p) for p in padding)
-    or not 0 <= padding[0] <= padding[1]
-  ):
-    raise ValueError(f"`padding` must be a pair of ints (low, high) with 0 <= low <= high, got {padding!r}.")
-  padding = (int(padding[0]), int(padding[1]))
-  length = template_len + padding[1]
-  if not _is_int(max_translation) or not 1 <= max_translation <= length:
-    raise ValueError(
-      f"`max_translation` must be an int in [1, {length}] (template_len + padding[1]; 1 means no shift), "
-      f"got {max_translation!r}."
-    )
+  padding = _check_transform_args(template_len, padding, scale_coeff, max_translation, shear_scale)
   if not _is_int(final_seq_length) or final_seq_length < 2:
     raise ValueError(f"`final_seq_length` must be an int >= 2, got {final_seq_length!r}.")
-  _check_nonnegative("scale_coeff", scale_coeff, upper=2.0)
   _check_nonnegative("corr_noise_scale", corr_noise_scale)
   _check_nonnegative("iid_noise_scale", iid_noise_scale)
-  _check_nonnegative("shear_scale", shear_scale)
   _check_nonnegative("corr_noise_sigma", corr_noise_sigma)
   if corr_noise_sigma == 0:
     raise ValueError("`corr_noise_sigma` must be > 0.")

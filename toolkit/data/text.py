@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from toolkit import _checks
+
 VOCAB_SIZE = 256
 CORPORA_DIR = pathlib.Path(__file__).resolve().parent / "corpora"
 # name -> (file under CORPORA_DIR, SHA-256 of the uncompressed bytes).
@@ -97,6 +99,9 @@ def consecutive_windows(tokens, seq_len: int) -> np.ndarray:
   [i·seq_len, (i + 1)·seq_len], so as inputs and next-token targets each token after the first is scored once;
   a tail shorter than a window is dropped (n may be 0)."""
   tokens = np.asarray(tokens)
+  if tokens.ndim != 1:
+    raise ValueError(f"`tokens` must be 1-D, got shape {tokens.shape}.")
+  seq_len = _checks.check_int(seq_len, "seq_len", 1)
   n = (tokens.size - 1) // seq_len
   return tokens[np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)]
 
@@ -126,6 +131,13 @@ def unigram_log_prob(train_tokens: jax.Array, eval_tokens: jax.Array, vocab_size
 
   p(v) = (count_train(v) + 1) / (n_train + V); the unigram perplexity baseline is exp(−result).
   """
+  vocab_size = _checks.check_int(vocab_size, "vocab_size", 1)
+  for name, tokens in (("train_tokens", train_tokens), ("eval_tokens", eval_tokens)):
+    dtype = tokens.dtype if hasattr(tokens, "dtype") else np.asarray(tokens).dtype
+    if not jnp.issubdtype(dtype, jnp.integer):
+      raise TypeError(f"`{name}` must hold integer token ids, got dtype {dtype}.")
+    # Out-of-range ids would be dropped by the count or clamped by the lookup without a word.
+    _checks.check_ids(tokens, vocab_size, name, "the vocabulary")
   counts = jnp.bincount(jnp.asarray(train_tokens, jnp.int32), length=vocab_size).astype(jnp.float32)
   log_p = jnp.log(counts + 1.0) - jnp.log(jnp.sum(counts) + vocab_size)
   return jnp.mean(log_p[jnp.asarray(eval_tokens, jnp.int32)])

@@ -11,6 +11,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from toolkit import _checks
+from toolkit.dynamics import random_features
+
+
+def _check_lr_and_steps(lr, num_steps) -> None:
+  _checks.check_int(num_steps, "num_steps", 0)
+  # A traced step size (a sweep) cannot be read here; a concrete one must be a finite positive scalar.
+  _checks.check_positive(lr, "lr")
+
 
 def gd_closed_form(features: jax.Array, targets: jax.Array, *, lr: float | jax.Array, num_steps: int) -> jax.Array:
   """The last layer after ``num_steps`` of gradient descent from zero, per singular direction (no iteration).
@@ -19,6 +28,8 @@ def gd_closed_form(features: jax.Array, targets: jax.Array, *, lr: float | jax.A
   >>> gd_closed_form(z, jnp.array([1.0, 4.0, 5.0]), lr=0.25, num_steps=1).tolist()
   [0.25, 2.0]
   """
+  random_features._check_matrix(features, targets)
+  _check_lr_and_steps(lr, num_steps)
   u, s, vt = jnp.linalg.svd(features, full_matrices=False)
   fitted = 1.0 - (1.0 - lr * s**2) ** num_steps
   safe = jnp.where(s > 0, s, 1.0)
@@ -28,4 +39,5 @@ def gd_closed_form(features: jax.Array, targets: jax.Array, *, lr: float | jax.A
 
 def fitted_fraction(singular_values: jax.Array, *, lr: float | jax.Array, num_steps: int) -> jax.Array:
   """The share ``1 − (1 − η s_i²)^t`` of each singular direction that t steps of gradient descent have fitted."""
+  _check_lr_and_steps(lr, num_steps)
   return 1.0 - (1.0 - lr * singular_values**2) ** num_steps

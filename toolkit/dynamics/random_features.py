@@ -31,7 +31,10 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+
+from toolkit import _checks
 
 Activation = Callable[[jax.Array], jax.Array]
 
@@ -49,6 +52,16 @@ def _check_matrix(features: jax.Array, targets: jax.Array) -> None:
 def _check_count(value, name: str) -> None:
   if isinstance(value, bool) or not isinstance(value, int) or value < 0:
     raise ValueError(f"`{name}` must be a Python int >= 0, got {value!r}.")
+
+
+def _check_num_features(num_features, total: int, minimum: int) -> None:
+  # May be traced (a sweep over widths); then only its dtype can be checked.
+  if isinstance(num_features, bool) or not jnp.issubdtype(jnp.result_type(num_features), jnp.integer):
+    raise TypeError(f"`num_features` must be an integer, got {num_features!r}.")
+  if not _checks.is_traced(num_features):
+    value = np.asarray(num_features)
+    if value.ndim != 0 or not minimum <= value <= total:
+      raise ValueError(f"`num_features` must be an int in [{minimum}, {total}] (the columns), got {num_features!r}.")
 
 
 def init_first_layer(key: jax.Array, num_inputs: int, num_features: int, dtype=jnp.float32) -> jax.Array:
@@ -74,12 +87,23 @@ def random_feature_map(x: jax.Array, first_layer: jax.Array, activation: Activat
 
 def mask_features(features: jax.Array, num_features: jax.Array | int) -> jax.Array:
   """The first ``num_features`` columns kept and the rest set to zero (``num_features`` may be traced)."""
+  if jnp.ndim(features) < 1:
+    raise ValueError(f"`features` must have a last axis of features, got shape {jnp.shape(features)}.")
+  _check_num_features(num_features, features.shape[-1], 0)
   return features * (jnp.arange(features.shape[-1]) < num_features).astype(features.dtype)
 
 
 def standardize_features(train: jax.Array, test: jax.Array, eps: float = 1e-6) -> tuple[jax.Array, jax.Array]:
   """Columns centred and scaled to unit standard deviation with the training set's statistics (zero columns stay
   zero): the "normalised features" setting."""
+  if jnp.ndim(train) != 2 or jnp.shape(train)[0] < 1 or jnp.ndim(test) != 2 or jnp.shape(test)[1] != train.shape[1]:
+    raise ValueError(
+      f"`train` and `test` must be (num_points, num_features) with the same columns and >= 1 training point, got "
+      f"{jnp.shape(train)} and {jnp.shape(test)}."
+    )
+  if not _checks.is_traced(eps) and not (np.ndim(eps) == 0 and np.isfinite(eps) and eps >= 0):
+    # A negative eps scales the constant columns by 1 / 0.
+    raise ValueError(f"`eps` must be a finite scalar >= 0, got {eps!r}.")
   mean = train.mean(0)
   std = train.std(0)
   scale = jnp.where(std > eps, 1.0 / jnp.maximum(std, eps), 0.0)
@@ -88,6 +112,8 @@ def standardize_features(train: jax.Array, test: jax.Array, eps: float = 1e-6) -
 
 def singular_values(features: jax.Array) -> jax.Array:
   """Singular values of the feature matrix, in decreasing order (min(n, P) of them)."""
+  if jnp.ndim(features) != 2:
+    raise ValueError(f"`features` must be a matrix (num_points, num_features), got shape {jnp.shape(features)}.")
   return jnp.linalg.svd(features, compute_uv=False)
 
 
@@ -100,6 +126,8 @@ def condition_number(features: jax.Array, num_features: jax.Array | int | None =
   (4.0, 2.0)
   """
   s = singular_values(features)
+  if num_features is not None:
+    _check_num_features(num_features, features.shape[1], 1)
   rank = s.shape[0] if num_features is None else jnp.minimum(s.shape[0], num_features)
   return s[0] / s[jnp.maximum(rank, 1) - 1]
 
@@ -129,6 +157,7 @@ def fit_ridge(features: jax.Array, targets: jax.Array, *, ridge: float) -> jax.A
 
 def relative_lr(features: jax.Array, fraction: float) -> jax.Array:
   """A gradient-descent step size ``fraction / σ_max²`` for ``½‖Zw − y‖²`` (stable for fraction < 2)."""
+  _checks.check_positive(fraction, "fraction")
   return fraction / singular_values(features)[0] ** 2
 
 

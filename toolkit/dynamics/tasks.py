@@ -38,6 +38,8 @@ def label(name: str, x: jax.Array) -> jax.Array:
   >>> label("stripe", jnp.array([[-1.0, 0.0], [0.0, 5.0], [2.0, 0.0]])).tolist()
   [-1.0, 1.0, -1.0]
   """
+  if jnp.ndim(x) != 2 or jnp.shape(x)[1] < 1:
+    raise ValueError(f"`x` must have shape (n, d) with d >= 1, got {jnp.shape(x)}.")
   if name == "sign":
     return jnp.where(x[:, 0] > 0, 1.0, -1.0)
   if name == "stripe":

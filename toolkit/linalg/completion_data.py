@@ -129,6 +129,8 @@ def make_problem(
 
 def incoherence(factor: jax.Array) -> jax.Array:
   """μ = √(m/k)·maxᵢ ‖factorᵢ‖ of an ``(m, k)`` orthonormal factor (1 ≤ μ ≤ √(m/k))."""
+  if jnp.ndim(factor) != 2 or 0 in jnp.shape(factor):
+    raise ValueError(f"`factor` must be an (m, k) matrix with m, k >= 1, got shape {jnp.shape(factor)}.")
   m, k = factor.shape
   return jnp.sqrt(m / k) * jnp.max(jnp.linalg.norm(factor, axis=-1))
 
@@ -140,10 +142,14 @@ def relative_error(u: jax.Array, v: jax.Array, matrix: LowRankMatrix, *, block_r
   >>> print(float(relative_error(mat.left * mat.singular_values, mat.right, mat)) < 1e-6)
   True
   """
+  if not isinstance(matrix, LowRankMatrix):
+    raise TypeError(f"`matrix` must be a LowRankMatrix, got {type(matrix).__name__}.")
   m, n = matrix.shape
-  if u.shape[0] != m or v.shape[0] != n or u.shape[1] != v.shape[1]:
-    raise ValueError(f"`u` and `v` must be (m, r) and (n, r) with (m, n) = {(m, n)}, got {u.shape} and {v.shape}.")
-  block_rows = min(block_rows, m)
+  if jnp.ndim(u) != 2 or jnp.ndim(v) != 2 or u.shape[0] != m or v.shape[0] != n or u.shape[1] != v.shape[1]:
+    raise ValueError(
+      f"`u` and `v` must be (m, r) and (n, r) with (m, n) = {(m, n)}, got {jnp.shape(u)} and {jnp.shape(v)}."
+    )
+  block_rows = min(_checks.check_int(block_rows, "block_rows", 1), m)
   pad = -m % block_rows
   left = jnp.pad(matrix.left * matrix.singular_values, ((0, pad), (0, 0))).reshape(-1, block_rows, matrix.rank)
   ub = jnp.pad(u, ((0, pad), (0, 0))).reshape(-1, block_rows, u.shape[1])

@@ -167,6 +167,40 @@ def _check_index(idx: Any, name: str, size: int) -> jax.Array:
   return idx.astype(jnp.int32)
 
 
+def _check_observations(observations: Any, m: int, n: int, where: str) -> None:
+  """``observations`` must come from :func:`prepare` for an (m, n) matrix; ``where`` names what fixes (m, n)."""
+  if not isinstance(observations, Observations):
+    raise TypeError(f"`observations` must be an Observations (from prepare), got {type(observations).__name__}.")
+  # Prepared for a different (m, n): out-of-range indices would be dropped or clamped silently downstream.
+  for entries, axis, size in ((observations.by_row, "rows", m), (observations.by_col, "columns", n)):
+    if not _checks.is_traced(entries.target) and entries.target.size:
+      top = int(np.asarray(entries.target).max())
+      if top >= size:
+        raise ValueError(
+          f"`observations` index {axis} up to {top}, outside {where} = {(m, n)}: prepared for another shape."
+        )
+
+
+def _check_half_step(design: Any, entries: Any, init: Any = None, num_targets: int | None = None) -> int:
+  """The arguments of a :data:`HalfStepSolver`; returns the number of regressions."""
+  if jnp.ndim(design) != 2:
+    raise ValueError(f"`design` must be a (p, k) factor, got shape {jnp.shape(design)}.")
+  if not isinstance(entries, Entries) or not (
+    jnp.ndim(entries.target) == 1 and jnp.shape(entries.design) == jnp.shape(entries.value) == jnp.shape(entries.target)
+  ):
+    raise ValueError("`entries` must be an Entries of three 1-D arrays of one length (from prepare).")
+  if init is None:
+    num_targets = _checks.check_int(num_targets, "num_targets", 1)
+  elif jnp.ndim(init) != 2 or init.shape[0] < 1 or init.shape[1] != design.shape[1]:
+    raise ValueError(f"`init` must be (q >= 1, k) with k = {design.shape[1]} like `design`, got {jnp.shape(init)}.")
+  else:
+    num_targets = init.shape[0]
+  # An out-of-range design row would be clamped by the gather, an out-of-range target dropped by the scatter.
+  _checks.check_ids(entries.design, design.shape[0], "entries.design", "the rows of `design`")
+  _checks.check_ids(entries.target, num_targets, "entries.target", "the regressions")
+  return num_targets
+
+
 def prepare(rows: jax.Array, cols: jax.Array, values: jax.Array, shape: tuple[int, int]) -> Observations:
   """Checks the observed entries and sorts them by row and by column (done once; both half-steps reuse it).
 
@@ -248,6 +282,8 @@ def _sparse_matmul(entries: Entries, x: jax.Array, num_targets: int) -> jax.Arra
 
 def relative_residual(state: AltMinState, observations: Observations) -> jax.Array:
   """‖P_Ω(u vᵀ - M)‖_F / ‖P_Ω(M)‖_F, in O(|Ω|k)."""
+  _check_state(state)
+  _check_observations(observations, state.u.shape[0], state.v.shape[0], "the shape of `state`")
   e = observations.by_row
   m = state.u.shape[0]
   chunks = _chunk(e, _CHUNK_FLOATS // state.u.shape[1], m)
@@ -273,6 +309,7 @@ def normal_equations(design: jax.Array, entries: Entries, num_targets: int) -> t
   Returns:
     ``(num_targets, k, k)`` Gram matrices and ``(num_targets, k)`` right-hand sides.
   """
+  num_targets = _check_half_step(design, entries, num_targets=num_targets)
   k = design.shape[1]
   chunks = _chunk(entries, _GRAM_CHUNK_FLOATS // (k * k), num_targets)
 
@@ -306,6 +343,7 @@ def solve_exact(key: jax.Array, design: jax.Array, entries: Entries, init: jax.A
   [[1. 2.]]
   """
   del key
+  _check_half_step(design, entries, init)
   q, k = init.shape
   gram, rhs = normal_equations(design, entries, q)
   scale = jnp.trace(gram, axis1=-2, axis2=-1) / k
@@ -356,6 +394,7 @@ def solve_cg(
   """
   del key
   _checks.check_int(num_iterations, "num_iterations", 0)
+  _check_half_step(design, entries, init)
   q, k = init.shape
   chunks = _chunk(entries, _CHUNK_FLOATS // k, q)
 
@@ -434,6 +473,16 @@ def _resolve_solver(solver: Any, num_cg_iterations: int, warm_start: bool) -> Ha
 # Initialisation, one step, the whole run.
 
 
+def _check_state(state: Any) -> None:
+  if not isinstance(state, AltMinState):
+    raise TypeError(f"`state` must be an AltMinState, got {type(state).__name__}.")
+  if jnp.ndim(state.u) != 2 or jnp.ndim(state.v) != 2 or jnp.shape(state.u)[1] != jnp.shape(state.v)[1]:
+    raise ValueError(
+      f"`state` must hold factors u (m, k) and v (n, k) of one rank k, got {jnp.shape(state.u)} and "
+      f"{jnp.shape(state.v)}."
+    )
+
+
 def _qr(x: jax.Array) -> tuple[jax.Array, jax.Array]:
   return jnp.linalg.qr(x, mode="reduced")
 
@@ -461,6 +510,7 @@ def top_singular_subspace(
   rank = _check_rank(rank, m, n)
   _checks.check_int(num_power_iterations, "num_power_iterations", 0)
   _checks.check_int(oversampling, "oversampling", 0)
+  _check_observations(observations, m, n, "`shape`")
   width = min(rank + oversampling, m, n)
   dtype = observations.by_row.value.dtype
   g = jax.random.normal(key, (n, width), dtype)
@@ -506,14 +556,7 @@ def init(
   """
   m, n = _check_shape(shape)
   rank = _check_rank(rank, m, n)
-  # Observations prepared for a different (m, n): out-of-range indices would be dropped silently below.
-  for entries, axis, size in ((observations.by_row, "rows", m), (observations.by_col, "columns", n)):
-    if not isinstance(entries.target, jax.core.Tracer) and entries.target.size:
-      top = int(np.asarray(entries.target).max())
-      if top >= size:
-        raise ValueError(
-          f"`observations` index {axis} up to {top}, outside `shape` = {(m, n)}: prepared for another shape."
-        )
+  _check_observations(observations, m, n, "`shape`")
   if incoherence is not None and not (isinstance(incoherence, (int, float)) and incoherence > 0):
     raise ValueError(f"`incoherence` must be None or a number > 0, got {incoherence!r}.")
   u, _, _ = top_singular_subspace(key, observations, (m, n), rank, num_power_iterations=num_power_iterations)
@@ -544,6 +587,10 @@ def step(
   Returns:
     The new state and its :class:`AltMinStepInfo`.
   """
+  _check_state(state)
+  _check_observations(observations, state.u.shape[0], state.v.shape[0], "the shape of `state`")
+  if not callable(solver):
+    raise TypeError(f"`solver` must be a HalfStepSolver callable, got {solver!r}.")
   k_v, k_u = jax.random.split(key)
   v_hat = solver(k_v, state.u, observations.by_col, state.v)
   q_v, r_v = _qr(v_hat)
