@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolkit.kernels import kivi
+from toolkit.kernels import kivi, kivi_eval
+from toolkit.models import transformer
 
 
 @pytest.mark.parametrize("bits", kivi.SUPPORTED_BITS)
@@ -395,3 +396,43 @@ def test_bad_input_cache_readers():
     kivi.decode_attention_xla(jnp.ones(32), cache)
   with pytest.raises(ValueError, match="`q`"):
     kivi.decode_attention_xla(jnp.ones((2, 16)), cache)
+
+
+def test_kivi_eval_bad_cache_bytes_and_channel_magnitudes(key):
+  config = transformer.TransformerConfig(d_model=32, num_heads=2, num_layers=1, max_len=16)
+  fp = transformer.FullPrecisionCache()
+  for context in (0, 8.0, True):
+    with pytest.raises(ValueError, match="`context`"):
+      kivi_eval.cache_bytes(fp, config, context)
+  with pytest.raises(TypeError, match="`cache`"):
+    kivi_eval.cache_bytes("kivi2", config, 8)
+  with pytest.raises(TypeError, match="`config`"):
+    kivi_eval.cache_bytes(fp, {"num_heads": 2}, 8)
+  # k and v (B = 1, H = 2, 8 tokens, D = 16) in float32 and the int32 length; np.int64 is an int too.
+  assert kivi_eval.cache_bytes(fp, config, np.int64(8)).residual == 2 * 2 * 8 * 16 * 4 + 4
+  params = transformer.init_params(key, config)
+  tokens = np.arange(16, dtype=np.int32).reshape(2, 8)
+  with pytest.raises(ValueError, match=r"`tokens` must have shape \(B, T\)"):  # was an IndexError
+    kivi_eval.channel_magnitudes(params, config, tokens[0])
+  with pytest.raises(TypeError, match="`tokens`"):
+    kivi_eval.channel_magnitudes(params, config, tokens.astype(np.float32))
+  with pytest.raises(ValueError, match="`tokens` must lie in"):
+    kivi_eval.channel_magnitudes(params, config, tokens + 250)
+  with pytest.raises(TypeError, match="`config`"):
+    kivi_eval.channel_magnitudes(params, "small", tokens)
+  assert kivi_eval.channel_magnitudes(params, config, tokens).keys.shape == (1, 2, 16)
+
+
+@pytest.mark.parametrize(
+  "worse, better",
+  [
+    ([2.0, 3.0, 4.0], [1.0, 1.0]),  # unequal lengths
+    ([2.0, 3.0, 4.0], [1.0]),  # used to broadcast the one value against every window
+    (2.0, 1.0),  # one scalar pair: no standard error
+    ([2.0], [1.0]),
+    ([[2.0, 3.0], [4.0, 5.0]], [[1.0, 1.0], [1.0, 1.0]]),
+  ],
+)
+def test_kivi_eval_paired_z_score_bad_pairs(worse, better):
+  with pytest.raises(ValueError, match="`worse` and `better` must be 1-D of one length >= 2"):
+    kivi_eval.paired_z_score(worse, better)

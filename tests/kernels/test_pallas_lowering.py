@@ -57,3 +57,19 @@ def test_one_dispatch_rule():
   for bad in (3, 2.0, True, "2"):
     with pytest.raises(ValueError, match="`bits` must be one of"):
       dispatch.check_bits(bad, (2, 4, 8))
+
+
+@pytest.mark.parametrize("bad", ["false", 0, 1.0, jnp.bool_(True)[None]])
+def test_dispatch_bad_interpret(bad):
+  # bool() would have taken the string "false" for True and picked interpret mode without a word.
+  with pytest.raises(TypeError, match="`interpret` must be None or a bool"):
+    dispatch.default_interpret(bad)
+  with pytest.raises(TypeError, match="`interpret` must be a bool"):
+    dispatch.compiler_params(bad)
+
+
+def test_dispatch_compiler_params_bad_unresolved_interpret():
+  # None is resolved by default_interpret first; compiler_params(None) would read it as "compiled".
+  with pytest.raises(TypeError, match="`interpret`"):
+    dispatch.compiler_params(None)
+  assert dispatch.default_interpret(np.bool_(False)) is False and dispatch.compiler_params(np.bool_(True)) is None

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolkit.kernels import dispatch, tmac
+from toolkit.kernels import dispatch, tmac, tmac_benchmark
 
 XLA_METHODS = (tmac.lut_gather, tmac.bitserial_matmul, tmac.onehot_lut)
 
@@ -381,3 +381,115 @@ def test_bad_input_xla_formulations():
     tmac.bitserial_matmul(x2, packed, int8_tables=True)
   with pytest.raises(ValueError, match="`int8_tables=True`"):
     tmac.onehot_lut(x2, packed, int8_tables=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The benchmark's constructions and tables (toolkit.kernels.tmac_benchmark): only the checks, which fire before
+# anything is compiled or timed.
+
+SIZES = {"m": 8, "k": 64, "group_size": 32}
+BAD_SIZES = [
+  ({"m": 0}, "`m`"),
+  ({"k": 48}, "`k` \\(48\\) must be a multiple of `group_size`"),  # the last 16 columns had no scale
+  ({"group_size": 0}, "`group_size`"),
+  ({"k": 64.0}, "`k`"),
+]
+
+
+@pytest.mark.parametrize("sizes, match", BAD_SIZES + [({"bits": 5}, "`bits`"), ({"bits": True}, "`bits`")])
+def test_tmac_benchmark_random_weights_bad_sizes(key, sizes, match):
+  kwargs = {**SIZES, "bits": 2, **sizes}
+  with pytest.raises(ValueError, match=match):
+    tmac_benchmark.random_weights(key, **kwargs)
+
+
+def test_tmac_benchmark_bad_bandwidth_and_method():
+  with pytest.raises(ValueError, match="`mib`"):  # an empty array: a bandwidth of 0 / ~0 s
+    tmac_benchmark.measure_bandwidth(0)
+  with pytest.raises(ValueError, match="`num_repeats`"):  # the median of no times
+    tmac_benchmark.measure_bandwidth(1, num_repeats=0)
+  with pytest.raises(ValueError, match="`method` must be one of"):
+    tmac_benchmark.method_fn("int8")
+
+
+@pytest.mark.parametrize(
+  "args, match",
+  [(sizes, match) for sizes, match in BAD_SIZES]
+  + [
+    ({"n": 0}, "`n`"),
+    ({"num_repeats": 0}, "`num_repeats`"),
+    ({"bits_list": ()}, "`bits_list`"),
+    ({"bits_list": (2, 5)}, "`bits_list`"),  # 5 used to fail only after 2 was compiled
+    ({"methods": "lut"}, "`methods`"),  # a bare string was the methods "l", "u", "t"
+    ({"methods": ("lut", "gemm")}, "`methods`"),
+    ({"methods": ()}, "`methods`"),
+  ],
+)
+def test_tmac_benchmark_time_sweep_bad_arguments(key, args, match):
+  kwargs = {**SIZES, "n": 1, "bits_list": (1, 2), "methods": ("lut",), "num_repeats": 1, **args}
+  with pytest.raises(ValueError, match=match):
+    tmac_benchmark.time_sweep(key, **kwargs)
+
+
+@pytest.mark.parametrize(
+  "args, match",
+  [(sizes, match) for sizes, match in BAD_SIZES]
+  + [
+    ({"n": 0}, "`n`"),
+    ({"bits_list": []}, "`bits_list`"),  # was max() of an empty sequence
+    ({"pallas_bits": (3,)}, "`pallas_bits` must be a subset of `bits_list`"),  # 3 was silently never run
+  ],
+)
+def test_tmac_benchmark_exact_check_bad_arguments(key, args, match):
+  kwargs = {**SIZES, "n": 2, "bits_list": (2,), "pallas_bits": (2,), **args}
+  with pytest.raises(ValueError, match=match):
+    tmac_benchmark.exact_check(key, **kwargs)
+
+
+@pytest.mark.parametrize(
+  "bits, times, match",
+  [
+    ([1, 2, 3], [1.0, 2.0], "`bits` and `times`"),
+    ([2], [1.0], "`bits` and `times`"),
+    ([2, 2, 2], [1.0, 2.0, 3.0], "`bits` must hold at least two distinct values"),  # an undetermined slope
+    ([1, 2, 3], [1.0, np.nan, 3.0], "`times` must be finite"),  # was a NaN fit
+    ([1, np.inf], [1.0, 2.0], "`bits` must be finite"),
+  ],
+)
+def test_tmac_benchmark_linear_fit_bad_points(bits, times, match):
+  with pytest.raises(ValueError, match=match):
+    tmac_benchmark.linear_fit(bits, times)
+
+
+ROW = {
+  "n": 1,
+  "bits": 2,
+  "m": 8,
+  "k": 64,
+  "ms": {"lut": 1.0, "dequant": 2.0},
+  "weight_bytes": 160,
+  "fp16_bytes": 1024,
+  "lookups": 32,
+}
+
+
+def test_tmac_benchmark_bad_rows_and_bandwidth():
+  for bandwidth in (0.0, -1.0, np.nan):
+    with pytest.raises(ValueError, match="`bandwidth_gbs`"):
+      tmac_benchmark.with_bounds(ROW, bandwidth)
+    with pytest.raises(ValueError, match="`bandwidth_gbs`"):
+      tmac_benchmark.table_lines([tmac_benchmark.with_bounds(ROW, 10.0)], bandwidth)
+  with pytest.raises(ValueError, match="`result`"):
+    tmac_benchmark.with_bounds({"m": 8, "k": 64}, 10.0)
+  for results in ([], {"n": 1}, [{"n": 1, "bits": 2}]):  # [] used to give no fits at all, silently
+    with pytest.raises(ValueError, match="`results`"):
+      tmac_benchmark.fits(results)
+    with pytest.raises(ValueError, match="`results`"):
+      tmac_benchmark.table_lines(results, 10.0)
+  with pytest.raises(ValueError, match="`results`.*bandwidth_bound_ms"):  # a row that skipped with_bounds
+    tmac_benchmark.table_lines([ROW], 10.0)
+  with pytest.raises(ValueError, match="`bits`"):  # one bit width per N: no line to fit
+    tmac_benchmark.fits([ROW])
+  rows = [tmac_benchmark.with_bounds({**ROW, "bits": b, "ms": {"lut": float(b)}}, 10.0) for b in (1, 2)]
+  assert tmac_benchmark.fits(rows)[1, "lut"]["slope_ms_per_bit"] == pytest.approx(1.0)
+  assert len(tmac_benchmark.table_lines(rows, 10.0)) == 2 + 2 + 5 + 1

@@ -72,3 +72,28 @@ def test_bad_arguments_are_refused(tmp_path):
     classifier.train_classifier(
       MLP((4, 10)), classifier.classification_data(num_train=64), dataclasses.replace(TINY, batch_size=100)
     )
+
+
+def test_accuracy_and_fingerprint_bad_arguments(key):
+  model = MLP((4, 10))
+  x = jax.random.normal(key, (3, 64))
+  params = model.init(key, x)["params"]
+  y = np.array([0, 1, 2], np.int32)
+  predictions = np.argmax(np.asarray(model.apply({"params": params}, x)), -1)
+  assert classifier.accuracy(model, params, x, y) == pytest.approx(np.mean(predictions == y))
+  # Each of these gave an accuracy without an error: a float label never equals a class, labels of another shape
+  # broadcast against the predictions, and a label outside the classes never matches.
+  with pytest.raises(TypeError, match="`y` must hold integer class labels"):
+    classifier.accuracy(model, params, x, y + 0.5)
+  for bad in (y[:1], y[:, None]):
+    with pytest.raises(ValueError, match="`y` must have the shape of the predictions"):
+      classifier.accuracy(model, params, x, bad)
+  for label in (-1, 10):
+    with pytest.raises(ValueError, match=r"`y` must lie in \[0, 10\) \(the classes\)"):
+      classifier.accuracy(model, params, x, np.r_[label, y[1:]].astype(np.int32))
+  with pytest.raises(TypeError, match="`model`"):
+    classifier.fingerprint("mlp", TINY, "flat")
+  with pytest.raises(TypeError, match="`recipe`"):  # was a TypeError from dataclasses.asdict
+    classifier.fingerprint(model, dataclasses.asdict(TINY), "flat")
+  with pytest.raises(ValueError, match="`layout`"):  # any string used to hash to a checkpoint of its own
+    classifier.fingerprint(model, TINY, "grid")

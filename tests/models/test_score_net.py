@@ -67,3 +67,39 @@ def test_bad_inputs(key):
     score_net.train(key, params, net, "adam", sample_data, VP, num_steps=2, batch_size=4, t_min=1e-3)
   with pytest.raises(ValueError, match="`dim`"):
     score_net.init_params(key, net, 0)
+
+
+def test_bad_inputs_score_fn_sample_times_and_dsm_loss(key):
+  net = score_net.ScoreNet(hidden=8, depth=1, num_classes=2)
+  params = score_net.init_params(key, net, 2)
+  x = jnp.ones((3, 2))
+  # A label outside the classes, or a float one, one-hot encoded to zeros: the score of no class, silently.
+  for label in (2, -1):
+    with pytest.raises(ValueError, match=r"`label` must lie in \[0, 2\)"):
+      score_net.score_fn(net, params, VP, label)
+  with pytest.raises(TypeError, match="`label` must be an integer"):
+    score_net.score_fn(net, params, VP, 0.5)
+  with pytest.raises(TypeError, match="`schedule`"):
+    score_net.score_fn(net, params, "vp", 0)
+  with pytest.raises(TypeError, match="`net`"):
+    score_net.score_fn(net.apply, params, VP, 0)
+  # A traced label (one compilation for every class, as the FKC experiment runs it) is the caller's to keep in range.
+  traced = jax.jit(lambda c: score_net.score_fn(net, params, VP, c)(x, 0.5))
+  np.testing.assert_allclose(traced(1), score_net.score_fn(net, params, VP, 1)(x, 0.5), rtol=1e-6)
+  for batch_size in (0, 4.0):
+    with pytest.raises(ValueError, match="`batch_size`"):
+      score_net.sample_times(key, batch_size, 1e-3)
+  for t_min in (0.0, -0.1, 1.0, np.nan):  # 0 samples t = 0 (σ = 0); >= 1 samples outside (t_min, 1)
+    with pytest.raises(ValueError, match="`t_min` must lie in"):
+      score_net.sample_times(key, 4, t_min)
+  with pytest.raises(ValueError, match="`batch_size`"):
+    score_net.dsm_loss(params, key, net, sample_data, VP, batch_size=0, t_min=1e-3)
+  with pytest.raises(ValueError, match="`t_min`"):
+    score_net.dsm_loss(params, key, net, sample_data, VP, batch_size=4, t_min=0.0)
+  with pytest.raises(TypeError, match="`sample_data`"):
+    score_net.dsm_loss(params, key, net, MEANS, VP, batch_size=4, t_min=1e-3)
+  # x0 of shape (B,) used to broadcast to (B, B) against the times and give a loss.
+  with pytest.raises(ValueError, match=r"`sample_data` must return x0 of shape \(batch_size, d\)"):
+    score_net.dsm_loss(params, key, net, lambda k, c: sample_data(k, c)[:, 0], VP, batch_size=4, t_min=1e-3)
+  with pytest.raises(TypeError, match="`net`"):
+    score_net.dsm_loss(params, key, "net", sample_data, VP, batch_size=4, t_min=1e-3)

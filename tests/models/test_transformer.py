@@ -253,6 +253,34 @@ def test_bad_inputs(key):
     model.apply(params, jnp.array([SMALL.vocab_size]), state, FullPrecisionCache(), method=Transformer.decode)
 
 
+def test_bad_inputs_init_params_and_sequence_log_probs(key):
+  with pytest.raises(TypeError, match="`config`"):
+    init_params(key, {"d_model": 32})
+  params = init_params(key, TINY)
+  tokens = jnp.arange(16, dtype=jnp.int32).reshape(2, 8)
+  with pytest.raises(TypeError, match="`config`"):
+    sequence_log_probs(params, "tiny", tokens)
+  with pytest.raises(ValueError, match="`tokens` must have T >= 2"):  # no target: the model got (B, 0) tokens
+    sequence_log_probs(params, TINY, tokens[:, :1])
+  with pytest.raises(ValueError, match="`tokens` must have shape"):  # was an IndexError
+    sequence_log_probs(params, TINY, tokens[0])
+  with pytest.raises(TypeError, match="`tokens`"):
+    sequence_log_probs(params, TINY, tokens.astype(jnp.float32))
+  with pytest.raises(ValueError, match="max_len"):
+    sequence_log_probs(params, TINY, jnp.zeros((1, TINY.max_len + 2), jnp.int32))
+  # The last column is only a target, which the model never read: a -1 there was wrapped around to the last id of
+  # the vocabulary and scored as a finite log-probability.
+  for bad in (-1, TINY.vocab_size):
+    with pytest.raises(ValueError, match=r"`tokens` must lie in \[0, 256\) \(the vocabulary\)"):
+      sequence_log_probs(params, TINY, tokens.at[0, -1].set(bad))
+    out = jax.jit(sequence_log_probs, static_argnums=1)(params, TINY, tokens.at[0, -1].set(bad))
+    assert (
+      bool(jnp.isnan(out[0, -1])) and bool(jnp.all(jnp.isfinite(out[0, :-1]))) and bool(jnp.all(jnp.isfinite(out[1])))
+    )
+  # T = max_len + 1 is valid: the model reads max_len tokens.
+  assert sequence_log_probs(params, TINY, jnp.zeros((1, TINY.max_len + 1), jnp.int32)).shape == (1, TINY.max_len)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Training, evaluation and the cached checkpoint
 

@@ -502,3 +502,76 @@ def test_dense_input_quantizer_quantizes_each_dense_input(small_model):
   assert zq.DenseInputQuantizer(4) == zq.DenseInputQuantizer(4) and hash(zq.DenseInputQuantizer(4)) == hash(
     zq.DenseInputQuantizer(4, ())
   )
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Bad input of the grid, the Hessians and the whole-model functions
+
+
+def test_rtn_params_bad_input_and_a_nan_group():
+  w = jnp.ones((4, 8))
+  for bits in (1, 9, 4.0):
+    with pytest.raises(ValueError, match="`bits`"):
+      zq.rtn_params(w, bits=bits)
+  with pytest.raises(ValueError, match="`w` must be a 2-D"):
+    zq.rtn_params(jnp.ones(8), bits=4)
+  with pytest.raises(TypeError, match="`w` must be a floating"):
+    zq.rtn_params(jnp.ones((4, 8), jnp.int32), bits=4)
+  with pytest.raises(ValueError, match="`group_size`"):
+    zq.rtn_params(w, bits=4, group_size=3)
+  # A NaN gave its group a step of 1 (the all-zero-group fallback), which rounded the group's other entries to
+  # finite wrong values on the symmetric grid; now the group's step is NaN and so is the group, the other alone.
+  w = jnp.array([[0.0, jnp.nan, 0.61, 1.5, 0.1, 0.2, 0.3, 0.4]])
+  for symmetric in (False, True):
+    params = zq.rtn_params(w, bits=2, group_size=4, symmetric=symmetric)
+    assert bool(jnp.isnan(params.scale[0, 0])) and bool(jnp.isfinite(params.scale[0, 1]))
+    w_hat = zq.rtn(w, bits=2, group_size=4, symmetric=symmetric)
+    assert bool(jnp.all(jnp.isnan(w_hat[0, :4])))
+    np.testing.assert_array_equal(w_hat[0, 4:], zq.rtn(w[:, 4:], bits=2, symmetric=symmetric)[0])
+
+
+def test_hessian_and_dense_kernels_bad_input():
+  with pytest.raises(ValueError, match="`x` must have shape"):
+    zq.hessian(jnp.ones(8))
+  with pytest.raises(TypeError, match="`x` must be a floating"):
+    zq.hessian(jnp.ones((4, 8), jnp.int32))
+  with pytest.raises(ValueError, match="`x` must hold at least one sample"):  # was 0 / 0: a NaN Hessian
+    zq.hessian(jnp.ones((0, 8)))
+  # Anything but a Mapping held no kernel: every quantizer then had nothing to quantize.
+  for params in ([{"kernel": jnp.ones((4, 8))}], jnp.ones((4, 8))):
+    with pytest.raises(TypeError, match="`params` must be a flax params dict"):
+      zq.dense_kernels(params)
+
+
+def test_whole_model_functions_bad_input(small_model):
+  model, params, batches = small_model
+  with pytest.raises(TypeError, match="`apply_fn`"):
+    zq.dense_input_hessians(params, model.apply, batches)  # the arguments swapped
+  with pytest.raises(ValueError, match="`batches`"):
+    zq.dense_input_hessians(model.apply, params, [])
+  gptq = zq.GPTQQuantizer(block_size=16)
+  with pytest.raises(TypeError, match="`algorithm`"):
+    zq.quantize_model(model.apply, params, batches, algorithm="gptq", bits=4)
+  for algorithm in (gptq, zq.RTNQuantizer()):
+    with pytest.raises(ValueError, match="`bits`"):
+      zq.quantize_model(model.apply, params, batches, algorithm=algorithm, bits=9)
+  with pytest.raises(ValueError, match="`calibration`"):
+    zq.quantize_model(model.apply, params, [], algorithm=gptq, bits=4)
+  with pytest.raises(TypeError, match="`apply_fn`"):
+    zq.quantize_model(None, params, batches, algorithm=gptq, bits=4)
+  with pytest.raises(TypeError, match="`exclude`"):
+    zq.quantize_model(model.apply, params, batches, algorithm=zq.RTNQuantizer(), bits=4, exclude="head")
+  layers = [("a",), ("head",)]
+  with pytest.raises(ValueError, match="`bits`"):
+    zq.size_report(params, layers, bits=1)
+  with pytest.raises(ValueError, match="`layers`"):
+    zq.size_report(params, [("nope",)], bits=4)
+  with pytest.raises(ValueError, match="`group_size`"):
+    zq.size_report(params, layers, bits=4, group_size=5)
+  # A negative rank used to count negative LoRC bytes.
+  for rank in (-1, 2.0):
+    with pytest.raises(ValueError, match="`lorc_rank`"):
+      zq.size_report(params, layers, bits=4, lorc_rank=rank)
+  with pytest.raises(ValueError, match="`lorc_bits`"):
+    zq.size_report(params, layers, bits=4, lorc_rank=2, lorc_bits=16)
+  assert zq.size_report(params, layers, bits=4, lorc_rank=0) == zq.size_report(params, layers, bits=4)

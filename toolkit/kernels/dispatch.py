@@ -36,8 +36,16 @@ def check_impl(impl: str | None) -> str:
   return impl
 
 
+def _check_interpret(interpret, allow_none: bool) -> None:
+  # bool() of any other object would pick a mode silently: the string "false" is truthy.
+  if not (isinstance(interpret, (bool, np.bool_)) or (allow_none and interpret is None)):
+    expected = "None or a bool" if allow_none else "a bool (resolve None with default_interpret first)"
+    raise TypeError(f"`interpret` must be {expected}, got {interpret!r}.")
+
+
 def default_interpret(interpret: bool | None) -> bool:
   """``interpret`` itself, or for ``None`` True on CPU (no Pallas compiler there) and False elsewhere."""
+  _check_interpret(interpret, allow_none=True)
   return jax.default_backend() == "cpu" if interpret is None else bool(interpret)
 
 
@@ -54,6 +62,7 @@ def compiler_params(interpret: bool):
   jax 0.10 lowers a ``pallas_call`` without compiler parameters to Mosaic GPU, which wants warpgroup-sized
   (128-element) blocks; these kernels are written for the Triton backend (one query row, 16-row dots).
   """
+  _check_interpret(interpret, allow_none=False)
   if interpret or jax.default_backend() not in ("gpu", "cuda", "rocm"):
     return None
   from jax.experimental.pallas import triton as pltriton

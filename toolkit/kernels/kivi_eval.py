@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from toolkit import _checks
 from toolkit.kernels import kivi
 from toolkit.models import transformer
 
@@ -66,6 +67,11 @@ class CacheBytes(NamedTuple):
   tokens: float
 
 
+def _check_config(config: Any) -> None:
+  if not isinstance(config, transformer.TransformerConfig):
+    raise TypeError(f"`config` must be a transformer.TransformerConfig, got {type(config).__name__}.")
+
+
 def cache_bytes(cache: Any, config: transformer.TransformerConfig, context: int) -> CacheBytes:
   """Bytes of one layer's cache state at ``context`` tokens (batch 1, all heads), measured on the arrays.
 
@@ -74,6 +80,10 @@ def cache_bytes(cache: Any, config: transformer.TransformerConfig, context: int)
   >>> b.quantized / b.tokens / config.num_heads  # bytes per token and head: 256 at fp16
   48.0
   """
+  if not callable(getattr(cache, "init", None)):
+    raise TypeError(f"`cache` must be a KV-cache strategy (init, prefill, attend), got {type(cache).__name__}.")
+  _check_config(config)
+  context = _checks.check_int(context, "context")
   state = cache.init((1, config.num_heads), context, config.head_dim, jnp.float32)
   if isinstance(state, kivi.KIVICache):
     return CacheBytes(float(state.quantized_nbytes), float(state.residual_nbytes), float(state.capacity))
@@ -94,7 +104,10 @@ class ChannelMagnitudes(NamedTuple):
 def channel_magnitudes(params: Any, config: transformer.TransformerConfig, tokens) -> ChannelMagnitudes:
   """Per-channel key and value magnitudes of every layer on ``tokens`` (B, T), from a prefill through the exact
   cache: KIVI's evidence for per-channel key quantization (outlier channels in keys, none in values)."""
+  _check_config(config)
   tokens = jnp.asarray(tokens)
+  if tokens.ndim != 2:  # T is read below (the capacity) before the model checks the tokens
+    raise ValueError(f"`tokens` must have shape (B, T), got {tokens.shape}.")
   model = transformer.Transformer(config)
   _, state = model.apply(
     params,
@@ -116,6 +129,13 @@ def paired_z_score(worse, better) -> float:
   >>> round(paired_z_score([2.0, 3.0, 4.0], [1.0, 1.0, 1.0]), 4)  # mean 2, standard error 1/√3
   3.4641
   """
+  shapes = np.shape(worse), np.shape(better)
+  # Unequal lengths would broadcast (a scalar against every window) or fail deep in numpy.
+  if len(shapes[0]) != 1 or shapes[0] != shapes[1] or shapes[0][0] < 2:
+    raise ValueError(
+      f"`worse` and `better` must be 1-D of one length >= 2 (paired measurements), got shapes {shapes[0]} and "
+      f"{shapes[1]}."
+    )
   diff = np.asarray(worse, np.float64) - np.asarray(better, np.float64)
   return float(diff.mean() / (diff.std(ddof=1) / np.sqrt(diff.size)))
 

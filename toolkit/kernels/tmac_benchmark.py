@@ -11,20 +11,54 @@ exactness check in integer arithmetic, the linear fit of time against bits, and 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from toolkit.kernels import tmac
+from toolkit import _checks
+from toolkit.kernels import dispatch, tmac
 
 # The timed methods: the three XLA formulations of the lookup, then the two baselines.
 METHODS = ("lut", "bitserial", "onehot", "dequant", "fp32")
 ALGORITHMS = {"lut": tmac.lut_gather, "bitserial": tmac.bitserial_matmul, "onehot": tmac.onehot_lut}
+# The fields of a ``time_sweep`` row that ``fits`` and ``table_lines`` read, and those ``with_bounds`` adds.
+_ROW_FIELDS = ("n", "bits", "m", "k", "ms", "weight_bytes", "fp16_bytes", "lookups")
+_BOUND_FIELDS = ("bandwidth_bound_ms", "fp32_bandwidth_bound_ms")
+
+
+def _check_sizes(m, k, group_size) -> tuple[int, int, int]:
+  m, k, group_size = (_checks.check_int(v, name) for v, name in ((m, "m"), (k, "k"), (group_size, "group_size")))
+  if k % group_size:  # else the last k % group_size columns would have no scale
+    raise ValueError(f"`k` ({k}) must be a multiple of `group_size` ({group_size}).")
+  return m, k, group_size
+
+
+def _check_bits_list(bits_list, name: str = "bits_list") -> tuple[int, ...]:
+  bits_list = () if isinstance(bits_list, str) else tuple(bits_list)
+  if not bits_list or any(
+    isinstance(b, bool) or not isinstance(b, int | np.integer) or b not in tmac.SUPPORTED_BITS for b in bits_list
+  ):
+    raise ValueError(
+      f"`{name}` must be a non-empty sequence of bit widths from {tmac.SUPPORTED_BITS}, got {bits_list!r}."
+    )
+  return bits_list
+
+
+def _check_rows(results, fields: tuple[str, ...], what: str) -> None:
+  if isinstance(results, Mapping | str) or not isinstance(results, Sequence) or not results:
+    raise ValueError(f"`results` must be a non-empty list of {what}, got {type(results).__name__} {results!r:.80}.")
+  for row in results:
+    missing = [f for f in fields if not isinstance(row, Mapping) or f not in row]
+    if missing:
+      raise ValueError(f"`results` must be a non-empty list of {what}; a row lacks {missing}.")
 
 
 def random_weights(key: jax.Array, m: int, k: int, bits: int, group_size: int, integer: bool = False):
   """Uniform codes with fp16 scales and zeros (integer-valued ones when ``integer``)."""
+  m, k, group_size = _check_sizes(m, k, group_size)
+  bits = dispatch.check_bits(bits, tmac.SUPPORTED_BITS)
   kc, ks, kz = jax.random.split(key, 3)
   codes = jax.random.randint(kc, (m, k), 0, 2**bits, dtype=jnp.int32)
   g = k // group_size
@@ -39,6 +73,7 @@ def random_weights(key: jax.Array, m: int, k: int, bits: int, group_size: int, i
 
 def measure_bandwidth(mib: int = 256, num_repeats: int = 5) -> float:
   """Memory read bandwidth in GB/s: median time of summing a ``mib`` MiB float32 array (no write-back)."""
+  mib, num_repeats = _checks.check_int(mib, "mib"), _checks.check_int(num_repeats, "num_repeats")
   a = jnp.ones((mib * (1 << 20) // 4,), jnp.float32)
   total = jax.jit(jnp.sum)
   total(a).block_until_ready()
@@ -58,12 +93,19 @@ def method_fn(method: str):
     return jax.jit(lambda x, packed, w: jnp.dot(tmac.dequantize(packed), x.T).T)
   if method == "fp32":
     return jax.jit(lambda x, packed, w: jnp.dot(w, x.T).T)
-  raise ValueError(f"unknown method {method!r}")
+  raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
 
 
 def time_sweep(key: jax.Array, m: int, k: int, n: int, bits_list, group_size: int, methods, num_repeats: int) -> list:
   """Times every method at every bit width on the same activations, all interleaved in each repeat (so a change
   of load on the shared machine hits every bit width alike), and returns one dict of medians (ms) per bit width."""
+  # All checked before anything compiles or runs.
+  m, k, group_size = _check_sizes(m, k, group_size)
+  n, num_repeats = _checks.check_int(n, "n"), _checks.check_int(num_repeats, "num_repeats")
+  bits_list = _check_bits_list(bits_list)
+  methods = () if isinstance(methods, str) else tuple(methods)  # a bare "lut" would be the methods "l", "u", "t"
+  if not methods or any(not isinstance(name, str) or name not in METHODS for name in methods):
+    raise ValueError(f"`methods` must be a non-empty sequence of names from {METHODS}, got {methods!r}.")
   kx, kw = jax.random.split(key)
   x = jax.random.normal(kx, (n, k), jnp.float32)
   fns = {name: method_fn(name) for name in methods}
@@ -115,6 +157,9 @@ def time_sweep(key: jax.Array, m: int, k: int, n: int, bits_list, group_size: in
 
 def with_bounds(result: dict, bandwidth_gbs: float) -> dict:
   """Adds the time to read the packed weights (and the fp32 matrix) once at the measured bandwidth."""
+  _checks.check_positive(bandwidth_gbs, "bandwidth_gbs")
+  if not isinstance(result, Mapping) or any(f not in result for f in ("weight_bytes", "m", "k")):
+    raise ValueError(f"`result` must be a row of time_sweep (with weight_bytes, m and k), got {result!r:.80}.")
   return {
     **result,
     "bandwidth_bound_ms": 1e3 * result["weight_bytes"] / (bandwidth_gbs * 1e9),
@@ -126,6 +171,12 @@ def exact_check(key: jax.Array, *, m: int, k: int, n: int, group_size: int, bits
   """Max |y − x·Ŵᵀ| with integer activations, scales and zeros (every sum exact in float32) for every XLA
   algorithm and bit width, and for Pallas (interpret mode on CPU) at ``pallas_bits``: ``{"errors": {name: max
   error}, "max_abs_err": the largest}``."""
+  m, k, group_size = _check_sizes(m, k, group_size)
+  n = _checks.check_int(n, "n")
+  bits_list = _check_bits_list(bits_list)
+  pallas_bits = () if isinstance(pallas_bits, str) else tuple(pallas_bits)
+  if any(b not in bits_list for b in pallas_bits):  # a width outside bits_list was silently never run
+    raise ValueError(f"`pallas_bits` must be a subset of `bits_list` {bits_list}, got {pallas_bits!r}.")
   errors = {}
   for bits in bits_list:
     kw, kx = jax.random.split(jax.random.fold_in(key, bits))
@@ -149,6 +200,13 @@ def exact_check(key: jax.Array, *, m: int, k: int, n: int, group_size: int, bits
 def linear_fit(bits, times) -> dict:
   """Least-squares line ``time = slope·bits + intercept`` and its R²."""
   b, t = np.asarray(bits, np.float64), np.asarray(times, np.float64)
+  if b.ndim != 1 or b.shape != t.shape or b.size < 2:
+    raise ValueError(f"`bits` and `times` must be 1-D of one length >= 2, got shapes {b.shape} and {t.shape}.")
+  for name, v in (("bits", b), ("times", t)):
+    if not np.isfinite(v).all():
+      raise ValueError(f"`{name}` must be finite, got {v.tolist()}.")
+  if np.unique(b).size < 2:  # one abscissa: the slope is undetermined
+    raise ValueError(f"`bits` must hold at least two distinct values to fit a line, got {b.tolist()}.")
   slope, intercept = np.polyfit(b, t, 1)
   residual = t - (slope * b + intercept)
   total = np.sum((t - t.mean()) ** 2)
@@ -158,6 +216,7 @@ def linear_fit(bits, times) -> dict:
 
 def fits(results: list[dict]) -> dict:
   """Per (N, method): the linear fit of median time against bits."""
+  _check_rows(results, ("n", "bits", "ms"), "time_sweep rows")
   out = {}
   for n in sorted({r["n"] for r in results}):
     rows = sorted((r for r in results if r["n"] == n), key=lambda r: r["bits"])
@@ -169,6 +228,8 @@ def fits(results: list[dict]) -> dict:
 
 def table_lines(results: list[dict], bandwidth_gbs: float) -> list[str]:
   """The benchmark's Markdown table: milliseconds per method, ratios to the baselines and the bandwidth bound."""
+  _check_rows(results, _ROW_FIELDS + _BOUND_FIELDS, "with_bounds rows")
+  _checks.check_positive(bandwidth_gbs, "bandwidth_gbs")
   methods = [m for m in METHODS if any(m in r["ms"] for r in results)]
   head = " | ".join(f"{m} ms" for m in methods)
   lines = [

@@ -27,7 +27,7 @@ import optax
 from absl import logging
 from flax import serialization
 
-from toolkit import cache
+from toolkit import _checks, cache
 from toolkit.data import digits
 
 _CHECKPOINT_VERSION = 1
@@ -113,6 +113,13 @@ def classification_data(
 def accuracy(model: nn.Module, params: Any, x: Any, y: Any, **apply_kwargs: Any) -> float:
   """The fraction of ``x`` that ``model`` with ``params`` classifies as ``y`` (``apply_kwargs`` go to ``apply``)."""
   logits = model.apply({"params": params}, jnp.asarray(x), **apply_kwargs)
+  # A label of another shape would broadcast against the predictions, and one outside the classes (or a float)
+  # would never match: either gives a wrong accuracy without an error.
+  if not jnp.issubdtype(jnp.result_type(y), jnp.integer):
+    raise TypeError(f"`y` must hold integer class labels, got dtype {jnp.result_type(y)}.")
+  if jnp.shape(y) != logits.shape[:-1]:
+    raise ValueError(f"`y` must have the shape of the predictions for `x`, {logits.shape[:-1]}, got {jnp.shape(y)}.")
+  _checks.check_ids(y, logits.shape[-1], "y", "the classes")
   return float(jnp.mean(jnp.argmax(logits, -1) == jnp.asarray(y)))
 
 
@@ -156,6 +163,12 @@ def train_classifier(
 
 def fingerprint(model: nn.Module, recipe: ClassifierRecipe, layout: str) -> str:
   """A 16-hex-digit hash of the model's fields, the recipe, the layout and the checkpoint format version."""
+  if not isinstance(model, nn.Module):
+    raise TypeError(f"`model` must be a flax.linen.Module, got {type(model).__name__}.")
+  if not isinstance(recipe, ClassifierRecipe):
+    raise TypeError(f"`recipe` must be a ClassifierRecipe, got {type(recipe).__name__}.")
+  if layout not in LAYOUTS:
+    raise ValueError(f"`layout` must be one of {LAYOUTS}, got {layout!r}.")
   blob = json.dumps(
     {"version": _CHECKPOINT_VERSION, "model": repr(model), "recipe": dataclasses.asdict(recipe), "layout": layout},
     sort_keys=True,

@@ -30,7 +30,10 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+
+from toolkit import _checks
 
 DataFn = Callable[[jax.Array, jax.Array], jax.Array]  # (key, labels (B,)) -> x0 (B, d)
 
@@ -62,6 +65,11 @@ class ScoreNet(nn.Module):
     return nn.Dense(x.shape[-1])(h)
 
 
+def _check_net(net: Any) -> None:
+  if not isinstance(net, ScoreNet):
+    raise TypeError(f"`net` must be a ScoreNet, got {type(net).__name__}.")
+
+
 def init_params(key: jax.Array, net: ScoreNet, dim: int) -> Any:
   """The network's initial parameters for data of dimension ``dim``."""
   if not isinstance(dim, int) or dim < 1:
@@ -71,6 +79,13 @@ def init_params(key: jax.Array, net: ScoreNet, dim: int) -> Any:
 
 def score_fn(net: ScoreNet, params: Any, schedule: Any, label: Any) -> Callable[[jax.Array, jax.Array], jax.Array]:
   """The learned score ``s(x, t) = -ε̂(x, t, label) / σ_t`` of class ``label``, for x (N, d) and a scalar t."""
+  _check_net(net)
+  if not callable(getattr(schedule, "sigma", None)):
+    raise TypeError(f"`schedule` must have a method sigma(t), such as fkc.VPSchedule(), got {schedule!r}.")
+  # A float label or one outside the classes one-hot encodes to zeros: the score of no class, without an error.
+  if not jnp.issubdtype(jnp.result_type(label), jnp.integer):
+    raise TypeError(f"`label` must be an integer class, got dtype {jnp.result_type(label)}.")
+  _checks.check_ids(label, net.num_classes, "label", "the classes")
   return lambda x, t: -net.apply(params, x, t, label) / schedule.sigma(t)
 
 
@@ -81,6 +96,11 @@ def sample_times(key: jax.Array, batch_size: int, t_min: float) -> jax.Array:
   alone learn the small-t score poorly; a sampler whose weights use ``|s|²`` there (Feynman-Kac correctors) needs
   it.
   """
+  batch_size = _checks.check_int(batch_size, "batch_size")
+  # t_min <= 0 puts log-uniform times at 0 (σ_0 = 0) and t_min >= 1 outside (t_min, 1); a traced one is the
+  # caller's.
+  if not _checks.is_traced(t_min) and not 0.0 < float(np.asarray(t_min)) < 1.0:
+    raise ValueError(f"`t_min` must lie in (0, 1), got {t_min!r}.")
   k_t, k_mix = jax.random.split(key)
   u = jax.random.uniform(k_t, (batch_size,))
   return jnp.where(jax.random.bernoulli(k_mix, 0.5, (batch_size,)), t_min + u * (1.0 - t_min), t_min ** (1.0 - u))
@@ -110,9 +130,15 @@ def dsm_loss(
   Returns:
     The scalar loss.
   """
+  _check_net(net)
+  batch_size = _checks.check_int(batch_size, "batch_size")
+  if not callable(sample_data):
+    raise TypeError(f"`sample_data` must be a function (key, labels (B,)) -> x0 (B, d), got {sample_data!r}.")
   k_c, k_x, k_t, k_e = jax.random.split(key, 4)
   labels = jax.random.randint(k_c, (batch_size,), 0, net.num_classes)
   x0 = sample_data(k_x, labels)
+  if jnp.ndim(x0) != 2 or jnp.shape(x0)[0] != batch_size:  # (B,) would broadcast to (B, B) against the times
+    raise ValueError(f"`sample_data` must return x0 of shape (batch_size, d) = ({batch_size}, d), got {jnp.shape(x0)}.")
   t = sample_times(k_t, batch_size, t_min)
   eps = jax.random.normal(k_e, x0.shape)
   xt = schedule.alpha(t)[:, None] * x0 + schedule.sigma(t)[:, None] * eps

@@ -372,8 +372,14 @@ class Transformer(nn.Module):
     return self._logits(x), DecodeState(tuple(states), state.position + 1)
 
 
+def _check_config(config: Any) -> None:
+  if not isinstance(config, TransformerConfig):
+    raise TypeError(f"`config` must be a TransformerConfig, got {type(config).__name__}.")
+
+
 def init_params(key: jax.Array, config: TransformerConfig) -> Any:
   """Freshly initialised parameters: N(0, 0.02²) weights (o_proj and down_proj 1/√(2L) smaller), unit norms."""
+  _check_config(config)
   return Transformer(config).init(key, jnp.zeros((1, 1), jnp.int32))
 
 
@@ -454,10 +460,20 @@ def decode_log_probs(
 
 
 def sequence_log_probs(params: Any, config: TransformerConfig, tokens: jax.Array) -> jax.Array:
-  """Teacher-forced log p(tokens[:, t] | tokens[:, :t]) for t = 1 … T − 1, (B, T − 1): the no-cache oracle."""
+  """Teacher-forced log p(tokens[:, t] | tokens[:, :t]) for t = 1 … T − 1, (B, T − 1): the no-cache oracle.
+
+  The model reads ``tokens[:, :-1]``, so T may be ``config.max_len + 1``. A traced id outside the vocabulary gives
+  NaN: as input (see ``Transformer``) and as target, where ``take_along_axis`` would otherwise wrap a negative id
+  around to a real entry.
+  """
+  _check_config(config)
+  # The last column is only a target, which the model never sees: checked here.
+  tokens = _check_tokens(tokens, 2, "tokens", config.vocab_size, config.max_len + 1)
+  if tokens.shape[1] < 2:
+    raise ValueError(f"`tokens` must have T >= 2 (a context and a target), got shape {tokens.shape}.")
   logits = Transformer(config).apply(params, tokens[:, :-1])
   log_probs = jax.nn.log_softmax(logits, axis=-1)
-  return jnp.take_along_axis(log_probs, jnp.asarray(tokens[:, 1:], jnp.int32)[..., None], axis=-1)[..., 0]
+  return jnp.take_along_axis(log_probs, tokens[:, 1:, None], axis=-1)[..., 0]
 
 
 __all__ = [

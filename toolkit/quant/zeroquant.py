@@ -51,6 +51,7 @@ import jax.scipy as jsp
 import numpy as np
 from flax import struct
 
+from toolkit import _checks
 from toolkit.kernels import dispatch
 
 SUPPORTED_BITS = tuple(range(2, 9))
@@ -189,8 +190,11 @@ def _group_params(g: jax.Array, bits: int, symmetric: bool) -> tuple[jax.Array, 
     hi = jnp.maximum(jnp.max(g, axis=-1), 0)
     scale = (hi - lo) / ((1 << bits) - 1)
     zero = None
-  # An all-zero group has range 0: any positive step maps it to code z and back to exactly 0.
+  # An all-zero group has range 0: any positive step maps it to code z and back to exactly 0. A group holding NaN
+  # keeps a NaN step: XLA:CPU's max may drop the NaN (CONTRIBUTING.md), and a step of 1 would round the group's
+  # other entries to finite wrong values.
   scale = jnp.where(scale > 0, scale, jnp.ones_like(scale))
+  scale = jnp.where(jnp.isnan(g).any(axis=-1), jnp.nan, scale)
   if zero is None:
     zero = jnp.round(-lo / scale)
   return scale, zero
@@ -262,6 +266,8 @@ def hessian(x: jax.Array) -> jax.Array:
     raise ValueError(f"`x` must have shape (samples, in) (or (..., in)), got shape {x.shape}.")
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise TypeError(f"`x` must be a floating array, got dtype {x.dtype}.")
+  if x.size == 0:  # 0 / 0 samples
+    raise ValueError(f"`x` must hold at least one sample of at least one channel, got shape {x.shape}.")
   x = x.reshape(-1, x.shape[-1]).astype(_compute_dtype(x))
   return 2.0 * (x.T @ x) / x.shape[0]
 
@@ -547,7 +553,9 @@ def dense_kernels(params) -> dict[Path, jax.Array]:
 
   The path is the key sequence under the top-level ``"params"`` collection (if present), as in ``Module.path``.
   """
-  root = params["params"] if isinstance(params, Mapping) and "params" in params else params
+  if not isinstance(params, Mapping):  # anything else would hold no kernel, and quantize nothing
+    raise TypeError(f"`params` must be a flax params dict (a Mapping), got {type(params).__name__}.")
+  root = params.get("params", params)
   found: dict[Path, jax.Array] = {}
 
   def walk(node, path):
@@ -649,6 +657,7 @@ def dense_input_hessians(apply_fn: Callable, params, batches: Iterable[Any]) -> 
   Returns:
     path (``Module.path``, as in :func:`dense_kernels`) → Hessian (in, in), float32.
   """
+  _check_apply_fn(apply_fn)
   return _accumulate(_moments_fn(apply_fn, None), params, batches)
 
 
@@ -693,6 +702,11 @@ class GPTQQuantizer(struct.PyTreeNode):
       block_size=self.block_size,
       symmetric=symmetric,
     )
+
+
+def _check_apply_fn(apply_fn) -> None:
+  if not callable(apply_fn):
+    raise TypeError(f"`apply_fn` must be a function (params, batch) -> outputs, got {apply_fn!r}.")
 
 
 def _check_algorithm(algorithm) -> Callable:
@@ -763,6 +777,10 @@ def size_report(
   of V̂. Everything else (embeddings, norms, biases, unquantized layers) counts at fp16.
   """
   bits = _check_bits(bits)
+  if lorc_rank is not None:
+    _checks.check_int(lorc_rank, "lorc_rank", minimum=0)  # 0: no LoRC, as None
+  if lorc_bits is not None:
+    dispatch.check_bits(lorc_bits, SUPPORTED_BITS, "lorc_bits")
   kernels = dense_kernels(params)
   total = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(params))
   quantized = weight_bits = scale_bits = lorc_params = lorc_bits_total = 0
@@ -927,6 +945,7 @@ def quantize_model(
       exclude=exclude,
     )
   bits = _check_bits(bits)
+  _check_apply_fn(apply_fn)
   if not calibration:
     raise ValueError(f"{algorithm!r} needs `calibration`, a non-empty sequence of model inputs.")
   kernels = dense_kernels(params)
