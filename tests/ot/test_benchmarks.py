@@ -89,3 +89,99 @@ def test_bad_input():
   # Rounding-level negative eigenvalues (a fitted covariance of collinear samples) are still accepted.
   _, cov = metrics.gaussian_fit(jnp.stack([x[:, 0], 2 * x[:, 0], -x[:, 0]], 1))
   assert np.isfinite(float(metrics.bures_wasserstein(jnp.zeros(3), cov, jnp.zeros(3), jnp.eye(3))))
+
+
+@pytest.mark.parametrize(
+  "cov0, cov1, error, match",
+  [
+    (np.ones(2), np.eye(2), ValueError, "`cov0` must be a square matrix"),
+    (np.eye(2), np.ones((2, 3)), ValueError, "`cov1` must be a square matrix"),
+    (np.zeros((0, 0)), np.zeros((0, 0)), ValueError, "`cov0` must be a square matrix .* d >= 1"),
+    (np.eye(2), np.eye(3), ValueError, "`cov0` and `cov1` must have the same d"),
+    (np.stack([np.eye(2)] * 3), np.stack([np.eye(2)] * 2), ValueError, "`cov0` and `cov1` must have leading axes"),
+    (np.eye(2, dtype=bool), np.eye(2), TypeError, "`cov0` must be a real-valued covariance"),
+    (np.eye(2), np.eye(2, dtype=np.complex64), TypeError, "`cov1` must be a real-valued covariance"),
+    # A singular or indefinite Σ0 gave a garbage (asymmetric) A from the inverse of its clipped square root.
+    (np.ones((2, 2)), np.eye(2), ValueError, "`cov0` must be positive definite"),
+    (-np.eye(2), np.eye(2), ValueError, "`cov0` must be positive definite"),
+    # An asymmetric one was silently symmetrised by the square root.
+    (np.array([[1.0, 0.5], [0.0, 1.0]]), np.eye(2), ValueError, "`cov0` must be a symmetric matrix"),
+    (np.eye(2), np.array([[1.0, 0.5], [0.0, 1.0]]), ValueError, "`cov1` must be a symmetric matrix"),
+    (np.eye(2), -np.eye(2), ValueError, "`cov1` must be positive semi-definite"),
+    (np.eye(2), np.array([[1.0, np.nan], [np.nan, 1.0]]), ValueError, "`cov1` must be finite"),
+    (np.array([[np.inf, 0.0], [0.0, 1.0]]), np.eye(2), ValueError, "`cov0` must be finite"),
+  ],
+)
+def test_gaussian_brenier_matrix_bad_input(cov0, cov1, error, match):
+  with pytest.raises(error, match=match):
+    benchmarks.gaussian_brenier_matrix(cov0, cov1)
+
+
+def test_gaussian_brenier_matrix_accepts_a_singular_target_and_tracers():
+  """A singular Σ1 is a valid (degenerate) target: A is still the Brenier map, A Σ0 A = Σ1. Under jit the values
+  are traced and only the shapes are checked."""
+  cov0, cov1 = jnp.array([[2.0, 0.5], [0.5, 1.0]]), jnp.array([[1.0, 1.0], [1.0, 1.0]])
+  a = benchmarks.gaussian_brenier_matrix(cov0, cov1)
+  np.testing.assert_allclose(a @ cov0 @ a, cov1, atol=1e-5)
+  np.testing.assert_allclose(jax.jit(benchmarks.gaussian_brenier_matrix)(cov0, cov1), a, atol=1e-6)
+  # Batches over leading axes still work.
+  batched = benchmarks.gaussian_brenier_matrix(jnp.stack([cov0, 2.0 * cov0]), cov1)
+  np.testing.assert_allclose(batched[0], a, atol=1e-6)
+
+
+def _small_benchmark():
+  return benchmarks.mixture_benchmark(jax.random.key(0), 2, 1.0)
+
+
+def _asymmetric(covs):
+  return covs.at[:, 0, 1].add(0.1)
+
+
+@pytest.mark.parametrize(
+  "mutate, error, match",
+  [
+    (lambda b: tuple(b), TypeError, "`bench` must be a MixtureBenchmark"),
+    (lambda b: b._replace(epsilon=jnp.asarray(0.0)), ValueError, "`bench.epsilon` must be a scalar > 0"),
+    (lambda b: b._replace(epsilon=-1.0), ValueError, "`bench.epsilon` must be a scalar > 0"),
+    (lambda b: b._replace(epsilon=jnp.asarray(np.nan)), ValueError, "`bench.epsilon` must be a scalar > 0"),
+    (lambda b: b._replace(epsilon=jnp.ones(2)), ValueError, "`bench.epsilon` must be a scalar"),
+    (lambda b: b._replace(input_means=b.input_means[0]), ValueError, "`bench.input_means` must have shape \\(M, d\\)"),
+    (lambda b: b._replace(potential_means=jnp.zeros((5, 3))), ValueError, "`bench.potential_means` must have shape"),
+    (lambda b: b._replace(input_covs=b.input_covs[:2]), ValueError, "`bench.input_covs` must have shape \\(3, 2, 2\\)"),
+    (lambda b: b._replace(potential_log_probs=jnp.zeros(4)), ValueError, "`bench.potential_log_probs` must have shape"),
+    (lambda b: b._replace(input_means=jnp.zeros((3, 2), jnp.int32)), TypeError, "`bench.input_means` must be floating"),
+    # A NaN log probability made jax.random.categorical pick a component silently.
+    (
+      lambda b: b._replace(potential_log_probs=b.potential_log_probs.at[1].set(jnp.nan)),
+      ValueError,
+      "`bench.potential_log_probs` must be log-probabilities",
+    ),
+    (
+      lambda b: b._replace(input_log_probs=jnp.full(3, -jnp.inf)),
+      ValueError,
+      "`bench.input_log_probs` must be log-probabilities",
+    ),
+    (
+      lambda b: b._replace(input_means=b.input_means.at[0, 0].set(jnp.nan)),
+      ValueError,
+      "`bench.input_means` must be finite",
+    ),
+    # An asymmetric covariance was read by its lower triangle alone (Cholesky).
+    (lambda b: b._replace(input_covs=_asymmetric(b.input_covs)), ValueError, "`bench.input_covs` must be a symmetric"),
+    (lambda b: b._replace(potential_covs=-b.potential_covs), ValueError, "`bench.potential_covs` must be positive"),
+  ],
+)
+def test_benchmark_samplers_bad_input(mutate, error, match):
+  bench = _small_benchmark()
+  with pytest.raises(error, match=match):
+    benchmarks.benchmark_samplers(mutate(bench))
+
+
+def test_benchmark_samplers_checks_only_shapes_under_jit():
+  """A traced benchmark (a jitted caller) skips the value checks but still gets the shape checks."""
+  bench = _small_benchmark()
+  samples = jax.jit(lambda b: benchmarks.benchmark_samplers(b)[0](jax.random.key(1), 4))(bench)
+  assert samples.shape == (4, 2)
+  bad = bench._replace(input_covs=bench.input_covs[:2])
+  with pytest.raises(ValueError, match="`bench.input_covs` must have shape"):
+    jax.jit(lambda b: benchmarks.benchmark_samplers(b)[0](jax.random.key(1), 4))(bad)

@@ -153,3 +153,27 @@ def test_bad_solver(key):
   for epsilon in (0.0, -0.1):
     with pytest.raises(ValueError, match="`epsilon` must be a finite number > 0"):
       monge_gap(x, y, epsilon=epsilon)
+
+
+@pytest.mark.parametrize(
+  "x, y, kwargs, error, match",
+  [
+    (np.zeros((0, 2)), np.zeros((0, 2)), {}, ValueError, "`source` must hold n >= 1 samples"),
+    (np.zeros((4, 0)), np.zeros((4, 0)), {}, ValueError, "`source` must hold n >= 1 samples of dimension d >= 1"),
+    (np.zeros((4, 2)), np.zeros((4, 3)), {}, ValueError, "`source` and `mapped` must pair up"),
+    (np.zeros((4, 2)), np.zeros(8), {}, ValueError, "`mapped` must be a \\[n, d\\] array"),
+    (np.zeros((4, 2)), np.zeros((4, 2), np.int32), {}, TypeError, "`mapped` must be floating point"),
+    (None, None, {"epsilon": 0.0}, ValueError, "`epsilon` must be a finite number > 0"),
+    (None, None, {"epsilon": np.nan}, ValueError, "`epsilon` must be a finite number > 0"),
+    (None, None, {"relative_epsilon": "median"}, ValueError, "`relative_epsilon` must be None, 'mean' or 'std'"),
+    (None, None, {"relative_epsilon": True}, ValueError, "`relative_epsilon` must be None, 'mean' or 'std'"),
+    (None, None, {"cost_fn": lambda a, b: jnp.sum((a - b) ** 2)}, TypeError, "`cost_fn` must be an ott cost"),
+    (None, None, {"cost_fn": costs.SqEuclidean}, TypeError, "`cost_fn` must be an ott cost"),
+    (None, None, {"solver": "sinkhorn"}, TypeError, "`solver` must be a callable"),
+  ],
+)
+def test_monge_gap_output_bad_input(key, x, y, kwargs, error, match):
+  if x is None:
+    x, y = samples(key, n=8)
+  with pytest.raises(error, match=match):
+    monge_gap_output(x, y, **kwargs)

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import jax.scipy as jsp
 import numpy as np
 
+from toolkit._checks import check_positive, is_traced
 from toolkit.ot._checks import check_count, check_covariance, check_epsilon, check_points
 from toolkit.ot.light_sb import LightSBParams
 from toolkit.ot.metrics import sqrtm_psd
@@ -136,9 +137,54 @@ def gaussian_bridge(mean0: jax.Array, cov0: jax.Array, mean1: jax.Array, cov1: j
 # The closed-form Brenier map between two Gaussians (the oracle of the Monge-gap experiment).
 
 
+def _check_covariance_values(cov, name: str, *, definite: bool) -> None:
+  """Concrete covariances ``(..., d, d)`` must be finite and symmetric, and positive definite when ``definite``
+  (else semi-definite up to rounding): the matrix square root silently symmetrises an asymmetric one and clips a
+  negative eigenvalue, and an inverse or Cholesky factor of a singular one is garbage or NaN."""
+  if is_traced(cov):
+    return
+  c = np.asarray(cov, np.float64)
+  if not np.all(np.isfinite(c)):
+    raise ValueError(f"`{name}` must be finite (a covariance), got a NaN or infinite entry.")
+  scale = max(float(np.abs(c).max(initial=0.0)), 1e-30)
+  if np.abs(c - np.swapaxes(c, -1, -2)).max(initial=0.0) > 1e-5 * scale:
+    raise ValueError(f"`{name}` must be a symmetric matrix (a covariance).")
+  smallest = float(np.linalg.eigvalsh(c).min(initial=np.inf))
+  if definite and not smallest > 0:
+    raise ValueError(f"`{name}` must be positive definite (a covariance), got a smallest eigenvalue of {smallest:.3g}.")
+  if not definite and smallest < -1e-4 * scale:
+    raise ValueError(
+      f"`{name}` must be positive semi-definite (a covariance), got a smallest eigenvalue of {smallest:.3g}."
+    )
+
+
 def gaussian_brenier_matrix(cov0: jax.Array, cov1: jax.Array) -> jax.Array:
   """A = Σ0^{-½}(Σ0^{½} Σ1 Σ0^{½})^{½}Σ0^{-½}: the optimal map N(μ0, Σ0) → N(μ1, Σ1) for ‖x - y‖² is
-  T*(x) = μ1 + A(x - μ0), A symmetric positive definite with A Σ0 A = Σ1 (arXiv 1803.00567, Remark 2.31)."""
+  T*(x) = μ1 + A(x - μ0), A symmetric positive definite with A Σ0 A = Σ1 (arXiv 1803.00567, Remark 2.31).
+
+  Args:
+    cov0: ``(..., d, d)`` Σ0 (positive definite).
+    cov1: ``(..., d, d)`` Σ1 (positive semi-definite); leading axes broadcast against those of ``cov0``.
+
+  Returns:
+    ``(..., d, d)`` A.
+  """
+  cov0, cov1 = jnp.asarray(cov0), jnp.asarray(cov1)
+  for name, cov in (("cov0", cov0), ("cov1", cov1)):
+    if cov.ndim < 2 or cov.shape[-1] != cov.shape[-2] or cov.shape[-1] < 1:
+      raise ValueError(f"`{name}` must be a square matrix (..., d, d) with d >= 1, got shape {cov.shape}.")
+    if not (jnp.issubdtype(cov.dtype, jnp.floating) or jnp.issubdtype(cov.dtype, jnp.integer)):
+      raise TypeError(f"`{name}` must be a real-valued covariance, got dtype {cov.dtype}.")
+  if cov1.shape[-1] != cov0.shape[-1]:
+    raise ValueError(f"`cov0` and `cov1` must have the same d, got shapes {cov0.shape} and {cov1.shape}.")
+  try:
+    np.broadcast_shapes(cov0.shape[:-2], cov1.shape[:-2])
+  except ValueError:
+    raise ValueError(
+      f"`cov0` and `cov1` must have leading axes that broadcast, got shapes {cov0.shape} and {cov1.shape}."
+    ) from None
+  _check_covariance_values(cov0, "cov0", definite=True)
+  _check_covariance_values(cov1, "cov1", definite=False)
   root0 = sqrtm_psd(cov0)
   root0_inv = jnp.linalg.inv(root0)
   return root0_inv @ sqrtm_psd(root0 @ cov1 @ root0) @ root0_inv
@@ -477,6 +523,56 @@ def sample_benchmark_target(key: jax.Array, bench: MixtureBenchmark, x: jax.Arra
   return _target_sample(key, benchmark_pieces(bench), x)
 
 
+def _check_benchmark(bench) -> None:
+  """Shapes and dtypes of a :class:`MixtureBenchmark` at trace time; its values too when concrete (a NaN log
+  probability makes ``jax.random.categorical`` pick a component silently, an asymmetric covariance is read by its
+  lower triangle alone)."""
+  if not isinstance(bench, MixtureBenchmark):
+    raise TypeError(f"`bench` must be a MixtureBenchmark (see mixture_benchmark), got {type(bench).__name__}.")
+  input_shape, potential_shape = jnp.shape(bench.input_means), jnp.shape(bench.potential_means)
+  if len(input_shape) != 2 or min(input_shape) < 1:
+    raise ValueError(f"`bench.input_means` must have shape (M, d) with M, d >= 1, got {input_shape}.")
+  m, d = input_shape
+  if len(potential_shape) != 2 or potential_shape[0] < 1 or potential_shape[1] != d:
+    raise ValueError(f"`bench.potential_means` must have shape (N, d) with N >= 1 and d = {d}, got {potential_shape}.")
+  n = potential_shape[0]
+  expected = {
+    "input_log_probs": (m,),
+    "input_means": (m, d),
+    "input_covs": (m, d, d),
+    "potential_log_probs": (n,),
+    "potential_means": (n, d),
+    "potential_covs": (n, d, d),
+  }
+  for field, shape in expected.items():
+    value = getattr(bench, field)
+    if jnp.shape(value) != shape:
+      raise ValueError(
+        f"`bench.{field}` must have shape {shape} (M = {m} input and N = {n} potential components, d = {d}), "
+        f"got {jnp.shape(value)}."
+      )
+    if not jnp.issubdtype(jnp.result_type(value), jnp.floating):
+      raise TypeError(f"`bench.{field}` must be floating point, got {jnp.result_type(value)}.")
+  if jnp.ndim(bench.epsilon) != 0:
+    raise ValueError(f"`bench.epsilon` must be a scalar, got shape {jnp.shape(bench.epsilon)}.")
+  check_positive(bench.epsilon, "bench.epsilon")
+  for field in ("input_log_probs", "potential_log_probs"):
+    value = getattr(bench, field)
+    if is_traced(value):
+      continue
+    log_probs = np.asarray(value, np.float64)
+    if np.any(np.isnan(log_probs) | np.isposinf(log_probs)) or not np.any(np.isfinite(log_probs)):
+      raise ValueError(
+        f"`bench.{field}` must be log-probabilities (no NaN or +inf, at least one finite), got {log_probs}."
+      )
+  for field in ("input_means", "potential_means"):
+    value = getattr(bench, field)
+    if not is_traced(value) and not np.all(np.isfinite(np.asarray(value))):
+      raise ValueError(f"`bench.{field}` must be finite, got a NaN or infinite entry.")
+  _check_covariance_values(bench.input_covs, "bench.input_covs", definite=True)
+  _check_covariance_values(bench.potential_covs, "bench.potential_covs", definite=True)
+
+
 def benchmark_samplers(
   bench: MixtureBenchmark,
 ) -> tuple[Sampler, Sampler, Callable[[jax.Array, jax.Array], jax.Array]]:
@@ -485,7 +581,12 @@ def benchmark_samplers(
 
   The covariances are factorised once here, so a sampler traced inside a training loop is only gathers and matrix
   products. p1 samples are y ~ π*(·|x) with fresh x ~ p0 (independent of the p0 batch, as in the benchmark).
+
+  Args:
+    bench: a :class:`MixtureBenchmark` (from :func:`mixture_benchmark`, or built by hand with consistent shapes,
+      ε > 0 and positive definite covariances).
   """
+  _check_benchmark(bench)
   pieces = benchmark_pieces(bench)
 
   def sample_x0(key, n):

@@ -73,6 +73,8 @@ def _check_samples(source, mapped) -> None:
       raise ValueError(f"`{name}` must be a [n, d] array of samples, got shape {jnp.shape(arr)}.")
     if not jnp.issubdtype(jnp.result_type(arr), jnp.floating):
       raise TypeError(f"`{name}` must be floating point, got {jnp.result_type(arr)}.")
+    if min(jnp.shape(arr)) < 1:  # no samples divides by zero; d = 0 gave a finite gap of nothing
+      raise ValueError(f"`{name}` must hold n >= 1 samples of dimension d >= 1, got shape {jnp.shape(arr)}.")
   if jnp.shape(source) != jnp.shape(mapped):
     raise ValueError(
       f"`source` and `mapped` must pair up sample by sample (same shape), got {jnp.shape(source)} and "
@@ -110,6 +112,13 @@ def monge_gap_output(
   _check_samples(source, mapped)
   if epsilon is not None:
     _checks.check_epsilon(epsilon, "the entropic regularisation")
+  if not (relative_epsilon is None or (isinstance(relative_epsilon, str) and relative_epsilon in ("mean", "std"))):
+    raise ValueError(f"`relative_epsilon` must be None, 'mean' or 'std' (as in ott), got {relative_epsilon!r}.")
+  if cost_fn is not None and not isinstance(cost_fn, costs.CostFn):
+    raise TypeError(
+      f"`cost_fn` must be an ott cost, an instance of ott.geometry.costs.CostFn (e.g. costs.SqEuclidean()), "
+      f"got {cost_fn!r}."
+    )
   solver = _check_solver(solver, DEFAULT_SOLVER_KWARGS)
   cost_fn = costs.SqEuclidean() if cost_fn is None else cost_fn
   # scale_cost stays 1: ott 0.6 rescales the OT cost but not the displacement term otherwise.
