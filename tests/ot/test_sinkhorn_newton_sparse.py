@@ -15,6 +15,7 @@ from ott.solvers.linear import sinkhorn
 from scipy.optimize import linear_sum_assignment
 
 from toolkit.ot import SinkhornNewtonSparse, SNSOutput, dual_objective, solve_sinkhorn_newton_sparse
+from toolkit.ot import sinkhorn_newton_sparse as sns_lib
 
 
 def random_problem(key, n, m, eta, uniform=True):
@@ -292,3 +293,75 @@ def test_the_default_threshold_is_reachable_in_float32(key):
   out = solve_sinkhorn_newton_sparse(pointcloud.PointCloud(x, x + 0.5, epsilon=0.05))
   assert out.threshold == pytest.approx(1e-5) and bool(out.converged)
   assert int(out.num_newton_iters) < SinkhornNewtonSparse().max_newton_iters
+
+
+def test_potential_functions_bad_input(key):
+  prob = random_problem(key, 5, 4, eta=10)
+  f, g = jnp.zeros(5), jnp.zeros(4)
+  with pytest.raises(ValueError, match="`f` must be a floating \\(5,\\) potential"):
+    sns_lib.dual_objective(jnp.zeros(4), g, prob)
+  with pytest.raises(ValueError, match="`g` must be a floating \\(4,\\)"):
+    sns_lib.marginal_error(f, jnp.zeros((4, 1)), prob)
+  with pytest.raises(ValueError, match="`f` must be a floating"):
+    sns_lib.first_order_conditions(jnp.zeros(5, jnp.int32), g, prob)
+  with pytest.raises(TypeError, match="`prob` must be an ott LinearProblem"):
+    sns_lib.dual_objective(f, g, prob.geom)
+  with pytest.raises(TypeError, match="`prob` must be an ott LinearProblem"):
+    sns_lib.marginal_error(f, g, None)
+  with pytest.raises(ValueError, match="`g` must be a floating"):
+    sns_lib.first_order_conditions(f, jnp.zeros(5), prob)
+
+
+def test_solve_bad_input(key):
+  geom = geometry.Geometry(cost_matrix=jnp.ones((3, 4)), epsilon=0.1)
+  with pytest.raises(TypeError, match="`geom` must be an ott Geometry"):
+    sns_lib.solve(jnp.ones((3, 4)))
+  with pytest.raises(ValueError, match="`mass_tolerance` must lie in \\[0, 1\\)"):
+    sns_lib.solve(geom, mass_tolerance=1.0)
+  with pytest.raises(ValueError, match="`forcing` must lie in \\(0, 1\\)"):
+    sns_lib.solve(geom, forcing=0.0)
+  with pytest.raises(ValueError, match="marginal `b` must be finite and non-negative"):
+    sns_lib.solve(geom, jnp.full(3, 1 / 3), jnp.array([0.5, jnp.nan, 0.25, 0.25]))
+
+
+@pytest.mark.parametrize("tolerance", [1e-2, 1e-6])
+def test_mass_tolerance_keeps_the_fewest_entries_holding_the_mass(x64, key, tolerance):
+  """The adaptive rule against a sort: the count kept is the smallest k whose k largest entries hold 1 - δ."""
+  log_plan = jax.random.normal(key, (30, 40)) * 3.0
+  rows, cols, values, kept, count = sns_lib._sparsify(log_plan, budget=1200, mass_tolerance=tolerance)
+  mass = np.sort(np.exp(np.asarray(log_plan)).ravel())[::-1]
+  smallest = int(np.searchsorted(np.cumsum(mass) / mass.sum(), 1 - tolerance) + 1)
+  assert int(count) == smallest
+  np.testing.assert_allclose(np.sort(np.asarray(values)[: int(count)])[::-1], mass[:smallest], rtol=1e-12)
+  assert float(kept) >= 1 - tolerance
+  np.testing.assert_array_equal(np.asarray(log_plan)[rows[: int(count)], cols[: int(count)]] > -np.inf, True)
+  # A budget below that count wins: the largest `budget` entries.
+  _, _, values, _, count = sns_lib._sparsify(log_plan, budget=smallest // 2, mass_tolerance=tolerance)
+  assert int(count) == smallest // 2
+  np.testing.assert_allclose(np.sort(np.asarray(values))[::-1], mass[: smallest // 2], rtol=1e-12)
+
+
+def test_adaptive_inexact_solver_matches_ott_and_reports_what_it_kept(x64, key):
+  prob = random_problem(key, 60, 60, eta=100)
+  out = jax.jit(SinkhornNewtonSparse(sparsity=0.5, mass_tolerance=1e-6, forcing=0.1, threshold=1e-11))(prob)
+  assert out.converged and int(out.num_newton_iters) > 0
+  assert_same_solution(out, ott_reference(prob))
+  newton = np.asarray(out.step_sizes) > 0
+  kept = np.asarray(out.kept_entries)[newton]
+  # Fewer entries than the budget of 1800, holding all but 1e-6 of the mass at each step.
+  assert np.all(kept < 1800) and np.all(np.asarray(out.kept_mass)[newton] >= 1 - 1e-6)
+
+
+def test_plan_agrees_with_regots_safe_and_sparse_newton(x64, key):
+  """An independent C++ implementation (regot's SSNS, Qiu and Tang) solves the same problem to the same plan."""
+  regot = pytest.importorskip("regot")
+  prob = random_problem(key, 80, 70, eta=300, uniform=False)
+  out = SinkhornNewtonSparse(threshold=1e-11, mass_tolerance=1e-6, sparsity=0.5, forcing=0.1)(prob)
+  cost = np.asfortranarray(np.asarray(prob.geom.cost_matrix))
+  ref = regot.sinkhorn_ssns(cost, np.asarray(prob.a), np.asarray(prob.b), 1 / 300, tol=1e-11, max_iter=500)
+  assert out.converged and np.asarray(ref.mar_errs)[-1] < 1e-11
+  np.testing.assert_allclose(np.asarray(out.matrix), np.asarray(ref.plan), atol=1e-10, rtol=0)
+  # regot's objective <P, C> + ε Σ P log P is ott's ent_reg_cost.
+  np.testing.assert_allclose(
+    float(out.ent_reg_cost), np.sum(ref.plan * cost) + np.sum(ref.plan * np.log(ref.plan)) / 300, rtol=1e-9
+  )
