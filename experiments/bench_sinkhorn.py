@@ -12,11 +12,15 @@ first and timed once; the table gives iterations, seconds and each solver's rati
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
+
+from toolkit.ot import sinkhorn_newton_sparse as sns_lib
 
 from . import sinkhorn_newton_sparse as sns_experiment
 
@@ -28,6 +32,7 @@ flags.DEFINE_float("threshold", 1e-12, "Marginal error (L1) every solver runs to
 flags.DEFINE_list("cases", list(sns_experiment.CASES), "Cases to run.")
 flags.DEFINE_integer("max_sinkhorn_iterations", 100_000, "Iteration cap of the ott baselines.")
 flags.DEFINE_integer("max_regot_iterations", 2_000, "Iteration cap of the regot solvers.")
+flags.DEFINE_integer("max_newton_iters", 1000, "Newton-stage iteration cap of SNS (every case).")
 flags.DEFINE_integer("seed", 0, "Seed of the problems.")
 
 REGOT_SOLVERS = ("sinkhorn_ssns", "sinkhorn_sparse_newton")
@@ -55,12 +60,38 @@ def run_regot(prob, config, max_iterations: int) -> dict:
   return out
 
 
+def time_breakdown(case: str, config, key) -> str:
+  """Where SNS's time goes on ``case``: the warm-up, the sparsification (one call timed, times the Newton steps)
+  and the rest of the Newton stage (CG, line search, marginal errors)."""
+  prob = sns_experiment.make_problem(case, key, config)
+  n = prob.geom.shape[0]
+  solver = sns_experiment.sns_solver(case, config, n)
+  out, total = sns_experiment.timed(solver, prob)
+  _, warm_up = sns_experiment.timed(dataclasses.replace(solver, max_newton_iters=0), prob)
+  log_plan = (out.f[:, None] + out.g[None, :] - prob.geom.cost_matrix) / prob.geom.epsilon
+  budget = solver.budget(n, n)
+  sparsify = jax.jit(lambda lp: sns_lib._sparsify(lp, budget, solver.mass_tolerance)).lower(log_plan).compile()
+  jax.block_until_ready(sparsify(log_plan))
+  start = time.perf_counter()
+  for _ in range(5):
+    jax.block_until_ready(sparsify(log_plan))
+  per_call = (time.perf_counter() - start) / 5
+  steps = int(out.n_iters) - solver.num_sinkhorn_iters
+  sparsification = per_call * steps
+  rest = total - warm_up - sparsification
+  return (
+    f"| {case} | {total:.3f} | {warm_up:.3f} | {sparsification:.3f} ({steps} × {1e3 * per_call:.1f} ms) | "
+    f"{rest:.3f} | {int(jnp.sum(out.cg_iters))} |"
+  )
+
+
 def main(argv):
   del argv
   config = sns_experiment.get_config("full")
   config.n, config.image_side, config.eta = FLAGS.n, FLAGS.image_side, FLAGS.eta
   config.threshold, config.cases = FLAGS.threshold, tuple(FLAGS.cases)
   config.max_sinkhorn_iterations = FLAGS.max_sinkhorn_iterations
+  config.sns.max_newton_iters = config.sns.max_newton_iters_l1 = FLAGS.max_newton_iters
   sns_experiment.validate_config(config)
   print(
     f"device: {jax.devices()[0].device_kind}; random assignment n = {config.n}, digits {config.image_side}² pixels, "
@@ -83,6 +114,11 @@ def main(argv):
           f"{r['iterations'] / ours['iterations']:.1f} | {r['seconds'] / ours['seconds']:.2f} |",
           flush=True,
         )
+    print("\nWhere SNS's time goes (seconds; the sparsification is one timed call times the Newton-stage steps):")
+    print("| case | total | warm-up | sparsification | CG, line search, errors | CG iterations |")
+    print("|---|---|---|---|---|---|")
+    for case, key in zip(config.cases, keys):
+      print(time_breakdown(case, config, key), flush=True)
 
 
 if __name__ == "__main__":
