@@ -39,17 +39,17 @@ def test_bad_config_is_refused(tmp_path):
 def test_digit_problems_follow_their_construction(case):
   config = sns_experiment.get_config("quick")
   config.image_side = 5
-  with jax.enable_x64(True):
+  with jax.enable_x64(True):  # the geometry's cost is computed lazily: read it inside
     prob = sns_experiment.make_problem(case, jax.random.key(3), config)
-  assert prob.geom.shape == (25, 25) and prob.geom.cost_matrix.dtype == jnp.float64
-  for marginal in (prob.a, prob.b):
-    np.testing.assert_allclose(float(marginal.sum()), 1.0, rtol=1e-12)
-    assert float(marginal.min()) > 0  # the floor gives every pixel mass (log-domain potentials stay finite)
-  # Pixel (i, j) sits at (i, j) / (side - 1): corner to corner is 1 + 1 in both costs, one step 1/16 or 1/4.
-  cost = np.asarray(prob.geom.cost_matrix)
-  assert cost[0, 24] == pytest.approx(2.0) and cost[0, 0] == 0
-  assert cost[0, 1] == pytest.approx(1 / 16 if case == "digits_l2" else 1 / 4)
-  assert prob.geom.epsilon == pytest.approx(1 / 1200)
+    assert prob.geom.shape == (25, 25) and prob.geom.cost_matrix.dtype == jnp.float64
+    for marginal in (prob.a, prob.b):
+      np.testing.assert_allclose(float(marginal.sum()), 1.0, rtol=1e-12)
+      assert float(marginal.min()) > 0  # the floor gives every pixel mass (log-domain potentials stay finite)
+    # Pixel (i, j) sits at (i, j) / (side - 1): corner to corner is 1 + 1 in both costs, one step 1/16 or 1/4.
+    cost = np.asarray(prob.geom.cost_matrix)
+    assert cost[0, 24] == pytest.approx(2.0) and cost[0, 0] == 0
+    assert cost[0, 1] == pytest.approx(1 / 16 if case == "digits_l2" else 1 / 4)
+    assert prob.geom.epsilon == pytest.approx(1 / 1200)
 
 
 def test_digit_histogram_is_the_resized_image_with_a_floor():
@@ -57,5 +57,5 @@ def test_digit_histogram_is_the_resized_image_with_a_floor():
   image[27] = 16.0  # one lit pixel of the 8×8 image
   with jax.enable_x64(True):
     hist = np.asarray(sns_experiment.digit_histogram(image, 8))
-  expected = image / 16.0 + 0.01 / 64
+  expected = image.astype(np.float64) / 16.0 + 0.01 / 64
   np.testing.assert_allclose(hist, expected / expected.sum(), rtol=1e-12)
